@@ -1,0 +1,84 @@
+"""`likeness`: the command line (run, sync, version)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from importlib.metadata import version
+
+from bot.config import MissingTokenError, Settings, SettingsError, load_settings
+from bot.logs import setup_logging
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="likeness", description="Likeness: consistent AI characters on Discord.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser("run", help="connect to Discord and serve the slash commands")
+    sync = commands.add_parser(
+        "sync",
+        help="register the slash commands with Discord (after install or upgrade)",
+        description="Global sync reaches every server but may take up to an hour to appear; "
+        "--guild makes the commands appear at once in one server (good for testing).",
+    )
+    sync.add_argument(
+        "--guild",
+        type=int,
+        metavar="ID",
+        help="sync to this server only (default: LIKENESS_DEV_GUILD_ID when --dev is given)",
+    )
+    sync.add_argument("--dev", action="store_true", help="sync to the server in LIKENESS_DEV_GUILD_ID")
+    sync.add_argument("--clear", action="store_true", help="with --guild: remove the server-specific commands")
+    commands.add_parser("version", help="print the version")
+    return parser
+
+
+def _settings_and_token() -> tuple[Settings, str]:
+    settings = load_settings()
+    token = settings.token()
+    setup_logging(settings.log_level, secrets=[token])
+    return settings, token
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command = args.command or "run"
+    try:
+        if command == "version":
+            print(f"likeness {version('likeness')}")
+            return 0
+        settings, token = _settings_and_token()
+        if command == "run":
+            from bot.app import run_bot
+
+            asyncio.run(run_bot(settings, token))
+            return 0
+        if command == "sync":
+            from bot.app import sync_from_cli
+
+            guild_id = args.guild if args.guild is not None else (settings.dev_guild_id if args.dev else None)
+            if args.dev and guild_id is None:
+                print("--dev needs LIKENESS_DEV_GUILD_ID to be set.", file=sys.stderr)
+                return 2
+            print(asyncio.run(sync_from_cli(settings, token, guild_id, args.clear)))
+            return 0
+    except (MissingTokenError, SettingsError) as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        # discord.LoginFailure without importing discord here: say what the admin can do.
+        if type(exc).__name__ == "LoginFailure":
+            print(
+                "Discord refused the token. It may have been reset or mistyped: copy a fresh one from the "
+                "Developer Portal (Bot > Reset Token) into DISCORD_TOKEN.",
+                file=sys.stderr,
+            )
+            return 2
+        raise
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

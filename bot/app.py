@@ -1,0 +1,95 @@
+"""The Discord client: wires storage and services in `setup_hook`, loads the cogs, syncs on request only."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.config import Settings
+from bot.discord_io.errors import LikenessTree
+from bot.library import Library
+from storage import Storage
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS: tuple[str, ...] = ("cogs.characters",)
+
+
+class LikenessBot(commands.AutoShardedBot):
+    storage: Storage
+    library: Library
+
+    def __init__(self, settings: Settings, *, extensions: Sequence[str] = EXTENSIONS) -> None:
+        intents = discord.Intents.none()
+        intents.guilds = True  # slash commands need nothing more: no message content, no member list
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            help_command=None,
+            intents=intents,
+            tree_cls=LikenessTree,
+            allowed_mentions=discord.AllowedMentions.none(),
+            guild_ready_timeout=settings.guild_ready_timeout,
+            shard_count=settings.shard_count,
+            chunk_guilds_at_startup=False,
+            max_messages=None,
+        )
+        self.settings = settings
+        self.extensions_to_load = tuple(extensions)
+        self.failed_extensions: dict[str, BaseException] = {}
+
+    async def setup_hook(self) -> None:
+        self.storage = await Storage.open(self.settings.db_path, self.settings.blob_dir)
+        self.library = Library(self.storage)
+        for extension in self.extensions_to_load:
+            try:
+                await self.load_extension(extension)
+            except Exception as exc:  # one broken cog must not take the others down
+                self.failed_extensions[extension] = exc
+                log.exception("could not load %s", extension)
+
+    async def close(self) -> None:
+        await super().close()
+        storage = getattr(self, "storage", None)
+        if storage is not None:
+            await storage.close()
+
+    async def on_ready(self) -> None:
+        log.info("ready as %s in %d servers", self.user, len(self.guilds))
+
+
+async def sync_commands(bot: LikenessBot, guild_id: int | None = None) -> list[app_commands.AppCommand]:
+    """Register the slash commands with Discord: in one server (instant) or globally."""
+    if guild_id is None:
+        return await bot.tree.sync()
+    guild = discord.Object(id=guild_id)
+    bot.tree.copy_global_to(guild=guild)
+    return await bot.tree.sync(guild=guild)
+
+
+async def clear_guild_commands(bot: LikenessBot, guild_id: int) -> None:
+    """Remove server-specific commands (after testing with --guild), leaving the global ones."""
+    guild = discord.Object(id=guild_id)
+    bot.tree.clear_commands(guild=guild)
+    await bot.tree.sync(guild=guild)
+
+
+async def run_bot(settings: Settings, token: str) -> None:
+    async with LikenessBot(settings) as bot:
+        await bot.start(token)
+
+
+async def sync_from_cli(settings: Settings, token: str, guild_id: int | None, clear: bool) -> str:
+    """`likeness sync`: log in over HTTP only (no gateway), load the cogs, and sync."""
+    async with LikenessBot(settings) as bot:
+        await bot.login(token)
+        if clear and guild_id is not None:
+            await clear_guild_commands(bot, guild_id)
+            return f"Removed the server-specific commands from server {guild_id}."
+        synced = await sync_commands(bot, guild_id)
+        where = f"server {guild_id} (available at once)" if guild_id else "every server (may take up to an hour)"
+        names = ", ".join(sorted(f"/{command.name}" for command in synced))
+        return f"Synced {len(synced)} commands to {where}: {names}"

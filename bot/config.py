@@ -1,0 +1,117 @@
+"""Every knob of the bot, read from the environment and `.env`, validated at start.
+
+The Discord token is `DISCORD_TOKEN` (the name every Discord tutorial uses); every other setting is
+`LIKENESS_<NAME>`, for example `LIKENESS_DATA_DIR=/srv/likeness`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+TOKEN_HELP = """\
+No Discord bot token is set.
+
+Likeness needs the token of a Discord application's bot user:
+  1. Open https://discord.com/developers/applications and create an application (New Application).
+  2. In "Bot", press "Reset Token" and copy the token.
+  3. Put it in a file named .env beside the Makefile:   DISCORD_TOKEN=your-token-here
+     (or export DISCORD_TOKEN in the environment), then run `make run` again.
+The README explains how to invite the bot to your server."""
+
+
+class Settings(BaseSettings):
+    """Runtime settings. Field descriptions double as the README's settings table."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LIKENESS_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    discord_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DISCORD_TOKEN", "LIKENESS_DISCORD_TOKEN"),
+        description="The bot user's token (Developer Portal > Bot). Never logged.",
+    )
+    data_dir: Path = Field(default=Path("data"), description="Where the database and images are kept.")
+    database_path: Path | None = Field(
+        default=None, description="SQLite database file. Default: <data_dir>/likeness.sqlite3."
+    )
+    log_level: LogLevel = Field(default="INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL.")
+    dev_guild_id: int | None = Field(
+        default=None,
+        description="A server id for `likeness sync --guild` without arguments: commands appear there at once.",
+    )
+    default_provider: str = Field(default="local", description="Render provider for servers that chose none.")
+    default_video_model: str = Field(default="local-v1", description="Video model for servers that chose none.")
+    guild_ready_timeout: float = Field(
+        default=2.0,
+        ge=0.0,
+        le=60.0,
+        description="Seconds to wait for more servers at connect before the bot reports ready.",
+    )
+    shard_count: int | None = Field(
+        default=None, ge=1, description="Number of shards; leave empty to let Discord decide."
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("default_provider")
+    @classmethod
+    def _known_provider(cls, value: str) -> str:
+        known = {"local", "kling", "fal", "runway"}
+        if value not in known:
+            raise ValueError(f"must be one of {', '.join(sorted(known))}")
+        return value
+
+    @property
+    def db_path(self) -> Path:
+        return self.database_path or self.data_dir / "likeness.sqlite3"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    def token(self) -> str:
+        """The Discord token, or `MissingToken` with instructions for the admin."""
+        if self.discord_token is None or not self.discord_token.get_secret_value().strip():
+            raise MissingTokenError(TOKEN_HELP)
+        return self.discord_token.get_secret_value().strip()
+
+
+class MissingTokenError(RuntimeError):
+    """Raised when the bot must connect but no token was given."""
+
+
+class SettingsError(RuntimeError):
+    """Invalid settings, worded for the admin: which setting, and what is wrong with it."""
+
+
+def env_name(field: str) -> str:
+    if field in ("discord_token", "DISCORD_TOKEN"):
+        return "DISCORD_TOKEN"
+    return f"LIKENESS_{field.upper()}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Load settings, turning pydantic's error into one line per bad setting named as the admin wrote it."""
+    try:
+        return Settings(**overrides)  # pyright: ignore[reportArgumentType]
+    except ValidationError as exc:
+        lines = ["Some settings are not valid:"]
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            shown = "" if "token" in field else f" (got {error.get('input')!r})"
+            lines.append(f"  {env_name(field)}: {error['msg']}{shown}")
+        raise SettingsError("\n".join(lines)) from None

@@ -1,0 +1,1 @@
+"""Everything that speaks Discord: replies, errors, embeds, views."""

@@ -1,0 +1,50 @@
+"""Embeds a member sees: a character card and a page of the library."""
+
+from __future__ import annotations
+
+import discord
+
+from bot.domain import Character, Page, View
+from bot.library import CharacterDetails
+
+COLOR = discord.Colour(0x5B8DEF)
+LOCKED = "🔒"
+
+
+def character_embed(details: CharacterDetails) -> discord.Embed:
+    character = details.character
+    title = f"{LOCKED} {character.name}" if character.locked else character.name
+    embed = discord.Embed(title=title, description=character.description, colour=COLOR)
+    embed.add_field(name="Owner", value=f"<@{character.owner_id}>")
+    embed.add_field(name="Version", value=f"v{character.version}")
+    embed.add_field(name="Locked", value="Yes: only the owner can change it" if character.locked else "No")
+    present = {view.view for view in details.views}
+    embed.add_field(
+        name=f"Reference views ({len(present)}/{len(View)})",
+        value=" · ".join(f"{'✅' if view in present else '▫️'} {view.label}" for view in View),
+        inline=False,
+    )
+    if details.elements:
+        elements = "\n".join(
+            f"{'🔗' if element.bound else '⛓️‍💥'} **{element.name}** ({element.kind.value})"
+            for element in details.elements
+        )
+    else:
+        elements = "None yet: an outfit, a prop or an accessory can be bound to the character."
+    embed.add_field(name="Elements", value=elements, inline=False)
+    if details.missing_views:
+        embed.set_footer(text=f"Next view to add: {details.missing_views[0].label}")
+    return embed
+
+
+def library_page_embed(guild_name: str, page: Page[Character]) -> discord.Embed:
+    embed = discord.Embed(title=f"Characters of {guild_name}", colour=COLOR)
+    if not page.items:
+        embed.description = "The library is empty. Create the first character with `/character create`."
+    else:
+        embed.description = "\n".join(
+            f"{LOCKED if c.locked else '•'} **{c.name}** · v{c.version} · <@{c.owner_id}>" for c in page.items
+        )
+    noun = "character" if page.total_items == 1 else "characters"
+    embed.set_footer(text=f"Page {page.number}/{page.total_pages} · {page.total_items} {noun}")
+    return embed

@@ -1,0 +1,86 @@
+"""The command tree's error handler: known errors become friendly ephemeral replies, the rest an error id."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any
+
+import discord
+from discord import app_commands
+
+from bot.discord_io.replies import reply_ephemeral
+from bot.errors import UserFacingError
+
+log = logging.getLogger(__name__)
+
+SYNC_HINT = "This command is out of date here; a server admin can refresh commands with `likeness sync`."
+
+
+class FriendlyError(app_commands.AppCommandError):
+    """An AppCommandError whose message is for the member (raised by transformers and checks)."""
+
+
+def describe_permissions(names: list[str]) -> str:
+    return ", ".join(name.replace("_", " ").replace("guild", "server").title() for name in names)
+
+
+def friendly_message(error: BaseException) -> str | None:
+    """The member-facing message for a known error, or None for a bug."""
+    if isinstance(error, app_commands.CommandInvokeError | app_commands.TransformerError):
+        cause = error.__cause__ if isinstance(error, app_commands.TransformerError) else error.original
+        if isinstance(cause, UserFacingError | FriendlyError):
+            return str(cause)
+        if isinstance(error, app_commands.TransformerError):
+            return f"I couldn't understand **{error.value}** for that option."
+        return None
+    if isinstance(error, UserFacingError | FriendlyError):
+        return str(error)
+    if isinstance(error, app_commands.NoPrivateMessage):
+        return "This command works in a server, not in direct messages."
+    if isinstance(error, app_commands.MissingPermissions):
+        return f"You need the {describe_permissions(error.missing_permissions)} permission for this."
+    if isinstance(error, app_commands.BotMissingPermissions):
+        return f"I need the {describe_permissions(error.missing_permissions)} permission here for this."
+    if isinstance(error, app_commands.CommandOnCooldown):
+        return f"Slow down a little: try again in {error.retry_after:.0f} s."
+    if isinstance(error, app_commands.CommandNotFound | app_commands.CommandSignatureMismatch):
+        return SYNC_HINT
+    if isinstance(error, app_commands.CheckFailure):
+        return "You can't use this command here."
+    return None
+
+
+async def report_error(interaction: discord.Interaction[Any], error: BaseException) -> None:
+    """Tell the member what went wrong; log bugs with an id the member can give to an admin."""
+    message = friendly_message(error)
+    if message is None:
+        error_id = secrets.token_hex(4)
+        original = error.original if isinstance(error, app_commands.CommandInvokeError) else error
+        log.error(
+            "error %s in %s (guild %s, user %s)",
+            error_id,
+            interaction.command.qualified_name if interaction.command else interaction.data,
+            interaction.guild_id,
+            interaction.user.id,
+            exc_info=original,
+        )
+        message = (
+            "Something went wrong on my side and nothing was changed. If it keeps happening, give a server "
+            f"admin this error id: `{error_id}`."
+        )
+    await reply_ephemeral(interaction, message)
+
+
+class LikenessTree(app_commands.CommandTree[Any]):
+    async def on_error(self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError) -> None:
+        await report_error(interaction, error)
+
+
+class LikenessView(discord.ui.View):
+    """A view whose callback errors get the same treatment as command errors."""
+
+    async def on_error(
+        self, interaction: discord.Interaction[Any], error: Exception, item: discord.ui.Item[Any]
+    ) -> None:
+        await report_error(interaction, error)

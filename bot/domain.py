@@ -1,0 +1,86 @@
+"""The domain: plain pydantic models and enums shared by services, storage and the Discord layer."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+
+class View(StrEnum):
+    """A reference view of a character, in the order sheets and providers use them."""
+
+    FRONT = "front"
+    THREE_QUARTER = "three_quarter"
+    SIDE = "side"
+    BACK = "back"
+    FACE = "face"
+
+    @property
+    def label(self) -> str:
+        return self.value.replace("_", "-").capitalize()
+
+
+class ElementKind(StrEnum):
+    OUTFIT = "outfit"
+    PROP = "prop"
+    ACCESSORY = "accessory"
+    SCENE = "scene"
+    OTHER = "other"
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class Character(Frozen):
+    id: int
+    guild_id: int
+    name: str
+    description: str
+    owner_id: int
+    locked: bool
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class ReferenceView(Frozen):
+    id: int
+    character_id: int
+    view: View
+    original_blob: str
+    cleaned_blob: str | None
+    uploaded_by: int
+    created_at: datetime
+
+
+class Element(Frozen):
+    id: int
+    character_id: int
+    name: str
+    kind: ElementKind
+    original_blob: str
+    cleaned_blob: str | None
+    bound: bool
+    created_at: datetime
+
+
+class GuildSettings(Frozen):
+    guild_id: int
+    provider: str | None = None
+    video_model: str | None = None
+
+
+T = TypeVar("T")
+
+
+class Page(Frozen, Generic[T]):
+    """One page of a listing: the items, the page number (from 1) and how many pages there are."""
+
+    items: list[T]
+    number: int
+    total_pages: int
+    total_items: int

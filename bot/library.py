@@ -1,0 +1,185 @@
+"""The subject library: the rules for characters (names, ownership, permissions, locking, versions).
+
+Who may do what:
+- every member of a server can see and use the server's characters;
+- the owner of a character, and members with Manage Server, may change or delete it;
+- a locked character can be changed only by its owner; Manage Server can still unlock it, so a
+  server is never stuck with a character nobody can manage.
+A character of another server is never found: every lookup is scoped by the actor's guild.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import unicodedata
+from dataclasses import dataclass
+
+from bot.domain import Character, Element, Page, ReferenceView, View
+from bot.errors import ConflictError, InvalidInputError, NotAllowedError, NotFoundError
+from storage import Storage
+from storage.characters import NameTakenError
+
+NAME_MAX = 32
+DESCRIPTION_MAX = 1000
+AUTOCOMPLETE_MAX = 25
+_NAME_PATTERN = re.compile(r"^[\w][\w '\-.]*$")
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is asking, where, and whether they manage the server (Manage Server or Administrator)."""
+
+    guild_id: int
+    user_id: int
+    is_manager: bool = False
+
+
+@dataclass(frozen=True)
+class CharacterDetails:
+    character: Character
+    views: list[ReferenceView]
+    elements: list[Element]
+
+    @property
+    def missing_views(self) -> list[View]:
+        present = {view.view for view in self.views}
+        return [view for view in View if view not in present]
+
+
+def clean_name(raw: str) -> str:
+    """Normalise and check a character name: 1-32 characters, letters, digits, spaces, - _ ' ."""
+    name = " ".join(unicodedata.normalize("NFC", raw).split())
+    if not name:
+        raise InvalidInputError("A character needs a name.")
+    if len(name) > NAME_MAX:
+        raise InvalidInputError(f"Character names can be at most {NAME_MAX} characters (that one has {len(name)}).")
+    if not _NAME_PATTERN.match(name):
+        raise InvalidInputError(
+            "Character names may use letters, digits, spaces and - _ ' . and must start with a letter or digit."
+        )
+    return name
+
+
+def clean_description(raw: str) -> str:
+    description = raw.strip()
+    if not description:
+        raise InvalidInputError(
+            "Describe the character's locked traits (age, build, face, hair, outfit): the description is empty."
+        )
+    if len(description) > DESCRIPTION_MAX:
+        raise InvalidInputError(
+            f"The description can be at most {DESCRIPTION_MAX} characters (that one has {len(description)})."
+        )
+    return description
+
+
+class Library:
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+
+    async def create(self, actor: Actor, name: str, description: str) -> Character:
+        name, description = clean_name(name), clean_description(description)
+        try:
+            return await self._storage.characters.create(actor.guild_id, name, description, actor.user_id)
+        except NameTakenError:
+            existing = await self._storage.characters.get_by_name(actor.guild_id, name)
+            shown = existing.name if existing else name
+            raise ConflictError(f"This server already has a character called **{shown}**. Pick another name.") from None
+
+    async def get(self, actor: Actor, name: str) -> Character:
+        character = await self._storage.characters.get_by_name(actor.guild_id, name.strip())
+        if character is None:
+            raise NotFoundError(
+                f"There is no character called **{name.strip()}** in this server. `/character list` shows them all."
+            )
+        return character
+
+    async def details(self, actor: Actor, character: Character) -> CharacterDetails:
+        views = await self._storage.references.current_views(actor.guild_id, character.id)
+        elements = await self._storage.references.elements(actor.guild_id, character.id)
+        return CharacterDetails(character, views, elements)
+
+    async def page(self, actor: Actor, number: int, per_page: int = 10) -> Page[Character]:
+        total = await self._storage.characters.count(actor.guild_id)
+        total_pages = max(1, -(-total // per_page))
+        number = min(max(1, number), total_pages)
+        items = await self._storage.characters.list(actor.guild_id, offset=(number - 1) * per_page, limit=per_page)
+        return Page[Character](items=items, number=number, total_pages=total_pages, total_items=total)
+
+    async def edit(
+        self,
+        actor: Actor,
+        character: Character,
+        *,
+        new_name: str | None = None,
+        description: str | None = None,
+    ) -> Character:
+        self.ensure_can_change(actor, character)
+        if new_name is None and description is None:
+            raise InvalidInputError("Tell me what to change: a new name, a new description, or both.")
+        cleaned_name = clean_name(new_name) if new_name is not None else None
+        cleaned_description = clean_description(description) if description is not None else None
+        try:
+            updated = await self._storage.characters.update(
+                actor.guild_id,
+                character.id,
+                name=cleaned_name,
+                description=cleaned_description,
+                # the traits are what shots bind to: a new description is a new version
+                bump_version=cleaned_description is not None and cleaned_description != character.description,
+            )
+        except NameTakenError:
+            raise ConflictError(
+                f"This server already has a character called **{cleaned_name}**. Pick another name."
+            ) from None
+        if updated is None:
+            raise NotFoundError(f"**{character.name}** was deleted meanwhile.")
+        return updated
+
+    async def delete_by_id(self, actor: Actor, character_id: int) -> str:
+        """Delete a character of the actor's server (the id comes from a button); returns its name."""
+        character = await self._storage.characters.get(actor.guild_id, character_id)
+        if character is None:
+            raise NotFoundError("That character no longer exists in this server.")
+        self.ensure_can_change(actor, character)
+        if not await self._storage.characters.delete(actor.guild_id, character.id):
+            raise NotFoundError(f"**{character.name}** was already deleted.")
+        return character.name
+
+    async def set_locked(self, actor: Actor, character: Character, locked: bool) -> Character:
+        if not (actor.user_id == character.owner_id or actor.is_manager):
+            raise NotAllowedError(
+                f"Only the owner of **{character.name}** or a member with Manage Server can lock or unlock it."
+            )
+        updated = await self._storage.characters.update(actor.guild_id, character.id, locked=locked)
+        if updated is None:
+            raise NotFoundError(f"**{character.name}** was deleted meanwhile.")
+        return updated
+
+    def ensure_can_change(self, actor: Actor, character: Character) -> None:
+        """Refuse a change to someone else's character, or to a locked one by anyone but its owner."""
+        is_owner = actor.user_id == character.owner_id
+        if character.locked and not is_owner:
+            hint = " Unlock it first with `/character lock`." if actor.is_manager else ""
+            raise NotAllowedError(f"**{character.name}** is locked: only its owner can change it.{hint}")
+        if not (is_owner or actor.is_manager):
+            raise NotAllowedError(
+                f"**{character.name}** belongs to <@{character.owner_id}>: only they or a member with "
+                "Manage Server can change it."
+            )
+
+    async def suggest(self, guild_id: int, typed: str) -> list[str]:
+        """Names for autocomplete: prefix matches, then substring, then fuzzy; at most 25."""
+        names = await self._storage.characters.names(guild_id)
+        query = typed.strip().casefold()
+        if not query:
+            return names[:AUTOCOMPLETE_MAX]
+        prefix = [n for n in names if n.casefold().startswith(query)]
+        contains = [n for n in names if query in n.casefold() and n not in prefix]
+        picked = prefix + contains
+        if len(picked) < AUTOCOMPLETE_MAX:
+            folded = {n.casefold(): n for n in names if n not in picked}
+            close = difflib.get_close_matches(query, list(folded), n=AUTOCOMPLETE_MAX, cutoff=0.5)
+            picked += [folded[c] for c in close]
+        return picked[:AUTOCOMPLETE_MAX]

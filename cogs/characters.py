@@ -1,0 +1,223 @@
+"""/character: the server's subject library. Thin: parse, call bot.library, reply."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.app import LikenessBot
+from bot.discord_io.embeds import character_embed, library_page_embed
+from bot.discord_io.errors import FriendlyError, LikenessView, report_error
+from bot.discord_io.replies import actor_of
+from bot.domain import Character
+from bot.errors import UserFacingError
+from bot.library import DESCRIPTION_MAX, NAME_MAX
+
+PER_PAGE = 10
+
+
+def bot_of(interaction: discord.Interaction[Any]) -> LikenessBot:
+    client = interaction.client
+    assert isinstance(client, LikenessBot)
+    return client
+
+
+class CharacterName(app_commands.Transformer):
+    """A character of this server, picked by name, with autocomplete. Other servers' names never show."""
+
+    async def autocomplete(  # type: ignore[override]
+        self, interaction: discord.Interaction[Any], value: str
+    ) -> list[app_commands.Choice[str]]:
+        if interaction.guild_id is None:
+            return []
+        names = await bot_of(interaction).library.suggest(interaction.guild_id, value)
+        return [app_commands.Choice(name=name, value=name) for name in names]
+
+    async def transform(self, interaction: discord.Interaction[Any], value: str) -> Character:
+        try:
+            return await bot_of(interaction).library.get(actor_of(interaction), value)
+        except UserFacingError as exc:
+            raise FriendlyError(str(exc)) from exc
+
+
+CharacterArg = app_commands.Transform[Character, CharacterName]
+
+
+async def show_page(interaction: discord.Interaction[Any], number: int, *, edit: bool) -> None:
+    library = bot_of(interaction).library
+    page = await library.page(actor_of(interaction), number, PER_PAGE)
+    guild_name = interaction.guild.name if interaction.guild else "this server"
+    embed = library_page_embed(guild_name, page)
+    view = LikenessView(timeout=None)
+    if page.total_pages > 1:
+        view.add_item(PageButton(page.number - 1, "◀ Previous", disabled=page.number <= 1))
+        view.add_item(PageButton(page.number + 1, "Next ▶", disabled=page.number >= page.total_pages))
+    if edit:
+        await interaction.response.edit_message(embed=embed, view=view)
+    else:
+        await interaction.response.send_message(embed=embed, view=view, ephemeral=True)
+
+
+class PageButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"likeness:characters:page:(?P<n>\d+)"):
+    """Previous/Next on /character list; the page number lives in the custom_id, so it survives restarts."""
+
+    def __init__(self, number: int, label: str = "Page", *, disabled: bool = False) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label=label,
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"likeness:characters:page:{max(number, 1)}",
+                disabled=disabled,
+            )
+        )
+        self.number = max(number, 1)
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> PageButton:
+        return cls(int(match["n"]))
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        try:
+            await show_page(interaction, self.number, edit=True)
+        except Exception as exc:
+            await report_error(interaction, exc)
+
+
+class DeleteButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"likeness:characters:delete:(?P<id>\d+)"):
+    """Confirms /character delete. Rules are checked again on press: the press may come much later."""
+
+    def __init__(self, character_id: int) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label="Delete for everyone",
+                style=discord.ButtonStyle.danger,
+                custom_id=f"likeness:characters:delete:{character_id}",
+            )
+        )
+        self.character_id = character_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> DeleteButton:
+        return cls(int(match["id"]))
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        try:
+            name = await bot_of(interaction).library.delete_by_id(actor_of(interaction), self.character_id)
+        except Exception as exc:
+            await report_error(interaction, exc)
+            return
+        await interaction.response.edit_message(content=f"🗑️ **{name}** was deleted.", view=None)
+
+
+class KeepButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"likeness:characters:keep"):
+    def __init__(self) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label="Keep it", style=discord.ButtonStyle.secondary, custom_id="likeness:characters:keep"
+            )
+        )
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> KeepButton:
+        return cls()
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        await interaction.response.edit_message(content="Nothing was deleted.", view=None)
+
+
+@app_commands.guild_only()
+class Characters(commands.GroupCog, group_name="character", group_description="The server's character library"):
+    def __init__(self, bot: LikenessBot) -> None:
+        self.bot = bot
+        super().__init__()
+
+    async def cog_load(self) -> None:
+        self.bot.add_dynamic_items(PageButton, DeleteButton, KeepButton)
+
+    async def cog_unload(self) -> None:
+        self.bot.remove_dynamic_items(PageButton, DeleteButton, KeepButton)
+
+    @app_commands.command(name="create", description="Add a character to this server's library")
+    @app_commands.describe(
+        name=f"A name unique in this server (1-{NAME_MAX} characters)",
+        description="The locked traits every shot keeps: age, build, face, hair, outfit",
+    )
+    async def create(
+        self,
+        interaction: discord.Interaction[Any],
+        name: app_commands.Range[str, 1, NAME_MAX],
+        description: app_commands.Range[str, 1, DESCRIPTION_MAX],
+    ) -> None:
+        character = await self.bot.library.create(actor_of(interaction), name, description)
+        details = await self.bot.library.details(actor_of(interaction), character)
+        await interaction.response.send_message(
+            f"✨ <@{interaction.user.id}> added **{character.name}** to the library.",
+            embed=character_embed(details),
+        )
+
+    @app_commands.command(name="show", description="Show a character's traits, views and elements")
+    @app_commands.describe(character="The character to show")
+    async def show(self, interaction: discord.Interaction[Any], character: CharacterArg) -> None:
+        details = await self.bot.library.details(actor_of(interaction), character)
+        await interaction.response.send_message(embed=character_embed(details))
+
+    @app_commands.command(name="list", description="List the characters of this server")
+    @app_commands.describe(page="Which page to start on (10 characters a page)")
+    async def list_(self, interaction: discord.Interaction[Any], page: app_commands.Range[int, 1] = 1) -> None:
+        await show_page(interaction, page, edit=False)
+
+    @app_commands.command(name="edit", description="Rename a character or change its traits")
+    @app_commands.describe(
+        character="The character to change",
+        new_name=f"A new name (1-{NAME_MAX} characters)",
+        description="New locked traits (age, build, face, hair, outfit); bumps the version",
+    )
+    async def edit(
+        self,
+        interaction: discord.Interaction[Any],
+        character: CharacterArg,
+        new_name: app_commands.Range[str, 1, NAME_MAX] | None = None,
+        description: app_commands.Range[str, 1, DESCRIPTION_MAX] | None = None,
+    ) -> None:
+        updated = await self.bot.library.edit(
+            actor_of(interaction), character, new_name=new_name, description=description
+        )
+        details = await self.bot.library.details(actor_of(interaction), updated)
+        await interaction.response.send_message(
+            f"✏️ **{updated.name}** was updated.", embed=character_embed(details), ephemeral=True
+        )
+
+    @app_commands.command(name="delete", description="Delete a character with its views and elements")
+    @app_commands.describe(character="The character to delete (asks for confirmation)")
+    async def delete(self, interaction: discord.Interaction[Any], character: CharacterArg) -> None:
+        self.bot.library.ensure_can_change(actor_of(interaction), character)
+        view = LikenessView(timeout=None)
+        view.add_item(DeleteButton(character.id))
+        view.add_item(KeepButton())
+        await interaction.response.send_message(
+            f"Delete **{character.name}** for everyone in this server? Its views and elements go with it, "
+            "and this cannot be undone.",
+            view=view,
+            ephemeral=True,
+        )
+
+    @app_commands.command(name="lock", description="Lock a character so only its owner can change it")
+    @app_commands.describe(character="The character to lock or unlock", locked="True to lock, False to unlock")
+    async def lock(self, interaction: discord.Interaction[Any], character: CharacterArg, locked: bool = True) -> None:
+        updated = await self.bot.library.set_locked(actor_of(interaction), character, locked)
+        state = "🔒 locked: only its owner can change it now" if updated.locked else "🔓 unlocked"
+        await interaction.response.send_message(f"**{updated.name}** is {state}.", ephemeral=True)
+
+
+async def setup(bot: LikenessBot) -> None:
+    await bot.add_cog(Characters(bot))

@@ -1,0 +1,37 @@
+"""Persistence: the SQLite database, its migrations, narrow repositories, and the blob store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from storage.blobs import BlobStore
+from storage.characters import CharacterRepository
+from storage.db import Database
+from storage.guilds import GuildSettingsRepository
+from storage.references import ReferenceRepository
+
+
+@dataclass
+class Storage:
+    db: Database
+    blobs: BlobStore
+    characters: CharacterRepository
+    references: ReferenceRepository
+    guilds: GuildSettingsRepository
+
+    @classmethod
+    async def open(cls, db_path: Path | str, blob_dir: Path) -> Storage:
+        """Open the database, bring its schema up to date, and build the repositories."""
+        db = await Database.open(db_path)
+        await db.migrate()
+        return cls(
+            db=db,
+            blobs=BlobStore(blob_dir),
+            characters=CharacterRepository(db),
+            references=ReferenceRepository(db),
+            guilds=GuildSettingsRepository(db),
+        )
+
+    async def close(self) -> None:
+        await self.db.close()

@@ -1,0 +1,113 @@
+"""Characters of the subject library. Every query is scoped by guild_id: no row crosses servers."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from bot.domain import Character
+from storage.db import Database, Transaction
+
+_COLUMNS = "id, guild_id, name, description, owner_id, locked, version, created_at, updated_at"
+_NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+
+
+class NameTakenError(Exception):
+    """The (case-insensitive) name is already used in this guild."""
+
+
+def name_key(name: str) -> str:
+    return name.casefold()
+
+
+def _character(row: sqlite3.Row) -> Character:
+    return Character.model_validate(dict(row))
+
+
+class CharacterRepository:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(self, guild_id: int, name: str, description: str, owner_id: int) -> Character:
+        try:
+            new_id = await self._db.execute(
+                "INSERT INTO characters (guild_id, name, name_key, description, owner_id) VALUES (?, ?, ?, ?, ?)",
+                (guild_id, name, name_key(name), description, owner_id),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise NameTakenError(name) from exc
+        created = await self.get(guild_id, new_id)
+        assert created is not None
+        return created
+
+    async def get(self, guild_id: int, character_id: int) -> Character | None:
+        row = await self._db.fetchone(
+            f"SELECT {_COLUMNS} FROM characters WHERE guild_id = ? AND id = ?", (guild_id, character_id)
+        )
+        return _character(row) if row else None
+
+    async def get_by_name(self, guild_id: int, name: str) -> Character | None:
+        row = await self._db.fetchone(
+            f"SELECT {_COLUMNS} FROM characters WHERE guild_id = ? AND name_key = ?",
+            (guild_id, name_key(name)),
+        )
+        return _character(row) if row else None
+
+    async def count(self, guild_id: int) -> int:
+        row = await self._db.fetchone("SELECT COUNT(*) FROM characters WHERE guild_id = ?", (guild_id,))
+        return int(row[0]) if row else 0
+
+    async def list(self, guild_id: int, *, offset: int = 0, limit: int = 100) -> list[Character]:
+        rows = await self._db.fetchall(
+            f"SELECT {_COLUMNS} FROM characters WHERE guild_id = ? ORDER BY name_key LIMIT ? OFFSET ?",
+            (guild_id, limit, offset),
+        )
+        return [_character(row) for row in rows]
+
+    async def names(self, guild_id: int) -> list[str]:
+        rows = await self._db.fetchall("SELECT name FROM characters WHERE guild_id = ? ORDER BY name_key", (guild_id,))
+        return [str(row[0]) for row in rows]
+
+    async def update(
+        self,
+        guild_id: int,
+        character_id: int,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        locked: bool | None = None,
+        bump_version: bool = False,
+    ) -> Character | None:
+        assignments: list[str] = [f"updated_at = {_NOW}"]
+        params: list[object] = []
+        if name is not None:
+            assignments += ["name = ?", "name_key = ?"]
+            params += [name, name_key(name)]
+        if description is not None:
+            assignments.append("description = ?")
+            params.append(description)
+        if locked is not None:
+            assignments.append("locked = ?")
+            params.append(int(locked))
+        if bump_version:
+            assignments.append("version = version + 1")
+        try:
+            changed = await self._db.execute(
+                f"UPDATE characters SET {', '.join(assignments)} WHERE guild_id = ? AND id = ?",
+                (*params, guild_id, character_id),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise NameTakenError(name or "") from exc
+        return await self.get(guild_id, character_id) if changed else None
+
+    async def delete(self, guild_id: int, character_id: int) -> bool:
+        return (
+            await self._db.execute("DELETE FROM characters WHERE guild_id = ? AND id = ?", (guild_id, character_id)) > 0
+        )
+
+    @staticmethod
+    async def bump_version_in(tx: Transaction, guild_id: int, character_id: int) -> None:
+        """Bump the version inside a larger transaction (a view or element changed)."""
+        await tx.execute(
+            f"UPDATE characters SET version = version + 1, updated_at = {_NOW} WHERE guild_id = ? AND id = ?",
+            (guild_id, character_id),
+        )
