@@ -1,0 +1,71 @@
+"""Settings: from the environment, validated, token never echoed; the CLI without a token."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.config import MissingTokenError, SettingsError, load_settings
+from bot.logs import REDACTED, SecretFilter
+
+
+def test_settings_come_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DISCORD_TOKEN", "abc.def.ghi-token-value")
+    monkeypatch.setenv("LIKENESS_DATA_DIR", str(tmp_path / "d"))
+    monkeypatch.setenv("LIKENESS_LOG_LEVEL", "debug")
+    settings = load_settings()
+    assert settings.token() == "abc.def.ghi-token-value"
+    assert settings.db_path == tmp_path / "d" / "likeness.sqlite3"
+    assert settings.log_level == "DEBUG"
+    assert "abc.def" not in repr(settings)
+
+
+def test_dotenv_file_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DISCORD_TOKEN", raising=False)
+    (tmp_path / ".env").write_text("DISCORD_TOKEN=from-dotenv-file-1234\nLIKENESS_DEV_GUILD_ID=99\n")
+    settings = load_settings()
+    assert settings.token() == "from-dotenv-file-1234"
+    assert settings.dev_guild_id == 99
+
+
+def test_invalid_settings_name_the_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LIKENESS_DEFAULT_PROVIDER", "midjourney")
+    monkeypatch.setenv("LIKENESS_GUILD_READY_TIMEOUT", "-1")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert "LIKENESS_DEFAULT_PROVIDER: Value error, must be one of fal, kling, local, runway" in message
+    assert "LIKENESS_GUILD_READY_TIMEOUT" in message
+
+
+def test_missing_token_explains_how_to_get_one(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DISCORD_TOKEN", raising=False)
+    with pytest.raises(MissingTokenError, match="Reset Token"):
+        load_settings().token()
+
+
+def test_cli_run_without_token_prints_help_not_traceback(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "DISCORD_TOKEN" and not k.startswith("LIKENESS_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "run"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert "No Discord bot token is set" in result.stderr
+    assert "DISCORD_TOKEN=" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_secret_filter_redacts_token_from_logs() -> None:
+    import logging
+
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "token is %s", ("sekret-token-123",), None)
+    assert SecretFilter(["sekret-token-123"]).filter(record)
+    assert record.getMessage() == f"token is {REDACTED}"

@@ -1,0 +1,96 @@
+"""Rules of the subject library, below Discord: names, ownership, locking, versions, suggestions."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.errors import ConflictError, InvalidInputError, NotAllowedError, NotFoundError
+from bot.library import Actor, Library, clean_name
+from storage import Storage
+
+OWNER = Actor(guild_id=1, user_id=10)
+MEMBER = Actor(guild_id=1, user_id=11)
+MANAGER = Actor(guild_id=1, user_id=12, is_manager=True)
+STRANGER = Actor(guild_id=2, user_id=13, is_manager=True)
+
+
+@pytest.fixture
+async def library(tmp_path: Path) -> AsyncIterator[Library]:
+    storage = await Storage.open(tmp_path / "db.sqlite3", tmp_path / "blobs")
+    yield Library(storage)
+    await storage.close()
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("  Ava  ", "Ava"), ("Mira   the  Bold", "Mira the Bold"), ("Zoë-2", "Zoë-2"), ("O'Neil", "O'Neil")],
+)
+def test_names_are_normalised(raw: str, expected: str) -> None:
+    assert clean_name(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [("", "needs a name"), ("x" * 33, "at most 32"), ("@everyone", "letters, digits"), ("<@123>", "letters")],
+)
+def test_bad_names_are_refused(raw: str, problem: str) -> None:
+    with pytest.raises(InvalidInputError, match=problem):
+        clean_name(raw)
+
+
+async def test_edit_rules_owner_manager_member_lock(library: Library) -> None:
+    ava = await library.create(OWNER, "Ava", "tall, red hair")
+    with pytest.raises(NotAllowedError, match="belongs to <@10>"):
+        await library.edit(MEMBER, ava, description="short")
+    edited = await library.edit(MANAGER, ava, description="short, red hair")
+    assert edited.version == ava.version + 1
+    renamed = await library.edit(OWNER, edited, new_name="Ava Prime")
+    assert renamed.version == edited.version  # a rename is not a new look
+
+    locked = await library.set_locked(OWNER, renamed, True)
+    with pytest.raises(NotAllowedError, match="Unlock it first"):
+        await library.edit(MANAGER, locked, description="changed")
+    with pytest.raises(NotAllowedError):
+        await library.set_locked(MEMBER, locked, False)
+    unlocked = await library.set_locked(MANAGER, locked, False)
+    assert not unlocked.locked
+    assert (await library.edit(OWNER, locked, description="owner may")).description == "owner may"
+
+
+async def test_other_servers_characters_are_invisible(library: Library) -> None:
+    ava = await library.create(OWNER, "Ava", "tall")
+    with pytest.raises(NotFoundError):
+        await library.get(STRANGER, "Ava")
+    with pytest.raises(NotFoundError):
+        await library.delete_by_id(STRANGER, ava.id)
+    assert (await library.get(MEMBER, "ava")).id == ava.id
+
+
+async def test_rename_into_taken_name_is_refused(library: Library) -> None:
+    await library.create(OWNER, "Ava", "tall")
+    bea = await library.create(OWNER, "Bea", "short")
+    with pytest.raises(ConflictError, match="already has a character called \\*\\*AVA\\*\\*"):
+        await library.edit(OWNER, bea, new_name="AVA")
+
+
+async def test_suggestions_prefix_then_substring_then_fuzzy(library: Library) -> None:
+    for name in ["Marco", "Amara", "Mara", "Zed", "Maria"]:
+        await library.create(OWNER, name, "traits")
+    assert await library.suggest(1, "mar") == ["Mara", "Marco", "Maria", "Amara"]
+    assert "Maria" in await library.suggest(1, "mria")  # a typo still finds it
+    assert await library.suggest(2, "mar") == []
+    for index in range(30):
+        await library.create(OWNER, f"Extra {index}", "traits")
+    assert len(await library.suggest(1, "")) == 25
+
+
+async def test_pages(library: Library) -> None:
+    for index in range(23):
+        await library.create(OWNER, f"C{index:02d}", "traits")
+    page = await library.page(MEMBER, 3, per_page=10)
+    assert [c.name for c in page.items] == ["C20", "C21", "C22"]
+    assert (page.number, page.total_pages, page.total_items) == (3, 3, 23)
+    assert (await library.page(MEMBER, 99, per_page=10)).number == 3
