@@ -12,16 +12,16 @@ from discord.ext import commands
 from bot.config import Settings
 from bot.discord_io.errors import LikenessTree
 from bot.library import Library
+from bot.services import Services
 from storage import Storage
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS: tuple[str, ...] = ("cogs.characters",)
+EXTENSIONS: tuple[str, ...] = ("cogs.characters", "cogs.sheets")
 
 
 class LikenessBot(commands.AutoShardedBot):
-    storage: Storage
-    library: Library
+    services: Services
 
     def __init__(self, settings: Settings, *, extensions: Sequence[str] = EXTENSIONS) -> None:
         intents = discord.Intents.none()
@@ -42,8 +42,7 @@ class LikenessBot(commands.AutoShardedBot):
         self.failed_extensions: dict[str, BaseException] = {}
 
     async def setup_hook(self) -> None:
-        self.storage = await Storage.open(self.settings.db_path, self.settings.blob_dir)
-        self.library = Library(self.storage)
+        self.services = await Services.build(self.settings)
         for extension in self.extensions_to_load:
             try:
                 await self.load_extension(extension)
@@ -53,9 +52,17 @@ class LikenessBot(commands.AutoShardedBot):
 
     async def close(self) -> None:
         await super().close()
-        storage = getattr(self, "storage", None)
-        if storage is not None:
-            await storage.close()
+        services = getattr(self, "services", None)
+        if services is not None:
+            await services.close()
+
+    @property
+    def storage(self) -> Storage:
+        return self.services.storage
+
+    @property
+    def library(self) -> Library:
+        return self.services.library
 
     async def on_ready(self) -> None:
         log.info("ready as %s in %d servers", self.user, len(self.guilds))

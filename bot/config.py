@@ -52,6 +52,19 @@ class Settings(BaseSettings):
     )
     default_provider: str = Field(default="local", description="Render provider for servers that chose none.")
     default_video_model: str = Field(default="local-v1", description="Video model for servers that chose none.")
+    max_upload_mb: float = Field(
+        default=20.0, gt=0, le=500, description="Largest reference image a member may upload, in MB."
+    )
+    models_dir: Path | None = Field(
+        default=None, description="Background-removal models (.onnx). Default: <data_dir>/models."
+    )
+    cleanup_model: str = Field(
+        default="isnet-general-use",
+        description="Background-removal model; falls back to u2netp when this one is not installed.",
+    )
+    cleanup_workers: int = Field(
+        default=2, ge=1, le=32, description="Background cleanups that may run at once (each uses the CPU cores)."
+    )
     guild_ready_timeout: float = Field(
         default=2.0,
         ge=0.0,
@@ -82,6 +95,10 @@ class Settings(BaseSettings):
     @property
     def blob_dir(self) -> Path:
         return self.data_dir / "blobs"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.models_dir or self.data_dir / "models"
 
     def token(self) -> str:
         """The Discord token, or `MissingToken` with instructions for the admin."""

@@ -53,6 +53,7 @@ class ReferenceView(Frozen):
     view: View
     original_blob: str
     cleaned_blob: str | None
+    cutout_blob: str | None
     uploaded_by: int
     created_at: datetime
 
@@ -64,8 +65,17 @@ class Element(Frozen):
     kind: ElementKind
     original_blob: str
     cleaned_blob: str | None
+    cutout_blob: str | None
     bound: bool
     created_at: datetime
+
+
+class StoredImage(Frozen):
+    """The three blobs kept for every reference image (sha256 digests in the blob store)."""
+
+    original: str
+    cleaned: str
+    cutout: str
 
 
 class GuildSettings(Frozen):

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import io
 import re
-from typing import Any
+from typing import Any, Literal
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
 from bot.app import LikenessBot
-from bot.discord_io.embeds import character_embed, library_page_embed
+from bot.discord_io.embeds import character_embed, library_page_embed, upload_embed
 from bot.discord_io.errors import FriendlyError, LikenessView, report_error
 from bot.discord_io.replies import actor_of
-from bot.domain import Character
+from bot.domain import Character, ElementKind, View
 from bot.errors import UserFacingError
 from bot.library import DESCRIPTION_MAX, NAME_MAX
+from bot.references import ELEMENT_NAME_MAX, Upload, UploadResult
 
 PER_PAGE = 10
 
@@ -45,6 +47,33 @@ class CharacterName(app_commands.Transformer):
 
 
 CharacterArg = app_commands.Transform[Character, CharacterName]
+
+VIEW_CHOICES = [app_commands.Choice(name=view.label, value=view.value) for view in View]
+KIND_CHOICES = [app_commands.Choice(name=kind.value.capitalize(), value=kind.value) for kind in ElementKind]
+
+
+def upload_of(attachment: discord.Attachment) -> Upload:
+    return Upload(attachment.url, attachment.filename, attachment.size, attachment.content_type)
+
+
+async def element_autocomplete(interaction: discord.Interaction[Any], value: str) -> list[app_commands.Choice[str]]:
+    """Elements of the character chosen in the same command; nothing for another server's names."""
+    character = getattr(interaction.namespace, "character", None)
+    if interaction.guild_id is None or not isinstance(character, str):
+        return []
+    names = await bot_of(interaction).services.references.element_names(interaction.guild_id, character)
+    typed = value.casefold()
+    return [app_commands.Choice(name=n, value=n) for n in names if typed in n.casefold()][:25]
+
+
+async def post_upload(interaction: discord.Interaction[Any], what: str, result: UploadResult) -> None:
+    """The member gets the details privately; the channel sees the before/after preview."""
+    character = result.character
+    await interaction.edit_original_response(content=None, embed=upload_embed(what, result))
+    await interaction.followup.send(
+        f"🖼️ <@{interaction.user.id}> added {what} to **{character.name}** (now v{character.version}).",
+        file=discord.File(io.BytesIO(result.preview_png), filename="before-after.png"),
+    )
 
 
 async def show_page(interaction: discord.Interaction[Any], number: int, *, edit: bool) -> None:
@@ -141,6 +170,9 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
         self.bot = bot
         super().__init__()
 
+    views = app_commands.Group(name="view", description="Reference views of a character")
+    elements = app_commands.Group(name="element", description="Elements (outfit, props) bound to a character")
+
     async def cog_load(self) -> None:
         self.bot.add_dynamic_items(PageButton, DeleteButton, KeepButton)
 
@@ -217,6 +249,92 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
         updated = await self.bot.library.set_locked(actor_of(interaction), character, locked)
         state = "🔒 locked: only its owner can change it now" if updated.locked else "🔓 unlocked"
         await interaction.response.send_message(f"**{updated.name}** is {state}.", ephemeral=True)
+
+    @views.command(name="add", description="Add or replace a reference view (the old image stays in history)")
+    @app_commands.describe(
+        character="The character this view shows",
+        view="Which angle the image shows",
+        image="PNG, JPEG, WebP, GIF or AVIF, at least 300 px; a plain background works best",
+    )
+    @app_commands.choices(view=VIEW_CHOICES)
+    async def view_add(
+        self,
+        interaction: discord.Interaction[Any],
+        character: CharacterArg,
+        view: app_commands.Choice[str],
+        image: discord.Attachment,
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        chosen = View(view.value)
+        result = await self.bot.services.references.add_view(actor_of(interaction), character, chosen, upload_of(image))
+        await post_upload(interaction, f"the {chosen.label.lower()} view", result)
+
+    @views.command(name="remove", description="Remove a reference view (it stays in history)")
+    @app_commands.describe(character="The character", view="The view to remove")
+    @app_commands.choices(view=VIEW_CHOICES)
+    async def view_remove(
+        self, interaction: discord.Interaction[Any], character: CharacterArg, view: app_commands.Choice[str]
+    ) -> None:
+        chosen = View(view.value)
+        updated = await self.bot.services.references.remove_view(actor_of(interaction), character, chosen)
+        await interaction.response.send_message(
+            f"Removed the {chosen.label.lower()} view of **{updated.name}** (now v{updated.version}).", ephemeral=True
+        )
+
+    @elements.command(name="add", description="Add an element (outfit, prop...) bound to a character")
+    @app_commands.describe(
+        character="The character the element belongs to",
+        name=f"A short name, unique for this character (1-{ELEMENT_NAME_MAX} characters), e.g. jacket",
+        kind="What kind of element it is",
+        image="PNG, JPEG, WebP, GIF or AVIF of the element alone, at least 300 px",
+    )
+    @app_commands.choices(kind=KIND_CHOICES)
+    async def element_add(
+        self,
+        interaction: discord.Interaction[Any],
+        character: CharacterArg,
+        name: app_commands.Range[str, 1, ELEMENT_NAME_MAX],
+        kind: app_commands.Choice[str],
+        image: discord.Attachment,
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        result = await self.bot.services.references.add_element(
+            actor_of(interaction), character, name, ElementKind(kind.value), upload_of(image)
+        )
+        await post_upload(interaction, f"the {kind.value} **{name.strip()}**", result)
+
+    @elements.command(name="remove", description="Remove an element from a character")
+    @app_commands.describe(character="The character", element="The element to remove")
+    @app_commands.autocomplete(element=element_autocomplete)
+    async def element_remove(
+        self, interaction: discord.Interaction[Any], character: CharacterArg, element: str
+    ) -> None:
+        updated = await self.bot.services.references.remove_element(actor_of(interaction), character, element)
+        await interaction.response.send_message(
+            f"Removed **{element.strip()}** from **{updated.name}** (now v{updated.version}).", ephemeral=True
+        )
+
+    @app_commands.command(name="bind", description="Element Binding: include an element in every shot, or not")
+    @app_commands.describe(
+        character="The character",
+        element="The element to bind or unbind",
+        state="on: the element goes into every sheet and shot; off: it is kept but left out",
+    )
+    @app_commands.autocomplete(element=element_autocomplete)
+    async def bind(
+        self,
+        interaction: discord.Interaction[Any],
+        character: CharacterArg,
+        element: str,
+        state: Literal["on", "off"],
+    ) -> None:
+        updated, bound = await self.bot.services.references.bind(
+            actor_of(interaction), character, element, state == "on"
+        )
+        verb = "bound to" if bound.bound else "unbound from"
+        await interaction.response.send_message(
+            f"**{bound.name}** is {verb} **{updated.name}** (v{updated.version}).", ephemeral=True
+        )
 
 
 async def setup(bot: LikenessBot) -> None:

@@ -9,7 +9,7 @@ from storage.blobs import BlobStore
 from storage.characters import CharacterRepository
 from storage.db import Database
 from storage.guilds import GuildSettingsRepository
-from storage.references import ReferenceRepository
+from storage.references import ReferenceRepository, SheetRepository
 
 
 @dataclass
@@ -19,6 +19,7 @@ class Storage:
     characters: CharacterRepository
     references: ReferenceRepository
     guilds: GuildSettingsRepository
+    sheets: SheetRepository
 
     @classmethod
     async def open(cls, db_path: Path | str, blob_dir: Path) -> Storage:
@@ -31,6 +32,7 @@ class Storage:
             characters=CharacterRepository(db),
             references=ReferenceRepository(db),
             guilds=GuildSettingsRepository(db),
+            sheets=SheetRepository(db),
         )
 
     async def close(self) -> None:

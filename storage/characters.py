@@ -29,15 +29,14 @@ class CharacterRepository:
 
     async def create(self, guild_id: int, name: str, description: str, owner_id: int) -> Character:
         try:
-            new_id = await self._db.execute(
-                "INSERT INTO characters (guild_id, name, name_key, description, owner_id) VALUES (?, ?, ?, ?, ?)",
+            rows = await self._db.fetchall(
+                "INSERT INTO characters (guild_id, name, name_key, description, owner_id) VALUES (?, ?, ?, ?, ?) "
+                f"RETURNING {_COLUMNS}",
                 (guild_id, name, name_key(name), description, owner_id),
             )
         except sqlite3.IntegrityError as exc:
             raise NameTakenError(name) from exc
-        created = await self.get(guild_id, new_id)
-        assert created is not None
-        return created
+        return _character(rows[0])
 
     async def get(self, guild_id: int, character_id: int) -> Character | None:
         row = await self._db.fetchone(
@@ -91,13 +90,13 @@ class CharacterRepository:
         if bump_version:
             assignments.append("version = version + 1")
         try:
-            changed = await self._db.execute(
-                f"UPDATE characters SET {', '.join(assignments)} WHERE guild_id = ? AND id = ?",
+            row = await self._db.fetchone(
+                f"UPDATE characters SET {', '.join(assignments)} WHERE guild_id = ? AND id = ? RETURNING {_COLUMNS}",
                 (*params, guild_id, character_id),
             )
         except sqlite3.IntegrityError as exc:
             raise NameTakenError(name or "") from exc
-        return await self.get(guild_id, character_id) if changed else None
+        return _character(row) if row else None
 
     async def delete(self, guild_id: int, character_id: int) -> bool:
         return (

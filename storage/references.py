@@ -1,14 +1,20 @@
-"""Reference views and elements of a character, scoped by guild_id like everything else."""
+"""Reference views, elements and composed sheets of a character, scoped by guild_id like everything else.
+
+Every change to a view or element bumps the character's version in the same transaction, so a shot or
+a sheet always records exactly what it was bound to.
+"""
 
 from __future__ import annotations
 
 import sqlite3
 
-from bot.domain import Element, ReferenceView
+from bot.domain import Element, ElementKind, ReferenceView, StoredImage, View
+from storage.characters import CharacterRepository, NameTakenError, name_key
 from storage.db import Database
 
-_VIEW_COLUMNS = "id, character_id, view, original_blob, cleaned_blob, uploaded_by, created_at"
-_ELEMENT_COLUMNS = "id, character_id, name, kind, original_blob, cleaned_blob, bound, created_at"
+_VIEW_COLUMNS = "id, character_id, view, original_blob, cleaned_blob, cutout_blob, uploaded_by, created_at"
+_ELEMENT_COLUMNS = "id, character_id, name, kind, original_blob, cleaned_blob, cutout_blob, bound, created_at"
+_NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
 
 
 def _view(row: sqlite3.Row) -> ReferenceView:
@@ -31,9 +37,123 @@ class ReferenceRepository:
         )
         return [_view(row) for row in rows]
 
+    async def view_history(self, guild_id: int, character_id: int, view: View) -> list[ReferenceView]:
+        """Every image a view has had, newest first (the current one included)."""
+        rows = await self._db.fetchall(
+            f"SELECT {_VIEW_COLUMNS} FROM reference_views "
+            "WHERE guild_id = ? AND character_id = ? AND view = ? ORDER BY id DESC",
+            (guild_id, character_id, view.value),
+        )
+        return [_view(row) for row in rows]
+
+    async def set_view(
+        self, guild_id: int, character_id: int, view: View, image: StoredImage, uploaded_by: int
+    ) -> ReferenceView:
+        """Make `image` the current `view`; the previous image stays in the history."""
+        async with self._db.transaction() as tx:
+            await tx.execute(
+                f"UPDATE reference_views SET replaced_at = {_NOW} "
+                "WHERE guild_id = ? AND character_id = ? AND view = ? AND replaced_at IS NULL",
+                (guild_id, character_id, view.value),
+            )
+            new_id = await tx.execute(
+                "INSERT INTO reference_views (guild_id, character_id, view, original_blob, cleaned_blob, "
+                "cutout_blob, uploaded_by) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (guild_id, character_id, view.value, image.original, image.cleaned, image.cutout, uploaded_by),
+            )
+            await CharacterRepository.bump_version_in(tx, guild_id, character_id)
+            row = await tx.fetchone(f"SELECT {_VIEW_COLUMNS} FROM reference_views WHERE id = ?", (new_id,))
+        assert row is not None
+        return _view(row)
+
+    async def remove_view(self, guild_id: int, character_id: int, view: View) -> bool:
+        """Retire the current image of a view (kept in history). False if the view had none."""
+        async with self._db.transaction() as tx:
+            changed = await tx.execute(
+                f"UPDATE reference_views SET replaced_at = {_NOW} "
+                "WHERE guild_id = ? AND character_id = ? AND view = ? AND replaced_at IS NULL",
+                (guild_id, character_id, view.value),
+            )
+            if changed:
+                await CharacterRepository.bump_version_in(tx, guild_id, character_id)
+        return changed > 0
+
     async def elements(self, guild_id: int, character_id: int) -> list[Element]:
         rows = await self._db.fetchall(
             f"SELECT {_ELEMENT_COLUMNS} FROM elements WHERE guild_id = ? AND character_id = ? ORDER BY name_key",
             (guild_id, character_id),
         )
         return [_element(row) for row in rows]
+
+    async def element(self, guild_id: int, character_id: int, name: str) -> Element | None:
+        row = await self._db.fetchone(
+            f"SELECT {_ELEMENT_COLUMNS} FROM elements WHERE guild_id = ? AND character_id = ? AND name_key = ?",
+            (guild_id, character_id, name_key(name)),
+        )
+        return _element(row) if row else None
+
+    async def add_element(
+        self, guild_id: int, character_id: int, name: str, kind: ElementKind, image: StoredImage
+    ) -> Element:
+        try:
+            async with self._db.transaction() as tx:
+                new_id = await tx.execute(
+                    "INSERT INTO elements (guild_id, character_id, name, name_key, kind, original_blob, "
+                    "cleaned_blob, cutout_blob) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        guild_id,
+                        character_id,
+                        name,
+                        name_key(name),
+                        kind.value,
+                        image.original,
+                        image.cleaned,
+                        image.cutout,
+                    ),
+                )
+                await CharacterRepository.bump_version_in(tx, guild_id, character_id)
+                row = await tx.fetchone(f"SELECT {_ELEMENT_COLUMNS} FROM elements WHERE id = ?", (new_id,))
+        except sqlite3.IntegrityError as exc:
+            raise NameTakenError(name) from exc
+        assert row is not None
+        return _element(row)
+
+    async def remove_element(self, guild_id: int, character_id: int, name: str) -> bool:
+        async with self._db.transaction() as tx:
+            changed = await tx.execute(
+                "DELETE FROM elements WHERE guild_id = ? AND character_id = ? AND name_key = ?",
+                (guild_id, character_id, name_key(name)),
+            )
+            if changed:
+                await CharacterRepository.bump_version_in(tx, guild_id, character_id)
+        return changed > 0
+
+    async def set_bound(self, guild_id: int, character_id: int, name: str, bound: bool) -> Element | None:
+        """Toggle Element Binding. The version moves only when the binding really changes."""
+        async with self._db.transaction() as tx:
+            changed = await tx.execute(
+                "UPDATE elements SET bound = ? WHERE guild_id = ? AND character_id = ? AND name_key = ? AND bound != ?",
+                (int(bound), guild_id, character_id, name_key(name), int(bound)),
+            )
+            if changed:
+                await CharacterRepository.bump_version_in(tx, guild_id, character_id)
+        return await self.element(guild_id, character_id, name)
+
+
+class SheetRepository:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def get(self, guild_id: int, character_id: int, version: int) -> str | None:
+        row = await self._db.fetchone(
+            "SELECT blob FROM sheets WHERE guild_id = ? AND character_id = ? AND version = ?",
+            (guild_id, character_id, version),
+        )
+        return str(row[0]) if row else None
+
+    async def save(self, guild_id: int, character_id: int, version: int, blob: str) -> None:
+        await self._db.execute(
+            "INSERT INTO sheets (guild_id, character_id, version, blob) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (character_id, version) DO NOTHING",
+            (guild_id, character_id, version, blob),
+        )

@@ -55,7 +55,13 @@ def test_missing_token_explains_how_to_get_one(monkeypatch: pytest.MonkeyPatch, 
 def test_cli_run_without_token_prints_help_not_traceback(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "DISCORD_TOKEN" and not k.startswith("LIKENESS_")}
     result = subprocess.run(
-        [sys.executable, "-m", "bot", "run"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "bot", "run"],
+        check=False,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert "No Discord bot token is set" in result.stderr

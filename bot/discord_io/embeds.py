@@ -6,6 +6,7 @@ import discord
 
 from bot.domain import Character, Page, View
 from bot.library import CharacterDetails
+from bot.references import UploadResult
 
 COLOR = discord.Colour(0x5B8DEF)
 LOCKED = "🔒"
@@ -47,4 +48,19 @@ def library_page_embed(guild_name: str, page: Page[Character]) -> discord.Embed:
         )
     noun = "character" if page.total_items == 1 else "characters"
     embed.set_footer(text=f"Page {page.number}/{page.total_pages} · {page.total_items} {noun}")
+    return embed
+
+
+def upload_embed(what: str, result: UploadResult) -> discord.Embed:
+    """The uploader's private receipt: what was saved, how it was cleaned, and anything to fix."""
+    method = "plain background keyed out" if result.method == "flat-key" else "background removed by the model"
+    embed = discord.Embed(
+        title=f"Saved {what} of {result.character.name}",
+        description=f"Cleanup: {method}. The character is now v{result.character.version}.",
+        colour=COLOR,
+    )
+    if result.notes:
+        embed.add_field(name="What I did", value="\n".join(f"• {note}" for note in result.notes), inline=False)
+    if result.warnings:
+        embed.add_field(name="⚠️ Check this", value="\n".join(f"• {w}" for w in result.warnings), inline=False)
     return embed

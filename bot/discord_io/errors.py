@@ -14,6 +14,8 @@ from bot.errors import UserFacingError
 
 log = logging.getLogger(__name__)
 
+UNKNOWN_INTERACTION = 10062
+
 SYNC_HINT = "This command is out of date here; a server admin can refresh commands with `likeness sync`."
 
 
@@ -53,10 +55,14 @@ def friendly_message(error: BaseException) -> str | None:
 
 async def report_error(interaction: discord.Interaction[Any], error: BaseException) -> None:
     """Tell the member what went wrong; log bugs with an id the member can give to an admin."""
+    original = error.original if isinstance(error, app_commands.CommandInvokeError) else error
+    if isinstance(original, discord.NotFound) and original.code == UNKNOWN_INTERACTION:
+        # Answered after Discord's 3 s window: the member sees "did not respond"; nothing can be sent now.
+        log.warning("interaction %s expired before it was answered (%s)", interaction.id, interaction.command)
+        return
     message = friendly_message(error)
     if message is None:
         error_id = secrets.token_hex(4)
-        original = error.original if isinstance(error, app_commands.CommandInvokeError) else error
         log.error(
             "error %s in %s (guild %s, user %s)",
             error_id,

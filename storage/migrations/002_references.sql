@@ -4,8 +4,9 @@ CREATE TABLE reference_views (
     guild_id      INTEGER NOT NULL,
     character_id  INTEGER NOT NULL REFERENCES characters (id) ON DELETE CASCADE,
     view          TEXT NOT NULL CHECK (view IN ('front', 'three_quarter', 'side', 'back', 'face')),
-    original_blob TEXT NOT NULL,
-    cleaned_blob  TEXT,
+    original_blob TEXT NOT NULL,  -- the upload as received
+    cleaned_blob  TEXT,           -- subject on flat white, for providers
+    cutout_blob   TEXT,           -- subject with alpha, for sheets
     uploaded_by   INTEGER NOT NULL,
     created_at    TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
     replaced_at   TEXT
@@ -22,6 +23,7 @@ CREATE TABLE elements (
     kind          TEXT NOT NULL CHECK (kind IN ('outfit', 'prop', 'accessory', 'scene', 'other')),
     original_blob TEXT NOT NULL,
     cleaned_blob  TEXT,
+    cutout_blob   TEXT,
     bound         INTEGER NOT NULL DEFAULT 1 CHECK (bound IN (0, 1)),
     created_at    TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
     UNIQUE (character_id, name_key)

@@ -1,0 +1,1 @@
+"""Image processing: safe intake of uploads, background cleanup, character sheets and provider preparation."""

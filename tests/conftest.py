@@ -1,0 +1,95 @@
+"""Shared fixtures: the fake Discord, a world of servers and members, and the real bot connected to it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import discord
+import pytest
+
+from bot.app import LikenessBot, sync_commands
+from bot.config import Settings
+from tests.fake_discord import FakeDiscord, FakeGuild, FakeRole, FakeUser
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeDiscord]:
+    fake = FakeDiscord(validate=True)
+    await fake.start()
+    try:
+        with fake.patch_discord_py():
+            yield fake
+    finally:
+        await fake.stop()
+    # Every body the bot sent must match Discord's OpenAPI spec.
+    assert fake.validation_errors == []
+    assert fake.unimplemented == [] and fake.server_errors == []
+
+
+@dataclass
+class World:
+    """Two servers. Alice owns Studio A; Bob is a member; Mo has Manage Server there. Zed owns Studio B."""
+
+    alice: FakeUser
+    bob: FakeUser
+    mo: FakeUser
+    zed: FakeUser
+    studio_a: FakeGuild
+    studio_b: FakeGuild
+    mods: FakeRole
+
+
+@pytest.fixture
+def world(fake: FakeDiscord) -> World:
+    alice, bob, mo, zed = (fake.add_user(name) for name in ("alice", "bob", "mo", "zed"))
+    studio_a = fake.add_guild("Studio A", owner=alice)
+    studio_b = fake.add_guild("Studio B", owner=zed)
+    mods = fake.add_role(studio_a, "Mods", permissions=discord.Permissions(manage_guild=True).value)
+    fake.add_member(studio_a, bob)
+    fake.add_member(studio_a, mo, roles=[mods])
+    fake.add_member(studio_b, bob)
+    return World(alice, bob, mo, zed, studio_a, studio_b, mods)
+
+
+class BotRunner:
+    """Starts, stops and restarts the real LikenessBot against the fake, on one data directory."""
+
+    def __init__(self, fake: FakeDiscord, data_dir: Path) -> None:
+        self.fake = fake
+        self.settings = Settings(data_dir=data_dir, guild_ready_timeout=0.05)
+        self.bot: LikenessBot | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, *, sync: bool = False) -> LikenessBot:
+        bot = LikenessBot(self.settings)
+        await bot.login(self.fake.token)
+        if sync:  # what an admin does once with `likeness sync`
+            await sync_commands(bot)
+        self._task = asyncio.create_task(bot.connect(reconnect=False))
+        await asyncio.wait_for(bot.wait_until_ready(), timeout=10)
+        self.bot = bot
+        return bot
+
+    async def stop(self) -> None:
+        if self.bot is not None:
+            await self.bot.close()
+        if self._task is not None:
+            await asyncio.wait_for(self._task, timeout=10)
+        self.bot, self._task = None, None
+
+    async def restart(self) -> LikenessBot:
+        await self.stop()
+        return await self.start()
+
+
+@pytest.fixture
+async def runner(fake: FakeDiscord, world: World, tmp_path: Path) -> AsyncIterator[BotRunner]:
+    runner = BotRunner(fake, tmp_path / "data")
+    await runner.start(sync=True)
+    try:
+        yield runner
+    finally:
+        await runner.stop()
