@@ -42,8 +42,10 @@ pytest: $(STAMP_DEV) $(U2NETP)
 
 test: lint typecheck pytest
 
-bench: $(STAMP_DEV)
+bench: $(STAMP_DEV) $(U2NETP)
 	$(BIN)/python -m bench.ack_latency
+	LIKENESS_TEST_MODELS_DIR=$(TEST_MODELS) $(BIN)/python -m bench.cleanup
+	$(BIN)/python -m bench.sheet
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -36,6 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
     install.add_argument("name", help="the model's name, e.g. u2netp")
     install.add_argument("--dir", type=Path, help="the models directory (default: LIKENESS_MODELS_DIR)")
     models_commands.add_parser("list", help="list the known models and which are installed")
+    cleanup = commands.add_parser(
+        "cleanup",
+        help="run the upload intake and background cleanup on a local image, to check it",
+        description="Runs exactly what a member's upload goes through. Exit status 2 when the image is refused.",
+    )
+    cleanup.add_argument("input", type=Path, help="the image to check")
+    cleanup.add_argument("output", type=Path, help="where to write the cleaned PNG (subject on white)")
+    cleanup.add_argument("--view", default="front", help="the view it would be uploaded as (front, side, ...)")
     commands.add_parser("version", help="print the version")
     return parser
 
@@ -75,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if command == "models":
             return _models(args)
+        if command == "cleanup":
+            from bot.cleanup_cli import run_cleanup
+
+            return asyncio.run(run_cleanup(load_settings(), args.input, args.output, args.view))
         settings, token = _settings_and_token()
         if command == "run":
             from bot.app import run_bot

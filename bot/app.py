@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 
@@ -43,6 +44,8 @@ class LikenessBot(commands.AutoShardedBot):
 
     async def setup_hook(self) -> None:
         self.services = await Services.build(self.settings)
+        # Load the background model in the background: the first upload should not wait for it.
+        self._warm_up = asyncio.create_task(self.services.remover.warm_up(), name="likeness-model-warm-up")
         for extension in self.extensions_to_load:
             try:
                 await self.load_extension(extension)
@@ -51,6 +54,9 @@ class LikenessBot(commands.AutoShardedBot):
                 log.exception("could not load %s", extension)
 
     async def close(self) -> None:
+        warm_up = getattr(self, "_warm_up", None)
+        if warm_up is not None:
+            warm_up.cancel()
         await super().close()
         services = getattr(self, "services", None)
         if services is not None:

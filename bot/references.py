@@ -60,7 +60,15 @@ def clean_element_name(raw: str) -> str:
     return name
 
 
-def _png(image: Image.Image) -> bytes:
+async def clean_image(
+    data: bytes, remover: BackgroundRemover, limits: IntakeLimits
+) -> tuple[DecodedImage, CleanupResult]:
+    """Decode untrusted bytes safely and clean the background: what every upload goes through."""
+    decoded = await asyncio.to_thread(decode, data, limits)
+    return decoded, await remover.cleanup(decoded.image)
+
+
+def png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", compress_level=6)
     return buffer.getvalue()
@@ -84,11 +92,10 @@ class ReferenceService:
     async def _ingest(self, upload: Upload) -> tuple[StoredImage, bytes, DecodedImage, CleanupResult]:
         check_declared(upload.filename, upload.size, upload.content_type, self._limits)
         data = await download(upload.url, upload.size, self._limits, self._http)
-        decoded = await asyncio.to_thread(decode, data, self._limits)
-        result = await self._remover.cleanup(decoded.image)
+        decoded, result = await clean_image(data, self._remover, self._limits)
 
         def encode() -> tuple[bytes, bytes, bytes]:
-            return _png(result.white), _png(result.cutout), _png(preview(decoded.image, result))
+            return png_bytes(result.white), png_bytes(result.cutout), png_bytes(preview(decoded.image, result))
 
         white, cutout, preview_png = await asyncio.to_thread(encode)
         stored = StoredImage(

@@ -67,7 +67,10 @@ async def element_autocomplete(interaction: discord.Interaction[Any], value: str
 
 
 async def post_upload(interaction: discord.Interaction[Any], what: str, result: UploadResult) -> None:
-    """The member gets the details privately; the channel sees the before/after preview."""
+    """The member gets the details privately; the channel sees the before/after preview.
+
+    The original (ephemeral, deferred) response is edited first: on Discord the first follow-up after a
+    deferral would otherwise replace the loading message and inherit its ephemeral flag."""
     character = result.character
     await interaction.edit_original_response(content=None, embed=upload_embed(what, result))
     await interaction.followup.send(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,11 @@ class World:
     mods: FakeRole
 
 
+def test_models_dir() -> Path:
+    """Where `make test` installed the real u2netp model (from PyPI) for the tests."""
+    return Path(os.environ.get("LIKENESS_TEST_MODELS_DIR", Path(__file__).resolve().parent.parent / ".venv" / "models"))
+
+
 @pytest.fixture
 def world(fake: FakeDiscord) -> World:
     alice, bob, mo, zed = (fake.add_user(name) for name in ("alice", "bob", "mo", "zed"))
@@ -59,7 +65,9 @@ class BotRunner:
 
     def __init__(self, fake: FakeDiscord, data_dir: Path) -> None:
         self.fake = fake
-        self.settings = Settings(data_dir=data_dir, guild_ready_timeout=0.05)
+        self.settings = Settings(
+            data_dir=data_dir, guild_ready_timeout=0.05, models_dir=test_models_dir(), cleanup_model="u2netp"
+        )
         self.bot: LikenessBot | None = None
         self._task: asyncio.Task[None] | None = None
 
