@@ -1,6 +1,7 @@
 """Interaction acknowledgement latency under load, Likeness beside a bare discord.py bot.
 
-200 slash commands from 20 servers are sent at once through the fake Discord; for each, the time from
+200 slash commands from 20 servers are sent at once through the fake Discord, which runs in its own
+process (bench/fake_driver.py) as Discord runs on its own machines; for each command, the time from
 INTERACTION_CREATE sent to the bot's first callback received. The bare bot only answers "ok", so the
 difference is what Likeness itself adds (database, rules, embeds). Last line: one JSON object.
 """
@@ -10,17 +11,19 @@ from __future__ import annotations
 import asyncio
 import json
 import statistics
+import sys
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import discord
+import yarl
 from discord.ext import commands
 
 from bot.app import LikenessBot, sync_commands
 from bot.config import Settings
-from tests.fake_discord import FakeDiscord, FakeGuild, FakeUser
+from tests.fake_discord.server import DiscordPyPatch
 
 GUILDS = 20
 COMMANDS = 200
@@ -28,8 +31,7 @@ COMMANDS = 200
 
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))
-    return ordered[index]
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
 
 
 def figures(latencies: list[float]) -> dict[str, float]:
@@ -51,72 +53,75 @@ class BareBot(commands.AutoShardedBot):
             await interaction.response.send_message("ok")
 
 
-async def run_bot(
-    fake: FakeDiscord, bot: commands.AutoShardedBot, sync: Callable[[], Awaitable[Any]]
-) -> asyncio.Task[None]:
-    await bot.login(fake.token)
+class Driver:
+    """The fake Discord's process: send it a command to fire, read back the latencies."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+
+    @classmethod
+    async def start(cls) -> tuple[Driver, dict[str, str]]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.fake_driver", str(GUILDS), stdin=-1, stdout=-1
+        )
+        driver = cls(process)
+        return driver, await driver.read()
+
+    async def read(self) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        return json.loads(await self.process.stdout.readline())
+
+    async def send(self, message: dict[str, Any]) -> dict[str, Any]:
+        assert self.process.stdin is not None
+        self.process.stdin.write((json.dumps(message) + "\n").encode())
+        await self.process.stdin.drain()
+        return await self.read()
+
+    async def fire(self, command: str, options: Callable[[int], dict[str, Any]]) -> list[float]:
+        reply = await self.send({"run": command, "options": [options(i) for i in range(COMMANDS)]})
+        return reply["latencies"]
+
+
+async def with_bot(
+    bot: commands.AutoShardedBot, token: str, sync: Callable[[], Awaitable[Any]], body: Callable[[], Awaitable[None]]
+) -> None:
+    await bot.login(token)
     await sync()
     task = asyncio.create_task(bot.connect(reconnect=False))
     await asyncio.wait_for(bot.wait_until_ready(), timeout=30)
-    return task
-
-
-async def measure(
-    fake: FakeDiscord,
-    guilds: list[FakeGuild],
-    users: list[FakeUser],
-    command: str,
-    options: Callable[[int], dict[str, Any]],
-) -> list[float]:
-    async def one(index: int) -> float:
-        guild = guilds[index % len(guilds)]
-        user = users[index % len(users)]
-        handle = await fake.slash(guild, user, command, options(index))
-        await handle.wait_response(timeout=30)
-        return handle.ack_latency
-
-    return list(await asyncio.gather(*(one(i) for i in range(COMMANDS))))
+    try:
+        await body()
+    finally:
+        await bot.close()
+        await task
 
 
 async def main() -> dict[str, Any]:
-    fake = FakeDiscord(validate=True)
-    await fake.start()
-    results: dict[str, Any] = {"commands": COMMANDS, "guilds": GUILDS}
-    try:
-        with fake.patch_discord_py(), tempfile.TemporaryDirectory() as tmp:
-            users = [fake.add_user(f"member{i}") for i in range(GUILDS)]
-            guilds = [fake.add_guild(f"Server {i}", owner=users[i]) for i in range(GUILDS)]
-            for guild in guilds:
-                for user in users:
-                    if user.id != guild.owner_id:
-                        fake.add_member(guild, user)
+    driver, fake = await Driver.start()
+    results: dict[str, Any] = {"commands": COMMANDS, "guilds": GUILDS, "fake_in_own_process": True}
+    with DiscordPyPatch(fake["api_base"], yarl.URL(fake["ws_url"])), tempfile.TemporaryDirectory() as tmp:
+        bare = BareBot()
 
-            bare = BareBot()
-            task = await run_bot(fake, bare, bare.tree.sync)
-            await measure(fake, guilds, users, "ping", lambda i: {})  # warm-up
-            results["bare"] = figures(await measure(fake, guilds, users, "ping", lambda i: {}))
-            await bare.close()
-            await task
+        async def bare_run() -> None:
+            await driver.fire("ping", lambda i: {})  # warm-up
+            results["bare"] = figures(await driver.fire("ping", lambda i: {}))
 
-            bot = LikenessBot(Settings(data_dir=Path(tmp), guild_ready_timeout=0.05))
-            task = await run_bot(fake, bot, lambda: sync_commands(bot))
-            # a realistic mix: creating characters (writes), then showing and listing them (reads)
-            creates = await measure(
-                fake,
-                guilds,
-                users,
-                "character create",
-                lambda i: {"name": f"Char {i}", "description": "tall, red hair"},
-            )
-            shows = await measure(fake, guilds, users, "character show", lambda i: {"character": f"Char {i}"})
+        await with_bot(bare, fake["token"], bare.tree.sync, bare_run)
+
+        bot = LikenessBot(Settings(data_dir=Path(tmp), guild_ready_timeout=0.05))
+
+        async def likeness_run() -> None:
+            await driver.fire("character list", lambda i: {})  # warm-up, as for the bare bot
+            # a realistic mix: creating characters (writes), then showing them (reads)
+            creates = await driver.fire("character create", lambda i: {"name": f"Char {i}", "description": "tall"})
+            shows = await driver.fire("character show", lambda i: {"character": f"Char {i}"})
             results["likeness_create"] = figures(creates)
             results["likeness_show"] = figures(shows)
             results["likeness"] = figures(creates + shows)
-            await bot.close()
-            await task
-    finally:
-        await fake.stop()
-    results["validation_errors"] = len(fake.validation_errors)
+
+        await with_bot(bot, fake["token"], lambda: sync_commands(bot), likeness_run)
+    results["validation_errors"] = (await driver.send({"quit": True}))["validation_errors"]
+    await driver.process.wait()
     results["p99_ratio_vs_bare"] = round(results["likeness"]["p99_ms"] / results["bare"]["p99_ms"], 2)
     results["target_met"] = results["likeness"]["p99_ms"] < 300 and results["p99_ratio_vs_bare"] < 2
     return results

@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import re
 import unicodedata
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from bot.domain import Character, Element, Page, ReferenceView, View
@@ -74,18 +75,33 @@ def clean_description(raw: str) -> str:
     return description
 
 
+DETAILS_CACHE_SIZE = 2048
+
+
 class Library:
     def __init__(self, storage: Storage) -> None:
         self._storage = storage
+        # Views and elements of a (character id, version). Every change to either bumps the version in
+        # the same transaction and ids are never reused, so an entry can never be stale.
+        self._references: OrderedDict[tuple[int, int], tuple[list[ReferenceView], list[Element]]] = OrderedDict()
 
     async def create(self, actor: Actor, name: str, description: str) -> Character:
         name, description = clean_name(name), clean_description(description)
         try:
-            return await self._storage.characters.create(actor.guild_id, name, description, actor.user_id)
+            character = await self._storage.characters.create(actor.guild_id, name, description, actor.user_id)
         except NameTakenError:
             existing = await self._storage.characters.get_by_name(actor.guild_id, name)
             shown = existing.name if existing else name
             raise ConflictError(f"This server already has a character called **{shown}**. Pick another name.") from None
+        self._remember(character, [], [])  # a new character has no views or elements yet
+        return character
+
+    def _remember(self, character: Character, views: list[ReferenceView], elements: list[Element]) -> None:
+        key = (character.id, character.version)
+        self._references[key] = (views, elements)
+        self._references.move_to_end(key)
+        while len(self._references) > DETAILS_CACHE_SIZE:
+            self._references.popitem(last=False)
 
     async def get(self, actor: Actor, name: str) -> Character:
         character = await self._storage.characters.get_by_name(actor.guild_id, name.strip())
@@ -96,9 +112,19 @@ class Library:
         return character
 
     async def details(self, actor: Actor, character: Character) -> CharacterDetails:
-        views = await self._storage.references.current_views(actor.guild_id, character.id)
-        elements = await self._storage.references.elements(actor.guild_id, character.id)
-        return CharacterDetails(character, views, elements)
+        if character.guild_id != actor.guild_id:
+            raise NotFoundError("That character is not in this server.")
+        cached = self._references.get((character.id, character.version))
+        if cached is None:
+            views = await self._storage.references.current_views(actor.guild_id, character.id)
+            elements = await self._storage.references.elements(actor.guild_id, character.id)
+            # Only remember what was read at the version asked for: a change racing this read has a new one.
+            fresh = await self._storage.characters.get(actor.guild_id, character.id)
+            if fresh is not None and fresh.version == character.version:
+                self._remember(character, views, elements)
+            cached = (views, elements)
+        views, elements = cached
+        return CharacterDetails(character, list(views), list(elements))
 
     async def page(self, actor: Actor, number: int, per_page: int = 10) -> Page[Character]:
         total = await self._storage.characters.count(actor.guild_id)

@@ -29,7 +29,7 @@ class CharacterRepository:
 
     async def create(self, guild_id: int, name: str, description: str, owner_id: int) -> Character:
         try:
-            rows = await self._db.fetchall(
+            rows = await self._db.execute_returning(
                 "INSERT INTO characters (guild_id, name, name_key, description, owner_id) VALUES (?, ?, ?, ?, ?) "
                 f"RETURNING {_COLUMNS}",
                 (guild_id, name, name_key(name), description, owner_id),
@@ -90,13 +90,13 @@ class CharacterRepository:
         if bump_version:
             assignments.append("version = version + 1")
         try:
-            row = await self._db.fetchone(
+            rows = await self._db.execute_returning(
                 f"UPDATE characters SET {', '.join(assignments)} WHERE guild_id = ? AND id = ? RETURNING {_COLUMNS}",
                 (*params, guild_id, character_id),
             )
         except sqlite3.IntegrityError as exc:
             raise NameTakenError(name or "") from exc
-        return _character(row) if row else None
+        return _character(rows[0]) if rows else None
 
     async def delete(self, guild_id: int, character_id: int) -> bool:
         return (

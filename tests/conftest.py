@@ -43,7 +43,7 @@ class World:
     mods: FakeRole
 
 
-def test_models_dir() -> Path:
+def installed_models_dir() -> Path:
     """Where `make test` installed the real u2netp model (from PyPI) for the tests."""
     return Path(os.environ.get("LIKENESS_TEST_MODELS_DIR", Path(__file__).resolve().parent.parent / ".venv" / "models"))
 
@@ -66,7 +66,7 @@ class BotRunner:
     def __init__(self, fake: FakeDiscord, data_dir: Path) -> None:
         self.fake = fake
         self.settings = Settings(
-            data_dir=data_dir, guild_ready_timeout=0.05, models_dir=test_models_dir(), cleanup_model="u2netp"
+            data_dir=data_dir, guild_ready_timeout=0.05, models_dir=installed_models_dir(), cleanup_model="u2netp"
         )
         self.bot: LikenessBot | None = None
         self._task: asyncio.Task[None] | None = None

@@ -33,7 +33,7 @@ def friendly_message(error: BaseException) -> str | None:
         cause = error.__cause__ if isinstance(error, app_commands.TransformerError) else error.original
         if isinstance(cause, UserFacingError | FriendlyError):
             return str(cause)
-        if isinstance(error, app_commands.TransformerError):
+        if isinstance(error, app_commands.TransformerError) and cause is None:
             return f"I couldn't understand **{error.value}** for that option."
         return None
     if isinstance(error, UserFacingError | FriendlyError):
@@ -56,6 +56,8 @@ def friendly_message(error: BaseException) -> str | None:
 async def report_error(interaction: discord.Interaction[Any], error: BaseException) -> None:
     """Tell the member what went wrong; log bugs with an id the member can give to an admin."""
     original = error.original if isinstance(error, app_commands.CommandInvokeError) else error
+    if isinstance(error, app_commands.TransformerError) and error.__cause__ is not None:
+        original = error.__cause__
     if isinstance(original, discord.NotFound) and original.code == UNKNOWN_INTERACTION:
         # Answered after Discord's 3 s window: the member sees "did not respond"; nothing can be sent now.
         log.warning("interaction %s expired before it was answered (%s)", interaction.id, interaction.command)

@@ -48,6 +48,7 @@ class OpenAPISpec:
         resource = Resource.from_contents(spec, default_specification=DRAFT202012)
         self._registry: Registry[Any] = Registry().with_resource(_SPEC_URI, resource)
         request_spec = accept_numeric_snowflakes(spec)
+        self._request_spec = request_spec
         request_resource = Resource.from_contents(request_spec, default_specification=DRAFT202012)
         self._request_registry: Registry[Any] = Registry().with_resource(_SPEC_URI, request_resource)
         # Templates grouped by segment count; literal segments win over parameters when sorting,
@@ -102,7 +103,7 @@ class OpenAPISpec:
 
     def validate_schema(self, schema_name: str, instance: Any) -> str | None:
         """Checks ``instance`` against ``#/components/schemas/<schema_name>`` (used by self-tests)."""
-        validator = self._compile(_pointer("components", "schemas", schema_name))
+        validator = self._compile(("components", "schemas", schema_name))
         return _first_error(validator, instance)
 
     def _validator(self, method: str, template: str, direction: str) -> Validator | None:
@@ -124,12 +125,40 @@ class OpenAPISpec:
             if "application/json" not in response.get("content", {}):
                 return None
             where = ("responses", status, "content", "application/json", "schema")
-        registry = self._request_registry if direction == "request" else self._registry
-        return self._compile(_pointer("paths", template, method, *where), registry)
+        if direction == "request":
+            return self._compile(("paths", template, method, *where), self._request_spec, self._request_registry)
+        return self._compile(("paths", template, method, *where), self.spec, self._registry)
 
-    def _compile(self, pointer: str, registry: Registry[Any] | None = None) -> Validator:
-        schema = {"$ref": f"{_SPEC_URI}#/{pointer}"}
-        return self._validator_class(schema, registry=registry or self._registry)
+    def _compile(
+        self, where: tuple[str, ...], document: dict[str, Any] | None = None, registry: Registry[Any] | None = None
+    ) -> Validator:
+        """A validator for the schema at `where`, with its $refs inlined once (recursive ones stay refs):
+        resolving refs on every validation is what made validation slow."""
+        document = document or self.spec
+        node: Any = document
+        for part in where:
+            node = node[part]
+        return self._validator_class(inline_refs(document, node), registry=registry or self._registry)
+
+
+def inline_refs(document: dict[str, Any], node: Any, stack: tuple[str, ...] = ()) -> Any:
+    """`node` with every local $ref replaced by its target, except a ref back into a schema being
+    inlined (a recursive schema), which becomes an absolute ref the registry resolves."""
+    if isinstance(node, list):
+        return [inline_refs(document, item, stack) for item in node]
+    if not isinstance(node, dict):
+        return node
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/"):
+        if ref in stack:
+            return {**node, "$ref": f"{_SPEC_URI}{ref}"}
+        target: Any = document
+        for part in ref[2:].split("/"):
+            target = target[part.replace("~1", "/").replace("~0", "~")]
+        siblings = {key: value for key, value in node.items() if key != "$ref"}
+        inlined = inline_refs(document, target, (*stack, ref))
+        return {**inlined, **inline_refs(document, siblings, stack)} if siblings else inlined
+    return {key: inline_refs(document, value, stack) for key, value in node.items()}
 
 
 _SNOWFLAKE_REF = {"$ref": "#/components/schemas/SnowflakeType"}
@@ -197,8 +226,8 @@ def _with_discriminated_unions(spec: dict[str, Any]) -> type[Validator]:
         return node
 
     def type_values(branch: Any) -> list[Any] | None:
-        while isinstance(branch, dict) and str(branch.get("$ref", "")).startswith("#/"):
-            branch = lookup(branch["$ref"])
+        while isinstance(branch, dict) and "#/" in str(branch.get("$ref", "")):
+            branch = lookup(branch["$ref"][branch["$ref"].index("#/") :])
         if not isinstance(branch, dict):
             return None
         prop = branch.get("properties", {}).get("type")

@@ -1,0 +1,65 @@
+"""The fake Discord and its members, in a process of their own, for benchmarks.
+
+Real Discord runs on other machines: sharing the bot's event loop (and GIL) with the fake would bill
+the fake's work (routing, OpenAPI validation) to the bot. The parent talks to this process over
+stdin/stdout, one JSON object per line:
+  started -> {"api_base", "ws_url", "token"}
+  {"run": command, "options": [per-command options], "guilds": N} -> {"latencies": [...seconds]}
+  {"quit": true} -> {"validation_errors": N}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from typing import Any
+
+from tests.fake_discord import FakeDiscord, FakeGuild, FakeUser
+
+
+async def drive(
+    fake: FakeDiscord, guilds: list[FakeGuild], users: list[FakeUser], request: dict[str, Any]
+) -> list[float]:
+    await fake.wait_for_ready(timeout=30)
+    await fake.wait_for_commands(request["run"].split()[0], timeout=30)
+
+    async def one(index: int, options: dict[str, Any]) -> float:
+        handle = await fake.slash(guilds[index % len(guilds)], users[index % len(users)], request["run"], options)
+        await handle.wait_response(timeout=30)
+        return handle.ack_latency
+
+    return list(await asyncio.gather(*(one(i, o) for i, o in enumerate(request["options"]))))
+
+
+async def main(guild_count: int) -> None:
+    fake = FakeDiscord(validate=os.environ.get("LIKENESS_BENCH_VALIDATE", "1") == "1")
+    await fake.start()
+    users = [fake.add_user(f"member{i}") for i in range(guild_count)]
+    guilds = [fake.add_guild(f"Server {i}", owner=users[i]) for i in range(guild_count)]
+    for guild in guilds:
+        for user in users:
+            if user.id != guild.owner_id:
+                fake.add_member(guild, user)
+    print(json.dumps({"api_base": fake.api_base, "ws_url": str(fake.ws_url), "token": fake.token}), flush=True)
+    loop = asyncio.get_running_loop()
+    try:
+        while line := await loop.run_in_executor(None, sys.stdin.readline):
+            request = json.loads(line)
+            if request.get("quit"):
+                break
+            latencies = await drive(fake, guilds, users, request)
+            print(json.dumps({"latencies": latencies}), flush=True)
+    finally:
+        print(json.dumps({"validation_errors": len(fake.validation_errors)}), flush=True)
+        await fake.stop()
+
+
+if __name__ == "__main__":
+    if os.environ.get("LIKENESS_BENCH_PROFILE"):
+        import cProfile
+
+        cProfile.run("asyncio.run(main(20))", os.environ["LIKENESS_BENCH_PROFILE"])
+    else:
+        asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 20))
