@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_DEV := $(VENV)/.installed-dev
 # The tests run the real rembg code with the real u2netp model, installed from PyPI (no GitHub).
-TEST_MODELS := $(VENV)/models
+TEST_MODELS := $(abspath $(VENV)/models)
 U2NETP := $(TEST_MODELS)/models/u2netp/u2netp.onnx
 
 .PHONY: run test lint typecheck pytest bench clean

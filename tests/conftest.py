@@ -45,7 +45,8 @@ class World:
 
 def installed_models_dir() -> Path:
     """Where `make test` installed the real u2netp model (from PyPI) for the tests."""
-    return Path(os.environ.get("LIKENESS_TEST_MODELS_DIR", Path(__file__).resolve().parent.parent / ".venv" / "models"))
+    default = Path(__file__).resolve().parent.parent / ".venv" / "models"
+    return Path(os.environ.get("LIKENESS_TEST_MODELS_DIR", default)).resolve()
 
 
 @pytest.fixture
