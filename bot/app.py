@@ -11,18 +11,22 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.config import Settings
+from bot.discord_io.delivery import DiscordDelivery
 from bot.discord_io.errors import LikenessTree
+from bot.jobs.worker import Worker, WorkerConfig
 from bot.library import Library
 from bot.services import Services
 from storage import Storage
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS: tuple[str, ...] = ("cogs.characters", "cogs.sheets")
+EXTENSIONS: tuple[str, ...] = ("cogs.characters", "cogs.sheets", "cogs.animate")
 
 
 class LikenessBot(commands.AutoShardedBot):
     services: Services
+    worker: Worker
+    delivery: DiscordDelivery
 
     def __init__(self, settings: Settings, *, extensions: Sequence[str] = EXTENSIONS) -> None:
         intents = discord.Intents.none()
@@ -44,6 +48,18 @@ class LikenessBot(commands.AutoShardedBot):
 
     async def setup_hook(self) -> None:
         self.services = await Services.build(self.settings)
+        self.delivery = DiscordDelivery(
+            self, self.services.storage.jobs, min_edit_interval=self.settings.status_edit_interval
+        )
+        self.worker = Worker(
+            self.services.storage.jobs,
+            self.services.storage.blobs,
+            self.services.providers,
+            self.delivery,
+            WorkerConfig(per_user=self.settings.per_user_running),
+        )
+        self.services.animate.set_wake(self.worker.wake)
+        self._worker_started = False
         # Load the background model in the background: the first upload should not wait for it.
         self._warm_up = asyncio.create_task(self.services.remover.warm_up(), name="likeness-model-warm-up")
         for extension in self.extensions_to_load:
@@ -57,6 +73,9 @@ class LikenessBot(commands.AutoShardedBot):
         warm_up = getattr(self, "_warm_up", None)
         if warm_up is not None:
             warm_up.cancel()
+        worker = getattr(self, "worker", None)
+        if worker is not None:
+            await worker.stop()  # jobs stay in the database and resume at the next start
         await super().close()
         services = getattr(self, "services", None)
         if services is not None:
@@ -72,6 +91,9 @@ class LikenessBot(commands.AutoShardedBot):
 
     async def on_ready(self) -> None:
         log.info("ready as %s in %d servers", self.user, len(self.guilds))
+        if not self._worker_started:  # on_ready fires again after reconnects
+            self._worker_started = True
+            await self.worker.start()
 
 
 async def sync_commands(bot: LikenessBot, guild_id: int | None = None) -> list[app_commands.AppCommand]:

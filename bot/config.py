@@ -65,6 +65,19 @@ class Settings(BaseSettings):
     cleanup_workers: int = Field(
         default=2, ge=1, le=32, description="Background cleanups that may run at once (each uses the CPU cores)."
     )
+    local_delay: float = Field(
+        default=3.0, ge=0, le=600, description="Extra seconds the local provider waits, like a remote render."
+    )
+    local_concurrency: int = Field(default=2, ge=1, le=16, description="Local renders that may run at once.")
+    per_user_running: int = Field(
+        default=2, ge=1, le=50, description="Shots of one member that may render at the same time."
+    )
+    max_queued_per_user: int = Field(
+        default=10, ge=1, le=500, description="Shots one member may have waiting or rendering at once."
+    )
+    status_edit_interval: float = Field(
+        default=5.0, ge=0, le=120, description="Seconds between two edits of one status message (Discord limits)."
+    )
     guild_ready_timeout: float = Field(
         default=2.0,
         ge=0.0,
@@ -95,6 +108,10 @@ class Settings(BaseSettings):
     @property
     def blob_dir(self) -> Path:
         return self.data_dir / "blobs"
+
+    @property
+    def render_dir(self) -> Path:
+        return self.data_dir / "local-renders"
 
     @property
     def model_dir(self) -> Path:

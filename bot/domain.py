@@ -94,3 +94,85 @@ class Page(Frozen, Generic[T]):
     number: int
     total_pages: int
     total_items: int
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    SUBMITTING = "submitting"
+    RUNNING = "running"
+    DOWNLOADING = "downloading"
+    DELIVERING = "delivering"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def active(self) -> bool:
+        """Holding a provider slot: submitted or about to be, not yet delivered."""
+        return self in (JobState.SUBMITTING, JobState.RUNNING, JobState.DOWNLOADING, JobState.DELIVERING)
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.DONE, JobState.FAILED, JobState.CANCELED)
+
+    @property
+    def label(self) -> str:
+        return {
+            JobState.QUEUED: "Waiting in the queue",
+            JobState.SUBMITTING: "Sending to the provider",
+            JobState.RUNNING: "Rendering",
+            JobState.DOWNLOADING: "Downloading the result",
+            JobState.DELIVERING: "Posting the result",
+            JobState.DONE: "Done",
+            JobState.FAILED: "Failed",
+            JobState.CANCELED: "Canceled",
+        }[self]
+
+
+class BoundImage(Frozen):
+    label: str
+    role: str  # "view" or "element"
+    blob: str
+
+
+class ShotParams(Frozen):
+    duration: int
+    aspect_ratio: str
+    camera: str
+    setting: str | None = None
+    notes: list[str] = []
+
+
+class Job(Frozen):
+    id: int
+    guild_id: int
+    channel_id: int
+    user_id: int
+    character_id: int | None
+    character_name: str
+    character_version: int
+    kind: str
+    provider: str
+    model: str
+    action: str
+    prompt: str
+    negative_prompt: str | None
+    params: ShotParams
+    bound: list[BoundImage]
+    cost_estimate: str
+    cost_final: str | None
+    state: JobState
+    task_id: str | None
+    status_url: str | None
+    attempts: int
+    polls: int
+    next_poll_at: float | None
+    status_message_id: int | None
+    result_message_id: int | None
+    result_blob: str | None
+    error: str | None
+    parent_job_id: int | None
+    cancel_requested: bool
+    created_at: float
+    started_at: float | None
+    finished_at: float | None

@@ -7,11 +7,14 @@ from dataclasses import dataclass
 
 import httpx
 
+from bot.animate import AnimateService
 from bot.config import Settings
 from bot.imaging.cleanup import BackgroundRemover
 from bot.imaging.intake import IntakeLimits
 from bot.library import Library
 from bot.models import model_file
+from bot.providers.local import LocalProvider
+from bot.providers.registry import ProviderRegistry
 from bot.references import ReferenceService
 from bot.sheets import SheetService
 from storage import Storage
@@ -53,6 +56,8 @@ class Services:
     sheets: SheetService
     remover: BackgroundRemover
     http: httpx.AsyncClient
+    providers: ProviderRegistry
+    animate: AnimateService
 
     @classmethod
     async def build(cls, settings: Settings) -> Services:
@@ -61,9 +66,17 @@ class Services:
         remover = BackgroundRemover(choose_cleanup_model(settings), settings.model_dir, settings.cleanup_workers)
         http = httpx.AsyncClient(follow_redirects=True, headers={"User-Agent": "Likeness (self-hosted Discord bot)"})
         references = ReferenceService(storage, library, remover, intake_limits(settings), http)
-        return cls(storage, library, references, SheetService(storage), remover, http)
+        local = LocalProvider(
+            settings.render_dir, delay=settings.local_delay, max_concurrency=settings.local_concurrency
+        )
+        providers = ProviderRegistry({"local": local}, default=settings.default_provider)
+        animate = AnimateService(
+            storage, library, providers, lambda job_id: None, max_queued_per_user=settings.max_queued_per_user
+        )
+        return cls(storage, library, references, SheetService(storage), remover, http, providers, animate)
 
     async def close(self) -> None:
+        await self.providers.close()
         await self.http.aclose()
         self.remover.close()
         await self.storage.close()

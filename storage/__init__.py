@@ -9,6 +9,7 @@ from storage.blobs import BlobStore
 from storage.characters import CharacterRepository
 from storage.db import Database
 from storage.guilds import GuildSettingsRepository
+from storage.jobs import JobRepository
 from storage.references import ReferenceRepository, SheetRepository
 
 
@@ -20,6 +21,7 @@ class Storage:
     references: ReferenceRepository
     guilds: GuildSettingsRepository
     sheets: SheetRepository
+    jobs: JobRepository
 
     @classmethod
     async def open(cls, db_path: Path | str, blob_dir: Path) -> Storage:
@@ -33,6 +35,7 @@ class Storage:
             references=ReferenceRepository(db),
             guilds=GuildSettingsRepository(db),
             sheets=SheetRepository(db),
+            jobs=JobRepository(db),
         )
 
     async def close(self) -> None:

@@ -13,6 +13,7 @@ import pytest
 
 from bot.app import LikenessBot, sync_commands
 from bot.config import Settings
+from bot.providers.base import Provider
 from tests.fake_discord import FakeDiscord, FakeGuild, FakeRole, FakeUser
 
 
@@ -67,14 +68,22 @@ class BotRunner:
     def __init__(self, fake: FakeDiscord, data_dir: Path) -> None:
         self.fake = fake
         self.settings = Settings(
-            data_dir=data_dir, guild_ready_timeout=0.05, models_dir=installed_models_dir(), cleanup_model="u2netp"
+            data_dir=data_dir,
+            guild_ready_timeout=0.05,
+            models_dir=installed_models_dir(),
+            cleanup_model="u2netp",
+            local_delay=0.0,
+            status_edit_interval=0.05,
         )
+        self.providers: list[Provider] = []  # registered at every start, like keys in the settings
         self.bot: LikenessBot | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def start(self, *, sync: bool = False) -> LikenessBot:
         bot = LikenessBot(self.settings)
         await bot.login(self.fake.token)
+        for provider in self.providers:
+            bot.services.providers.register(provider)
         if sync:  # what an admin does once with `likeness sync`
             await sync_commands(bot)
         self._task = asyncio.create_task(bot.connect(reconnect=False))

@@ -140,7 +140,7 @@ class TinyBot(commands.AutoShardedBot):
         view = app_commands.Group(name="view", description="Views", parent=character)
 
         @character.command(name="create", description="Create a character")
-        async def create(  # noqa: PLR0917 - discord.py maps each option to a parameter
+        async def create(
             interaction: discord.Interaction,
             name: str,
             age: int,
@@ -822,3 +822,17 @@ def test_validator_names_the_field_and_is_fast() -> None:
     for _ in range(500):
         spec.validate_request("POST", route, good)
     assert time.perf_counter() - started < 1.0  # about 0.1 ms each on the CI machine
+
+
+async def test_enforce_nonce_returns_the_first_message(
+    fake: FakeDiscord, world: tuple[FakeGuild, FakeUser, FakeUser]
+) -> None:
+    guild, _, _ = world
+    async with running(fake) as bot:
+        channel = bot.get_channel(guild.channel_id)
+        assert isinstance(channel, discord.TextChannel)
+        first = await channel.send("result", nonce="job-42")
+        again = await channel.send("result again", nonce="job-42")
+        other = await channel.send("other", nonce="job-43")
+    assert again.id == first.id and other.id != first.id
+    assert [m.content for m in fake.channel_messages(guild.channel_id)] == ["result", "other"]

@@ -503,9 +503,17 @@ class RestApi:
         if req.files and not perms & Perm.ATTACH_FILES:
             raise ApiError(*MISSING_PERMISSIONS)
         data: dict[str, Any] = req.json or {}
+        nonce = str(data["nonce"]) if data.get("nonce") is not None else None
+        if nonce and data.get("enforce_nonce"):
+            # Discord: the same author and nonce within a few minutes returns the first message, no new one.
+            earlier = self.fake.nonces.get((self.fake.bot_user.id, nonce))
+            if earlier is not None and not earlier.deleted and utcnow() - earlier.timestamp < self.fake.nonce_window:
+                return 200, earlier.to_dict()
         message = FakeMessage(
             id=self.world.snowflake(), channel_id=channel.id, guild_id=guild.id, author=self.fake.bot_user
         )
+        if nonce:
+            self.fake.nonces[(self.fake.bot_user.id, nonce)] = message
         reference = data.get("message_reference")
         if reference and reference.get("message_id"):
             target = self.world.messages.get(int(reference["message_id"]))

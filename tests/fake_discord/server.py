@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import hashlib
 import json
 import re
@@ -174,6 +175,9 @@ class FakeDiscord:
         self.shard_count = shard_count
         self.interaction_deadline = interaction_deadline
         self.token_lifetime = token_lifetime
+        # enforce_nonce: a message create with the same author and nonce within this window returns the first one
+        self.nonce_window = datetime.timedelta(minutes=5)
+        self.nonces: dict[tuple[int, str], FakeMessage] = {}
         self.bot_permissions = bot_permissions
         self.spec = load_spec()
         self.world = World()

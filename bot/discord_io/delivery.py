@@ -1,0 +1,239 @@
+"""Job status messages and results in the channel: normal bot messages, never the interaction token
+(which dies after 15 minutes, long before many renders finish).
+
+Status edits are throttled per message; the latest state is always flushed. Results are posted with a
+nonce that Discord enforces, and looked for in the channel after a restart, so a result is posted once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import time
+from typing import Any
+
+import discord
+
+from bot.domain import Job, JobState
+from bot.imaging.video import fit_to_size, thumbnail
+from bot.jobs.delivery import Progress
+from storage.jobs import JobRepository
+
+log = logging.getLogger(__name__)
+
+COLOR = discord.Colour(0x5B8DEF)
+STATE_EMOJI = {
+    JobState.QUEUED: "⏳",
+    JobState.SUBMITTING: "📤",
+    JobState.RUNNING: "🎬",
+    JobState.DOWNLOADING: "📥",
+    JobState.DELIVERING: "📤",
+    JobState.DONE: "✅",
+    JobState.FAILED: "❌",
+    JobState.CANCELED: "🚫",
+}
+JOB_BUTTON = "likeness:job:{action}:{job_id}"
+MIN_UPLOAD_TRY = 256 * 1024  # below this a clip is not worth posting: thumbnail and note instead
+REQUEST_ENTITY_TOO_LARGE = 40005
+
+
+def job_custom_id(action: str, job_id: int) -> str:
+    return JOB_BUTTON.format(action=action, job_id=job_id)
+
+
+def result_view(job_id: int) -> discord.ui.View:
+    """The buttons under a result; their custom ids carry the job id, handled by persistent DynamicItems."""
+    view = discord.ui.View(timeout=None)
+    for action, label, style in (
+        ("reroll", "Re-roll", discord.ButtonStyle.secondary),
+        ("edit", "Edit prompt", discord.ButtonStyle.secondary),
+        ("next", "Next shot", discord.ButtonStyle.primary),
+        ("delete", "Delete", discord.ButtonStyle.danger),
+    ):
+        view.add_item(discord.ui.Button(label=label, style=style, custom_id=job_custom_id(action, job_id)))
+    return view
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
+
+
+def status_embed(job: Job, progress: Progress, now: float) -> discord.Embed:
+    title = f"{STATE_EMOJI[job.state]} {job.character_name} · shot #{job.id}"
+    embed = discord.Embed(title=title, description=f"> {job.action[:300]}", colour=COLOR)
+    stage = job.state.label
+    if job.state is JobState.QUEUED and progress.position is not None:
+        stage += f" · position {progress.position}"
+    if job.state is JobState.RUNNING and progress.progress is not None:
+        stage += f" · {round(progress.progress * 100)}%"
+    embed.add_field(name="Stage", value=stage)
+    if progress.eta_seconds is not None and not job.state.finished:
+        embed.add_field(name="Ready", value=f"<t:{int(now + progress.eta_seconds)}:R> (estimate)")
+    if job.started_at and not job.state.finished:
+        embed.add_field(name="Started", value=f"<t:{int(job.started_at)}:R>")
+    if job.finished_at and job.started_at:
+        embed.add_field(name="Took", value=_duration(job.finished_at - job.started_at))
+    params = job.params
+    embed.add_field(
+        name="Shot",
+        value=f"{params.duration} s · {params.aspect_ratio} · {params.camera.replace('_', ' ')} · "
+        f"{job.provider}/{job.model} · character v{job.character_version}",
+        inline=False,
+    )
+    if params.notes:
+        embed.add_field(name="Notes", value="\n".join(f"• {n}" for n in params.notes)[:1024], inline=False)
+    if job.state is JobState.FAILED and job.error:
+        embed.add_field(name="Why it failed", value=job.error[:1024], inline=False)
+    embed.set_footer(text=f"Job #{job.id} · cancel with /queue cancel {job.id}")
+    return embed
+
+
+def result_text(job: Job) -> str:
+    return (
+        f"🎬 <@{job.user_id}> **{job.character_name}** (v{job.character_version}) · {job.params.duration} s · "
+        f"{job.provider}/{job.model}\n> {job.action[:500]}"
+    )
+
+
+class DiscordDelivery:
+    def __init__(self, client: discord.Client, jobs: JobRepository, *, min_edit_interval: float = 5.0) -> None:
+        self.client = client
+        self.jobs = jobs
+        self.min_edit_interval = min_edit_interval
+        self._last_edit: dict[int, float] = {}
+        self._pending: dict[int, tuple[Job, Progress]] = {}
+        self._flushers: dict[int, asyncio.Task[None]] = {}
+        self._locks: dict[int, asyncio.Lock] = {}
+
+    def _channel(self, channel_id: int) -> discord.PartialMessageable:
+        return self.client.get_partial_messageable(channel_id)
+
+    # ------------------------------------------------------------------ status
+
+    async def show_status(self, job: Job, progress: Progress) -> None:
+        lock = self._locks.setdefault(job.id, asyncio.Lock())
+        async with lock:
+            current = await self.jobs.get(job.id) or job
+            if current.status_message_id is None:
+                await self._create_status(current, progress)
+                return
+            self._pending[job.id] = (current, progress)
+            wait = self._last_edit.get(job.id, 0.0) + self.min_edit_interval - time.monotonic()
+            if wait <= 0:
+                await self._flush(job.id)
+            elif job.id not in self._flushers:
+                self._flushers[job.id] = asyncio.create_task(self._flush_later(job.id, wait))
+
+    async def _create_status(self, job: Job, progress: Progress) -> None:
+        message = await self._channel(job.channel_id).send(
+            f"<@{job.user_id}> queued a shot of **{job.character_name}**.",
+            embed=status_embed(job, progress, time.time()),
+            nonce=f"st{job.id}",  # Discord returns the first message if this is sent twice
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
+        self._last_edit[job.id] = time.monotonic()
+        await self.jobs.update(job.id, status_message_id=message.id)
+
+    async def _flush_later(self, job_id: int, wait: float) -> None:
+        try:
+            await asyncio.sleep(wait)
+            async with self._locks.setdefault(job_id, asyncio.Lock()):
+                await self._flush(job_id)
+        finally:
+            self._flushers.pop(job_id, None)
+
+    async def _flush(self, job_id: int) -> None:
+        pending = self._pending.pop(job_id, None)
+        if pending is None:
+            return
+        job, progress = pending
+        fresh = await self.jobs.get(job_id)
+        if fresh is not None and fresh.state != job.state:
+            job, progress = fresh, Progress()  # a later state overtook this edit: show that instead
+        assert job.status_message_id is not None
+        message = self._channel(job.channel_id).get_partial_message(job.status_message_id)
+        self._last_edit[job_id] = time.monotonic()
+        try:
+            await message.edit(embed=status_embed(job, progress, time.time()))
+        except discord.NotFound:
+            log.info("the status message of job %s was deleted; not editing it again", job_id)
+        except discord.HTTPException as error:
+            log.warning("could not edit the status of job %s: %s", job_id, error)
+        if job.state.finished:
+            self._forget(job_id)
+
+    def _forget(self, job_id: int) -> None:
+        self._last_edit.pop(job_id, None)
+        self._locks.pop(job_id, None)
+
+    # ------------------------------------------------------------------ results
+
+    async def find_result(self, job: Job) -> int | None:
+        """A result of this job already in the channel (posted just before a crash)."""
+        marker = job_custom_id("reroll", job.id)
+        after = discord.Object(job.status_message_id) if job.status_message_id else None
+        try:
+            async for message in self._channel(job.channel_id).history(limit=100, after=after, oldest_first=True):
+                if message.author.id != getattr(self.client.user, "id", None):
+                    continue
+                for row in message.components:
+                    for child in getattr(row, "children", []):
+                        if getattr(child, "custom_id", None) == marker:
+                            return message.id
+        except discord.HTTPException as error:
+            log.warning("could not look for the result of job %s: %s", job.id, error)
+        return None
+
+    async def post_result(self, job: Job, video: bytes) -> int:
+        limit = self._upload_limit(job.guild_id)
+        data = video
+        while limit >= MIN_UPLOAD_TRY:
+            if len(data) > limit:
+                fitted = await asyncio.to_thread(fit_to_size, video, limit)
+                if fitted is None:
+                    break
+                data = fitted
+            try:
+                return await self._send_result(job, data)
+            except discord.HTTPException as error:
+                if error.status != 413 and error.code != REQUEST_ENTITY_TOO_LARGE:
+                    raise
+                log.info("job %s: %d bytes refused as too large; trying smaller", job.id, len(data))
+                limit = len(data) // 2
+        return await self._send_thumbnail(job, video)
+
+    def _upload_limit(self, guild_id: int) -> int:
+        guild = self.client.get_guild(guild_id)
+        return guild.filesize_limit if guild is not None else 10 * 1024 * 1024
+
+    async def _send_result(self, job: Job, data: bytes, *, extra: str = "", filename: str | None = None) -> int:
+        reference: Any = None
+        if job.status_message_id:
+            reference = discord.MessageReference(
+                message_id=job.status_message_id, channel_id=job.channel_id, fail_if_not_exists=False
+            )
+        message = await self._channel(job.channel_id).send(
+            result_text(job) + extra,
+            file=discord.File(io.BytesIO(data), filename=filename or f"{_slug(job.character_name)}-shot-{job.id}.mp4"),
+            view=result_view(job.id),
+            reference=reference,
+            nonce=f"rs{job.id}",  # posting twice returns the first message
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
+        return message.id
+
+    async def _send_thumbnail(self, job: Job, video: bytes) -> int:
+        still = await asyncio.to_thread(thumbnail, video)
+        extra = (
+            f"\n⚠️ The clip ({len(video) / 1_048_576:.1f} MB) is too large to post in this server even re-encoded; "
+            f"here is a still. An admin can find it in the bot's data folder (blob `{job.result_blob}`)."
+        )
+        return await self._send_result(
+            job, still, extra=extra, filename=f"{_slug(job.character_name)}-shot-{job.id}.jpg"
+        )
+
+
+def _slug(name: str) -> str:
+    return "".join(ch if ch.isalnum() else "-" for ch in name.lower()).strip("-") or "character"

@@ -1,0 +1,1 @@
+"""The durable render queue: scheduling, the worker that drives jobs, and what it needs from delivery."""

@@ -1,0 +1,443 @@
+"""The worker: starts queued jobs into free provider slots and drives each one to an end.
+
+One asyncio task per job that holds a provider slot. Every step is written to the database before the
+next begins, so a crash at any point resumes where it was:
+- `submitting`: the provider is first asked for a task with this job's idempotency key (`find`), and only
+  submitted to when it has none, so a job is never submitted twice;
+- `running`: polling resumes from the stored task id;
+- `downloading`: the provider is polled again for the result's (fresh) URL;
+- `delivering`: the result is looked for in the channel before posting, and posting is idempotent, and
+  the result message id is written in the same statement that marks the job done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import random
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from PIL import Image
+
+from bot.domain import Job, JobState
+from bot.imaging.prep import ProviderImageLimits, prepare_for_provider
+from bot.jobs.delivery import Delivery, Progress
+from bot.jobs.scheduler import Limits, jobs_to_start, positions
+from bot.providers.base import (
+    Artifact,
+    FinalError,
+    PollResult,
+    Provider,
+    ProviderError,
+    ReferenceImage,
+    RenderRequest,
+    RetryableError,
+    Submission,
+    TaskStatus,
+    WorkKind,
+)
+from bot.providers.registry import ProviderRegistry
+from storage.blobs import BlobStore
+from storage.jobs import JobRepository
+
+log = logging.getLogger(__name__)
+
+ACTIVE = (JobState.SUBMITTING, JobState.RUNNING, JobState.DOWNLOADING, JobState.DELIVERING)
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    per_user: int = 2
+    max_attempts: int = 6  # retryable errors in a row before a job fails
+    max_poll_interval: float = 30.0
+    max_render_seconds: float = 3600.0  # a task still running after this is given up on
+    position_interval: float = 5.0  # how often queue positions are re-announced
+
+
+class Worker:
+    def __init__(
+        self,
+        jobs: JobRepository,
+        blobs: BlobStore,
+        providers: ProviderRegistry,
+        delivery: Delivery,
+        config: WorkerConfig | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.jobs = jobs
+        self.blobs = blobs
+        self.providers = providers
+        self.delivery = delivery
+        self.config = config or WorkerConfig()
+        self.clock = clock
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._drivers: dict[int, asyncio.Task[None]] = {}
+        self._last_start: dict[int, float] = {}  # guild -> when it last started a job (fairness)
+        self._estimates: dict[tuple[str, str, int], float] = {}  # learned render seconds
+        self._artifacts: dict[int, tuple[Artifact, ...]] = {}
+        self._job_wakes: dict[int, asyncio.Event] = {}
+        self._announced_places: dict[int, int | None] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Resume every job that held a provider slot, then start serving the queue."""
+        for job in await self.jobs.in_states(ACTIVE):
+            log.info("resuming job %s (%s)", job.id, job.state)
+            self._drive(job)
+        self._loop_task = asyncio.create_task(self._loop(), name="likeness-worker")
+
+    async def stop(self) -> None:
+        """Stop driving jobs; their state stays in the database and resumes on the next start."""
+        tasks = [t for t in (self._loop_task, *self._drivers.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._drivers.clear()
+        self._loop_task = None
+
+    def wake(self, job_id: int | None = None) -> None:
+        """Something changed (a job was queued or canceled): look at the queue now."""
+        self._wake.set()
+        if job_id is not None and job_id in self._job_wakes:
+            self._job_wakes[job_id].set()
+
+    async def positions(self) -> dict[int, int]:
+        """Place in line of every queued job, as the scheduler will start them."""
+        return positions(await self.jobs.in_states([JobState.QUEUED]), self._last_start)
+
+    # ------------------------------------------------------------------ the queue
+
+    async def _loop(self) -> None:
+        next_positions = 0.0
+        while True:
+            self._wake.clear()  # before filling: a wake-up that arrives while filling is not lost
+            try:
+                await self._fill_slots()
+                if time.monotonic() >= next_positions:  # positions move often; tell members at a calm pace
+                    next_positions = time.monotonic() + self.config.position_interval
+                    await self._announce_positions()
+            except Exception:
+                log.exception("the worker could not start queued jobs")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.config.position_interval)
+
+    def limits(self) -> Limits:
+        caps = {p.capabilities.name: p.capabilities.max_concurrency for p in self.providers.all()}
+        return Limits(provider_caps=caps, per_user=self.config.per_user)
+
+    async def _fill_slots(self) -> None:
+        queued = await self.jobs.in_states([JobState.QUEUED])
+        active = await self.jobs.in_states(ACTIVE)
+        for job in queued:
+            if job.cancel_requested:
+                canceled = await self.jobs.transition(
+                    job.id, [JobState.QUEUED], JobState.CANCELED, finished_at=self.clock()
+                )
+                if canceled:
+                    await self._announce(canceled)
+        queued = [job for job in queued if not job.cancel_requested]
+        starting = jobs_to_start(queued, active, self.limits(), self._last_start)
+        for job in starting:
+            started = await self.jobs.transition(
+                job.id, [JobState.QUEUED], JobState.SUBMITTING, started_at=self.clock()
+            )
+            if started is not None:
+                self._last_start[job.guild_id] = self.clock()
+                self._announced_places.pop(job.id, None)
+                await self._announce(started)
+                self._drive(started)
+
+    async def _announce_positions(self) -> None:
+        """Update the status of queued jobs whose place in line changed since it was last shown."""
+        queued = await self.jobs.in_states([JobState.QUEUED])
+        places = positions(queued, self._last_start)
+        for job in queued:
+            place = places.get(job.id)
+            if self._announced_places.get(job.id) == place:
+                continue
+            self._announced_places[job.id] = place
+            await self._announce(job, Progress(position=place, eta_seconds=self._eta(job, places)))
+        for gone in set(self._announced_places) - set(places):
+            del self._announced_places[gone]
+
+    def _eta(self, job: Job, places: dict[int, int]) -> float | None:
+        provider_cap = self.limits().provider_caps.get(job.provider, 1)
+        place = places.get(job.id)
+        if place is None:
+            return None
+        render = self._estimate(job)
+        return (place // max(provider_cap, 1) + 1) * render
+
+    # ------------------------------------------------------------------ one job
+
+    def _drive(self, job: Job) -> None:
+        if job.id in self._drivers:
+            return
+        self._job_wakes[job.id] = asyncio.Event()
+        self._drivers[job.id] = asyncio.create_task(self._run_job(job), name=f"likeness-job-{job.id}")
+
+    async def _run_job(self, job: Job) -> None:
+        try:
+            current: Job | None = job
+            while current is not None and not current.state.finished:
+                current = await self._step(current)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            error_id = secrets.token_hex(4)
+            log.exception("job %s failed unexpectedly (error %s)", job.id, error_id)
+            failed = await self.jobs.transition(
+                job.id,
+                ACTIVE,
+                JobState.FAILED,
+                error=f"Something went wrong on my side (error id `{error_id}`).",
+                finished_at=self.clock(),
+            )
+            if failed:
+                await self._announce(failed)
+        finally:
+            self._drivers.pop(job.id, None)
+            self._job_wakes.pop(job.id, None)
+            self._artifacts.pop(job.id, None)
+            self._wake.set()  # a slot is free
+
+    async def _step(self, job: Job) -> Job | None:
+        provider = self.providers.get(job.provider)
+        if job.cancel_requested and job.state in (JobState.SUBMITTING, JobState.RUNNING):
+            return await self._cancel(job, provider)
+        try:
+            if job.state is JobState.SUBMITTING:
+                return await self._submit(job, provider)
+            if job.state is JobState.RUNNING:
+                return await self._poll(job, provider)
+            if job.state is JobState.DOWNLOADING:
+                return await self._download(job, provider)
+            if job.state is JobState.DELIVERING:
+                return await self._deliver(job)
+        except RetryableError as error:
+            return await self._retry_later(job, error)
+        except FinalError as error:
+            return await self._fail(job, error)
+        raise RuntimeError(f"job {job.id} is {job.state}, which the worker does not drive")
+
+    async def _submit(self, job: Job, provider: Provider) -> Job | None:
+        submission = await provider.find(job.id)  # submitted before a crash? never twice
+        if submission is None:
+            submission = await provider.submit(await self._request(job, provider))
+        moved = await self.jobs.transition(
+            job.id,
+            [JobState.SUBMITTING],
+            JobState.RUNNING,
+            task_id=submission.task_id,
+            status_url=submission.status_url,
+            attempts=0,
+            next_poll_at=self.clock() + self._first_poll_delay(job),
+        )
+        if moved:
+            await self._announce(moved)
+        return moved
+
+    async def _poll(self, job: Job, provider: Provider) -> Job | None:
+        await self._sleep_until(job, job.next_poll_at or self.clock())
+        fresh = await self.jobs.get(job.id)
+        if fresh is None or fresh.state is not JobState.RUNNING:
+            return fresh
+        if fresh.cancel_requested:
+            return await self._cancel(fresh, provider)
+        job = fresh
+        result = await provider.poll(self._submission(job))
+        polls = job.polls + 1
+        if result.status is TaskStatus.SUCCEEDED:
+            self._artifacts[job.id] = result.artifacts
+            self._learn(job, first_poll=polls == 1)
+            moved = await self.jobs.transition(
+                job.id,
+                [JobState.RUNNING],
+                JobState.DOWNLOADING,
+                polls=polls,
+                attempts=0,
+                cost_final=str(result.charged) if result.charged is not None else job.cost_estimate,
+            )
+            if moved:
+                await self._announce(moved)
+            return moved
+        if result.status is TaskStatus.FAILED:
+            error = result.error or FinalError("The provider could not render this shot.")
+            return await self._fail(job.model_copy(update={"polls": polls}), error)
+        if result.status is TaskStatus.CANCELED:
+            return await self.jobs.transition(
+                job.id, [JobState.RUNNING], JobState.CANCELED, polls=polls, finished_at=self.clock()
+            )
+        if job.started_at and self.clock() - job.started_at > self.config.max_render_seconds:
+            return await self._fail(job, FinalError("The provider did not finish this shot in time; it was given up."))
+        updated = await self.jobs.update(job.id, polls=polls, attempts=0, next_poll_at=self._next_poll(job, polls))
+        if updated:
+            await self._announce(updated, self._running_progress(updated, result))
+        return updated
+
+    async def _download(self, job: Job, provider: Provider) -> Job | None:
+        artifacts = self._artifacts.get(job.id)
+        if not artifacts:  # after a restart: ask again, the URL may have been refreshed
+            result = await provider.poll(self._submission(job))
+            if result.status is not TaskStatus.SUCCEEDED or not result.artifacts:
+                raise FinalError("The provider no longer has the result of this shot.")
+            artifacts = result.artifacts
+        video = await provider.fetch(artifacts[0])
+        digest = await self.blobs.put(video)
+        moved = await self.jobs.transition(job.id, [JobState.DOWNLOADING], JobState.DELIVERING, result_blob=digest)
+        if moved:
+            await self._announce(moved)
+        return moved
+
+    async def _deliver(self, job: Job) -> Job | None:
+        message_id = job.result_message_id or await self.delivery.find_result(job)
+        if message_id is None:
+            assert job.result_blob is not None
+            message_id = await self.delivery.post_result(job, await self.blobs.get(job.result_blob))
+        done = await self.jobs.transition(
+            job.id, [JobState.DELIVERING], JobState.DONE, result_message_id=message_id, finished_at=self.clock()
+        )
+        if done:
+            await self._announce(done)
+        return done
+
+    async def _cancel(self, job: Job, provider: Provider) -> Job | None:
+        if job.task_id:
+            with contextlib.suppress(ProviderError):
+                await provider.cancel(self._submission(job))
+        canceled = await self.jobs.transition(
+            job.id, [JobState.SUBMITTING, JobState.RUNNING], JobState.CANCELED, finished_at=self.clock()
+        )
+        if canceled:
+            await self._announce(canceled)
+        return canceled
+
+    async def _retry_later(self, job: Job, error: RetryableError) -> Job | None:
+        attempts = job.attempts + 1
+        if attempts >= self.config.max_attempts:
+            return await self._fail(
+                job, FinalError(f"{error.message} I tried {attempts} times and gave up.", detail=error.detail)
+            )
+        delay = error.retry_after if error.retry_after is not None else min(60.0, 2.0**attempts)
+        delay *= 1 + random.random() * 0.2  # jitter: retries of many jobs do not land together
+        log.info("job %s: %s; retry %s in %.1f s", job.id, error, attempts, delay)
+        updated = await self.jobs.update(job.id, attempts=attempts, next_poll_at=self.clock() + delay)
+        if updated is None:
+            return None
+        await self._sleep_until(updated, self.clock() + delay)
+        return await self.jobs.get(job.id)
+
+    async def _fail(self, job: Job, error: ProviderError) -> Job | None:
+        message = error.message + (f" (provider said: {error.detail})" if error.detail else "")
+        failed = await self.jobs.transition(
+            job.id,
+            ACTIVE,
+            JobState.FAILED,
+            error=message,
+            polls=job.polls,
+            cost_final=job.cost_estimate if error.charged else "0",
+            finished_at=self.clock(),
+        )
+        if failed:
+            await self._announce(failed)
+        return failed
+
+    # ------------------------------------------------------------------ helpers
+
+    async def _request(self, job: Job, provider: Provider) -> RenderRequest:
+        limits = provider.capabilities.image_limits
+        images: list[ReferenceImage] = []
+        for bound in job.bound:
+            data = await self.blobs.get(bound.blob)
+            prepared, mime = await asyncio.to_thread(_prepare, data, limits)
+            images.append(
+                ReferenceImage(
+                    label=bound.label, role="view" if bound.role == "view" else "element", data=prepared, mime=mime
+                )
+            )
+        return RenderRequest(
+            job_id=job.id,
+            kind=WorkKind(job.kind),
+            model=job.model,
+            prompt=job.prompt,
+            negative_prompt=job.negative_prompt,
+            duration=job.params.duration,
+            aspect_ratio=job.params.aspect_ratio,
+            camera=job.params.camera,
+            images=tuple(images),
+            caption=job.action,
+        )
+
+    @staticmethod
+    def _submission(job: Job) -> Submission:
+        assert job.task_id is not None
+        return Submission(task_id=job.task_id, status_url=job.status_url)
+
+    def _estimate(self, job: Job) -> float:
+        key = (job.provider, job.model, job.params.duration)
+        if key in self._estimates:
+            return self._estimates[key]
+        with contextlib.suppress(Exception):
+            return self.providers.get(job.provider).capabilities.typical_seconds
+        return 60.0
+
+    def _learn(self, job: Job, *, first_poll: bool) -> None:
+        """Tune the render-time estimate. Done at the first poll means it may have been done earlier, so the
+        estimate creeps down; needing more polls means it was too short, so it moves toward what was seen."""
+        key = (job.provider, job.model, job.params.duration)
+        before = self._estimate(job)
+        if first_poll:
+            self._estimates[key] = max(0.5, before * 0.97)
+        elif job.started_at is not None:
+            took = max(0.5, self.clock() - job.started_at)
+            self._estimates[key] = 0.7 * before + 0.3 * took
+
+    def _first_poll_delay(self, job: Job) -> float:
+        """Ask when the render is likely done, not before: fewer polls, and the result is not late."""
+        return self._estimate(job) * (1.0 + random.random() * 0.05)
+
+    def _next_poll(self, job: Job, polls: int) -> float:
+        base = max(0.5, self._estimate(job) * 0.15)
+        interval = min(self.config.max_poll_interval, base * 1.5 ** max(0, polls - 1))
+        return self.clock() + interval * (1.0 + random.random() * 0.1)
+
+    def _running_progress(self, job: Job, result: PollResult) -> Progress:
+        elapsed = self.clock() - (job.started_at or self.clock())
+        remaining = max(0.0, self._estimate(job) - elapsed)
+        return Progress(eta_seconds=remaining, progress=result.progress)
+
+    async def _sleep_until(self, job: Job, when: float) -> None:
+        """Sleep until `when`, or until the job is poked (a cancel)."""
+        delay = when - self.clock()
+        if delay <= 0:
+            return
+        event = self._job_wakes.get(job.id)
+        if event is None:
+            await asyncio.sleep(delay)
+            return
+        event.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout=delay)
+
+    async def _announce(self, job: Job, progress: Progress | None = None) -> None:
+        try:
+            await self.delivery.show_status(job, progress or Progress())
+        except Exception:  # a status edit must never stop a paid job
+            log.exception("could not update the status of job %s", job.id)
+
+
+def _prepare(data: bytes, limits: ProviderImageLimits) -> tuple[bytes, str]:
+    """A stored cleaned reference, re-encoded within the provider's limits (blocking: run in a thread)."""
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        return prepare_for_provider(image, limits)

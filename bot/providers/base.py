@@ -1,0 +1,169 @@
+"""What every render provider declares and implements, and the typed errors it raises.
+
+A provider knows no Discord and no database. The worker drives it: `submit` once per job (with the job's
+idempotency key, so a crash between submit and saving the task id never submits twice: `find` looks the
+task up by that key), then `poll` until the task ends, then `fetch` the result at once (provider URLs
+expire). Errors are typed: retryable ones are retried by the worker with backoff, final ones end the job
+with the provider's own message shown to the member.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import StrEnum
+from typing import Literal, Protocol, runtime_checkable
+
+from bot.imaging.prep import ProviderImageLimits
+
+ElementSyntax = Literal["kling", "fal", "runway", "plain"]
+
+
+class WorkKind(StrEnum):
+    ANIMATE = "animate"  # image(s) + prompt -> video clip
+    SHEET = "sheet"  # reference images + prompt -> multi-angle character sheet image
+    EXTEND = "extend"  # a previous clip -> a longer clip
+
+
+class TaskStatus(StrEnum):
+    QUEUED = "queued"  # accepted, waiting at the provider
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Price in USD: per second of video for clips, per image for images."""
+
+    per_second: dict[str, Decimal] = field(default_factory=dict)  # model -> USD per second
+    per_image: dict[str, Decimal] = field(default_factory=dict)  # model -> USD per image
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    name: str
+    kinds: frozenset[WorkKind]
+    models: tuple[str, ...]
+    default_model: str
+    durations: tuple[int, ...]  # seconds a clip may last
+    aspect_ratios: tuple[str, ...]
+    max_reference_images: int  # subject images one shot may bind
+    negative_prompt: bool  # False: negative presets are dropped, with a visible note
+    element_syntax: ElementSyntax  # how the prompt refers to bound images
+    prompt_max_chars: int
+    extend: bool
+    image_limits: ProviderImageLimits
+    max_concurrency: int  # tasks the account may run at once; more wait in our queue
+    cost: CostModel
+    needs_key: bool = True
+    typical_seconds: float = 60.0  # a first guess of render time, for the first poll and the ETA
+    display_name: str = ""  # how members see it ("Kling", "fal.ai"); the name if empty
+
+    @property
+    def label(self) -> str:
+        return self.display_name or self.name.capitalize()
+
+
+@dataclass(frozen=True)
+class ReferenceImage:
+    """An image bound to a shot: a character view or an element, already prepared for the provider."""
+
+    label: str  # "front", "three_quarter", "jacket"... for logs and the member's summary
+    role: Literal["view", "element"]
+    data: bytes
+    mime: str
+
+
+@dataclass(frozen=True)
+class RenderRequest:
+    job_id: int  # our idempotency key (Kling external_task_id, fal/runway metadata)
+    kind: WorkKind
+    model: str
+    prompt: str
+    negative_prompt: str | None
+    duration: int  # seconds (clips); ignored for images
+    aspect_ratio: str
+    camera: str  # "static", "push_in", "pan_left", "pan_right", "orbit"
+    images: tuple[ReferenceImage, ...]
+    caption: str = ""  # a short human caption (the member's action), for providers that draw one
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What to keep to find the task again after a restart."""
+
+    task_id: str
+    status_url: str | None = None
+
+
+@dataclass(frozen=True)
+class Artifact:
+    url: str  # where to fetch the result (expires)
+    mime: str
+    duration: float | None = None
+
+
+@dataclass(frozen=True)
+class PollResult:
+    status: TaskStatus
+    progress: float | None = None  # 0..1 when the provider says
+    artifacts: tuple[Artifact, ...] = ()
+    error: ProviderError | None = None  # set when status is FAILED
+    charged: Decimal | None = None  # what the provider says it charged
+
+
+class ProviderError(Exception):
+    """A provider problem. `message` is for the member; `detail` is the provider's own words."""
+
+    retryable: bool = False
+
+    def __init__(self, message: str, *, detail: str = "", code: str = "", charged: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+        self.code = code
+        self.charged = charged
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.detail})" if self.detail else self.message
+
+
+class RetryableError(ProviderError):
+    """Rate limit, concurrency limit, 5xx, timeout: try again later."""
+
+    retryable = True
+
+    def __init__(
+        self, message: str, *, detail: str = "", code: str = "", charged: bool = False, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, detail=detail, code=code, charged=charged)
+        self.retry_after = retry_after
+
+
+class FinalError(ProviderError):
+    """Auth, validation, content safety, balance: retrying will not help."""
+
+
+@runtime_checkable
+class Provider(Protocol):
+    capabilities: Capabilities
+
+    async def submit(self, request: RenderRequest) -> Submission: ...
+
+    async def find(self, job_id: int) -> Submission | None:
+        """The task submitted earlier for this job, if the provider has one (idempotency)."""
+        ...
+
+    async def poll(self, submission: Submission) -> PollResult: ...
+
+    async def cancel(self, submission: Submission) -> None: ...
+
+    async def fetch(self, artifact: Artifact) -> bytes:
+        """Download a result at once (its URL expires)."""
+        ...
+
+    def estimate_cost(self, request: RenderRequest) -> Decimal: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,229 @@
+"""/animate and /queue, and the buttons under results. Thin: parse, check, call bot.animate, reply."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.animate import ACTION_MAX, Shot
+from bot.app import LikenessBot
+from bot.discord_io.errors import report_error
+from bot.discord_io.replies import actor_of
+from bot.domain import Job, JobState
+from bot.jobs.delivery import Progress
+from bot.prompts import CAMERA_MOVES
+from cogs.characters import CharacterArg, bot_of
+
+CAMERA_CHOICES = [app_commands.Choice(name=key.replace("_", " "), value=key) for key in CAMERA_MOVES]
+ASPECT_CHOICES = [
+    app_commands.Choice(name=label, value=value)
+    for label, value in (("16:9 landscape", "16:9"), ("9:16 portrait", "9:16"), ("1:1 square", "1:1"))
+]
+
+
+async def provider_autocomplete(interaction: discord.Interaction[Any], value: str) -> list[app_commands.Choice[str]]:
+    names = bot_of(interaction).services.providers.names()
+    return [app_commands.Choice(name=n, value=n) for n in names if value.lower() in n][:25]
+
+
+async def duration_autocomplete(interaction: discord.Interaction[Any], value: str) -> list[app_commands.Choice[int]]:
+    providers = bot_of(interaction).services.providers
+    chosen = getattr(interaction.namespace, "provider", None)
+    try:
+        durations = providers.get(chosen if isinstance(chosen, str) else None).capabilities.durations
+    except Exception:
+        durations = (5, 10)
+    return [app_commands.Choice(name=f"{d} seconds", value=d) for d in durations if value in str(d)][:25]
+
+
+async def my_jobs_autocomplete(interaction: discord.Interaction[Any], value: str) -> list[app_commands.Choice[int]]:
+    if interaction.guild_id is None:
+        return []
+    jobs = await bot_of(interaction).storage.jobs.in_states(
+        [JobState.QUEUED, JobState.SUBMITTING, JobState.RUNNING], guild_id=interaction.guild_id
+    )
+    actor = actor_of(interaction)
+    mine = [j for j in jobs if j.user_id == actor.user_id or actor.is_manager]
+    return [
+        app_commands.Choice(name=f"#{j.id} {j.character_name}: {j.action}"[:100], value=j.id)
+        for j in mine
+        if value in str(j.id) or value.lower() in j.action.lower()
+    ][:25]
+
+
+class ShotModal(discord.ui.Modal):
+    """Edit prompt / Next shot: the words of the new take."""
+
+    def __init__(self, job: Job, *, same_shot: bool) -> None:
+        super().__init__(title=f"{'Edit the prompt of' if same_shot else 'Next shot of'} {job.character_name}"[:45])
+        self.job = job
+        self.same_shot = same_shot
+        self.action: discord.ui.TextInput[ShotModal] = discord.ui.TextInput(
+            label="What happens in the shot",
+            style=discord.TextStyle.paragraph,
+            default=job.action if same_shot else None,
+            max_length=ACTION_MAX,
+        )
+        self.add_item(self.action)
+
+    async def on_submit(self, interaction: discord.Interaction[Any]) -> None:
+        bot = bot_of(interaction)
+        assert interaction.channel_id is not None
+        job = await bot.services.animate.again(
+            actor_of(interaction),
+            interaction.channel_id,
+            self.job.id,
+            action=self.action.value,
+            same_shot=self.same_shot,
+        )
+        await bot.delivery.show_status(job, Progress())
+        await interaction.response.send_message(f"Queued shot #{job.id} of **{job.character_name}**.", ephemeral=True)
+
+    async def on_error(self, interaction: discord.Interaction[Any], error: Exception) -> None:
+        await report_error(interaction, error)
+
+
+class JobButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]],
+    template=r"likeness:job:(?P<action>reroll|edit|next|delete):(?P<id>\d+)",
+):
+    """Re-roll, Edit prompt, Next shot and Delete under a result. The custom id carries the job id, so the
+    buttons work after a restart; who may press is checked on every press."""
+
+    def __init__(self, action: str, job_id: int) -> None:
+        super().__init__(discord.ui.Button(custom_id=f"likeness:job:{action}:{job_id}"))
+        self.action = action
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> JobButton:
+        return cls(match["action"], int(match["id"]))
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        try:
+            await self._act(interaction)
+        except Exception as exc:
+            await report_error(interaction, exc)
+
+    async def _act(self, interaction: discord.Interaction[Any]) -> None:
+        bot = bot_of(interaction)
+        animate = bot.services.animate
+        actor = actor_of(interaction)
+        job = await animate.job_for(actor, self.job_id)
+        if self.action == "delete":
+            animate.ensure_owner_or(
+                actor, job, can_moderate=interaction.permissions.manage_messages, what="delete this result"
+            )
+            if interaction.message is not None:
+                await interaction.message.delete()
+            await interaction.response.send_message(f"Deleted the result of shot #{job.id}.", ephemeral=True)
+            return
+        animate.ensure_owner_or(actor, job, can_moderate=actor.is_manager, what="start another take from it")
+        if self.action in ("edit", "next"):
+            await interaction.response.send_modal(ShotModal(job, same_shot=self.action == "edit"))
+            return
+        assert interaction.channel_id is not None
+        again = await animate.again(actor, interaction.channel_id, job.id)
+        await bot.delivery.show_status(again, Progress())
+        await interaction.response.send_message(f"Re-rolling: queued shot #{again.id}.", ephemeral=True)
+
+
+class Animate(commands.Cog):
+    def __init__(self, bot: LikenessBot) -> None:
+        self.bot = bot
+
+    async def cog_load(self) -> None:
+        self.bot.add_dynamic_items(JobButton)
+
+    async def cog_unload(self) -> None:
+        self.bot.remove_dynamic_items(JobButton)
+
+    @app_commands.command(name="animate", description="Queue an animated shot of a character")
+    @app_commands.describe(
+        character="The character in the shot (its bound views and elements are used)",
+        prompt="What happens, e.g. 'turns to the camera and smiles'",
+        duration="Clip length in seconds (depends on the provider)",
+        camera="Camera move",
+        aspect="Frame shape",
+        negative="Extra things to avoid, added to the server's negative presets",
+        provider="Render provider (default: the server's)",
+    )
+    @app_commands.choices(camera=CAMERA_CHOICES, aspect=ASPECT_CHOICES)
+    @app_commands.autocomplete(duration=duration_autocomplete)
+    @app_commands.autocomplete(provider=provider_autocomplete)
+    @app_commands.guild_only()
+    async def animate(
+        self,
+        interaction: discord.Interaction[Any],
+        character: CharacterArg,
+        prompt: app_commands.Range[str, 1, ACTION_MAX],
+        duration: app_commands.Range[int, 1, 60] | None = None,
+        camera: app_commands.Choice[str] | None = None,
+        aspect: app_commands.Choice[str] | None = None,
+        negative: app_commands.Range[str, 1, 500] | None = None,
+        provider: str | None = None,
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        assert interaction.channel_id is not None
+        shot = Shot(
+            action=prompt,
+            duration=duration,
+            camera=camera.value if camera else "push_in",
+            aspect_ratio=aspect.value if aspect else None,
+            negative=negative,
+            provider=provider,
+        )
+        job = await self.bot.services.animate.queue(actor_of(interaction), interaction.channel_id, character, shot)
+        await self.bot.delivery.show_status(job, Progress())
+        notes = "".join(f"\n• {note}" for note in job.params.notes)
+        await interaction.edit_original_response(
+            content=f"Queued shot #{job.id} of **{character.name}**. Progress and the clip will be posted in this "
+            f"channel.{notes}"
+        )
+
+    queue = app_commands.Group(name="queue", description="The render queue", guild_only=True)
+
+    @queue.command(name="show", description="Your shots and this server's queue")
+    async def queue_show(self, interaction: discord.Interaction[Any]) -> None:
+        actor = actor_of(interaction)
+        jobs = await self.bot.storage.jobs.in_states(
+            [JobState.QUEUED, *[s for s in JobState if s.active]], guild_id=actor.guild_id
+        )
+        places = await self.bot.worker.positions()
+        embed = discord.Embed(title="Render queue", colour=discord.Colour(0x5B8DEF))
+        if not jobs:
+            embed.description = "Nothing is waiting or rendering. Start a shot with `/animate`."
+
+        def line(job: Job) -> str:
+            where = f"position {places[job.id]}" if job.id in places else job.state.label.lower()
+            return f"#{job.id} **{job.character_name}** · {where} · <@{job.user_id}>"
+
+        mine = [line(j) for j in jobs if j.user_id == actor.user_id]
+        everyone = [line(j) for j in jobs]
+        if mine:
+            embed.add_field(name="Your shots", value="\n".join(mine)[:1024], inline=False)
+        if everyone:
+            embed.add_field(name="This server", value="\n".join(everyone)[:1024], inline=False)
+        await interaction.response.send_message(embed=embed, ephemeral=True)
+
+    @queue.command(name="cancel", description="Cancel a shot (yours, or any with Manage Server)")
+    @app_commands.describe(job="The shot's number (#), as shown on its status message")
+    @app_commands.autocomplete(job=my_jobs_autocomplete)
+    async def queue_cancel(self, interaction: discord.Interaction[Any], job: int) -> None:
+        canceled = await self.bot.services.animate.cancel(actor_of(interaction), job)
+        if canceled.state is JobState.CANCELED:
+            await self.bot.delivery.show_status(canceled, Progress())
+            text = f"Canceled shot #{canceled.id}."
+        else:
+            text = f"Canceling shot #{canceled.id}: it is being stopped at the provider."
+        await interaction.response.send_message(text, ephemeral=True)
+
+
+async def setup(bot: LikenessBot) -> None:
+    await bot.add_cog(Animate(bot))

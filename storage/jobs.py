@@ -1,0 +1,131 @@
+"""The render queue's rows. State changes are conditional (`WHERE state IN ...`), so a cancel racing the
+worker, or two workers, can never both win: whoever's update matched owns the transition."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from bot.domain import BoundImage, Job, JobState, ShotParams
+from storage.db import Database
+
+_COLUMNS = (
+    "id, guild_id, channel_id, user_id, character_id, character_name, character_version, kind, provider, model, "
+    "action, prompt, negative_prompt, params, bound, cost_estimate, cost_final, state, task_id, status_url, "
+    "attempts, polls, next_poll_at, status_message_id, result_message_id, result_blob, error, parent_job_id, "
+    "cancel_requested, created_at, started_at, finished_at"
+)
+_UPDATABLE = frozenset(_COLUMNS.replace(" ", "").split(",")) - {"id", "guild_id", "created_at"}
+
+
+def _job(row: sqlite3.Row) -> Job:
+    data = dict(row)
+    data["params"] = json.loads(data["params"])
+    data["bound"] = json.loads(data["bound"])
+    return Job.model_validate(data)
+
+
+def _placeholders(values: Iterable[object]) -> str:
+    return ", ".join("?" for _ in values)
+
+
+class JobRepository:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(
+        self,
+        *,
+        guild_id: int,
+        channel_id: int,
+        user_id: int,
+        character_id: int,
+        character_name: str,
+        character_version: int,
+        kind: str,
+        provider: str,
+        model: str,
+        action: str,
+        prompt: str,
+        negative_prompt: str | None,
+        params: ShotParams,
+        bound: list[BoundImage],
+        cost_estimate: str,
+        parent_job_id: int | None = None,
+    ) -> Job:
+        rows = await self._db.execute_returning(
+            "INSERT INTO jobs (guild_id, channel_id, user_id, character_id, character_name, character_version, kind, "
+            "provider, model, action, prompt, negative_prompt, params, bound, cost_estimate, parent_job_id, "
+            f"created_at) VALUES ({_placeholders(range(17))}) RETURNING {_COLUMNS}",
+            (
+                guild_id,
+                channel_id,
+                user_id,
+                character_id,
+                character_name,
+                character_version,
+                kind,
+                provider,
+                model,
+                action,
+                prompt,
+                negative_prompt,
+                params.model_dump_json(),
+                json.dumps([b.model_dump() for b in bound]),
+                cost_estimate,
+                parent_job_id,
+                time.time(),
+            ),
+        )
+        return _job(rows[0])
+
+    async def get(self, job_id: int) -> Job | None:
+        row = await self._db.fetchone(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+        return _job(row) if row else None
+
+    async def get_in_guild(self, guild_id: int, job_id: int) -> Job | None:
+        row = await self._db.fetchone(f"SELECT {_COLUMNS} FROM jobs WHERE guild_id = ? AND id = ?", (guild_id, job_id))
+        return _job(row) if row else None
+
+    async def in_states(self, states: Iterable[JobState], *, guild_id: int | None = None) -> list[Job]:
+        wanted = [s.value for s in states]
+        where = f"state IN ({_placeholders(wanted)})"
+        params: list[object] = list(wanted)
+        if guild_id is not None:
+            where += " AND guild_id = ?"
+            params.append(guild_id)
+        rows = await self._db.fetchall(f"SELECT {_COLUMNS} FROM jobs WHERE {where} ORDER BY created_at, id", params)
+        return [_job(row) for row in rows]
+
+    async def recent_in_guild(self, guild_id: int, limit: int = 25) -> list[Job]:
+        rows = await self._db.fetchall(
+            f"SELECT {_COLUMNS} FROM jobs WHERE guild_id = ? ORDER BY id DESC LIMIT ?", (guild_id, limit)
+        )
+        return [_job(row) for row in rows]
+
+    async def transition(
+        self, job_id: int, allowed_from: Iterable[JobState], to: JobState, **fields: Any
+    ) -> Job | None:
+        """Move a job to `to` only if it is in one of `allowed_from`; None if it was not (someone else won)."""
+        sources: list[object] = [s.value for s in allowed_from]
+        return await self._update(
+            job_id, {"state": to.value, **fields}, f"state IN ({_placeholders(sources)})", sources
+        )
+
+    async def update(self, job_id: int, **fields: Any) -> Job | None:
+        """Change fields without changing the state."""
+        return await self._update(job_id, fields, "1 = 1", [])
+
+    async def _update(self, job_id: int, fields: dict[str, Any], condition: str, params: list[object]) -> Job | None:
+        unknown = set(fields) - _UPDATABLE
+        if unknown:
+            raise ValueError(f"not job columns: {sorted(unknown)}")
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        rows = await self._db.execute_returning(
+            f"UPDATE jobs SET {assignments} WHERE id = ? AND {condition} RETURNING {_COLUMNS}",
+            (*fields.values(), job_id, *params),
+        )
+        return _job(rows[0]) if rows else None

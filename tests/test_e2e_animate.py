@@ -1,0 +1,257 @@
+"""/animate through the durable queue, as members use it: status, results, caps, restarts, failures, buttons."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from bot.domain import JobState
+from bot.imaging.video import probe
+from bot.providers.base import FinalError
+from tests.conftest import BotRunner, World
+from tests.fake_discord import FakeDiscord
+from tests.scripted_provider import Backend, ScriptedProvider
+from tests.test_e2e_references import figure_png
+
+TRAITS = "28, athletic build, oval face, short silver hair, green bomber jacket"
+
+
+async def ava_with_front_view(fake: FakeDiscord, world: World) -> None:
+    h = await fake.slash(world.studio_a, world.alice, "character create", {"name": "Ava", "description": TRAITS})
+    await h.wait_settled()
+    attachment = fake.upload(figure_png(), "front.png", "image/png")
+    h = await fake.slash(
+        world.studio_a, world.alice, "character view add", {"character": "Ava", "view": "front", "image": attachment}
+    )
+    await h.wait_settled(timeout=30)
+    assert h.embeds and h.embeds[0]["title"].startswith("Saved"), h.content
+
+
+async def animate(fake: FakeDiscord, world: World, prompt: str, user: Any = None, **options: Any) -> int:
+    h = await fake.slash(
+        world.studio_a, user or world.alice, "animate", {"character": "Ava", "prompt": prompt, **options}
+    )
+    await h.wait_settled(timeout=30)
+    assert h.ephemeral and h.content.startswith("Queued shot #"), h.content
+    return int(h.content.split("#")[1].split(" ")[0])
+
+
+def results(fake: FakeDiscord, world: World) -> list[Any]:
+    return [
+        m
+        for m in fake.channel_messages(world.studio_a.channel_id)
+        if not m.deleted and m.attachments and any("likeness:job:reroll" in str(row) for row in m.components)
+    ]
+
+
+def result_of(fake: FakeDiscord, world: World, job_id: int) -> list[Any]:
+    return [m for m in results(fake, world) if f"likeness:job:reroll:{job_id}" in str(m.components)]
+
+
+def status_of(fake: FakeDiscord, world: World, job_id: int) -> Any:
+    [message] = [
+        m
+        for m in fake.channel_messages(world.studio_a.channel_id)
+        if m.embeds and m.embeds[0].get("footer", {}).get("text", "").startswith(f"Job #{job_id} ")
+    ]
+    return message
+
+
+def fields(message: Any) -> dict[str, str]:
+    return {f["name"]: f["value"] for f in message.embeds[0].get("fields", [])}
+
+
+async def until(fake: FakeDiscord, predicate: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    await fake.wait_until(predicate, timeout, what)
+
+
+async def job_state(runner: BotRunner, job_id: int) -> JobState:
+    assert runner.bot is not None
+    job = await runner.bot.storage.jobs.get(job_id)
+    assert job is not None
+    return job.state
+
+
+async def test_animate_delivers_a_playable_clip(fake: FakeDiscord, world: World, runner: BotRunner) -> None:
+    await ava_with_front_view(fake, world)
+    job_id = await animate(fake, world, "waves at the camera and smiles")
+    await until(fake, lambda: bool(result_of(fake, world, job_id)), "the clip")
+    [result] = result_of(fake, world, job_id)
+    assert f"<@{world.alice.id}> **Ava** (v2) · 5 s · local/local-v1" in result.content
+    [(filename, data, _type)] = result.attachments
+    assert filename == f"ava-shot-{job_id}.mp4"
+    info = probe(data)
+    assert (info.width, info.height) == (1280, 720)
+    assert abs(info.duration - 5.0) < 0.1
+    status = status_of(fake, world, job_id)
+    assert result.reply_to == status.id
+    await until(fake, lambda: status_of(fake, world, job_id).embeds[0]["title"].startswith("✅"), "the done status")
+    assert await job_state(runner, job_id) is JobState.DONE
+
+
+async def test_queue_position_and_cap_of_one(fake: FakeDiscord, world: World, runner: BotRunner) -> None:
+    backend = Backend(render_seconds=0.05)
+    backend.hold_render.clear()
+    assert runner.bot is not None
+    runner.bot.services.providers.register(ScriptedProvider(backend, max_concurrency=1))
+    await ava_with_front_view(fake, world)
+    ids = [await animate(fake, world, f"shot {n}", provider="scripted") for n in range(3)]
+    await until(fake, lambda: "position 2" in fields(status_of(fake, world, ids[2]))["Stage"], "queue positions")
+    assert "position 1" in fields(status_of(fake, world, ids[1]))["Stage"]
+    assert backend.running_now == 1
+
+    h = await fake.slash(world.studio_a, world.alice, "queue show", {})
+    await h.wait_settled()
+    mine = {f["name"]: f["value"] for f in h.embeds[0]["fields"]}["Your shots"]
+    assert f"#{ids[1]} **Ava** · position 1" in mine and f"#{ids[2]} **Ava** · position 2" in mine
+
+    backend.hold_render.set()
+    await until(fake, lambda: all(result_of(fake, world, i) for i in ids), "three results")
+    assert backend.max_running == 1  # one at a time: the cap is a queue, not an error
+    assert all(backend.submits[i] == 1 for i in ids)
+
+
+async def test_restart_at_every_stage_completes_each_job_once(
+    fake: FakeDiscord, world: World, runner: BotRunner
+) -> None:
+    backend = Backend(render_seconds=0.05)
+    runner.providers.append(ScriptedProvider(backend, max_concurrency=2))
+    assert runner.bot is not None
+    runner.bot.services.providers.register(runner.providers[0])
+    await ava_with_front_view(fake, world)
+
+    backend.hold_render.clear()
+    running = await animate(fake, world, "running when the bot stops", provider="scripted")
+    await until(fake, lambda: backend.submits.get(running) == 1, "the first submit")
+    backend.hold_submit.clear()  # the provider accepts the next task but the bot never hears back
+    submitting = await animate(fake, world, "submitting when the bot stops", provider="scripted", user=world.bob)
+    await until(fake, lambda: backend.submits.get(submitting) == 1, "the second submit")
+    queued = await animate(fake, world, "queued when the bot stops", provider="scripted")
+    assert await job_state(runner, running) is JobState.RUNNING
+    assert await job_state(runner, submitting) is JobState.SUBMITTING
+    assert await job_state(runner, queued) is JobState.QUEUED
+
+    await runner.stop()
+    backend.hold_submit.set()
+    backend.hold_render.set()
+    await runner.start()
+
+    await until(fake, lambda: all(result_of(fake, world, j) for j in (running, submitting, queued)), "every result")
+    await asyncio.sleep(0.3)  # nothing more arrives late
+    for job_id in (running, submitting, queued):
+        assert len(result_of(fake, world, job_id)) == 1, f"job {job_id} posted more than once"
+        assert backend.submits[job_id] == 1, f"job {job_id} was submitted twice"
+        assert await job_state(runner, job_id) is JobState.DONE
+
+
+async def test_final_error_is_reported_with_the_providers_reason(
+    fake: FakeDiscord, world: World, runner: BotRunner
+) -> None:
+    backend = Backend(fail_with=FinalError("The provider refused this content.", detail="risk control (1301)"))
+    assert runner.bot is not None
+    runner.bot.services.providers.register(ScriptedProvider(backend))
+    await ava_with_front_view(fake, world)
+    job_id = await animate(fake, world, "something refused", provider="scripted")
+    await until(fake, lambda: status_of(fake, world, job_id).embeds[0]["title"].startswith("❌"), "the failure")
+    reason = fields(status_of(fake, world, job_id))["Why it failed"]
+    assert reason == "The provider refused this content. (provider said: risk control (1301))"
+    assert result_of(fake, world, job_id) == []
+
+
+async def test_retryable_errors_are_retried(fake: FakeDiscord, world: World, runner: BotRunner) -> None:
+    backend = Backend(retryable_submits=2)
+    assert runner.bot is not None
+    runner.bot.services.providers.register(ScriptedProvider(backend))
+    await ava_with_front_view(fake, world)
+    job_id = await animate(fake, world, "busy provider", provider="scripted")
+    await until(fake, lambda: bool(result_of(fake, world, job_id)), "the result after retries")
+    assert backend.retryable_submits == 0 and backend.submits[job_id] == 1
+
+
+async def test_cancel_queued_and_running(fake: FakeDiscord, world: World, runner: BotRunner) -> None:
+    backend = Backend()
+    backend.hold_render.clear()
+    assert runner.bot is not None
+    runner.bot.services.providers.register(ScriptedProvider(backend, max_concurrency=1))
+    await ava_with_front_view(fake, world)
+    running = await animate(fake, world, "will be canceled while rendering", provider="scripted")
+    queued = await animate(fake, world, "will be canceled in the queue", provider="scripted")
+    await until(fake, lambda: backend.submits.get(running) == 1, "the render to start")
+
+    h = await fake.slash(world.studio_a, world.bob, "queue cancel", {"job": queued})
+    await h.wait_settled()
+    assert h.ephemeral and "Only <@" in h.content  # not Bob's shot
+    h = await fake.slash(world.studio_a, world.alice, "queue cancel", {"job": queued})
+    await h.wait_settled()
+    assert h.content == f"Canceled shot #{queued}."
+    h = await fake.slash(world.studio_a, world.mo, "queue cancel", {"job": running})  # Manage Server may
+    await h.wait_settled()
+    assert "being stopped at the provider" in h.content
+    await until(fake, lambda: running in backend.canceled, "the provider-side cancel")
+    await until(fake, lambda: status_of(fake, world, running).embeds[0]["title"].startswith("🚫"), "canceled status")
+    assert await job_state(runner, queued) is JobState.CANCELED
+    assert results(fake, world) == []
+
+
+async def test_buttons_work_after_restart_and_refuse_the_wrong_member(
+    fake: FakeDiscord, world: World, runner: BotRunner
+) -> None:
+    await ava_with_front_view(fake, world)
+    job_id = await animate(fake, world, "first take")
+    await until(fake, lambda: bool(result_of(fake, world, job_id)), "the first result")
+    [result] = result_of(fake, world, job_id)
+
+    await runner.restart()
+    press = await fake.press(result, f"likeness:job:reroll:{job_id}", world.bob)
+    await press.wait_settled()
+    assert press.ephemeral and f"Only <@{world.alice.id}>" in press.content
+    press = await fake.press(result, f"likeness:job:reroll:{job_id}", world.alice)
+    await press.wait_settled()
+    assert press.ephemeral and press.content.startswith("Re-rolling: queued shot #")
+    reroll = int(press.content.split("#")[1].rstrip("."))
+    await until(fake, lambda: bool(result_of(fake, world, reroll)), "the re-roll")
+    assert runner.bot is not None
+    job = await runner.bot.storage.jobs.get(reroll)
+    assert job is not None and job.parent_job_id == job_id and job.action == "first take"
+
+    press = await fake.press(result, f"likeness:job:next:{job_id}", world.alice)
+    await press.wait_settled()
+    assert press.modal is not None
+    modal_field = press.modal["components"][0]["components"][0]["custom_id"]
+    submitted = await fake.submit_modal(
+        world.studio_a, world.alice, press.modal["custom_id"], {modal_field: "walks away"}, message=result
+    )
+    await submitted.wait_settled()
+    assert submitted.content.startswith("Queued shot #")
+
+    press = await fake.press(result, f"likeness:job:delete:{job_id}", world.alice)
+    await press.wait_settled()
+    assert press.content == f"Deleted the result of shot #{job_id}."
+    assert result_of(fake, world, job_id) == []
+
+
+async def test_a_clip_over_the_upload_limit_is_reencoded_to_fit(
+    fake: FakeDiscord, world: World, runner: BotRunner
+) -> None:
+    await ava_with_front_view(fake, world)
+    world.studio_a.upload_limit = 300 * 1024
+    job_id = await animate(fake, world, "a detailed shot", duration=10)
+    await until(fake, lambda: bool(result_of(fake, world, job_id)), "the re-encoded result", timeout=60)
+    [result] = result_of(fake, world, job_id)
+    [(_name, data, _type)] = result.attachments
+    assert len(data) <= 300 * 1024
+    assert abs(probe(data).duration - 10.0) < 0.2
+    refused = [r for r in fake.requests if r.status == 413]
+    assert refused, "the first, full-size upload should have been refused"
+    assert runner.bot is not None
+    job = await runner.bot.storage.jobs.get(job_id)
+    assert job is not None and job.result_blob is not None
+    assert len(await runner.bot.storage.blobs.get(job.result_blob)) > 300 * 1024  # the original is kept
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_provider_state() -> None:
+    """Each test builds its own Backend; nothing is shared between tests."""
