@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     cleanup.add_argument("input", type=Path, help="the image to check")
     cleanup.add_argument("output", type=Path, help="where to write the cleaned PNG (subject on white)")
     cleanup.add_argument("--view", default="front", help="the view it would be uploaded as (front, side, ...)")
+    demo = commands.add_parser(
+        "demo", help="run the whole pipeline offline (no Discord, no token): cleanup, sheet, one animation"
+    )
+    demo.add_argument("--out", type=Path, default=Path("demo-out"), help="output folder (default: demo-out)")
     commands.add_parser("version", help="print the version")
     return parser
 
@@ -83,6 +87,14 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if command == "models":
             return _models(args)
+        if command == "demo":
+            from bot.demo import run_demo
+
+            settings = load_settings()
+            setup_logging(settings.log_level)
+            for path in asyncio.run(run_demo(settings, args.out)):
+                print(f"wrote {path}")
+            return 0
         if command == "cleanup":
             from bot.cleanup_cli import run_cleanup
 

@@ -56,7 +56,9 @@ class LikenessBot(commands.AutoShardedBot):
             self.services.storage.blobs,
             self.services.providers,
             self.delivery,
-            WorkerConfig(per_user=self.settings.per_user_running),
+            WorkerConfig(
+                per_user=self.settings.per_user_running, position_interval=max(self.settings.status_edit_interval, 0.05)
+            ),
         )
         self.services.animate.set_wake(self.worker.wake)
         self._worker_started = False

@@ -92,10 +92,14 @@ class BotRunner:
         return bot
 
     async def stop(self) -> None:
-        if self.bot is not None:
-            await self.bot.close()
-        if self._task is not None:
-            await asyncio.wait_for(self._task, timeout=10)
+        try:
+            if self.bot is not None:
+                await asyncio.wait_for(self.bot.close(), timeout=10)
+            if self._task is not None:
+                await asyncio.wait_for(self._task, timeout=10)
+        except TimeoutError:
+            stuck = [f"{t.get_name()}: {t.get_coro()}" for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            raise AssertionError("the bot did not stop within 10 s; still running:\n" + "\n".join(stuck)) from None
         self.bot, self._task = None, None
 
     async def restart(self) -> LikenessBot:

@@ -6,8 +6,6 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-import pytest
-
 from bot.domain import JobState
 from bot.imaging.video import probe
 from bot.providers.base import FinalError
@@ -64,7 +62,7 @@ def fields(message: Any) -> dict[str, str]:
     return {f["name"]: f["value"] for f in message.embeds[0].get("fields", [])}
 
 
-async def until(fake: FakeDiscord, predicate: Callable[[], bool], what: str, timeout: float = 30) -> None:
+async def until(fake: FakeDiscord, predicate: Callable[[], bool], what: str, timeout: float = 30) -> None:  # noqa: ASYNC109
     await fake.wait_until(predicate, timeout, what)
 
 
@@ -237,21 +235,29 @@ async def test_a_clip_over_the_upload_limit_is_reencoded_to_fit(
     fake: FakeDiscord, world: World, runner: BotRunner
 ) -> None:
     await ava_with_front_view(fake, world)
-    world.studio_a.upload_limit = 300 * 1024
+    world.studio_a.upload_limit = 70 * 1024  # a 10 s clip of this character is ~85 KB
     job_id = await animate(fake, world, "a detailed shot", duration=10)
     await until(fake, lambda: bool(result_of(fake, world, job_id)), "the re-encoded result", timeout=60)
     [result] = result_of(fake, world, job_id)
     [(_name, data, _type)] = result.attachments
-    assert len(data) <= 300 * 1024
+    assert len(data) <= 70 * 1024
     assert abs(probe(data).duration - 10.0) < 0.2
     refused = [r for r in fake.requests if r.status == 413]
     assert refused, "the first, full-size upload should have been refused"
     assert runner.bot is not None
     job = await runner.bot.storage.jobs.get(job_id)
     assert job is not None and job.result_blob is not None
-    assert len(await runner.bot.storage.blobs.get(job.result_blob)) > 300 * 1024  # the original is kept
+    assert len(await runner.bot.storage.blobs.get(job.result_blob)) > 70 * 1024  # the original is kept
 
 
-@pytest.fixture(autouse=True)
-def _no_leaked_provider_state() -> None:
-    """Each test builds its own Backend; nothing is shared between tests."""
+async def test_a_clip_that_cannot_fit_is_posted_as_a_still_with_a_note(
+    fake: FakeDiscord, world: World, runner: BotRunner
+) -> None:
+    await ava_with_front_view(fake, world)
+    world.studio_a.upload_limit = 20 * 1024
+    job_id = await animate(fake, world, "too big for this server")
+    await until(fake, lambda: bool(result_of(fake, world, job_id)), "the fallback", timeout=60)
+    [result] = result_of(fake, world, job_id)
+    [(name, data, _type)] = result.attachments
+    assert name == f"ava-shot-{job_id}.jpg" and data[:3] == b"\xff\xd8\xff"
+    assert "too large to post in this server even re-encoded" in result.content

@@ -156,6 +156,8 @@ async def test_it_is_a_provider_with_honest_capabilities(providers: Callable[...
     assert caps.kinds == frozenset({WorkKind.ANIMATE}) and caps.default_model in caps.models
     assert caps.durations == (5, 10) and caps.aspect_ratios == ("16:9", "9:16", "1:1")
     assert provider.estimate_cost(request(1, duration=10)) == Decimal("0")
+    assert 0 < caps.typical_seconds < 10, "the worker's first poll comes soon after a local render"
+    assert providers(delay=2.0).capabilities.typical_seconds > 2.0
 
 
 async def test_submit_poll_fetch_gives_a_real_clip(providers: Callable[..., LocalProvider], renders: Renders) -> None:

@@ -34,7 +34,7 @@ STATE_EMOJI = {
     JobState.CANCELED: "🚫",
 }
 JOB_BUTTON = "likeness:job:{action}:{job_id}"
-MIN_UPLOAD_TRY = 256 * 1024  # below this a clip is not worth posting: thumbnail and note instead
+MIN_UPLOAD_TRY = 48 * 1024  # below this a clip is not worth posting: thumbnail and note instead
 REQUEST_ENTITY_TOO_LARGE = 40005
 
 
@@ -201,7 +201,7 @@ class DiscordDelivery:
                 if error.status != 413 and error.code != REQUEST_ENTITY_TOO_LARGE:
                     raise
                 log.info("job %s: %d bytes refused as too large; trying smaller", job.id, len(data))
-                limit = len(data) // 2
+                limit = int(len(data) * 0.7)  # the real limit is unknown: step down until it fits
         return await self._send_thumbnail(job, video)
 
     def _upload_limit(self, guild_id: int) -> int:

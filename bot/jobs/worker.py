@@ -128,8 +128,10 @@ class Worker:
                     await self._announce_positions()
             except Exception:
                 log.exception("the worker could not start queued jobs")
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that lands as the event fires
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.config.position_interval)
+                async with asyncio.timeout(self.config.position_interval):
+                    await self._wake.wait()
 
     def limits(self) -> Limits:
         caps = {p.capabilities.name: p.capabilities.max_concurrency for p in self.providers.all()}
@@ -427,7 +429,8 @@ class Worker:
             return
         event.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout=delay)
+            async with asyncio.timeout(delay):
+                await event.wait()
 
     async def _announce(self, job: Job, progress: Progress | None = None) -> None:
         try:

@@ -61,6 +61,7 @@ _TASK_ID = re.compile(r"^local-(-?\d+)$")
 _REQUEST, _OUTPUT, _ERROR, _CANCELED = "request.json", "output.mp4", "error.json", "canceled"
 _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 _RENDER_SHARE = 0.9  # progress reported while rendering; the rest belongs to the artificial delay
+_TYPICAL_RENDER_SECONDS = 1.5  # a 5 s 720p clip on two cores (bench/render.py); the worker learns the real figure
 _CLOSE_WAIT = 5.0  # seconds close() waits for running renders to notice they must stop
 _STALE_SUBMIT = 3600.0  # seconds after which a half-written submission folder (a crash) is removed
 
@@ -118,6 +119,7 @@ class LocalProvider:
             max_concurrency=max_concurrency,
             cost=CostModel(per_second={MODEL: Decimal("0")}),
             needs_key=False,
+            typical_seconds=max(0.0, delay) + _TYPICAL_RENDER_SECONDS,
         )
         self._tasks = Path(work_dir) / "tasks"
         self._delay = max(0.0, delay)

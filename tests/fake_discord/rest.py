@@ -512,8 +512,6 @@ class RestApi:
         message = FakeMessage(
             id=self.world.snowflake(), channel_id=channel.id, guild_id=guild.id, author=self.fake.bot_user
         )
-        if nonce:
-            self.fake.nonces[(self.fake.bot_user.id, nonce)] = message
         reference = data.get("message_reference")
         if reference and reference.get("message_id"):
             target = self.world.messages.get(int(reference["message_id"]))
@@ -526,6 +524,8 @@ class RestApi:
         message.tts = bool(data.get("tts"))
         self._fill_message(message, data, req.files, guild, creating=True)
         self._store_message(message)
+        if nonce:  # only a message that was really created answers for its nonce later
+            self.fake.nonces[(self.fake.bot_user.id, nonce)] = message
         return 200, message.to_dict()
 
     async def get_channel_message(self, req: ApiRequest) -> tuple[int, Any]:
