@@ -46,6 +46,8 @@ bench: $(STAMP_DEV) $(U2NETP)
 	$(BIN)/python -m bench.ack_latency
 	LIKENESS_TEST_MODELS_DIR=$(TEST_MODELS) $(BIN)/python -m bench.cleanup
 	$(BIN)/python -m bench.sheet
+	$(BIN)/python -m bench.render
+	$(BIN)/python -m bench.queue
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -56,7 +56,8 @@ class AnimateService:
     async def queue(
         self, actor: Actor, channel_id: int, character: Character, shot: Shot, *, parent_job_id: int | None = None
     ) -> Job:
-        provider = self._providers.get(shot.provider or (await self._storage.guilds.get(actor.guild_id)).provider)
+        server = await self._storage.guilds.get(actor.guild_id)
+        provider = self._providers.get(shot.provider or server.provider)
         caps = provider.capabilities
         action = shot.action.strip()
         if not action:
@@ -92,8 +93,8 @@ class AnimateService:
             syntax=caps.element_syntax,
             negative_supported=caps.negative_prompt,
             max_chars=caps.prompt_max_chars,
-            negative_presets=DEFAULT_NEGATIVE_PRESETS,
-            extra_negative=shot.negative,
+            negative_presets=DEFAULT_NEGATIVE_PRESETS if server.negative_presets is None else server.negative_presets,
+            extra_negative=", ".join(t for t in (server.negative_extra, shot.negative) if t) or None,
             provider_label=caps.label,
         )
         estimate = provider.estimate_cost(

@@ -20,7 +20,7 @@ from storage import Storage
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS: tuple[str, ...] = ("cogs.characters", "cogs.sheets", "cogs.animate")
+EXTENSIONS: tuple[str, ...] = ("cogs.characters", "cogs.sheets", "cogs.animate", "cogs.settings")
 
 
 class LikenessBot(commands.AutoShardedBot):

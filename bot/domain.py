@@ -82,6 +82,8 @@ class GuildSettings(Frozen):
     guild_id: int
     provider: str | None = None
     video_model: str | None = None
+    negative_presets: list[str] | None = None  # None: the defaults
+    negative_extra: str | None = None
 
 
 T = TypeVar("T")

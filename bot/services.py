@@ -16,6 +16,7 @@ from bot.models import model_file
 from bot.providers.local import LocalProvider
 from bot.providers.registry import ProviderRegistry
 from bot.references import ReferenceService
+from bot.server_settings import ServerSettings
 from bot.sheets import SheetService
 from storage import Storage
 
@@ -58,6 +59,7 @@ class Services:
     http: httpx.AsyncClient
     providers: ProviderRegistry
     animate: AnimateService
+    server_settings: ServerSettings
 
     @classmethod
     async def build(cls, settings: Settings) -> Services:
@@ -73,7 +75,17 @@ class Services:
         animate = AnimateService(
             storage, library, providers, lambda job_id: None, max_queued_per_user=settings.max_queued_per_user
         )
-        return cls(storage, library, references, SheetService(storage), remover, http, providers, animate)
+        return cls(
+            storage,
+            library,
+            references,
+            SheetService(storage),
+            remover,
+            http,
+            providers,
+            animate,
+            ServerSettings(storage),
+        )
 
     async def close(self) -> None:
         await self.providers.close()

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 from bot.domain import GuildSettings
 from storage.db import Database
+
+_COLUMNS = "guild_id, provider, video_model, negative_presets, negative_extra"
 
 
 class GuildSettingsRepository:
@@ -12,15 +16,19 @@ class GuildSettingsRepository:
 
     async def get(self, guild_id: int) -> GuildSettings:
         """The server's settings; a server that never changed anything gets the defaults."""
-        row = await self._db.fetchone(
-            "SELECT guild_id, provider, video_model FROM guild_settings WHERE guild_id = ?", (guild_id,)
-        )
-        return GuildSettings.model_validate(dict(row)) if row else GuildSettings(guild_id=guild_id)
+        row = await self._db.fetchone(f"SELECT {_COLUMNS} FROM guild_settings WHERE guild_id = ?", (guild_id,))
+        if row is None:
+            return GuildSettings(guild_id=guild_id)
+        data = dict(row)
+        data["negative_presets"] = json.loads(data["negative_presets"]) if data["negative_presets"] else None
+        return GuildSettings.model_validate(data)
 
     async def save(self, settings: GuildSettings) -> None:
+        presets = json.dumps(settings.negative_presets) if settings.negative_presets is not None else None
         await self._db.execute(
-            "INSERT INTO guild_settings (guild_id, provider, video_model) VALUES (?, ?, ?) "
-            "ON CONFLICT (guild_id) DO UPDATE SET provider = excluded.provider, "
-            "video_model = excluded.video_model, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
-            (settings.guild_id, settings.provider, settings.video_model),
+            f"INSERT INTO guild_settings ({_COLUMNS}) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (guild_id) DO UPDATE SET provider = excluded.provider, video_model = excluded.video_model, "
+            "negative_presets = excluded.negative_presets, negative_extra = excluded.negative_extra, "
+            "updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+            (settings.guild_id, settings.provider, settings.video_model, presets, settings.negative_extra),
         )

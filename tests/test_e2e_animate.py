@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Callable
 from typing import Any
+
+import pytest
 
 from bot.domain import JobState
 from bot.imaging.video import probe
@@ -261,3 +264,45 @@ async def test_a_clip_that_cannot_fit_is_posted_as_a_still_with_a_note(
     [(name, data, _type)] = result.attachments
     assert name == f"ava-shot-{job_id}.jpg" and data[:3] == b"\xff\xd8\xff"
     assert "too large to post in this server even re-encoded" in result.content
+
+
+async def test_status_edits_are_throttled_and_the_last_state_always_shows(
+    fake: FakeDiscord, world: World, runner: BotRunner
+) -> None:
+    await runner.stop()
+    runner.settings = runner.settings.model_copy(update={"status_edit_interval": 0.4})
+    backend = Backend(render_seconds=1.2)
+    runner.providers.append(ScriptedProvider(backend))
+    await runner.start()
+    await ava_with_front_view(fake, world)
+    job_id = await animate(fake, world, "many polls", provider="scripted")
+    await until(fake, lambda: bool(result_of(fake, world, job_id)), "the result")
+    await until(fake, lambda: status_of(fake, world, job_id).embeds[0]["title"].startswith("✅"), "the done status")
+    status = status_of(fake, world, job_id)
+    edits = [r.timestamp for r in fake.requests if r.method == "PATCH" and r.path.endswith(f"/messages/{status.id}")]
+    assert len(edits) >= 2
+    gaps = [later - earlier for earlier, later in itertools.pairwise(edits)]
+    assert min(gaps) >= 0.35, gaps  # never faster than the interval (timer slack allowed)
+
+
+async def test_server_negative_presets_are_used_and_only_admins_change_them(
+    fake: FakeDiscord, world: World, runner: BotRunner
+) -> None:
+    from tests.fake_discord import CommandUnavailable
+
+    with pytest.raises(CommandUnavailable):  # hidden from members by default_permissions
+        await fake.slash(world.studio_a, world.bob, "settings negative", {"presets": "hands"})
+    h = await fake.slash(world.studio_a, world.mo, "settings negative", {"presets": "hands, bogus"})
+    await h.wait_settled()
+    assert h.ephemeral and "bogus" in h.content  # unknown preset named, nothing changed
+    h = await fake.slash(world.studio_a, world.mo, "settings negative", {"presets": "hands", "extra": "lens flare"})
+    await h.wait_settled()
+    assert h.content == "Negative presets for new shots: Hands; extra terms: lens flare."
+
+    await ava_with_front_view(fake, world)
+    job_id = await animate(fake, world, "hands on hips")
+    assert runner.bot is not None
+    job = await runner.bot.storage.jobs.get(job_id)
+    assert job is not None and job.negative_prompt is not None
+    assert "extra fingers" in job.negative_prompt and "lens flare" in job.negative_prompt
+    assert "melting" not in job.negative_prompt  # the face preset is off for this server

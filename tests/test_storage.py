@@ -139,3 +139,16 @@ async def test_blob_store_async_api(tmp_path: Path) -> None:
     store = BlobStore(tmp_path)
     digest = await store.put(b"async bytes")
     assert await store.get(digest) == b"async bytes"
+
+
+async def test_guild_settings_round_trip_and_defaults(tmp_path: Path) -> None:
+    from bot.domain import GuildSettings
+
+    storage = await Storage.open(tmp_path / "db.sqlite3", tmp_path / "blobs")
+    assert await storage.guilds.get(5) == GuildSettings(guild_id=5)
+    saved = GuildSettings(guild_id=5, provider="local", negative_presets=["hands"], negative_extra="blur")
+    await storage.guilds.save(saved)
+    assert await storage.guilds.get(5) == saved
+    await storage.guilds.save(saved.model_copy(update={"negative_presets": []}))
+    assert (await storage.guilds.get(5)).negative_presets == []  # none at all is not the same as the defaults
+    await storage.close()
