@@ -3,30 +3,19 @@
 from __future__ import annotations
 
 import io
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from tests import imaging_corpus as corpus
+from tests.cli import run_likeness
 from tests.conftest import installed_models_dir
 
 
 def run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LIKENESS_")}
-    env["LIKENESS_MODELS_DIR"] = str(installed_models_dir())
-    return subprocess.run(
-        [sys.executable, "-m", "bot", "cleanup", *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_likeness(tmp_path, "cleanup", *args, env={"LIKENESS_MODELS_DIR": str(installed_models_dir())})
 
 
 def test_flat_background_render_is_keyed_and_written(tmp_path: Path) -> None:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from bot.config import MissingTokenError, SettingsError, load_settings
 from bot.logs import REDACTED, SecretFilter
+from tests.cli import run_likeness
 
 
 def test_settings_come_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -53,16 +51,7 @@ def test_missing_token_explains_how_to_get_one(monkeypatch: pytest.MonkeyPatch, 
 
 
 def test_cli_run_without_token_prints_help_not_traceback(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "DISCORD_TOKEN" and not k.startswith("LIKENESS_")}
-    result = subprocess.run(
-        [sys.executable, "-m", "bot", "run"],
-        check=False,
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_likeness(tmp_path, "run")
     assert result.returncode == 2
     assert "No Discord bot token is set" in result.stderr
     assert "DISCORD_TOKEN=" in result.stderr

@@ -3,27 +3,16 @@
 from __future__ import annotations
 
 import io
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from PIL import Image
 
 from bot.imaging.video import probe
+from tests.cli import run_likeness
 
 
 def test_demo_writes_previews_a_sheet_and_a_clip_without_a_token(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "DISCORD_TOKEN" and not k.startswith("LIKENESS_")}
-    result = subprocess.run(
-        [sys.executable, "-m", "bot", "demo", "--out", "out"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    result = run_likeness(tmp_path, "demo", "--out", "out")
     assert result.returncode == 0, result.stderr
     out = tmp_path / "out"
     names = sorted(p.name for p in out.iterdir())
