@@ -78,6 +78,7 @@ class LikenessBot(commands.AutoShardedBot):
         worker = getattr(self, "worker", None)
         if worker is not None:
             await worker.stop()  # jobs stay in the database and resume at the next start
+            await self.delivery.flush_all()
         await super().close()
         services = getattr(self, "services", None)
         if services is not None:

@@ -306,3 +306,28 @@ async def test_server_negative_presets_are_used_and_only_admins_change_them(
     assert job is not None and job.negative_prompt is not None
     assert "extra fingers" in job.negative_prompt and "lens flare" in job.negative_prompt
     assert "melting" not in job.negative_prompt  # the face preset is off for this server
+
+
+async def test_a_crash_after_posting_but_before_recording_does_not_post_twice(
+    fake: FakeDiscord, world: World, runner: BotRunner
+) -> None:
+    await ava_with_front_view(fake, world)
+    job_id = await animate(fake, world, "posted just before the crash")
+    await until(fake, lambda: status_of(fake, world, job_id).embeds[0]["title"].startswith("✅"), "done")
+    assert runner.bot is not None
+    # The crash window: the message exists in the channel, the database never heard of it.
+    await runner.bot.storage.jobs.update(job_id, state=JobState.DELIVERING.value, result_message_id=None)
+    fake.nonce_window = fake.nonce_window * 0  # long after: Discord's nonce memory is gone too
+    looks_before = sum(1 for r in fake.requests if r.method == "GET" and r.query.get("after"))
+    await runner.restart()
+    await until(
+        fake,
+        lambda: sum(1 for r in fake.requests if r.method == "GET" and r.query.get("after")) > looks_before,
+        "the bot to look for the result in the channel",
+    )
+    async with asyncio.timeout(10):
+        while await job_state(runner, job_id) is not JobState.DONE:  # noqa: ASYNC110 - state is in the DB
+            await asyncio.sleep(0.02)
+    [result] = result_of(fake, world, job_id)
+    job = await runner.bot.storage.jobs.get(job_id)
+    assert job is not None and job.result_message_id == result.id

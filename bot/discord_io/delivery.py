@@ -164,6 +164,15 @@ class DiscordDelivery:
         if job.state.finished:
             self._forget(job_id)
 
+    async def flush_all(self) -> None:
+        """Send every pending status edit now, throttle or not: the bot is stopping, and a status left
+        behind would stay stale for good."""
+        for task in list(self._flushers.values()):
+            task.cancel()
+        self._flushers.clear()
+        for job_id in list(self._pending):
+            await self._flush(job_id)
+
     def _forget(self, job_id: int) -> None:
         self._last_edit.pop(job_id, None)
         self._locks.pop(job_id, None)
