@@ -60,6 +60,8 @@ class Capabilities:
     needs_key: bool = True
     typical_seconds: float = 60.0  # a first guess of render time, for the first poll and the ETA
     display_name: str = ""  # how members see it ("Kling", "fal.ai"); the name if empty
+    modes: tuple[str, ...] = ()  # quality modes where the provider has them (Kling: "std", "pro")
+    image_model: str | None = None  # the model used for WorkKind.SHEET, when the provider makes images
 
     @property
     def label(self) -> str:
@@ -88,6 +90,7 @@ class RenderRequest:
     camera: str  # "static", "push_in", "pan_left", "pan_right", "orbit"
     images: tuple[ReferenceImage, ...]
     caption: str = ""  # a short human caption (the member's action), for providers that draw one
+    mode: str | None = None  # one of Capabilities.modes, or None for the provider's default
 
 
 @dataclass(frozen=True)
