@@ -6,15 +6,18 @@ Cancel and the result buttons' rules live here too.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bot.domain import BoundImage, Character, Job, JobState, ShotParams
+from bot.domain import BoundImage, Character, Job, JobState, ShotParams, StoredImage, View
 from bot.errors import InvalidInputError, NotAllowedError, NotFoundError
 from bot.library import Actor, Library
-from bot.prompts import CAMERA_MOVES, DEFAULT_NEGATIVE_PRESETS, choose_references, compile_prompt
-from bot.providers.base import RenderRequest, WorkKind
+from bot.prompts import CAMERA_MOVES, DEFAULT_NEGATIVE_PRESETS, choose_references, clean_member_text, compile_prompt
+from bot.providers.base import Provider, RenderRequest, WorkKind
 from bot.providers.registry import ProviderRegistry
+from bot.references import png_bytes
+from bot.sheet_split import Figure, on_white, sheet_prompt, split_sheet
 from storage import Storage
 
 ACTION_MAX = 500
@@ -43,12 +46,14 @@ class AnimateService:
         wake_worker: Callable[[int | None], None],
         *,
         max_queued_per_user: int = 10,
+        sheet_provider: str | None = None,
     ) -> None:
         self._storage = storage
         self._library = library
         self._providers = providers
         self._wake = wake_worker
         self.max_queued_per_user = max_queued_per_user
+        self.sheet_provider = sheet_provider
 
     def set_wake(self, wake_worker: Callable[[int | None], None]) -> None:
         self._wake = wake_worker
@@ -193,3 +198,82 @@ class AnimateService:
             provider=job.provider,
         )
         return await self.queue(actor, channel_id, character, shot, parent_job_id=job.id)
+
+    # ------------------------------------------------------------------ generated sheets
+
+    async def queue_sheet(self, actor: Actor, channel_id: int, character: Character, style: str | None) -> Job:
+        """Ask an image provider for a multi-angle sheet of the character, from its traits and references."""
+        self._library.ensure_can_change(actor, character)  # the kept views will change the character
+        provider = await self._sheet_provider(actor.guild_id)
+        caps = provider.capabilities
+        style = clean_member_text(style)[:SETTING_MAX] if style else None
+        await self._check_queue_room(actor)
+        details = await self._library.details(actor, character)
+        binding = choose_references(details.views, [], min(caps.max_reference_images, 3))
+        prompt = sheet_prompt(clean_member_text(character.name), clean_member_text(character.description), style)
+        model = caps.image_model or caps.default_model
+        estimate = provider.estimate_cost(
+            RenderRequest(0, WorkKind.SHEET, model, prompt, None, 0, "16:9", "static", images=())
+        )
+        job = await self._storage.jobs.create(
+            guild_id=actor.guild_id,
+            channel_id=channel_id,
+            user_id=actor.user_id,
+            character_id=character.id,
+            character_name=character.name,
+            character_version=character.version,
+            kind=WorkKind.SHEET.value,
+            provider=caps.name,
+            model=model,
+            action=f"character sheet{f' ({style})' if style else ''}",
+            prompt=prompt[: caps.prompt_max_chars],
+            negative_prompt=None,
+            params=ShotParams(duration=0, aspect_ratio="16:9", camera="static", setting=style),
+            bound=[BoundImage(label=ref.label, role=ref.role, blob=ref.blob) for ref in binding.chosen],
+            cost_estimate=str(estimate),
+        )
+        self._wake(job.id)
+        return job
+
+    async def _sheet_provider(self, guild_id: int) -> Provider:
+        """The configured sheet provider, else the server's if it makes images, else local."""
+        server = await self._storage.guilds.get(guild_id)
+        for name in (self.sheet_provider, server.provider, self._providers.default, "local"):
+            if name and name in self._providers.names():
+                provider = self._providers.get(name)
+                if WorkKind.SHEET in provider.capabilities.kinds:
+                    return provider
+        raise InvalidInputError("No provider on this bot can generate images for sheets.")
+
+    async def sheet_figures(self, actor: Actor, job_id: int) -> tuple[Job, list[Figure]]:
+        job = await self.job_for(actor, job_id)
+        if job.kind != WorkKind.SHEET.value or job.result_blob is None:
+            raise InvalidInputError(f"Job #{job_id} is not a finished sheet.")
+        data = await self._storage.blobs.get(job.result_blob)
+        return job, await asyncio.to_thread(split_sheet, data)
+
+    async def keep_views(self, actor: Actor, job_id: int, views: list[View] | None) -> tuple[Character, list[View]]:
+        """Make figures of a generated sheet the character's references (all, or the chosen views)."""
+        job, figures = await self.sheet_figures(actor, job_id)
+        if job.character_id is None:
+            raise NotFoundError(f"**{job.character_name}** was deleted.")
+        character = await self._storage.characters.get(actor.guild_id, job.character_id)
+        if character is None:
+            raise NotFoundError(f"**{job.character_name}** was deleted.")
+        self._library.ensure_can_change(actor, character)
+        chosen = [f for f in figures if views is None or f.view in views]
+        if not chosen:
+            raise InvalidInputError("None of those views were found on the sheet.")
+        for figure in chosen:
+            white, cutout = await asyncio.to_thread(
+                lambda f=figure: (png_bytes(on_white(f.cutout)), png_bytes(f.cutout))
+            )
+            stored = StoredImage(
+                original=await self._storage.blobs.put(white),
+                cleaned=await self._storage.blobs.put(white),
+                cutout=await self._storage.blobs.put(cutout),
+            )
+            await self._storage.references.set_view(actor.guild_id, character.id, figure.view, stored, actor.user_id)
+        updated = await self._storage.characters.get(actor.guild_id, character.id)
+        assert updated is not None
+        return updated, [f.view for f in chosen]

@@ -78,6 +78,23 @@ class Settings(BaseSettings):
     status_edit_interval: float = Field(
         default=5.0, ge=0, le=120, description="Seconds between two edits of one status message (Discord limits)."
     )
+    kling_access_key: SecretStr | None = Field(default=None, description="Kling API access key (with the secret key).")
+    kling_secret_key: SecretStr | None = Field(default=None, description="Kling API secret key. Never logged.")
+    kling_api_key: SecretStr | None = Field(default=None, description="A single Kling API key, instead of the pair.")
+    kling_base_url: str = Field(
+        default="https://api-singapore.klingai.com", description="Kling API host (api-beijing for Chinese accounts)."
+    )
+    kling_model: str = Field(default="kling-v1-6", description="Kling video model.")
+    kling_concurrency: int = Field(default=5, ge=1, le=100, description="Kling tasks your resource pack runs at once.")
+    fal_key: SecretStr | None = Field(default=None, description="fal.ai API key. Never logged.")
+    fal_base_url: str = Field(default="https://queue.fal.run", description="fal.ai queue host.")
+    fal_concurrency: int = Field(default=2, ge=1, le=100, description="fal.ai requests your account runs at once.")
+    runway_api_key: SecretStr | None = Field(default=None, description="Runway API key. Never logged.")
+    runway_base_url: str = Field(default="https://api.dev.runwayml.com", description="Runway API host.")
+    runway_concurrency: int = Field(default=2, ge=1, le=100, description="Runway tasks your tier runs at once.")
+    sheet_provider: str | None = Field(
+        default=None, description="Provider for /sheet generate; default: the server's, if it makes images, else local."
+    )
     guild_ready_timeout: float = Field(
         default=2.0,
         ge=0.0,
@@ -116,6 +133,12 @@ class Settings(BaseSettings):
     @property
     def model_dir(self) -> Path:
         return self.models_dir or self.data_dir / "models"
+
+    def secret(self, name: str) -> str | None:
+        value = getattr(self, name)
+        if isinstance(value, SecretStr) and value.get_secret_value().strip():
+            return value.get_secret_value().strip()
+        return None
 
     def token(self) -> str:
         """The Discord token, or `MissingToken` with instructions for the admin."""

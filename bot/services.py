@@ -13,6 +13,7 @@ from bot.imaging.cleanup import BackgroundRemover
 from bot.imaging.intake import IntakeLimits
 from bot.library import Library
 from bot.models import model_file
+from bot.providers.base import Provider
 from bot.providers.local import LocalProvider
 from bot.providers.registry import ProviderRegistry
 from bot.references import ReferenceService
@@ -45,6 +46,41 @@ def choose_cleanup_model(settings: Settings) -> str:
     return settings.cleanup_model
 
 
+def build_providers(settings: Settings) -> dict[str, Provider]:
+    """The local provider always; a remote one only when its key is configured (a provider without a key
+    is not offered to members)."""
+    providers: dict[str, Provider] = {
+        "local": LocalProvider(
+            settings.render_dir, delay=settings.local_delay, max_concurrency=settings.local_concurrency
+        )
+    }
+    kling_pair = settings.secret("kling_access_key") and settings.secret("kling_secret_key")
+    if kling_pair or settings.secret("kling_api_key"):
+        from bot.providers.kling import KlingProvider
+
+        providers["kling"] = KlingProvider(
+            base_url=settings.kling_base_url,
+            access_key=settings.secret("kling_access_key"),
+            secret_key=settings.secret("kling_secret_key"),
+            api_key=settings.secret("kling_api_key"),
+            model=settings.kling_model,
+            max_concurrency=settings.kling_concurrency,
+        )
+    if (fal_key := settings.secret("fal_key")) is not None:
+        from bot.providers.fal import FalProvider
+
+        providers["fal"] = FalProvider(
+            key=fal_key, base_url=settings.fal_base_url, max_concurrency=settings.fal_concurrency
+        )
+    if (runway_key := settings.secret("runway_api_key")) is not None:
+        from bot.providers.runway import RunwayProvider
+
+        providers["runway"] = RunwayProvider(
+            api_key=runway_key, base_url=settings.runway_base_url, max_concurrency=settings.runway_concurrency
+        )
+    return providers
+
+
 def intake_limits(settings: Settings) -> IntakeLimits:
     return IntakeLimits(max_bytes=int(settings.max_upload_mb * 1024 * 1024))
 
@@ -68,12 +104,17 @@ class Services:
         remover = BackgroundRemover(choose_cleanup_model(settings), settings.model_dir, settings.cleanup_workers)
         http = httpx.AsyncClient(follow_redirects=True, headers={"User-Agent": "Likeness (self-hosted Discord bot)"})
         references = ReferenceService(storage, library, remover, intake_limits(settings), http)
-        local = LocalProvider(
-            settings.render_dir, delay=settings.local_delay, max_concurrency=settings.local_concurrency
-        )
-        providers = ProviderRegistry({"local": local}, default=settings.default_provider)
+        providers = ProviderRegistry(build_providers(settings), default=settings.default_provider)
+        if settings.default_provider not in providers.names():
+            log.warning("%s has no key configured; the default provider is local", settings.default_provider)
+            providers.default = "local"
         animate = AnimateService(
-            storage, library, providers, lambda job_id: None, max_queued_per_user=settings.max_queued_per_user
+            storage,
+            library,
+            providers,
+            lambda job_id: None,
+            max_queued_per_user=settings.max_queued_per_user,
+            sheet_provider=settings.sheet_provider,
         )
         return cls(
             storage,

@@ -153,7 +153,8 @@ async def test_it_is_a_provider_with_honest_capabilities(providers: Callable[...
     assert isinstance(provider, Provider)
     caps = provider.capabilities
     assert caps.name == "local" and not caps.needs_key and caps.max_concurrency == 3
-    assert caps.kinds == frozenset({WorkKind.ANIMATE}) and caps.default_model in caps.models
+    assert caps.kinds == frozenset({WorkKind.ANIMATE, WorkKind.SHEET}) and caps.default_model in caps.models
+    assert caps.image_model == "local-sheet-v1"
     assert caps.durations == (5, 10) and caps.aspect_ratios == ("16:9", "9:16", "1:1")
     assert provider.estimate_cost(request(1, duration=10)) == Decimal("0")
     assert 0 < caps.typical_seconds < 10, "the worker's first poll comes soon after a local render"
@@ -343,7 +344,7 @@ async def test_a_corrupt_reference_fails_with_a_clear_final_error(
 @pytest.mark.parametrize(
     ("changes", "reason"),
     [
-        ({"kind": WorkKind.SHEET}, "only makes clips"),
+        ({"kind": WorkKind.EXTEND}, "only makes clips and sheets"),
         ({"aspect_ratio": "4:3"}, "aspect ratio"),
         ({"duration": 7}, "5 or 10 seconds"),
         ({"camera": "dolly_zoom"}, "camera move"),
@@ -374,3 +375,16 @@ async def test_unknown_tasks_and_foreign_urls_are_final_errors(providers: Callab
         await provider.fetch(replace(result.artifacts[0], url="https://example.com/clip.mp4"))
     with pytest.raises(FinalError):
         await provider.fetch(replace(result.artifacts[0], url="local://local-51"))
+
+
+async def test_a_sheet_request_gives_a_png_with_three_figures(providers: Callable[..., LocalProvider]) -> None:
+    from bot.sheet_split import split_sheet
+
+    provider = providers()
+    submission = await provider.submit(
+        request(77, kind=WorkKind.SHEET, model="local-sheet-v1", duration=0, camera="static")
+    )
+    result, _seen = await wait_for(provider, submission)
+    assert result.status is TaskStatus.SUCCEEDED and result.artifacts[0].mime == "image/png"
+    data = await provider.fetch(result.artifacts[0])
+    assert [f.view.value for f in split_sheet(data)] == ["front", "side", "three_quarter"]

@@ -18,6 +18,7 @@ import discord
 from bot.domain import Job, JobState
 from bot.imaging.video import fit_to_size, thumbnail
 from bot.jobs.delivery import Progress
+from bot.sheet_split import Figure, split_sheet
 from storage.jobs import JobRepository
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,48 @@ REQUEST_ENTITY_TOO_LARGE = 40005
 
 def job_custom_id(action: str, job_id: int) -> str:
     return JOB_BUTTON.format(action=action, job_id=job_id)
+
+
+SHEET_BUTTON = "likeness:sheetgen:{action}:{job_id}"
+
+
+def sheet_custom_id(action: str, job_id: int) -> str:
+    return SHEET_BUTTON.format(action=action, job_id=job_id)
+
+
+def result_marker(job: Job) -> str:
+    """A custom id only this job's result carries: how the result is recognised in the channel."""
+    return sheet_custom_id("retry", job.id) if job.kind == "sheet" else job_custom_id("reroll", job.id)
+
+
+def sheet_view(job_id: int, figures: list[Figure]) -> discord.ui.View:
+    """Keep all, keep some (a select of the views found), or retry; handled by persistent DynamicItems."""
+    view = discord.ui.View(timeout=None)
+    if figures:
+        view.add_item(
+            discord.ui.Button(
+                label=f"Keep all {len(figures)} views",
+                style=discord.ButtonStyle.success,
+                custom_id=sheet_custom_id("keep", job_id),
+            )
+        )
+    view.add_item(
+        discord.ui.Button(
+            label="Retry", style=discord.ButtonStyle.secondary, custom_id=sheet_custom_id("retry", job_id)
+        )
+    )
+    if len(figures) > 1:
+        view.add_item(
+            discord.ui.Select(
+                custom_id=sheet_custom_id("pick", job_id),
+                placeholder="Keep only some views…",
+                min_values=1,
+                max_values=len(figures),
+                options=[discord.SelectOption(label=f.view.label, value=f.view.value) for f in figures],
+                row=1,
+            )
+        )
+    return view
 
 
 def result_view(job_id: int) -> discord.ui.View:
@@ -76,12 +119,14 @@ def status_embed(job: Job, progress: Progress, now: float) -> discord.Embed:
     if job.finished_at and job.started_at:
         embed.add_field(name="Took", value=_duration(job.finished_at - job.started_at))
     params = job.params
-    embed.add_field(
-        name="Shot",
-        value=f"{params.duration} s · {params.aspect_ratio} · {params.camera.replace('_', ' ')} · "
-        f"{job.provider}/{job.model} · character v{job.character_version}",
-        inline=False,
-    )
+    if job.kind == "sheet":
+        what = f"character sheet · {job.provider}/{job.model} · character v{job.character_version}"
+    else:
+        what = (
+            f"{params.duration} s · {params.aspect_ratio} · {params.camera.replace('_', ' ')} · "
+            f"{job.provider}/{job.model} · character v{job.character_version}"
+        )
+    embed.add_field(name="Shot", value=what, inline=False)
     if params.notes:
         embed.add_field(name="Notes", value="\n".join(f"• {n}" for n in params.notes)[:1024], inline=False)
     if job.state is JobState.FAILED and job.error:
@@ -128,7 +173,7 @@ class DiscordDelivery:
 
     async def _create_status(self, job: Job, progress: Progress) -> None:
         message = await self._channel(job.channel_id).send(
-            f"<@{job.user_id}> queued a shot of **{job.character_name}**.",
+            f"<@{job.user_id}> queued {'a sheet' if job.kind == 'sheet' else 'a shot'} of **{job.character_name}**.",
             embed=status_embed(job, progress, time.time()),
             nonce=f"st{job.id}",  # Discord returns the first message if this is sent twice
             allowed_mentions=discord.AllowedMentions.none(),
@@ -181,7 +226,7 @@ class DiscordDelivery:
 
     async def find_result(self, job: Job) -> int | None:
         """A result of this job already in the channel (posted just before a crash)."""
-        marker = job_custom_id("reroll", job.id)
+        marker = result_marker(job)
         after = discord.Object(job.status_message_id) if job.status_message_id else None
         try:
             async for message in self._channel(job.channel_id).history(limit=100, after=after, oldest_first=True):
@@ -196,6 +241,8 @@ class DiscordDelivery:
         return None
 
     async def post_result(self, job: Job, video: bytes) -> int:
+        if job.kind == "sheet":
+            return await self._send_sheet(job, video)
         limit = self._upload_limit(job.guild_id)
         data = video
         while limit >= MIN_UPLOAD_TRY:
@@ -229,6 +276,28 @@ class DiscordDelivery:
             view=result_view(job.id),
             reference=reference,
             nonce=f"rs{job.id}",  # posting twice returns the first message
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
+        return message.id
+
+    async def _send_sheet(self, job: Job, image: bytes) -> int:
+        figures = await asyncio.to_thread(split_sheet, image)
+        found = ", ".join(f.view.label.lower() for f in figures) or "no clear figures"
+        content = (
+            f"🧩 <@{job.user_id}> a generated sheet of **{job.character_name}** ({job.provider}/{job.model}). "
+            f"Found: {found}. Keep them as **{job.character_name}**'s reference views?"
+        )
+        reference: Any = None
+        if job.status_message_id:
+            reference = discord.MessageReference(
+                message_id=job.status_message_id, channel_id=job.channel_id, fail_if_not_exists=False
+            )
+        message = await self._channel(job.channel_id).send(
+            content,
+            file=discord.File(io.BytesIO(image), filename=f"{_slug(job.character_name)}-sheet-{job.id}.png"),
+            view=sheet_view(job.id, figures),
+            reference=reference,
+            nonce=f"rs{job.id}",
             allowed_mentions=discord.AllowedMentions.none(),
         )
         return message.id

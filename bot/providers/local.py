@@ -53,6 +53,7 @@ from bot.providers.base import (
 log = logging.getLogger(__name__)
 
 MODEL = "local-v1"
+SHEET_MODEL = "local-sheet-v1"
 FRAME_SIZES: dict[str, tuple[int, int]] = {"16:9": (1280, 720), "9:16": (720, 1280), "1:1": (720, 720)}
 FPS = 24
 URL_SCHEME = "local://"
@@ -105,7 +106,7 @@ class LocalProvider:
             raise ValueError("max_concurrency must be at least 1")
         self.capabilities = Capabilities(
             name="local",
-            kinds=frozenset({WorkKind.ANIMATE}),
+            kinds=frozenset({WorkKind.ANIMATE, WorkKind.SHEET}),
             models=(MODEL,),
             default_model=MODEL,
             durations=(5, 10),
@@ -120,6 +121,8 @@ class LocalProvider:
             cost=CostModel(per_second={MODEL: Decimal("0")}),
             needs_key=False,
             typical_seconds=max(0.0, delay) + _TYPICAL_RENDER_SECONDS,
+            display_name="Local",
+            image_model=SHEET_MODEL,
         )
         self._tasks = Path(work_dir) / "tasks"
         self._delay = max(0.0, delay)
@@ -182,14 +185,16 @@ class LocalProvider:
         caps = self.capabilities
         problems = []
         if request.kind not in caps.kinds:
-            problems.append(f"the local renderer only makes clips, not {request.kind.value}")
-        if request.model not in caps.models:
+            problems.append(f"the local renderer only makes clips and sheets, not {request.kind.value}")
+        if request.model not in (*caps.models, caps.image_model):
             problems.append(f"unknown model {request.model!r} (available: {', '.join(caps.models)})")
-        if request.duration not in caps.durations:
+        if request.kind is WorkKind.SHEET:
+            pass  # a sheet image has no duration or camera
+        elif request.duration not in caps.durations:
             problems.append(f"clips last {' or '.join(map(str, caps.durations))} seconds, not {request.duration}")
         if request.aspect_ratio not in FRAME_SIZES:
             problems.append(f"aspect ratio {request.aspect_ratio!r} is not one of {', '.join(FRAME_SIZES)}")
-        if request.camera not in video.CAMERAS:
+        if request.kind is not WorkKind.SHEET and request.camera not in video.CAMERAS:
             problems.append(f"camera move {request.camera!r} is not one of {', '.join(video.CAMERAS)}")
         if not request.images:
             problems.append("at least one reference image is needed")
@@ -274,8 +279,13 @@ class LocalProvider:
             if (folder / _CANCELED).exists():
                 return PollResult(TaskStatus.CANCELED)
             if (folder / _OUTPUT).is_file():
-                duration = float(json.loads((folder / _REQUEST).read_text())["duration"])
-                artifact = Artifact(url=f"{URL_SCHEME}{task_id}", mime="video/mp4", duration=duration)
+                record = json.loads((folder / _REQUEST).read_text())
+                if record.get("kind") == WorkKind.SHEET.value:
+                    artifact = Artifact(url=f"{URL_SCHEME}{task_id}", mime="image/png")
+                else:
+                    artifact = Artifact(
+                        url=f"{URL_SCHEME}{task_id}", mime="video/mp4", duration=float(record["duration"])
+                    )
                 return PollResult(TaskStatus.SUCCEEDED, progress=1.0, artifacts=(artifact,), charged=Decimal("0"))
             if (folder / _ERROR).is_file():
                 error = json.loads((folder / _ERROR).read_text())
@@ -370,6 +380,8 @@ class LocalProvider:
                 raise _Interrupted
             run.progress = fraction * _RENDER_SHARE
 
+        if record.get("kind") == WorkKind.SHEET.value:
+            return turnaround_sheet(views or images)
         return video.render_camera_move(
             views or images,
             duration=float(record["duration"]),
@@ -388,6 +400,29 @@ class LocalProvider:
             if self._interrupted(run):
                 raise _Interrupted
             time.sleep(min(0.05, self._delay - elapsed))
+
+
+SHEET_SIZE = (1920, 1080)
+
+
+def turnaround_sheet(cutouts: list[Image.Image]) -> bytes:
+    """What an image model returns for the character-sheet prompt, made locally: front, side profile and
+    three-quarter figures side by side on flat white. With fewer references the front is reused (the side
+    mirrored), so every sheet has three figures to split and keep."""
+    front = cutouts[0]
+    side = cutouts[2] if len(cutouts) > 2 else front.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    three_quarter = cutouts[1] if len(cutouts) > 1 else front
+    sheet = Image.new("RGB", SHEET_SIZE, (255, 255, 255))
+    slot_width = SHEET_SIZE[0] // 3
+    for index, figure in enumerate((front, side, three_quarter)):
+        fitted = figure.copy()
+        fitted.thumbnail((slot_width - 160, SHEET_SIZE[1] - 200), Image.Resampling.LANCZOS)
+        left = index * slot_width + (slot_width - fitted.width) // 2
+        top = (SHEET_SIZE[1] - fitted.height) // 2
+        sheet.paste(fitted, (left, top), fitted)
+    buffer = io.BytesIO()
+    sheet.save(buffer, "PNG")
+    return buffer.getvalue()
 
 
 def _load_reference(folder: Path, entry: dict[str, str]) -> Image.Image:

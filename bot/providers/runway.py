@@ -1,0 +1,578 @@
+"""Runway's API (providers.md §3): gen4_turbo image-to-video clips and gen4_image character sheets.
+
+- Auth: `Authorization: Bearer <key>` and `X-Runway-Version: 2024-11-06` on every API call (never on the
+  result downloads: those are signed CDN URLs, and the key must not leave for another host).
+- `POST /v1/image_to_video` (ANIMATE): one `promptImage` (gen4_turbo takes only a first frame), a ratio such
+  as `1280:720`, 5 or 10 s. `POST /v1/text_to_image` (SHEET): up to 3 `referenceImages` with tags; the prompt
+  already names them as `@tag` (bot/prompts.py), and the tags sent here are derived the same way.
+- Both return `{"id"}`; `GET /v1/tasks/{id}` is polled (no webhooks exist); `DELETE /v1/tasks/{id}` cancels.
+- Result URLs expire within 24-48 h: the worker downloads at once, and a later poll gives fresh URLs.
+
+Errors: 400/401/403/404 are final (with Runway's own words as the detail, the key never echoed); 408/409/429
+and 5xx, timeouts and network errors are retryable (Retry-After honoured). A FAILED task is always final for
+the worker (it cannot be polled back to life): its message says when re-rolling the shot may work, and the
+error code keeps Runway's `failureCode`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import email.utils
+import json
+import logging
+import math
+import mimetypes
+import re
+import time
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any, NoReturn
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+from bot.imaging.prep import ProviderImageLimits
+from bot.prompts import reference_tokens, runway_tag
+from bot.providers.base import (
+    Artifact,
+    Capabilities,
+    CostModel,
+    FinalError,
+    PollResult,
+    ReferenceImage,
+    RenderRequest,
+    RetryableError,
+    Submission,
+    TaskStatus,
+    WorkKind,
+)
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "2024-11-06"
+DEFAULT_BASE_URL = "https://api.dev.runwayml.com"
+
+# Ratios per §3.2/§3.3, for the frame shapes members choose. Sheets use the 1080p tier (8 credits).
+VIDEO_RATIOS: dict[str, str] = {"16:9": "1280:720", "9:16": "720:1280", "1:1": "960:960"}
+IMAGE_RATIOS: dict[str, str] = {"16:9": "1920:1080", "9:16": "1080:1920", "1:1": "1080:1080"}
+
+CREDIT = Decimal("0.01")  # USD per Runway credit
+VIDEO_CREDITS_PER_SECOND: dict[str, int] = {"gen4_turbo": 5}
+IMAGE_CREDITS: dict[str, int] = {"gen4_image": 8, "gen4_image_turbo": 2}  # gen4_image at 1080p (5 at 720p)
+IMAGE_MODELS_NEEDING_REFERENCES = frozenset({"gen4_image_turbo"})
+
+DURATIONS = (5, 10)  # the SDK types duration as int; 5 and 10 are the values every source agrees on
+PROMPT_MAX_UNITS = 1000  # UTF-16 code units
+MAX_SHEET_REFERENCES = 3
+TAG_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{2,15}$")
+DATA_URI_MAX_CHARS = 5_000_000  # "5 MB" for a data URI; read as the whole URI in decimal bytes, the strictest way
+
+# The prepared images travel as data URIs: base64 grows them by 4/3, so the raw cap leaves room for that.
+RUNWAY_IMAGE_LIMITS = ProviderImageLimits(
+    min_side=320,  # no documented minimum; a floor so the first frame of a 720p clip is not a thumbnail
+    max_bytes=3_700_000,
+    min_aspect=0.5,  # 0.5-2.0 is what ComfyUI's Runway nodes check before sending (providers.md §3.3)
+    max_aspect=2.0,
+    formats=("JPEG", "PNG", "WEBP"),
+)
+
+TYPICAL_SECONDS = 60.0  # a first guess for gen4_turbo; the worker learns the real figure
+_DETAIL_MAX = 300  # characters of Runway's own words kept in an error
+_DOWNLOAD_CHUNK = 256 * 1024
+_DOWNLOAD_DEADLINE_FACTOR = 10  # a whole download may take this many `timeout`s; each read still has one
+_QUEUED = frozenset({"PENDING", "THROTTLED"})
+
+
+class RunwayProvider:
+    """The Provider protocol over Runway's REST API; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str = DEFAULT_BASE_URL,
+        video_model: str = "gen4_turbo",
+        image_model: str = "gen4_image",
+        max_concurrency: int = 2,
+        timeout: float = 30.0,
+        max_download_bytes: int = 200 * 1024 * 1024,
+    ) -> None:
+        if not api_key.strip():
+            raise ValueError("a Runway API key is needed")
+        if video_model not in VIDEO_CREDITS_PER_SECOND:
+            raise ValueError(f"unknown Runway video model {video_model!r} (known: {', '.join(VIDEO_CREDITS_PER_SECOND)})")
+        if image_model not in IMAGE_CREDITS:
+            raise ValueError(f"unknown Runway image model {image_model!r} (known: {', '.join(IMAGE_CREDITS)})")
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1")
+        if timeout <= 0 or max_download_bytes < 1:
+            raise ValueError("timeout and max_download_bytes must be positive")
+        self.capabilities = Capabilities(
+            name="runway",
+            display_name="Runway",
+            kinds=frozenset({WorkKind.ANIMATE, WorkKind.SHEET}),
+            models=(video_model,),
+            default_model=video_model,
+            durations=DURATIONS,
+            aspect_ratios=tuple(VIDEO_RATIOS),
+            # gen4_turbo takes one promptImage. Sheets (text_to_image) take up to MAX_SHEET_REFERENCES, but
+            # Capabilities has one number and it is the clip's: whoever binds a sheet uses MAX_SHEET_REFERENCES.
+            max_reference_images=1,
+            negative_prompt=False,
+            element_syntax="runway",
+            prompt_max_chars=PROMPT_MAX_UNITS,
+            extend=False,
+            image_limits=RUNWAY_IMAGE_LIMITS,
+            max_concurrency=max_concurrency,
+            cost=CostModel(
+                per_second={model: CREDIT * credits for model, credits in VIDEO_CREDITS_PER_SECOND.items()},
+                per_image={model: CREDIT * credits for model, credits in IMAGE_CREDITS.items()},
+            ),
+            typical_seconds=TYPICAL_SECONDS,
+            image_model=image_model,
+        )
+        self._api_key = api_key.strip()
+        self._base_url = base_url.rstrip("/")
+        self._video_model = video_model
+        self._image_model = image_model
+        self._timeout = timeout
+        self._max_download_bytes = max_download_bytes
+        self._api_headers = {
+            "Authorization": f"Bearer {self._api_key}",
+            "X-Runway-Version": API_VERSION,
+            "Accept": "application/json",
+        }
+        # One client for the API and the downloads. No default headers: the key is added per API call only.
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout),
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=max(10, max_concurrency * 4), max_keepalive_connections=10),
+        )
+        self._closed = False
+
+    def __repr__(self) -> str:  # never the key
+        return f"RunwayProvider(base_url={self._base_url!r}, video_model={self._video_model!r})"
+
+    # ----------------------------------------------------------------------------------------------------------
+    # The Provider protocol
+
+    async def submit(self, request: RenderRequest) -> Submission:
+        if request.kind is WorkKind.ANIMATE:
+            path, body = "/v1/image_to_video", self._video_body(request)
+        elif request.kind is WorkKind.SHEET:
+            path, body = "/v1/text_to_image", self._image_body(request)
+        else:
+            raise FinalError(f"Runway cannot make {request.kind.value} jobs.", code="invalid")
+        # No retry here: a POST that timed out may still have created (and billed) a task, and Runway has no
+        # idempotency key to find it by (see `find`). The worker decides whether to send it again.
+        data = await self._api("POST", path, json_body=body)
+        task_id = data.get("id")
+        if not isinstance(task_id, str) or not task_id:
+            # The task may exist; sending it again could bill twice, so this is not retryable.
+            raise FinalError(
+                "Runway accepted the shot but did not say which task it started.", detail=_clip(data), code="bad_response"
+            )
+        log.info("runway: job %s submitted as task %s (%s)", request.job_id, task_id, path)
+        return Submission(task_id=task_id, status_url=self._task_url(task_id))
+
+    async def find(self, job_id: int) -> Submission | None:
+        # Runway takes no idempotency key or metadata on a task and has no endpoint that lists tasks, so a task
+        # submitted just before a crash (before the worker saved its id) cannot be found again: the worker will
+        # submit once more, and that orphan task runs and is billed. A documented risk of this provider.
+        return None
+
+    async def poll(self, submission: Submission) -> PollResult:
+        data = await self._api("GET", self._task_path(submission.task_id))
+        status = data.get("status")
+        if status in _QUEUED:
+            return PollResult(TaskStatus.QUEUED, progress=0.0)
+        if status == "RUNNING":
+            return PollResult(TaskStatus.RUNNING, progress=_progress(data.get("progress")))
+        if status == "SUCCEEDED":
+            urls = [url for url in data.get("output") or [] if isinstance(url, str) and url]
+            if not urls:
+                error = FinalError("Runway finished the task but returned no result.", code="no_output", charged=True)
+                return PollResult(TaskStatus.FAILED, error=error)
+            artifacts = tuple(Artifact(url=url, mime=_guess_mime(url)) for url in urls)
+            return PollResult(TaskStatus.SUCCEEDED, progress=1.0, artifacts=artifacts)
+        if status == "FAILED":
+            return PollResult(TaskStatus.FAILED, error=task_failure(data.get("failureCode"), data.get("failure")))
+        if status == "CANCELLED":
+            return PollResult(TaskStatus.CANCELED)
+        # An unknown or missing status: never spin on it forever; the worker gives up after a few attempts.
+        raise RetryableError("Runway gave an answer I don't understand.", detail=_clip(data), code="bad_response")
+
+    async def cancel(self, submission: Submission) -> None:
+        try:
+            await self._api("DELETE", self._task_path(submission.task_id), expect_json=False)
+        except FinalError as error:
+            if error.code != "not_found":  # already gone: nothing to stop
+                raise
+
+    async def fetch(self, artifact: Artifact) -> bytes:
+        scheme = urlsplit(artifact.url).scheme
+        if scheme not in ("http", "https"):
+            raise FinalError("This result link is not a web address.", code="bad_url")
+        self._check_open()
+        try:
+            async with asyncio.timeout(self._timeout * _DOWNLOAD_DEADLINE_FACTOR):
+                return await self._download(artifact.url)
+        except TimeoutError:
+            raise RetryableError("Downloading the result from Runway timed out.", code="timeout") from None
+        except httpx.TimeoutException:
+            raise RetryableError("Downloading the result from Runway timed out.", code="timeout") from None
+        except httpx.TransportError as error:
+            raise RetryableError(
+                "The connection to Runway broke while downloading the result.",
+                detail=type(error).__name__,
+                code="network",
+            ) from None
+
+    def estimate_cost(self, request: RenderRequest) -> Decimal:
+        cost = self.capabilities.cost
+        if request.kind is WorkKind.SHEET:
+            return cost.per_image[self._image_model_for(request)]
+        per_second = cost.per_second.get(request.model, cost.per_second[self._video_model])
+        return per_second * request.duration
+
+    async def close(self) -> None:
+        self._closed = True
+        await self._client.aclose()
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Request bodies (what Runway would refuse with a 400 is refused here first, with the same reasons)
+
+    def _video_body(self, request: RenderRequest) -> dict[str, Any]:
+        model = request.model or self._video_model
+        problems: list[str] = []
+        if model not in self.capabilities.models:
+            problems.append(f"unknown model {model!r} (available: {', '.join(self.capabilities.models)})")
+        if request.duration not in DURATIONS:
+            problems.append(f"clips last {' or '.join(map(str, DURATIONS))} seconds, not {request.duration}")
+        ratio = VIDEO_RATIOS.get(request.aspect_ratio)
+        if ratio is None:
+            problems.append(f"the frame shape {request.aspect_ratio!r} is not one of {', '.join(VIDEO_RATIOS)}")
+        if not request.images:
+            problems.append("a reference image is needed for the first frame")
+        prompt = _video_prompt(request.prompt, request.images)
+        problems += _prompt_problems(prompt, required=False)
+        _refuse(problems)
+        assert ratio is not None
+        body: dict[str, Any] = {
+            "model": model,
+            "promptImage": _data_uri(request.images[0]),
+            "ratio": ratio,
+            "duration": request.duration,
+        }
+        if prompt:
+            body["promptText"] = prompt
+        return body
+
+    def _image_body(self, request: RenderRequest) -> dict[str, Any]:
+        model = self._image_model_for(request)
+        problems: list[str] = []
+        ratio = IMAGE_RATIOS.get(request.aspect_ratio)
+        if ratio is None:
+            problems.append(f"the frame shape {request.aspect_ratio!r} is not one of {', '.join(IMAGE_RATIOS)}")
+        if len(request.images) > MAX_SHEET_REFERENCES:
+            problems.append(f"at most {MAX_SHEET_REFERENCES} reference images, got {len(request.images)}")
+        if model in IMAGE_MODELS_NEEDING_REFERENCES and not request.images:
+            problems.append(f"{model} needs at least one reference image")
+        problems += _prompt_problems(request.prompt, required=True)
+        _refuse(problems)
+        assert ratio is not None
+        references = [
+            {"uri": _data_uri(image), "tag": tag}
+            for image, tag in zip(request.images, sheet_tags(request.images), strict=True)
+        ]
+        body: dict[str, Any] = {"model": model, "promptText": request.prompt, "ratio": ratio}
+        if references:
+            body["referenceImages"] = references
+        return body
+
+    def _image_model_for(self, request: RenderRequest) -> str:
+        """The job's model when it names a Runway image model, else the configured one (jobs carry the clip's)."""
+        return request.model if request.model in IMAGE_CREDITS else self._image_model
+
+    # ----------------------------------------------------------------------------------------------------------
+    # HTTP
+
+    def _task_path(self, task_id: str) -> str:
+        return f"/v1/tasks/{quote(task_id, safe='')}"
+
+    def _task_url(self, task_id: str) -> str:
+        return self._base_url + self._task_path(task_id)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RetryableError("The Runway connection is shutting down; try again in a moment.", code="closing")
+
+    async def _api(
+        self, method: str, path: str, *, json_body: dict[str, Any] | None = None, expect_json: bool = True
+    ) -> dict[str, Any]:
+        """One API call: the JSON object it answered, or a typed error. Every call has an overall deadline."""
+        self._check_open()
+        try:
+            async with asyncio.timeout(self._timeout):
+                response = await self._client.request(
+                    method, self._base_url + path, json=json_body, headers=self._api_headers
+                )
+        except (TimeoutError, httpx.TimeoutException):
+            raise RetryableError("Runway did not answer in time.", code="timeout") from None
+        except httpx.TransportError as error:
+            raise RetryableError(
+                "I couldn't reach Runway.", detail=self._redact(type(error).__name__), code="network"
+            ) from None
+        if response.status_code >= 300:
+            self._raise_for(response)
+        if not expect_json or response.status_code == 204:
+            return {}
+        try:
+            data = response.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            data = None
+        if not isinstance(data, dict):
+            raise RetryableError(
+                "Runway gave an answer I don't understand.",
+                detail=self._redact(_clip(response.text)),
+                code="bad_response",
+            )
+        return data
+
+    def _raise_for(self, response: httpx.Response) -> NoReturn:
+        status = response.status_code
+        said = self._redact(_error_text(response))
+        if status == 400:
+            raise FinalError("Runway refused this shot.", detail=said, code="invalid")
+        if status == 401:
+            # The key is never part of the message or the detail.
+            raise FinalError(
+                "Runway did not accept the bot's API key. An admin needs to check the Runway key in the bot's "
+                "settings (a key from the Runway developer portal, for api.dev.runwayml.com).",
+                code="auth",
+            )
+        if status == 403:
+            raise FinalError("Runway refused to do this for the bot's account.", detail=said, code="forbidden")
+        if status == 404:
+            raise FinalError("Runway no longer knows this task.", detail=said, code="not_found")
+        if status == 429:
+            raise RetryableError(
+                "Runway's limit for this account was reached (too many generations today, or too many at once); "
+                "I'll try again later.",
+                detail=said,
+                code="rate_limited",
+                retry_after=retry_after(response.headers),
+            )
+        if status in (408, 409) or status >= 500:
+            raise RetryableError(
+                "Runway is busy or having trouble right now.",
+                detail=said or f"HTTP {status}",
+                code=f"http_{status}",
+                retry_after=retry_after(response.headers),
+            )
+        raise FinalError("Runway refused the request.", detail=said or f"HTTP {status}", code=f"http_{status}")
+
+    async def _download(self, url: str) -> bytes:
+        async with self._client.stream("GET", url, headers={"Accept": "*/*"}, follow_redirects=True) as response:
+            status = response.status_code
+            if status in (401, 403, 404, 410):
+                # Signed CDN URLs answer 403 (or 404/410) once they expire.
+                raise FinalError(
+                    "The result's download link from Runway expired before I could fetch it. Re-roll the shot "
+                    "to render it again.",
+                    detail=f"HTTP {status}",
+                    code="expired",
+                )
+            if status == 429 or status >= 500:
+                raise RetryableError(
+                    "Runway's file server is busy; I'll try the download again.",
+                    detail=f"HTTP {status}",
+                    code=f"http_{status}",
+                    retry_after=retry_after(response.headers),
+                )
+            if status != 200:
+                raise FinalError("Runway's result could not be downloaded.", detail=f"HTTP {status}", code="download")
+            declared = response.headers.get("Content-Length")
+            if declared is not None and declared.isdigit() and int(declared) > self._max_download_bytes:
+                raise self._too_large(int(declared))
+            chunks: list[bytes] = []
+            received = 0
+            async for chunk in response.aiter_bytes(_DOWNLOAD_CHUNK):
+                received += len(chunk)
+                if received > self._max_download_bytes:
+                    raise self._too_large(received)
+                chunks.append(chunk)
+        if received == 0:
+            raise RetryableError("Runway's result came back empty; I'll try the download again.", code="empty")
+        return b"".join(chunks)
+
+    def _too_large(self, size: int) -> FinalError:
+        limit = self._max_download_bytes / (1024 * 1024)
+        return FinalError(
+            f"Runway's result is larger than this bot accepts ({limit:g} MB).",
+            detail=f"{size} bytes or more",
+            code="too_large",
+        )
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._api_key, "key_…") if self._api_key else text
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Pure helpers (module level so tests and other code can use them)
+
+
+def sheet_tags(images: Sequence[ReferenceImage]) -> list[str]:
+    """The `referenceImages[].tag` values: the same `runway_tag`s, in the same order, as the compiled prompt's
+    `@tag`s (bot/prompts.py `reference_tokens(refs, "runway")`)."""
+    taken: set[str] = set()
+    return [runway_tag(image.label, taken) for image in images]
+
+
+def task_failure(code: object, failure: object) -> FinalError:
+    """A FAILED task as the member's error. The task is over either way, so the error is final for the worker;
+    where Runway says a new attempt may work, the message invites re-rolling the shot (a new task)."""
+    failure_code = code if isinstance(code, str) else ""
+    detail = _clip(failure) if failure else failure_code
+    if failure_code.startswith("SAFETY.INPUT"):
+        return FinalError(
+            "Runway's moderation refused this shot's inputs (the prompt or a reference image). Change them "
+            "before trying again: repeated refusals can get the bot's Runway account suspended.",
+            detail=detail,
+            code=failure_code,
+            charged=True,  # moderated generations cost the same credits (providers.md §3.4)
+        )
+    if failure_code.startswith("SAFETY.OUTPUT"):
+        return FinalError(
+            "Runway's moderation blocked the result. Re-rolling the shot (perhaps with a different action) "
+            "may work.",
+            detail=detail,
+            code=failure_code,
+            charged=True,
+        )
+    if failure_code.startswith("INTERNAL.BAD_OUTPUT"):
+        return FinalError(
+            "Runway rejected its own result as flawed (text or logos in a reference image often cause this). "
+            "Re-rolling the shot may work.",
+            detail=detail,
+            code=failure_code,
+        )
+    if failure_code.startswith("INTERNAL"):
+        return FinalError(
+            "Runway failed on its side while rendering. Re-rolling the shot may work.",
+            detail=detail,
+            code=failure_code,
+        )
+    if failure_code.startswith("ASSET"):
+        return FinalError(
+            "Runway could not use a reference image. Try a different picture for this character.",
+            detail=detail,
+            code=failure_code,
+        )
+    return FinalError("Runway could not render this shot.", detail=detail, code=failure_code or "failed")
+
+
+def retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds to wait, from `retry-after-ms` (preferred, as Runway's SDK does) or `Retry-After` (seconds or a
+    date); None when neither is given or readable."""
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            value = float(millis) / 1000
+        except ValueError:
+            value = math.nan
+        if math.isfinite(value) and value >= 0:
+            return value
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(raw)
+        except (TypeError, ValueError, IndexError):
+            return None
+        return max(0.0, when.timestamp() - time.time())
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+def prompt_units(text: str) -> int:
+    """Length in UTF-16 code units, Runway's measure of promptText."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def _video_prompt(prompt: str, images: Sequence[ReferenceImage]) -> str:
+    """The clip's prompt without `@tag` syntax: image_to_video binds no tags (its one image is the first frame),
+    so the compiled prompt's `@front` becomes `front`. Never longer than the compiled prompt."""
+    tags = sorted({token.removeprefix("@") for token in reference_tokens(images, "runway")}, key=len, reverse=True)
+    if not tags:
+        return prompt
+    pattern = re.compile(r"@(" + "|".join(map(re.escape, tags)) + r")(?![A-Za-z0-9_])")
+    return pattern.sub(r"\1", prompt)
+
+
+def _prompt_problems(prompt: str, *, required: bool) -> list[str]:
+    if required and not prompt.strip():
+        return ["the prompt is empty"]
+    units = prompt_units(prompt)
+    if units > PROMPT_MAX_UNITS:
+        return [f"the prompt is {units} characters long; Runway takes at most {PROMPT_MAX_UNITS}"]
+    return []
+
+
+def _refuse(problems: list[str]) -> None:
+    if problems:
+        raise FinalError("Runway would refuse this shot: " + "; ".join(problems) + ".", code="invalid")
+
+
+def _data_uri(image: ReferenceImage) -> str:
+    if image.mime not in ("image/jpeg", "image/png", "image/webp"):
+        raise FinalError(
+            f"The reference image “{image.label}” is not a JPEG, PNG or WebP, which Runway needs.",
+            detail=image.mime,
+            code="invalid",
+        )
+    uri = f"data:{image.mime};base64,{base64.b64encode(image.data).decode('ascii')}"
+    if len(uri) > DATA_URI_MAX_CHARS:
+        raise FinalError(
+            f"The reference image “{image.label}” is too large for Runway (5 MB at most as sent).",
+            detail=f"{len(image.data)} bytes",
+            code="invalid",
+        )
+    return uri
+
+
+def _progress(value: object) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return min(1.0, max(0.0, float(value)))
+    return None
+
+
+def _guess_mime(url: str) -> str:
+    mime, _ = mimetypes.guess_type(urlsplit(url).path)
+    return mime or "application/octet-stream"
+
+
+def _error_text(response: httpx.Response) -> str:
+    """Runway's own words from an error answer: `{"error": "..."}` (plus `issues` when given), else the text."""
+    try:
+        data = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return _clip(response.text)
+    if isinstance(data, dict):
+        message = data.get("error") or data.get("message") or ""
+        issues = data.get("issues")
+        if isinstance(issues, list) and issues:
+            message = f"{message} {json.dumps(issues, ensure_ascii=False)}".strip()
+        if message:
+            return _clip(message)
+    return _clip(data)
+
+
+def _clip(value: object) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    text = " ".join(text.split())
+    return text if len(text) <= _DETAIL_MAX else text[: _DETAIL_MAX - 1] + "…"
+

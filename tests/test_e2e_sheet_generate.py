@@ -1,0 +1,67 @@
+"""/sheet generate: an image provider draws a multi-angle sheet; the member keeps all or some of its views."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.conftest import BotRunner, World
+from tests.fake_discord import FakeDiscord
+from tests.test_e2e_animate import ava_with_front_view, fields, until
+
+
+def sheet_results(fake: FakeDiscord, world: World, job_id: int) -> list[Any]:
+    return [
+        m
+        for m in fake.channel_messages(world.studio_a.channel_id)
+        if not m.deleted and f"likeness:sheetgen:retry:{job_id}" in str(m.components)
+    ]
+
+
+async def generate(fake: FakeDiscord, world: World) -> tuple[int, Any]:
+    h = await fake.slash(
+        world.studio_a, world.alice, "sheet", {"character": "Ava", "generate": True, "style": "clean line art"}
+    )
+    await h.wait_settled(timeout=30)
+    assert h.ephemeral and h.content.startswith("Queued sheet #"), h.content
+    job_id = int(h.content.split("#")[1].split(" ")[0])
+    await until(fake, lambda: bool(sheet_results(fake, world, job_id)), "the generated sheet")
+    [message] = sheet_results(fake, world, job_id)
+    return job_id, message
+
+
+async def test_generate_with_the_local_provider_and_keep_all(
+    fake: FakeDiscord, world: World, runner: BotRunner
+) -> None:
+    await ava_with_front_view(fake, world)
+    job_id, message = await generate(fake, world)
+    assert "Found: front, side, three-quarter." in message.content
+    [(filename, data, _type)] = message.attachments
+    assert filename == f"ava-sheet-{job_id}.png" and data.startswith(b"\x89PNG")
+    assert runner.bot is not None
+    job = await runner.bot.storage.jobs.get(job_id)
+    assert job is not None and "side profile" in job.prompt and "clean line art" in job.prompt
+
+    press = await fake.press(message, f"likeness:sheetgen:keep:{job_id}", world.bob)
+    await press.wait_settled()
+    assert press.ephemeral and "belongs to" in press.content  # Bob may not change Alice's character
+
+    press = await fake.press(message, f"likeness:sheetgen:keep:{job_id}", world.alice)
+    await press.wait_settled()
+    assert "kept the front, side, three-quarter views for **Ava** (now v5)" in press.content
+    h = await fake.slash(world.studio_a, world.bob, "character show", {"character": "Ava"})
+    await h.wait_settled()
+    assert "Reference views (3/5)" in fields(h)
+
+
+async def test_keep_only_some_views_after_a_restart(fake: FakeDiscord, world: World, runner: BotRunner) -> None:
+    await ava_with_front_view(fake, world)
+    job_id, message = await generate(fake, world)
+    await runner.restart()
+    press = await fake.press(message, f"likeness:sheetgen:pick:{job_id}", world.alice, values=["side"])
+    await press.wait_settled()
+    assert "kept the side view for **Ava** (now v3)" in press.content
+    assert runner.bot is not None
+    character = await runner.bot.storage.characters.get_by_name(world.studio_a.id, "Ava")
+    assert character is not None
+    views = {v.view.value for v in await runner.bot.storage.references.current_views(world.studio_a.id, character.id)}
+    assert views == {"front", "side"}
