@@ -35,6 +35,8 @@ class Shot:
     negative: str | None = None
     setting: str | None = None
     provider: str | None = None
+    mode: str | None = None
+    model: str | None = None
 
 
 class AnimateService:
@@ -76,6 +78,12 @@ class AnimateService:
         aspect = shot.aspect_ratio or caps.aspect_ratios[0]
         if aspect not in caps.aspect_ratios:
             raise InvalidInputError(f"**{caps.name}** takes the aspect ratios {', '.join(caps.aspect_ratios)}.")
+        model = shot.model or caps.default_model
+        if model not in caps.models:
+            raise InvalidInputError(f"**{caps.label}** has the models {', '.join(caps.models)}, not `{model}`.")
+        if shot.mode is not None and shot.mode not in caps.modes:
+            modes = ", ".join(caps.modes) or "none"
+            raise InvalidInputError(f"**{caps.label}** has the quality modes: {modes}; `{shot.mode}` is not one.")
         if shot.camera not in CAMERA_MOVES:
             raise InvalidInputError(f"Unknown camera move `{shot.camera}`: use one of {', '.join(CAMERA_MOVES)}.")
         if shot.setting and len(shot.setting) > SETTING_MAX:
@@ -106,13 +114,14 @@ class AnimateService:
             RenderRequest(
                 job_id=0,
                 kind=WorkKind.ANIMATE,
-                model=caps.default_model,
+                model=model,
                 prompt=compiled.prompt,
                 negative_prompt=compiled.negative_prompt,
                 duration=duration,
                 aspect_ratio=aspect,
                 camera=shot.camera,
                 images=(),
+                mode=shot.mode,
             )
         )
         job = await self._storage.jobs.create(
@@ -124,7 +133,7 @@ class AnimateService:
             character_version=character.version,
             kind=WorkKind.ANIMATE.value,
             provider=caps.name,
-            model=caps.default_model,
+            model=model,
             action=action,
             prompt=compiled.prompt,
             negative_prompt=compiled.negative_prompt,
@@ -133,6 +142,7 @@ class AnimateService:
                 aspect_ratio=aspect,
                 camera=shot.camera,
                 setting=shot.setting,
+                mode=shot.mode,
                 notes=list(compiled.notes),
             ),
             bound=[BoundImage(label=ref.label, role=ref.role, blob=ref.blob) for ref in binding.chosen],
@@ -196,6 +206,8 @@ class AnimateService:
             aspect_ratio=params.aspect_ratio,
             setting=params.setting if same_shot else None,
             provider=job.provider,
+            mode=params.mode,
+            model=job.model,
         )
         return await self.queue(actor, channel_id, character, shot, parent_job_id=job.id)
 

@@ -142,6 +142,7 @@ class ShotParams(Frozen):
     aspect_ratio: str
     camera: str
     setting: str | None = None
+    mode: str | None = None
     notes: list[str] = []
 
 

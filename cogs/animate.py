@@ -14,15 +14,13 @@ from bot.app import LikenessBot
 from bot.discord_io.errors import report_error
 from bot.discord_io.replies import actor_of
 from bot.domain import Job, JobState
+from bot.errors import UserFacingError
 from bot.jobs.delivery import Progress
 from bot.prompts import CAMERA_MOVES
+from bot.providers.base import Capabilities
 from cogs.characters import CharacterArg, bot_of
 
 CAMERA_CHOICES = [app_commands.Choice(name=key.replace("_", " "), value=key) for key in CAMERA_MOVES]
-ASPECT_CHOICES = [
-    app_commands.Choice(name=label, value=value)
-    for label, value in (("16:9 landscape", "16:9"), ("9:16 portrait", "9:16"), ("1:1 square", "1:1"))
-]
 
 
 async def provider_autocomplete(interaction: discord.Interaction[Any], value: str) -> list[app_commands.Choice[str]]:
@@ -31,13 +29,33 @@ async def provider_autocomplete(interaction: discord.Interaction[Any], value: st
 
 
 async def duration_autocomplete(interaction: discord.Interaction[Any], value: str) -> list[app_commands.Choice[int]]:
+    caps = _chosen_capabilities(interaction)
+    durations = caps.durations if caps else ()
+    return [app_commands.Choice(name=f"{d} seconds", value=d) for d in durations if value in str(d)][:25]
+
+
+def _chosen_capabilities(interaction: discord.Interaction[Any]) -> Capabilities | None:
     providers = bot_of(interaction).services.providers
     chosen = getattr(interaction.namespace, "provider", None)
     try:
-        durations = providers.get(chosen if isinstance(chosen, str) else None).capabilities.durations
-    except Exception:
-        durations = (5, 10)
-    return [app_commands.Choice(name=f"{d} seconds", value=d) for d in durations if value in str(d)][:25]
+        return providers.get(chosen if isinstance(chosen, str) else None).capabilities
+    except UserFacingError:
+        return None
+
+
+async def aspect_autocomplete(interaction: discord.Interaction[Any], value: str) -> list[app_commands.Choice[str]]:
+    caps = _chosen_capabilities(interaction)
+    return [app_commands.Choice(name=a, value=a) for a in (caps.aspect_ratios if caps else ()) if value in a][:25]
+
+
+async def mode_autocomplete(interaction: discord.Interaction[Any], value: str) -> list[app_commands.Choice[str]]:
+    caps = _chosen_capabilities(interaction)
+    return [app_commands.Choice(name=m, value=m) for m in (caps.modes if caps else ()) if value in m][:25]
+
+
+async def model_autocomplete(interaction: discord.Interaction[Any], value: str) -> list[app_commands.Choice[str]]:
+    caps = _chosen_capabilities(interaction)
+    return [app_commands.Choice(name=m, value=m) for m in (caps.models if caps else ()) if value in m][:25]
 
 
 async def my_jobs_autocomplete(interaction: discord.Interaction[Any], value: str) -> list[app_commands.Choice[int]]:
@@ -150,13 +168,16 @@ class Animate(commands.Cog):
         prompt="What happens, e.g. 'turns to the camera and smiles'",
         duration="Clip length in seconds (depends on the provider)",
         camera="Camera move",
-        aspect="Frame shape",
+        aspect="Frame shape (depends on the provider)",
         negative="Extra things to avoid, added to the server's negative presets",
         provider="Render provider (default: the server's)",
+        mode="Quality mode, where the provider has them (e.g. Kling std / pro)",
+        model="The provider's model (default: the bot's choice)",
     )
-    @app_commands.choices(camera=CAMERA_CHOICES, aspect=ASPECT_CHOICES)
+    @app_commands.choices(camera=CAMERA_CHOICES)
     @app_commands.autocomplete(duration=duration_autocomplete)
-    @app_commands.autocomplete(provider=provider_autocomplete)
+    @app_commands.autocomplete(provider=provider_autocomplete, aspect=aspect_autocomplete)
+    @app_commands.autocomplete(mode=mode_autocomplete, model=model_autocomplete)
     @app_commands.guild_only()
     async def animate(
         self,
@@ -165,9 +186,11 @@ class Animate(commands.Cog):
         prompt: app_commands.Range[str, 1, ACTION_MAX],
         duration: app_commands.Range[int, 1, 60] | None = None,
         camera: app_commands.Choice[str] | None = None,
-        aspect: app_commands.Choice[str] | None = None,
+        aspect: str | None = None,
         negative: app_commands.Range[str, 1, 500] | None = None,
         provider: str | None = None,
+        mode: str | None = None,
+        model: str | None = None,
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         assert interaction.channel_id is not None
@@ -175,9 +198,11 @@ class Animate(commands.Cog):
             action=prompt,
             duration=duration,
             camera=camera.value if camera else "push_in",
-            aspect_ratio=aspect.value if aspect else None,
+            aspect_ratio=aspect,
             negative=negative,
             provider=provider,
+            mode=mode,
+            model=model,
         )
         job = await self.bot.services.animate.queue(actor_of(interaction), interaction.channel_id, character, shot)
         await self.bot.delivery.show_status(job, Progress())

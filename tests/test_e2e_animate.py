@@ -331,3 +331,33 @@ async def test_a_crash_after_posting_but_before_recording_does_not_post_twice(
     [result] = result_of(fake, world, job_id)
     job = await runner.bot.storage.jobs.get(job_id)
     assert job is not None and job.result_message_id == result.id
+
+
+async def test_options_follow_the_providers_capabilities(fake: FakeDiscord, world: World, runner: BotRunner) -> None:
+    assert runner.bot is not None
+    runner.bot.services.providers.register(ScriptedProvider(Backend()))
+    await ava_with_front_view(fake, world)
+    choices = await fake.autocomplete(
+        world.studio_a,
+        world.alice,
+        "animate",
+        {"character": "Ava", "prompt": "x", "provider": "scripted", "duration": ""},
+        focused="duration",
+    )
+    assert [c["value"] for c in choices] == [5, 10]
+    choices = await fake.autocomplete(
+        world.studio_a, world.alice, "animate", {"character": "Ava", "prompt": "x", "aspect": ""}, focused="aspect"
+    )
+    assert [c["value"] for c in choices] == ["16:9", "9:16", "1:1"]
+    for options, refusal in (
+        ({"duration": 7}, "renders 5 s, 10 s clips, not 7 s"),
+        ({"aspect": "4:3"}, "takes the aspect ratios"),
+        ({"mode": "pro"}, "has the quality modes: none"),
+        ({"model": "gen-9"}, "has the models local-v1, not `gen-9`"),
+        ({"provider": "kling"}, "The provider **kling** is not set up on this bot"),
+    ):
+        h = await fake.slash(world.studio_a, world.alice, "animate", {"character": "Ava", "prompt": "x", **options})
+        await h.wait_settled()
+        assert h.ephemeral and refusal in h.content, (options, h.content)
+    assert runner.bot is not None
+    assert await runner.bot.storage.jobs.recent_in_guild(world.studio_a.id) == []  # nothing queued, nothing spent

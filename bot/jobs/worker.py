@@ -378,6 +378,7 @@ class Worker:
             camera=job.params.camera,
             images=tuple(images),
             caption=job.action,
+            mode=job.params.mode,
         )
 
     @staticmethod

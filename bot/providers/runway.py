@@ -101,7 +101,9 @@ class RunwayProvider:
         if not api_key.strip():
             raise ValueError("a Runway API key is needed")
         if video_model not in VIDEO_CREDITS_PER_SECOND:
-            raise ValueError(f"unknown Runway video model {video_model!r} (known: {', '.join(VIDEO_CREDITS_PER_SECOND)})")
+            raise ValueError(
+                f"unknown Runway video model {video_model!r} (known: {', '.join(VIDEO_CREDITS_PER_SECOND)})"
+            )
         if image_model not in IMAGE_CREDITS:
             raise ValueError(f"unknown Runway image model {image_model!r} (known: {', '.join(IMAGE_CREDITS)})")
         if max_concurrency < 1:
@@ -171,7 +173,9 @@ class RunwayProvider:
         if not isinstance(task_id, str) or not task_id:
             # The task may exist; sending it again could bill twice, so this is not retryable.
             raise FinalError(
-                "Runway accepted the shot but did not say which task it started.", detail=_clip(data), code="bad_response"
+                "Runway accepted the shot but did not say which task it started.",
+                detail=_clip(data),
+                code="bad_response",
             )
         log.info("runway: job %s submitted as task %s (%s)", request.job_id, task_id, path)
         return Submission(task_id=task_id, status_url=self._task_url(task_id))
@@ -445,8 +449,7 @@ def task_failure(code: object, failure: object) -> FinalError:
         )
     if failure_code.startswith("SAFETY.OUTPUT"):
         return FinalError(
-            "Runway's moderation blocked the result. Re-rolling the shot (perhaps with a different action) "
-            "may work.",
+            "Runway's moderation blocked the result. Re-rolling the shot (perhaps with a different action) may work.",
             detail=detail,
             code=failure_code,
             charged=True,
@@ -575,4 +578,3 @@ def _clip(value: object) -> str:
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
     text = " ".join(text.split())
     return text if len(text) <= _DETAIL_MAX else text[: _DETAIL_MAX - 1] + "…"
-
