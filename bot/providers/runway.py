@@ -222,9 +222,7 @@ class RunwayProvider:
         try:
             async with asyncio.timeout(self._timeout * _DOWNLOAD_DEADLINE_FACTOR):
                 return await self._download(artifact.url)
-        except TimeoutError:
-            raise RetryableError("Downloading the result from Runway timed out.", code="timeout") from None
-        except httpx.TimeoutException:
+        except (TimeoutError, httpx.TimeoutException):
             raise RetryableError("Downloading the result from Runway timed out.", code="timeout") from None
         except httpx.TransportError as error:
             raise RetryableError(
@@ -286,11 +284,10 @@ class RunwayProvider:
         problems += _prompt_problems(request.prompt, required=True)
         _refuse(problems)
         assert ratio is not None
-        references = [
-            {"uri": _data_uri(image), "tag": tag}
-            for image, tag in zip(request.images, sheet_tags(request.images), strict=True)
-        ]
-        body: dict[str, Any] = {"model": model, "promptText": request.prompt, "ratio": ratio}
+        tags = sheet_tags(request.images)
+        references = [{"uri": _data_uri(image), "tag": tag} for image, tag in zip(request.images, tags, strict=True)]
+        prompt = _mention_tags(request.prompt, tags)
+        body: dict[str, Any] = {"model": model, "promptText": prompt, "ratio": ratio}
         if references:
             body["referenceImages"] = references
         return body
@@ -514,6 +511,20 @@ def _video_prompt(prompt: str, images: Sequence[ReferenceImage]) -> str:
         return prompt
     pattern = re.compile(r"@(" + "|".join(map(re.escape, tags)) + r")(?![A-Za-z0-9_])")
     return pattern.sub(r"\1", prompt)
+
+
+def _mention_tags(prompt: str, tags: Sequence[str]) -> str:
+    """The sheet prompt naming every reference: a prompt compiled by bot/prompts.py already names each `@tag`
+    (it is sent as it is); one written without them (the generated-sheet prompt) gets a closing sentence naming
+    the missing tags, when it still fits the limit."""
+    missing = [tag for tag in tags if not re.search(rf"@{re.escape(tag)}(?![A-Za-z0-9_])", prompt)]
+    if not missing:
+        return prompt
+    text = prompt.rstrip()
+    if text and text[-1] not in ".!?…":
+        text += "."
+    named = f"{text} Reference images: {', '.join(f'@{tag}' for tag in missing)}."
+    return named if prompt_units(named) <= PROMPT_MAX_UNITS else prompt
 
 
 def _prompt_problems(prompt: str, *, required: bool) -> list[str]:

@@ -1,0 +1,181 @@
+"""The Runway provider against the fake Runway server (tests/fake_providers/runway.py), driven like the worker
+drives a provider: submit, poll until done, fetch, retrying RetryableError with backoff (Retry-After first).
+
+The fake runs on its own event loop in its own thread, so the client CPU measured here (the calling thread's
+CPU time) does not include the server's work. Each task takes 1 PENDING poll and 2 RUNNING polls.
+
+Two runs:
+- `steady`: `jobs` clips through the provider's concurrency slots (as the worker schedules them): requests
+  per completed job and client CPU ms per job (a 1024 px JPEG reference, a 2 MB result).
+- `storm`: every job submitted at once into a burst of 429s (2 per job, `retry-after-ms`) and 503s (one per
+  2 jobs, no Retry-After): jobs completed, jobs lost, orphan tasks (created at Runway but never finished
+  by us), retries and the longest run of retries one step needed.
+
+`python -m bench.provider_runway` prints the result of `run()` as one JSON object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from PIL import Image, ImageDraw, ImageFilter
+
+from bot.imaging.prep import prepare_for_provider
+from bot.providers.base import (
+    FinalError,
+    ReferenceImage,
+    RenderRequest,
+    RetryableError,
+    TaskStatus,
+    WorkKind,
+)
+from bot.providers.runway import RUNWAY_IMAGE_LIMITS, RunwayProvider
+from tests.fake_providers.runway import FakeRunway, in_thread
+
+T = TypeVar("T")
+
+MAX_ATTEMPTS = 6  # the worker's default: retryable errors in a row before a job fails
+BACKOFF_BASE = 0.01  # seconds; the worker uses 2**attempt seconds, scaled down for the fake's speed
+BACKOFF_CAP = 0.5
+RESULT_BYTES = 2_000_000  # about a 5 s 720p clip
+PROMPT = "@front (front view) shows Ava: tall woman, red bob, green eyes. Waves at the camera. Slow camera push-in."
+
+
+@dataclass
+class Tally:
+    completed: int = 0
+    failed: list[str] = field(default_factory=list)
+    retries: int = 0
+    longest_retry_run: int = 0
+    polls: int = 0
+
+
+def reference_image() -> ReferenceImage:
+    """A photo-like 1024 px reference (gradient, shapes and noise), prepared as the worker prepares it."""
+    rng = random.Random(7)
+    image = Image.linear_gradient("L").resize((1024, 1024)).convert("RGB")
+    draw = ImageDraw.Draw(image)
+    for _ in range(60):
+        x, y, size = rng.randrange(1024), rng.randrange(1024), rng.randrange(20, 200)
+        colour = (rng.randrange(256), rng.randrange(256), rng.randrange(256))
+        draw.ellipse((x, y, x + size, y + size), fill=colour)
+    noise = Image.effect_noise((1024, 1024), 40).convert("RGB")
+    image = Image.blend(image, noise, 0.25).filter(ImageFilter.SMOOTH)
+    data, mime = prepare_for_provider(image, RUNWAY_IMAGE_LIMITS)
+    return ReferenceImage("front", "view", data, mime)
+
+
+async def with_retries(call: Callable[[], Awaitable[T]], tally: Tally) -> T:
+    """One worker step: retry RetryableError with backoff (Retry-After when given, else exponential, jittered)."""
+    attempts = 0
+    while True:
+        try:
+            return await call()
+        except RetryableError as error:
+            attempts += 1
+            tally.retries += 1
+            tally.longest_retry_run = max(tally.longest_retry_run, attempts)
+            if attempts >= MAX_ATTEMPTS:
+                raise FinalError(f"{error.message} I tried {attempts} times and gave up.") from error
+            delay = error.retry_after if error.retry_after is not None else min(BACKOFF_CAP, BACKOFF_BASE * 2**attempts)
+            await asyncio.sleep(delay * (1 + random.random() * 0.2))
+
+
+async def one_job(provider: RunwayProvider, job_id: int, image: ReferenceImage, tally: Tally, pause: float) -> None:
+    request = RenderRequest(
+        job_id=job_id,
+        kind=WorkKind.ANIMATE,
+        model="gen4_turbo",
+        prompt=PROMPT,
+        negative_prompt=None,
+        duration=5,
+        aspect_ratio="16:9",
+        camera="push_in",
+        images=(image,),
+    )
+    try:
+        submission = await with_retries(lambda: provider.submit(request), tally)
+        while True:
+            await asyncio.sleep(pause)
+            result = await with_retries(lambda: provider.poll(submission), tally)
+            tally.polls += 1
+            if result.status is TaskStatus.SUCCEEDED:
+                break
+            if result.status in (TaskStatus.FAILED, TaskStatus.CANCELED):
+                raise FinalError(f"task ended {result.status.value}")
+        data = await with_retries(lambda: provider.fetch(result.artifacts[0]), tally)
+        if len(data) != RESULT_BYTES:
+            raise FinalError(f"short download: {len(data)} bytes")
+        tally.completed += 1
+    except FinalError as error:
+        tally.failed.append(error.message)
+
+
+async def batch(
+    fake: FakeRunway, provider: RunwayProvider, jobs: int, slots: int, image: ReferenceImage, first_id: int
+) -> dict[str, object]:
+    tally = Tally()
+    requests_before, tasks_before = len(fake.requests), len(fake.tasks)
+    served_before = dict(fake.served)
+    gate = asyncio.Semaphore(slots)
+
+    async def slot(job_id: int) -> None:
+        async with gate:
+            await one_job(provider, job_id, image, tally, pause=fake.latency)
+
+    cpu, wall = time.thread_time(), time.perf_counter()
+    await asyncio.gather(*(slot(first_id + n) for n in range(jobs)))
+    cpu, wall = time.thread_time() - cpu, time.perf_counter() - wall
+    created = len(fake.tasks) - tasks_before
+    done = max(tally.completed, 1)
+    return {
+        "jobs": jobs,
+        "slots": slots,
+        "completed": tally.completed,
+        "lost": jobs - tally.completed,
+        "orphan_tasks": created - tally.completed,
+        "failures": sorted(set(tally.failed)),
+        "requests_per_completed_job": round((len(fake.requests) - requests_before) / done, 2),
+        "polls_per_completed_job": round(tally.polls / done, 2),
+        "retries": tally.retries,
+        "longest_retry_run": tally.longest_retry_run,
+        "served_429": fake.served["429"] - served_before["429"],
+        "served_5xx": fake.served["5xx"] - served_before["5xx"],
+        "client_cpu_ms_per_job": round(cpu * 1000 / done, 2),
+        "wall_seconds": round(wall, 3),
+    }
+
+
+async def run(latency: float = 0.005, jobs: int = 50) -> dict[str, object]:
+    image = await asyncio.to_thread(reference_image)
+    fake = FakeRunway(latency=latency, pending_polls=1, running_polls=2)
+    fake.output_size = RESULT_BYTES
+    with in_thread(fake):
+        provider = RunwayProvider(api_key=fake.api_key, base_url=fake.url, timeout=10.0)
+        try:
+            steady = await batch(fake, provider, jobs, provider.capabilities.max_concurrency, image, first_id=1)
+            fake.rate_limit_next = 2 * jobs
+            fake.rate_limit_retry_after_ms = "20"
+            fake.server_errors_next = jobs // 2
+            fake.server_error_status = 503
+            storm = await batch(fake, provider, jobs, jobs, image, first_id=jobs + 1)
+        finally:
+            await provider.close()
+    return {
+        "latency_s": latency,
+        "reference_image_bytes": len(image.data),
+        "result_bytes": RESULT_BYTES,
+        "backoff": {"base_s": BACKOFF_BASE, "cap_s": BACKOFF_CAP, "max_attempts": MAX_ATTEMPTS},
+        "steady": steady,
+        "storm": storm,
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(asyncio.run(run())))

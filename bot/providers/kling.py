@@ -1,0 +1,733 @@
+"""Kling's official API (the Kling AI developer platform): clips from reference images, and character sheets.
+
+What it sends where:
+- a clip bound to one image: `POST /v1/videos/image2video`, the image as the first frame, padded with white to
+  the aspect ratio asked for (image2video ignores `aspect_ratio`: the clip takes the first frame's shape);
+- a clip bound to 2-4 images on `kling-v1-6`: `POST /v1/videos/multi-image2video` with the images as subjects
+  (that endpoint takes no other model; other models get the first image through image2video);
+- a sheet: `POST /v1/images/generations` on `kling-v1-5` with the front view as a `subject` reference.
+
+Every task carries `external_task_id` = the job id (with an optional per-install prefix), which Kling keeps
+unique per account and accepts in the query path. `find(job_id)` looks the task up there, so a job whose
+submit answer was lost (timeout, dropped connection, a crash) is recovered instead of paid for twice.
+
+Auth is a JWT (HS256, `iss` = access key, 30 minutes) signed with the secret key, reused until 5 minutes
+before it expires; or a single API key sent as the bearer token. A 401 re-signs once; a second is final.
+Kling also reports errors in the body `code` with HTTP 200 (1303 concurrency, failed tasks): the body is
+read on every answer, not only the status. Neither the key, the secret nor a token is ever put in a message
+or a log line.
+
+Kling has no cancel endpoint: `cancel` is a no-op, the task finishes (and is billed) at Kling.
+Callbacks (`callback_url`) are sent to Kling when configured; the bot itself polls, and `parse_callback`
+reads a callback body into the same `PollResult` for a future webhook route (deliveries may repeat or arrive
+out of order: keep the newest `updated_at`, and confirm by polling, as Kling advises).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import logging
+import math
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import httpx
+import jwt
+from PIL import Image
+
+from bot.errors import UserFacingError
+from bot.imaging.prep import KLING, prepare_for_provider
+from bot.providers.base import (
+    Artifact,
+    Capabilities,
+    CostModel,
+    FinalError,
+    PollResult,
+    ProviderError,
+    ReferenceImage,
+    RenderRequest,
+    RetryableError,
+    Submission,
+    TaskStatus,
+    WorkKind,
+)
+
+log = logging.getLogger(__name__)
+
+NAME = "kling"
+IMAGE2VIDEO = "/v1/videos/image2video"
+MULTI_IMAGE2VIDEO = "/v1/videos/multi-image2video"
+IMAGE_GENERATIONS = "/v1/images/generations"
+ENDPOINTS = (IMAGE2VIDEO, MULTI_IMAGE2VIDEO, IMAGE_GENERATIONS)
+
+VIDEO_UNIT_USD = Decimal("0.14")  # one prepaid video unit
+IMAGE_UNIT_USD = Decimal("0.0035")  # one prepaid image unit
+MODES = ("std", "pro")
+
+# Units per second of video by model and mode (reference/providers.md §1.9; no std/pro split on the masters).
+_STD_PRO_04_07 = {"std": Decimal("0.4"), "pro": Decimal("0.7")}
+_STD_PRO_03_05 = {"std": Decimal("0.3"), "pro": Decimal("0.5")}
+_MASTER = {"std": Decimal("2.0"), "pro": Decimal("2.0")}
+VIDEO_UNITS_PER_SECOND: dict[str, dict[str, Decimal]] = {
+    "kling-v1-5": _STD_PRO_04_07,
+    "kling-v1-6": _STD_PRO_04_07,  # image2video and multi-image2video alike
+    "kling-v2-1": _STD_PRO_04_07,
+    "kling-v2-master": _MASTER,
+    "kling-v2-1-master": _MASTER,
+    "kling-v2-5-turbo": _STD_PRO_03_05,
+    "kling-v2-6": _STD_PRO_03_05,  # silent; native audio is not offered
+}
+VIDEO_MODELS = tuple(VIDEO_UNITS_PER_SECOND)
+# Image units per sheet: an image-to-image generation (a reference image given) on kling-v1-5.
+IMAGE_UNITS: dict[str, Decimal] = {"kling-v1-5": Decimal("8")}
+IMAGE_MODELS = tuple(IMAGE_UNITS)
+
+MULTI_IMAGE_MODELS = frozenset({"kling-v1-6"})  # the only model multi-image2video takes
+CFG_SCALE_MODELS = frozenset({"kling-v1-5", "kling-v1-6"})  # not supported on kling-v2.x
+NO_MODE_MODELS = frozenset({"kling-v2-master", "kling-v2-1-master"})
+# (model, mode, seconds) where image2video takes `camera_control` (Kling's capability map: v1-5 pro 5 s only).
+CAMERA_CONTROL_SUPPORT = frozenset({("kling-v1-5", "pro", 5)})
+# Our camera moves as a `simple` camera_control (exactly one non-zero axis, -10..10). Negative zoom narrows the
+# field of view (a push-in); negative horizontal moves the camera left. `static` and `orbit` have no simple form:
+# the prompt already names the move.
+CAMERA_CONFIG: dict[str, dict[str, int]] = {
+    "push_in": {"zoom": -5},
+    "pull_out": {"zoom": 5},
+    "pan_left": {"horizontal": -5},
+    "pan_right": {"horizontal": 5},
+}
+_AXES = ("horizontal", "vertical", "pan", "tilt", "roll", "zoom")
+ASPECT_RATIOS: dict[str, float] = {"16:9": 16 / 9, "9:16": 9 / 16, "1:1": 1.0}
+DURATIONS = (5, 10)
+PROMPT_MAX = 2500
+
+TOKEN_LIFETIME = 1800.0  # seconds; the docs' example
+TOKEN_MARGIN = 300.0  # a cached token is replaced this long before it expires
+NOT_BEFORE_SKEW = 5.0  # `nbf` this far in the past, for clock skew
+AUTH_CODES = frozenset({1000, 1001, 1002, 1003, 1004})
+BALANCE_CODES = frozenset({1101, 1102})
+VALIDATION_CODES = frozenset({1200, 1201, 1202, 1203})
+SAFETY_CODES = frozenset({1300, 1301})
+BUSY_CODES = frozenset({1302, 1303})
+SERVER_CODES = frozenset({5000, 5001, 5002})
+_MAX_BUSY_DELAY = 30.0
+_RISK_WORDS = ("risk", "safety", "sensitive", "inappropriate", "violat", "moderat", "nsfw", "policy")
+_NOT_FOUND_WORDS = ("not found", "not exist", "does not exist", "no such")
+
+BALANCE_MESSAGE = "The bot's Kling account has no credits left: an admin needs to top it up."
+SAFETY_MESSAGE = "Kling's content safety system refused this shot: change the prompt or the reference images."
+VALIDATION_MESSAGE = "Kling refused the settings of this shot."
+FAILED_MESSAGE = "Kling could not render this shot."
+EXPIRED_MESSAGE = "The result expired at Kling before the bot could download it; please queue the shot again."
+
+
+@dataclass(frozen=True)
+class KlingUpdate:
+    """A callback from Kling, read: which task, which job, when, and what it says."""
+
+    task_id: str
+    external_task_id: str | None
+    updated_at: int  # ms; deliveries may arrive out of order: the newest wins
+    result: PollResult
+
+
+class _NotFound(FinalError):
+    """Kling has no such task (or model): 404, code 1203, or a "not found" message."""
+
+
+def parse_callback(payload: bytes | str | Mapping[str, Any]) -> KlingUpdate:
+    """A callback body (the bare task object, no envelope) as an update. Raises FinalError if it is not one."""
+    if isinstance(payload, bytes | str):
+        try:
+            payload = json.loads(payload)
+        except ValueError:
+            raise FinalError("Kling sent a callback the bot could not read.", code="bad_callback") from None
+    if not isinstance(payload, Mapping) or not isinstance(payload.get("task_id"), str | int):
+        raise FinalError("Kling sent a callback without a task id.", code="bad_callback")
+    info = payload.get("task_info")
+    external = info.get("external_task_id") if isinstance(info, Mapping) else None
+    updated = payload.get("updated_at")
+    return KlingUpdate(
+        task_id=str(payload["task_id"]),
+        external_task_id=str(external) if external is not None else None,
+        updated_at=int(updated) if isinstance(updated, int | float) else 0,
+        result=task_result(payload, _unit_price_of(payload, None)),
+    )
+
+
+def task_result(task: Mapping[str, Any], unit_price: Decimal) -> PollResult:
+    """A Kling task object (a query's `data`, or a callback body) as a PollResult."""
+    status = str(task.get("task_status") or "").lower()
+    units = _decimal(task.get("final_unit_deduction"))
+    charged = units * unit_price if units is not None else None
+    if status == "submitted":
+        return PollResult(TaskStatus.QUEUED, progress=0.0)
+    if status == "processing":
+        return PollResult(TaskStatus.RUNNING)
+    if status in ("succeed", "succeeded"):
+        artifacts = _artifacts(task.get("task_result"))
+        if not artifacts:
+            error = FinalError(
+                "Kling finished this shot but sent no result.", detail=_text(task.get("task_status_msg")), code="empty"
+            )
+            return PollResult(TaskStatus.FAILED, error=error, charged=charged)
+        return PollResult(TaskStatus.SUCCEEDED, progress=1.0, artifacts=artifacts, charged=charged)
+    if status == "failed":
+        reason = _text(task.get("task_status_msg"))
+        risky = any(word in reason.lower() for word in _RISK_WORDS)
+        error = FinalError(
+            SAFETY_MESSAGE if risky else FAILED_MESSAGE,
+            detail=reason,
+            code="failed",
+            charged=bool(charged and charged > 0),
+        )
+        return PollResult(TaskStatus.FAILED, error=error, charged=charged)
+    log.warning("kling task %s has an unknown status %r; treating it as running", task.get("task_id"), status)
+    return PollResult(TaskStatus.RUNNING)
+
+
+def _artifacts(result: object) -> tuple[Artifact, ...]:
+    if not isinstance(result, Mapping):
+        return ()
+    found: list[Artifact] = []
+    for video in result.get("videos") or ():
+        if isinstance(video, Mapping) and isinstance(video.get("url"), str) and video["url"]:
+            seconds = _decimal(video.get("duration"))
+            found.append(Artifact(video["url"], "video/mp4", float(seconds) if seconds is not None else None))
+    for image in result.get("images") or ():
+        if isinstance(image, Mapping) and isinstance(image.get("url"), str) and image["url"]:
+            path = urlsplit(image["url"]).path.lower()
+            mime = "image/jpeg" if path.endswith((".jpg", ".jpeg")) else "image/png"
+            found.append(Artifact(image["url"], mime))
+    return tuple(found)
+
+
+def _unit_price_of(task: Mapping[str, Any], endpoint: str | None) -> Decimal:
+    if endpoint is not None:
+        return IMAGE_UNIT_USD if endpoint.startswith("/v1/images/") else VIDEO_UNIT_USD
+    result = task.get("task_result")
+    return IMAGE_UNIT_USD if isinstance(result, Mapping) and result.get("images") else VIDEO_UNIT_USD
+
+
+def _decimal(value: object) -> Decimal | None:
+    if value is None or isinstance(value, bool) or value == "":
+        return None
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        return None
+    return number if number.is_finite() else None
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else "" if value is None else str(value)
+
+
+class KlingProvider:
+    """The Provider protocol over Kling's `/v1` routes; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str = "https://api-singapore.klingai.com",
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        api_key: str | None = None,
+        model: str = "kling-v1-6",
+        image_model: str = "kling-v1-5",
+        mode: str = "std",
+        max_concurrency: int = 5,
+        timeout: float = 30.0,
+        max_download_bytes: int = 200 * 1024 * 1024,
+        callback_url: str | None = None,
+        clock: Callable[[], float] = time.time,
+        external_id_prefix: str = "",
+    ) -> None:
+        """`external_id_prefix` is put before the job id in `external_task_id`: give each install its own, so a
+        fresh database (job ids from 1 again) never finds an old install's tasks on the same account."""
+        if not api_key and not (access_key and secret_key):
+            raise ValueError("Kling needs an access key and a secret key, or an API key")
+        if model not in VIDEO_UNITS_PER_SECOND:
+            raise ValueError(f"unknown Kling video model {model!r}; known: {', '.join(VIDEO_MODELS)}")
+        if image_model not in IMAGE_UNITS:
+            raise ValueError(f"unknown Kling image model {image_model!r}; known: {', '.join(IMAGE_MODELS)}")
+        if mode not in MODES:
+            raise ValueError(f"Kling mode must be one of {', '.join(MODES)}, not {mode!r}")
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1")
+        if timeout <= 0 or max_download_bytes <= 0:
+            raise ValueError("timeout and max_download_bytes must be positive")
+        self._base_url = base_url.rstrip("/")
+        self._access_key = access_key or None
+        self._secret_key = secret_key or None
+        self._api_key = api_key or None
+        self._mode = mode
+        self._timeout = timeout
+        self._max_download = max_download_bytes
+        self._callback_url = callback_url or None
+        self._clock = clock
+        self._prefix = external_id_prefix
+        self._client: httpx.AsyncClient | None = None
+        self._token: str | None = None
+        self._token_expires = 0.0
+        self._busy: dict[int, int] = {}  # job id -> busy answers (1302/1303) in a row, for its backoff
+        self.capabilities = Capabilities(
+            name=NAME,
+            kinds=frozenset({WorkKind.ANIMATE, WorkKind.SHEET}),
+            models=VIDEO_MODELS,
+            default_model=model,
+            durations=DURATIONS,
+            aspect_ratios=tuple(ASPECT_RATIOS),
+            max_reference_images=4,
+            negative_prompt=True,
+            element_syntax="plain",  # multi-image2video takes the images as a list, with no tokens in the prompt
+            prompt_max_chars=PROMPT_MAX,
+            extend=False,
+            image_limits=KLING,
+            max_concurrency=max_concurrency,
+            cost=CostModel(
+                # per second in the configured mode; estimate_cost() prices the mode a request asks for
+                per_second={m: units[mode] * VIDEO_UNIT_USD for m, units in VIDEO_UNITS_PER_SECOND.items()},
+                per_image={m: units * IMAGE_UNIT_USD for m, units in IMAGE_UNITS.items()},
+            ),
+            needs_key=True,
+            typical_seconds=90.0,
+            display_name="Kling",
+            modes=MODES,
+            image_model=image_model,
+        )
+
+    # ----------------------------------------------------------------------------------------------------------
+    # The Provider protocol
+
+    async def submit(self, request: RenderRequest) -> Submission:
+        endpoint, body = await asyncio.to_thread(self._build, request)
+        if len(self._busy) > 10_000:  # jobs that never came back; the counts are only a backoff hint
+            self._busy.clear()
+        try:
+            data = await self._call("POST", endpoint, body, job_id=request.job_id)
+        except FinalError as error:
+            if error.code == "1201" and "external" in error.detail.lower():
+                # Already created for this job (a retry raced a lost answer): that task, not a second one.
+                found = await self._lookup(endpoint, self.external_id(request.job_id))
+                if found is not None:
+                    return found
+            raise
+        self._busy.pop(request.job_id, None)
+        task_id = data.get("task_id")
+        if not isinstance(task_id, str | int) or not str(task_id):
+            # The task may exist: retrying goes through find(), which looks it up by the job's id.
+            raise RetryableError("Kling accepted the shot but sent no task id.", code="malformed")
+        log.info("kling task %s created for job %s at %s", task_id, request.job_id, endpoint)
+        return Submission(task_id=str(task_id), status_url=f"{endpoint}/{task_id}")
+
+    async def find(self, job_id: int) -> Submission | None:
+        """The task Kling has under this job's `external_task_id`, on any endpoint this provider submits to.
+
+        None only when every endpoint says it has none; when one cannot be asked, a RetryableError (never a
+        guess that would submit a second, paid task)."""
+        external = self.external_id(job_id)
+        answers = await asyncio.gather(
+            *(self._lookup(endpoint, external) for endpoint in ENDPOINTS), return_exceptions=True
+        )
+        for answer in answers:
+            if isinstance(answer, Submission):
+                return answer
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                raise answer
+        return None
+
+    async def poll(self, submission: Submission) -> PollResult:
+        endpoint, path = self._status_path(submission)
+        if path is None:
+            return await self._poll_anywhere(submission.task_id)
+        try:
+            data = await self._call("GET", path)
+        except _NotFound as error:
+            raise FinalError(
+                "Kling no longer knows this task.", detail=error.detail or submission.task_id, code="not_found"
+            ) from None
+        return task_result(data, _unit_price_of(data, endpoint))
+
+    async def cancel(self, submission: Submission) -> None:
+        """Kling has no cancel endpoint: the task runs to its end at Kling (and is billed); the bot drops it."""
+        log.info("kling has no cancel: task %s is left to finish at Kling", submission.task_id)
+
+    async def fetch(self, artifact: Artifact) -> bytes:
+        """Download a result now (Kling clears results after 30 days), streaming, within the size cap."""
+        if urlsplit(artifact.url).scheme not in ("http", "https"):
+            raise FinalError("This result is not a Kling download link.", detail=artifact.url, code="bad_url")
+        limit_mb = f"{self._max_download / 1048576:g} MB"
+        too_large = FinalError(f"Kling's result is larger than the bot accepts ({limit_mb}).", code="too_large")
+        chunks: list[bytes] = []
+        try:
+            # No Authorization header: result links are public CDN URLs, and the token stays with the API host.
+            async with self._http().stream("GET", artifact.url, follow_redirects=True) as response:
+                status = response.status_code
+                if status in (403, 404, 410):
+                    raise FinalError(EXPIRED_MESSAGE, detail=f"HTTP {status}", code="expired")
+                if status == 429 or status >= 500:
+                    raise RetryableError(
+                        "Kling's download server is busy; the bot will try again.",
+                        detail=f"HTTP {status}",
+                        code=f"http-{status}",
+                    )
+                if status != 200:
+                    raise FinalError("Kling's result could not be downloaded.", detail=f"HTTP {status}", code="http")
+                declared = response.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > self._max_download:
+                    raise too_large
+                total = 0
+                async for chunk in response.aiter_bytes():
+                    total += len(chunk)
+                    if total > self._max_download:
+                        raise too_large
+                    chunks.append(chunk)
+        except httpx.TimeoutException as error:
+            raise RetryableError(
+                "Kling's download did not answer in time; the bot will try again.", detail=type(error).__name__
+            ) from error
+        except httpx.TransportError as error:
+            raise RetryableError(
+                "The bot could not download the result from Kling; it will try again.", detail=type(error).__name__
+            ) from error
+        return b"".join(chunks)
+
+    def estimate_cost(self, request: RenderRequest) -> Decimal:
+        if request.kind is WorkKind.SHEET:
+            return IMAGE_UNITS.get(request.model, Decimal(0)) * IMAGE_UNIT_USD
+        units = VIDEO_UNITS_PER_SECOND.get(request.model)
+        if units is None:
+            return Decimal(0)
+        mode = request.mode if request.mode in MODES else self._mode
+        return units[mode] * request.duration * VIDEO_UNIT_USD
+
+    async def close(self) -> None:
+        """Close the connection pool. A later call opens a new one (the bot registers providers again on start)."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Helpers other code may use
+
+    def external_id(self, job_id: int) -> str:
+        return f"{self._prefix}{job_id}"
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Requests
+
+    def _build(self, request: RenderRequest) -> tuple[str, dict[str, Any]]:
+        """The endpoint and JSON body for a request (blocking: images are re-encoded; run in a thread)."""
+        if request.kind is WorkKind.SHEET:
+            return self._sheet_body(request)
+        if request.kind is not WorkKind.ANIMATE:
+            raise FinalError(f"Kling on this bot does not do {request.kind.value} jobs.", code="unsupported")
+        problems: list[str] = []
+        if request.model not in VIDEO_UNITS_PER_SECOND:
+            problems.append(f"unknown video model {request.model!r} (known: {', '.join(VIDEO_MODELS)})")
+        if request.duration not in DURATIONS:
+            problems.append(f"clips last 5 or 10 seconds, not {request.duration}")
+        if request.aspect_ratio not in ASPECT_RATIOS:
+            problems.append(f"the aspect ratio {request.aspect_ratio!r} is not one of {', '.join(ASPECT_RATIOS)}")
+        images: list[ReferenceImage] = list(request.images)
+        mode = request.mode or self._mode
+        if mode not in MODES:
+            problems.append(f"the mode {mode!r} is not one of {', '.join(MODES)}")
+        if not images:
+            problems.append("at least one reference image is needed")
+        if len(images) > 4:
+            problems.append(f"at most 4 reference images, got {len(images)}")
+        if problems:
+            raise FinalError("Kling can't take this shot: " + "; ".join(problems) + ".", code="invalid")
+
+        body: dict[str, Any] = {"model_name": request.model, "prompt": request.prompt}
+        if request.negative_prompt:
+            body["negative_prompt"] = request.negative_prompt[:PROMPT_MAX]
+        if request.model not in NO_MODE_MODELS:
+            body["mode"] = mode
+        body["duration"] = str(request.duration)  # a string: Kling answers 400 to a number
+        first = images[0]
+        if len(images) >= 2 and request.model in MULTI_IMAGE_MODELS:
+            endpoint = MULTI_IMAGE2VIDEO
+            body["image_list"] = [{"image": _base64(image)} for image in images]
+            body["aspect_ratio"] = request.aspect_ratio
+        else:
+            endpoint = IMAGE2VIDEO
+            body["image"] = _base64(_first_frame(first, request.aspect_ratio))
+            if request.model in CFG_SCALE_MODELS:
+                body["cfg_scale"] = 0.5
+            camera = CAMERA_CONFIG.get(request.camera)
+            if camera is not None and (request.model, mode, request.duration) in CAMERA_CONTROL_SUPPORT:
+                body["camera_control"] = {"type": "simple", "config": {axis: camera.get(axis, 0) for axis in _AXES}}
+        return endpoint, self._common(body, request.job_id)
+
+    def _sheet_body(self, request: RenderRequest) -> tuple[str, dict[str, Any]]:
+        if request.model not in IMAGE_UNITS:
+            raise FinalError(
+                f"Kling can't draw a sheet with the model {request.model!r} (known: {', '.join(IMAGE_MODELS)}).",
+                code="invalid",
+            )
+        if not request.images:
+            raise FinalError("Kling needs the character's front view to draw a sheet.", code="invalid")
+        front = next((image for image in request.images if image.label == "front"), request.images[0])
+        body: dict[str, Any] = {
+            "model_name": request.model,
+            "prompt": request.prompt[:PROMPT_MAX],
+            "image": _base64(front),
+            "image_reference": "subject",  # keep the character's features (kling-v1-5 only)
+            "n": 1,
+            "aspect_ratio": "16:9",
+        }
+        return IMAGE_GENERATIONS, self._common(body, request.job_id)
+
+    def _common(self, body: dict[str, Any], job_id: int) -> dict[str, Any]:
+        body["external_task_id"] = self.external_id(job_id)
+        if self._callback_url:
+            body["callback_url"] = self._callback_url
+        return body
+
+    async def _lookup(self, endpoint: str, external: str) -> Submission | None:
+        try:
+            data = await self._call("GET", f"{endpoint}/{quote(external, safe='')}")
+        except _NotFound:
+            return None
+        task_id = data.get("task_id")
+        if not isinstance(task_id, str | int) or not str(task_id):
+            raise RetryableError("Kling answered a task lookup without a task id.", code="malformed")
+        info = data.get("task_info")
+        stored = info.get("external_task_id") if isinstance(info, Mapping) else None
+        if stored is not None and str(stored) != external:
+            log.warning("kling returned task %s for external id %s, which is not its own", task_id, external)
+            return None
+        return Submission(task_id=str(task_id), status_url=f"{endpoint}/{task_id}")
+
+    def _status_path(self, submission: Submission) -> tuple[str | None, str | None]:
+        """(endpoint, query path) of a submission; (None, None) when it does not say which endpoint."""
+        if submission.status_url:
+            path = urlsplit(submission.status_url).path
+            for endpoint in ENDPOINTS:
+                if path.startswith(endpoint + "/"):
+                    return endpoint, path
+        return None, None
+
+    async def _poll_anywhere(self, task_id: str) -> PollResult:
+        for endpoint in ENDPOINTS:
+            try:
+                data = await self._call("GET", f"{endpoint}/{quote(task_id, safe='')}")
+            except _NotFound:
+                continue
+            return task_result(data, _unit_price_of(data, endpoint))
+        raise FinalError("Kling no longer knows this task.", detail=task_id, code="not_found")
+
+    # ----------------------------------------------------------------------------------------------------------
+    # The wire
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None or self._client.is_closed:
+            self._client = httpx.AsyncClient(
+                base_url=self._base_url,
+                timeout=httpx.Timeout(self._timeout),
+                headers={"User-Agent": "Likeness (self-hosted Discord bot)"},
+            )
+        return self._client
+
+    def _authorization(self) -> str:
+        if self._api_key:
+            return f"Bearer {self._api_key}"
+        now = self._clock()
+        if self._token is None or now >= self._token_expires - TOKEN_MARGIN:
+            assert self._access_key is not None and self._secret_key is not None
+            expires = now + TOKEN_LIFETIME
+            payload = {"iss": self._access_key, "exp": int(expires), "nbf": int(now - NOT_BEFORE_SKEW)}
+            with warnings.catch_warnings():  # PyJWT warns on keys under 32 bytes; the key is Kling's, not ours
+                warnings.simplefilter("ignore")
+                self._token = jwt.encode(payload, self._secret_key, algorithm="HS256", headers={"typ": "JWT"})
+            self._token_expires = int(expires)
+        return f"Bearer {self._token}"
+
+    def _scrub(self, text: str) -> str:
+        """Kling's words with any of our secrets taken out (they are never expected there; never shown if so)."""
+        for secret in (self._token, self._secret_key, self._api_key):
+            if secret:
+                text = text.replace(secret, "[redacted]")
+        return text
+
+    async def _call(
+        self, method: str, path: str, body: dict[str, Any] | None = None, *, job_id: int | None = None
+    ) -> dict[str, Any]:
+        """One API call: the `data` of a code-0 answer, else a typed error. A 401 is re-signed and sent once more."""
+        for attempt in (1, 2):
+            response = await self._send(method, path, body)
+            status = response.status_code
+            envelope = _json(response)
+            code = envelope.get("code")
+            code = code if isinstance(code, int) and not isinstance(code, bool) else None
+            message = self._scrub(_text(envelope.get("message")))
+            if status == 200 and code == 0:
+                data = envelope.get("data")
+                if not isinstance(data, dict):
+                    raise RetryableError("Kling sent an answer the bot could not read.", code="malformed")
+                return data
+            if (status == 401 or code in AUTH_CODES) and attempt == 1:
+                log.info("kling %s %s: HTTP %s, code %s; signing a new token", method, path, status, code)
+                self._token = None  # sign a fresh token, once
+                continue
+            if status == 200 and code is None:  # not Kling's envelope; a create may have gone through: find() tells
+                raise RetryableError(
+                    "Kling sent an answer the bot could not read.", detail=f"HTTP {status}", code="malformed"
+                )
+            error = self._error(status, code, message, response, job_id)
+            level = logging.DEBUG if isinstance(error, _NotFound) else logging.WARNING
+            log.log(
+                level,
+                "kling %s %s: HTTP %s, code %s, %r (request %s)",
+                method,
+                path,
+                status,
+                code,
+                message,
+                _text(envelope.get("request_id")),
+            )
+            raise error
+        raise AssertionError("unreachable")
+
+    async def _send(self, method: str, path: str, body: dict[str, Any] | None) -> httpx.Response:
+        headers = {"Authorization": self._authorization()}
+        try:
+            return await self._http().request(method, path, json=body, headers=headers)
+        except httpx.TimeoutException as error:
+            raise RetryableError(
+                "Kling did not answer in time; the bot will try again.", detail=type(error).__name__, code="timeout"
+            ) from error
+        except httpx.TransportError as error:
+            raise RetryableError(
+                "The bot could not reach Kling; it will try again.", detail=type(error).__name__, code="network"
+            ) from error
+
+    def _error(
+        self, status: int, code: int | None, message: str, response: httpx.Response, job_id: int | None
+    ) -> ProviderError:
+        said = message or f"HTTP {status}"
+        tag = str(code) if code is not None else f"http-{status}"
+        if status == 401 or code in AUTH_CODES:
+            which = "LIKENESS_KLING_API_KEY" if self._api_key else "LIKENESS_KLING_ACCESS_KEY/SECRET_KEY"
+            hint = ""
+            if code in (1003, 1004):
+                hint = " (Kling says the token is not valid yet or has expired: check this machine's clock)"
+            return FinalError(
+                f"Kling refused the bot's keys; an admin must check {which}{hint}.", detail=said, code=tag
+            )
+        if code in BALANCE_CODES:
+            return FinalError(BALANCE_MESSAGE, detail=said, code=tag)
+        if code == 1100:
+            return FinalError(
+                "The bot's Kling account has a problem (Kling reports an account exception): "
+                "an admin needs to check it in the Kling console.",
+                detail=said,
+                code=tag,
+            )
+        if code == 1103:
+            return FinalError(
+                "The bot's Kling account may not use this model or feature: an admin needs to check its plan.",
+                detail=said,
+                code=tag,
+            )
+        if code == 1304:
+            return FinalError(
+                "Kling refused the bot's address (IP allowlist): an admin needs to check the account's settings.",
+                detail=said,
+                code=tag,
+            )
+        if code in SAFETY_CODES:
+            return FinalError(SAFETY_MESSAGE, detail=said, code=tag)
+        if code in BUSY_CODES or (code is None and status == 429):
+            return self._busy_error(code, said, tag, response, job_id)
+        if code in SERVER_CODES or status >= 500:
+            return RetryableError(
+                f"Kling is having trouble right now ({tag}); the bot will try again.",
+                detail=said,
+                code=tag,
+                retry_after=_retry_after(response),
+            )
+        if status == 404 or code == 1203 or any(word in said.lower() for word in _NOT_FOUND_WORDS):
+            return _NotFound(VALIDATION_MESSAGE, detail=said, code=tag)
+        if code in VALIDATION_CODES or 400 <= status < 500:
+            return FinalError(VALIDATION_MESSAGE, detail=said, code=tag)
+        return FinalError("Kling refused the request.", detail=said, code=tag)
+
+    def _busy_error(
+        self, code: int | None, said: str, tag: str, response: httpx.Response, job_id: int | None
+    ) -> RetryableError:
+        """1302 (too fast) / 1303 (over the account's concurrency): back off, 2 s doubling per busy answer in a
+        row for this job (at least 1 s, as Kling advises), or what Retry-After says."""
+        streak = 1
+        if job_id is not None:
+            streak = self._busy[job_id] = self._busy.get(job_id, 0) + 1
+        delay = _retry_after(response) or min(_MAX_BUSY_DELAY, 2.0**streak)
+        if code == 1302:
+            message = "Kling asked the bot to slow down; this shot will be sent again shortly."
+        else:
+            message = "Kling is at the account's limit of shots rendering at once; this one will be sent again shortly."
+        return RetryableError(message, detail=said, code=tag, retry_after=max(1.0, delay))
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after", "")
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return max(1.0, min(seconds, 600.0)) if math.isfinite(seconds) else None
+
+
+def _base64(image: ReferenceImage) -> str:
+    """Base64 without a `data:` prefix (Kling rejects the prefix), of a JPEG or PNG."""
+    return base64.b64encode(_within_limits(image.data, None)[0]).decode("ascii")
+
+
+def _first_frame(image: ReferenceImage, aspect_ratio: str) -> ReferenceImage:
+    """The image padded with white to the clip's aspect ratio: image2video takes the first frame's shape."""
+    data, mime = _within_limits(image.data, ASPECT_RATIOS[aspect_ratio])
+    return replace(image, data=data, mime=mime)
+
+
+def _within_limits(data: bytes, aspect: float | None) -> tuple[bytes, str]:
+    """The bytes as they are when they already fit Kling (and the aspect ratio, if given), else re-encoded."""
+    limits = KLING if aspect is None else replace(KLING, min_aspect=aspect * 0.995, max_aspect=aspect * 1.005)
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            width, height = opened.size
+            fits = (
+                opened.format in limits.formats
+                and len(data) <= limits.max_bytes
+                and min(width, height) >= limits.min_side
+                and limits.min_aspect <= width / height <= limits.max_aspect
+            )
+            if fits:
+                return data, "image/jpeg" if opened.format == "JPEG" else "image/png"
+            opened.load()
+            return prepare_for_provider(opened, limits)
+    except UserFacingError as error:
+        raise FinalError(str(error), code="image") from error
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise FinalError(
+            "A reference image of this shot could not be read.", detail=str(error), code="image"
+        ) from error
