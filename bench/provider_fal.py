@@ -2,8 +2,8 @@
 own thread and event loop, so the fake's CPU is not counted.
 
 Jobs are driven the way the worker drives them: a RetryableError is retried after its Retry-After, else after a
-doubling backoff (the worker's 2**attempts seconds, scaled down 100x here), and a job is given up after 6 retryable
-errors in a row (WorkerConfig.max_attempts). The fake finishes a request on its third status poll (one IN_QUEUE,
+doubling backoff (the worker's min(60, 2**attempts) seconds, scaled down 100x here), and a job is given up after 6
+retryable errors in a row (WorkerConfig.max_attempts), 30 when they are rate limits (RATE_LIMIT_PATIENCE). The fake finishes a request on its third status poll (one IN_QUEUE,
 one IN_PROGRESS, then COMPLETED), so the floor is 1 submit + 3 polls + 1 result + 1 download per job.
 
 Figures: HTTP requests per completed job, client CPU per job (process CPU minus the fake thread's CPU), and a
@@ -32,6 +32,7 @@ T = TypeVar("T")
 
 CONCURRENCY = 10  # jobs in flight at once (an account past fal's starting concurrency of 2)
 MAX_ATTEMPTS = 6  # WorkerConfig.max_attempts
+RATE_LIMIT_PATIENCE = 5  # bot/jobs/worker.py: rate-limit errors get this many times the attempts
 BACKOFF_SCALE = 0.01  # the worker's min(60, 2**attempts) seconds, scaled down
 POLL_INTERVAL = 0.005
 STORM_SECONDS = 0.3
@@ -88,7 +89,7 @@ class Driver:
             except RetryableError as error:
                 attempts += 1
                 self.retries += 1
-                if attempts >= MAX_ATTEMPTS:
+                if attempts >= MAX_ATTEMPTS * (RATE_LIMIT_PATIENCE if error.rate_limited else 1):
                     self.gave_up += 1
                     raise
                 delay = error.retry_after if error.retry_after is not None else min(60.0, 2.0**attempts)

@@ -7,7 +7,7 @@ drives a provider, at most `max_concurrency` at once: `find` then `submit` (a Re
 `retry_after`, with the worker's jitter, then find + submit again), `poll` until the task ends, `fetch`.
 
 - steady: `jobs` jobs, a task ends at its second poll.
-- storm: the same again while the fake answers 1303 with HTTP 429 to 80 % of creates for 1 s (its own
+- storm: the same again while the fake answers 1303 with HTTP 429 to 80 % of creates for 3 s (its own
   concurrency cap at the provider's as well); every job must still complete, once.
 """
 
@@ -39,7 +39,7 @@ ACCESS = "ak-bench"
 SECRET = "sk-bench-0123456789abcdef0123456789abcdef"
 POLL_INTERVAL = 0.02  # seconds between polls (the fake ends a task at its second poll)
 WORKER_MAX_ATTEMPTS = 6  # bot.jobs.worker.WorkerConfig.max_attempts: retryable errors in a row before a job fails
-STORM_SECONDS = 1.0
+STORM_SECONDS = 3.0
 STORM_SHARE = 0.8
 
 

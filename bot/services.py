@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from dataclasses import dataclass
 
 import httpx
@@ -46,6 +47,18 @@ def choose_cleanup_model(settings: Settings) -> str:
     return settings.cleanup_model
 
 
+def install_id(settings: Settings) -> str:
+    """A random id of this installation, kept in the data folder. It prefixes the job ids sent to providers
+    as idempotency keys, so a reset database or a second bot on the same account never finds another's task."""
+    path = settings.data_dir / "install-id"
+    if path.is_file():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = f"lk{secrets.token_hex(4)}-"
+    path.write_text(value + "\n")
+    return value
+
+
 def build_providers(settings: Settings) -> dict[str, Provider]:
     """The local provider always; a remote one only when its key is configured (a provider without a key
     is not offered to members)."""
@@ -65,6 +78,7 @@ def build_providers(settings: Settings) -> dict[str, Provider]:
             api_key=settings.secret("kling_api_key"),
             model=settings.kling_model,
             max_concurrency=settings.kling_concurrency,
+            external_id_prefix=install_id(settings),
         )
     if (fal_key := settings.secret("fal_key")) is not None:
         from bot.providers.fal import FalProvider

@@ -64,3 +64,22 @@ def test_secret_filter_redacts_token_from_logs() -> None:
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "token is %s", ("sekret-token-123",), None)
     assert SecretFilter(["sekret-token-123"]).filter(record)
     assert record.getMessage() == f"token is {REDACTED}"
+
+
+def test_a_provider_without_a_key_is_not_offered(tmp_path: Path) -> None:
+    from bot.config import Settings
+    from bot.services import build_providers, install_id
+
+    assert list(build_providers(Settings(data_dir=tmp_path))) == ["local"]
+    keyed = Settings(
+        data_dir=tmp_path,
+        kling_access_key="ak-123456789",  # pyright: ignore[reportArgumentType]
+        kling_secret_key="sk-123456789",  # pyright: ignore[reportArgumentType]
+        fal_key="fal-123456789",  # pyright: ignore[reportArgumentType]
+        runway_api_key="key_123456789",  # pyright: ignore[reportArgumentType]
+    )
+    assert sorted(build_providers(keyed)) == ["fal", "kling", "local", "runway"]
+    half = Settings(data_dir=tmp_path, kling_access_key="ak-123456789")  # pyright: ignore[reportArgumentType]
+    assert "kling" not in build_providers(half)  # the access key alone cannot sign anything
+    assert install_id(keyed) == install_id(keyed)  # stable across starts
+    assert "sk-123456789" not in repr(keyed)

@@ -361,3 +361,27 @@ async def test_options_follow_the_providers_capabilities(fake: FakeDiscord, worl
         assert h.ephemeral and refusal in h.content, (options, h.content)
     assert runner.bot is not None
     assert await runner.bot.storage.jobs.recent_in_guild(world.studio_a.id) == []  # nothing queued, nothing spent
+
+
+async def test_a_full_provider_is_waited_for_longer_than_a_failing_one(
+    fake: FakeDiscord, world: World, runner: BotRunner
+) -> None:
+    """Seven rate-limit answers in a row (more than the plain retry limit) still end in a delivered clip."""
+    from bot.providers.base import RetryableError
+
+    class AlwaysFullForAWhile(ScriptedProvider):
+        refusals = 7
+
+        async def submit(self, request):  # type: ignore[no-untyped-def]
+            if self.refusals > 0:
+                self.refusals -= 1
+                raise RetryableError("Full.", code="rate_limited", retry_after=0.01, rate_limited=True)
+            return await super().submit(request)
+
+    assert runner.bot is not None
+    provider = AlwaysFullForAWhile(Backend())
+    runner.bot.services.providers.register(provider)
+    await ava_with_front_view(fake, world)
+    job_id = await animate(fake, world, "patient", provider="scripted")
+    await until(fake, lambda: bool(result_of(fake, world, job_id)), "the result after a long wait")
+    assert provider.refusals == 0

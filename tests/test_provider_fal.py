@@ -11,6 +11,7 @@ import base64
 import email.utils
 import io
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -104,7 +105,7 @@ def sheet(job_id: int = 2) -> RenderRequest:
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeFal]:
-    server = FakeFal(latency=0.001)
+    server = FakeFal()  # 5 ms per answer
     server.queue_polls, server.progress_polls = 1, 1
     await server.start()
     try:
@@ -356,6 +357,14 @@ async def test_extend_is_not_offered(fake: FakeFal, provider: FalProvider) -> No
     assert fake.requests == []
 
 
+async def test_a_sheet_needs_the_image_model_and_references(fake: FakeFal, provider: FalProvider) -> None:
+    with pytest.raises(FinalError, match="unknown image model 'fal-ai/flux/dev'"):
+        await provider.submit(replace(sheet(), model="fal-ai/flux/dev"))
+    with pytest.raises(FinalError, match="at least one reference image"):
+        await provider.submit(replace(sheet(), images=()))
+    assert fake.requests == []
+
+
 async def test_validation_error_at_submit_lists_the_fields(fake: FakeFal, provider: FalProvider) -> None:
     fake.validate_at_submit = True
     with pytest.raises(FinalError) as caught:
@@ -425,7 +434,8 @@ async def test_runner_failure_is_final_and_not_charged(fake: FakeFal, provider: 
     assert "problem on its side; nothing was charged" in result.error.message
 
 
-async def test_wrong_key_is_final_and_never_echoed(fake: FakeFal) -> None:
+async def test_wrong_key_is_final_and_never_echoed(fake: FakeFal, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
     provider = FalProvider(key=WRONG_KEY, base_url=fake.url)
     try:
         with pytest.raises(FinalError) as caught:
@@ -434,6 +444,7 @@ async def test_wrong_key_is_final_and_never_echoed(fake: FakeFal) -> None:
         assert error.code == "auth" and "fal.ai key" in error.message and "admin" in error.message
         assert WRONG_KEY not in f"{error} {error.message} {error.detail} {error!r}"
         assert fake.submits()[0].authorization == f"Key {WRONG_KEY}" and fake.queued == {}
+        assert caplog.records and WRONG_KEY not in caplog.text  # httpx/httpcore debug logs included
     finally:
         await provider.close()
 
@@ -491,7 +502,7 @@ async def test_429_on_submit_is_retryable(
     fake.rate_limit_submits, fake.retry_after = 1, header
     with pytest.raises(RetryableError) as caught:
         await provider.submit(animate())
-    assert caught.value.retry_after == expected
+    assert caught.value.retry_after == expected and caught.value.rate_limited  # the worker waits longer
     assert caught.value.code == "concurrent_requests_limit" and "busy" in caught.value.message
     assert fake.queued == {}
     submission = await provider.submit(animate())  # the retry goes through
@@ -519,6 +530,7 @@ async def test_a_burst_of_server_errors_is_retryable(fake: FakeFal, provider: Fa
         with pytest.raises(RetryableError) as caught:
             await provider.submit(animate())
         assert caught.value.code == "server_error" and "server problem" in caught.value.message
+        assert not caught.value.rate_limited
     submission = await provider.submit(animate())
     fake.server_errors = 1
     with pytest.raises(RetryableError):

@@ -180,13 +180,12 @@ async def test_the_token_is_reused_then_signed_again_before_it_expires(make: Cal
         for job_id, later in ((1, 0), (2, 1000), (3, 600)):  # t0, t0+1000 s, t0+1600 s
             clock.now += later
             assert await provider.find(job_id) is None
-        headers = [r.authorization for r in fake.api_requests()]
+        headers = [r.authorization or "" for r in fake.api_requests()]
         assert all(r.status == 404 and r.code == 1203 for r in fake.api_requests())  # accepted, just not found
         assert len(set(headers[:6])) == 1  # one token for the first two lookups (3 routes each)
         assert headers[6] != headers[0] and len(set(headers[6:])) == 1  # 200 s before expiry: a new one
-        assert jwt.decode(headers[6].split()[1], SECRET, algorithms=["HS256"], options={"verify_exp": False})[
-            "exp"
-        ] == int(clock.now + 1800)
+        renewed = jwt.decode(headers[6].split()[1], SECRET, algorithms=["HS256"], options={"verify_exp": False})
+        assert renewed["exp"] == int(clock.now + 1800)
     finally:
         await fake.stop()
 
@@ -524,7 +523,7 @@ async def test_a_lost_submit_answer_is_recovered_by_external_task_id(
         await provider.submit(shot(77))
     [task] = kling.tasks.values()
     found = await provider.find(77)  # what the worker asks before submitting again
-    assert found == Submission(task.task_id, f"{IMAGE2VIDEO}/{task.task_id}")
+    assert found is not None and found == Submission(task.task_id, f"{IMAGE2VIDEO}/{task.task_id}")
     assert [r.path for r in kling.api_requests("GET")][-3:] == [
         f"{IMAGE2VIDEO}/77",
         f"{MULTI_IMAGE2VIDEO}/77",

@@ -47,6 +47,8 @@ from storage.jobs import JobRepository
 
 log = logging.getLogger(__name__)
 
+RATE_LIMIT_PATIENCE = 5  # a full provider is a queue: rate-limit retries get this many times the attempts
+
 ACTIVE = (JobState.SUBMITTING, JobState.RUNNING, JobState.DOWNLOADING, JobState.DELIVERING)
 
 
@@ -326,7 +328,8 @@ class Worker:
 
     async def _retry_later(self, job: Job, error: RetryableError) -> Job | None:
         attempts = job.attempts + 1
-        if attempts >= self.config.max_attempts:
+        limit = self.config.max_attempts * (RATE_LIMIT_PATIENCE if error.rate_limited else 1)
+        if attempts >= limit:
             return await self._fail(
                 job, FinalError(f"{error.message} I tried {attempts} times and gave up.", detail=error.detail)
             )

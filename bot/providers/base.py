@@ -139,10 +139,20 @@ class RetryableError(ProviderError):
     retryable = True
 
     def __init__(
-        self, message: str, *, detail: str = "", code: str = "", charged: bool = False, retry_after: float | None = None
+        self,
+        message: str,
+        *,
+        detail: str = "",
+        code: str = "",
+        charged: bool = False,
+        retry_after: float | None = None,
+        rate_limited: bool = False,
     ) -> None:
         super().__init__(message, detail=detail, code=code, charged=charged)
         self.retry_after = retry_after
+        # A rate or concurrency limit (429, Kling 1302/1303): the provider is full, not failing, so the
+        # worker waits much longer before it gives up on the job.
+        self.rate_limited = rate_limited
 
 
 class FinalError(ProviderError):

@@ -184,9 +184,8 @@ class FalProvider:
         self._image = IMAGE_ENDPOINTS[image_model]
         self.video_model = video_model
         self.image_model = image_model
-        self._timeout = httpx.Timeout(timeout)
         self._max_download = max_download_bytes
-        self._client = httpx.AsyncClient(timeout=self._timeout, follow_redirects=False)
+        self._client = httpx.AsyncClient(timeout=httpx.Timeout(timeout), follow_redirects=False)
         self.capabilities = Capabilities(
             name="fal",
             display_name="fal.ai",
@@ -236,8 +235,9 @@ class FalProvider:
     async def find(self, job_id: int) -> Submission | None:
         """Always None: fal's queue has no lookup by a client's key and no idempotency key or metadata field on
         submit (reference/providers.md §2.2), so a task submitted before a crash cannot be found by our job id.
-        The one window is a submit whose answer never arrived: the worker then submits again, and fal may render
-        (and bill) that shot twice. Once the answer is stored, the task is followed by its stored URLs."""
+        Two windows remain: a submit whose answer never arrived (a timeout after fal queued it), and a crash
+        between the answer and the worker saving it. The worker then submits again, and fal renders (and bills)
+        that shot twice. Once the answer is stored, the task is followed by its stored URLs, never resubmitted."""
         return None
 
     async def poll(self, submission: Submission) -> PollResult:
@@ -328,6 +328,8 @@ class FalProvider:
         problems: list[str] = []
         if request.kind is WorkKind.SHEET:
             endpoint, max_images = self.image_model, self._image.max_images
+            if request.model != self.image_model:
+                problems.append(f"unknown image model {request.model!r} (available: {self.image_model})")
         elif request.kind is WorkKind.ANIMATE:
             endpoint, max_images = self.video_model, self._video.max_images
             if request.model != self.video_model:
@@ -605,12 +607,13 @@ class FalProvider:
                 code="auth",
             )
         if code in (408, 409, 429) or _needs_retry(response):
-            busy = "fal.ai is busy right now" if code in (409, 429) else "fal.ai timed out"
+            full = code in (409, 429)  # a rate or concurrency limit: fal is full, not failing
             return RetryableError(
-                f"{busy}; I'll try again shortly.",
+                f"{'fal.ai is busy right now' if full else 'fal.ai timed out'}; I'll try again shortly.",
                 detail=words,
                 code=(_text(body.get("error_type")) if isinstance(body, dict) else "") or "rate_limited",
                 retry_after=_retry_after(response.headers.get("retry-after")),
+                rate_limited=full,
             )
         if code >= 500:
             return RetryableError(

@@ -678,7 +678,7 @@ class KlingProvider:
             message = "Kling asked the bot to slow down; this shot will be sent again shortly."
         else:
             message = "Kling is at the account's limit of shots rendering at once; this one will be sent again shortly."
-        return RetryableError(message, detail=said, code=tag, retry_after=max(1.0, delay))
+        return RetryableError(message, detail=said, code=tag, retry_after=max(1.0, delay), rate_limited=True)
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:

@@ -364,6 +364,7 @@ class RunwayProvider:
                 detail=said,
                 code="rate_limited",
                 retry_after=retry_after(response.headers),
+                rate_limited=True,
             )
         if status in (408, 409) or status >= 500:
             raise RetryableError(
