@@ -65,3 +65,35 @@ async def test_keep_only_some_views_after_a_restart(fake: FakeDiscord, world: Wo
     assert character is not None
     views = {v.view.value for v in await runner.bot.storage.references.current_views(world.studio_a.id, character.id)}
     assert views == {"front", "side"}
+
+
+async def test_generate_through_fal_to_stored_views(fake: FakeDiscord, world: World, runner: BotRunner) -> None:
+    from dataclasses import replace
+
+    from bot.providers.fal import FalProvider
+    from tests.fake_providers.fal import FakeFal
+
+    fal = FakeFal(latency=0.001)
+    fal.queue_polls, fal.progress_polls = 1, 1
+    await fal.start()
+    provider = FalProvider(key=fal.key, base_url=fal.url, timeout=5.0)
+    provider.capabilities = replace(provider.capabilities, typical_seconds=0.1)
+    try:
+        assert runner.bot is not None
+        runner.bot.services.providers.register(provider)
+        runner.bot.services.animate.sheet_provider = "fal"
+        await ava_with_front_view(fake, world)
+        job_id, message = await generate(fake, world)
+        job = await runner.bot.storage.jobs.get(job_id)
+        assert job is not None and job.provider == "fal" and job.model == "fal-ai/bytedance/seedream/v4/edit"
+        assert "Found: front, side, three-quarter." in message.content
+        press = await fake.press(message, f"likeness:sheetgen:keep:{job_id}", world.alice)
+        await press.wait_settled()
+        assert "kept the front, side, three-quarter views for **Ava**" in press.content
+        character = await runner.bot.storage.characters.get_by_name(world.studio_a.id, "Ava")
+        assert character is not None
+        current = await runner.bot.storage.references.current_views(world.studio_a.id, character.id)
+        assert {v.view.value for v in current} == {"front", "side", "three_quarter"}
+    finally:
+        await provider.close()
+        await fal.stop()
