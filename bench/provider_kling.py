@@ -72,7 +72,9 @@ async def drive(provider: KlingProvider, request: RenderRequest, rng: random.Ran
     while submission is None:
         outcome.attempts += 1
         try:
-            submission = await provider.find(request.job_id) or await provider.submit(request)
+            # as the worker does: a job fresh from the queue is sent at once; a retry first asks Kling for it
+            found = await provider.find(request.job_id) if outcome.attempts > 1 else None
+            submission = found or await provider.submit(request)
         except RetryableError as error:
             outcome.busy += error.code == "1303"
             delay = error.retry_after if error.retry_after is not None else min(60.0, 2.0**outcome.attempts)

@@ -86,6 +86,7 @@ class Worker:
         self._artifacts: dict[int, tuple[Artifact, ...]] = {}
         self._job_wakes: dict[int, asyncio.Event] = {}
         self._announced_places: dict[int, int | None] = {}
+        self._fresh: set[int] = set()  # jobs taken from the queue by this worker and not yet sent
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -156,6 +157,7 @@ class Worker:
                 job.id, [JobState.QUEUED], JobState.SUBMITTING, started_at=self.clock()
             )
             if started is not None:
+                self._fresh.add(job.id)
                 self._last_start[job.guild_id] = self.clock()
                 self._announced_places.pop(job.id, None)
                 await self._announce(started)
@@ -235,7 +237,11 @@ class Worker:
         raise RuntimeError(f"job {job.id} is {job.state}, which the worker does not drive")
 
     async def _submit(self, job: Job, provider: Provider) -> Job | None:
-        submission = await provider.find(job.id)  # submitted before a crash? never twice
+        # A job this worker just took from the queue was never sent; any other (resumed after a restart, or a
+        # retry after an unclear answer) may have been: ask the provider first, so nothing is paid twice.
+        fresh = job.id in self._fresh and job.attempts == 0
+        self._fresh.discard(job.id)
+        submission = None if fresh else await provider.find(job.id)
         if submission is None:
             submission = await provider.submit(await self._request(job, provider))
         moved = await self.jobs.transition(
