@@ -63,6 +63,7 @@ from bot.providers.base import (
     TaskStatus,
     WorkKind,
 )
+from bot.providers.http import TooLargeError, read_capped
 
 log = logging.getLogger(__name__)
 
@@ -292,16 +293,10 @@ class FalProvider:
                     )
                 if not response.is_success:
                     raise self._http_error(response, stage="download")
-                declared = response.headers.get("content-length")
-                if declared and declared.isdigit() and int(declared) > self._max_download:
-                    raise too_large
-                chunks: list[bytes] = []
-                received = 0
-                async for chunk in response.aiter_bytes():
-                    received += len(chunk)
-                    if received > self._max_download:
-                        raise too_large
-                    chunks.append(chunk)
+                try:
+                    data = await read_capped(response, self._max_download)
+                except TooLargeError:
+                    raise too_large from None
         except httpx.TimeoutException as error:
             raise RetryableError(
                 "Downloading the result from fal.ai timed out; I'll try again.", detail=type(error).__name__
@@ -310,7 +305,7 @@ class FalProvider:
             raise RetryableError(
                 "Could not download the result from fal.ai; I'll try again.", detail=type(error).__name__
             ) from error
-        return b"".join(chunks)
+        return data
 
     def estimate_cost(self, request: RenderRequest) -> Decimal:
         if request.kind is WorkKind.SHEET:

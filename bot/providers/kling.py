@@ -59,6 +59,7 @@ from bot.providers.base import (
     TaskStatus,
     WorkKind,
 )
+from bot.providers.http import TooLargeError, read_capped
 
 log = logging.getLogger(__name__)
 
@@ -368,7 +369,6 @@ class KlingProvider:
             raise FinalError("This result is not a Kling download link.", detail=artifact.url, code="bad_url")
         limit_mb = f"{self._max_download / 1048576:g} MB"
         too_large = FinalError(f"Kling's result is larger than the bot accepts ({limit_mb}).", code="too_large")
-        chunks: list[bytes] = []
         try:
             # No Authorization header: result links are public CDN URLs, and the token stays with the API host.
             async with self._http().stream("GET", artifact.url, follow_redirects=True) as response:
@@ -383,15 +383,10 @@ class KlingProvider:
                     )
                 if status != 200:
                     raise FinalError("Kling's result could not be downloaded.", detail=f"HTTP {status}", code="http")
-                declared = response.headers.get("content-length", "")
-                if declared.isdigit() and int(declared) > self._max_download:
-                    raise too_large
-                total = 0
-                async for chunk in response.aiter_bytes():
-                    total += len(chunk)
-                    if total > self._max_download:
-                        raise too_large
-                    chunks.append(chunk)
+                try:
+                    data = await read_capped(response, self._max_download)
+                except TooLargeError:
+                    raise too_large from None
         except httpx.TimeoutException as error:
             raise RetryableError(
                 "Kling's download did not answer in time; the bot will try again.", detail=type(error).__name__
@@ -400,7 +395,7 @@ class KlingProvider:
             raise RetryableError(
                 "The bot could not download the result from Kling; it will try again.", detail=type(error).__name__
             ) from error
-        return b"".join(chunks)
+        return data
 
     def estimate_cost(self, request: RenderRequest) -> Decimal:
         if request.kind is WorkKind.SHEET:

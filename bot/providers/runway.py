@@ -47,6 +47,7 @@ from bot.providers.base import (
     TaskStatus,
     WorkKind,
 )
+from bot.providers.http import TooLargeError, read_capped
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,6 @@ RUNWAY_IMAGE_LIMITS = ProviderImageLimits(
 
 TYPICAL_SECONDS = 60.0  # a first guess for gen4_turbo; the worker learns the real figure
 _DETAIL_MAX = 300  # characters of Runway's own words kept in an error
-_DOWNLOAD_CHUNK = 256 * 1024
 _DOWNLOAD_DEADLINE_FACTOR = 10  # a whole download may take this many `timeout`s; each read still has one
 _QUEUED = frozenset({"PENDING", "THROTTLED"})
 
@@ -395,19 +395,13 @@ class RunwayProvider:
                 )
             if status != 200:
                 raise FinalError("Runway's result could not be downloaded.", detail=f"HTTP {status}", code="download")
-            declared = response.headers.get("Content-Length")
-            if declared is not None and declared.isdigit() and int(declared) > self._max_download_bytes:
-                raise self._too_large(int(declared))
-            chunks: list[bytes] = []
-            received = 0
-            async for chunk in response.aiter_bytes(_DOWNLOAD_CHUNK):
-                received += len(chunk)
-                if received > self._max_download_bytes:
-                    raise self._too_large(received)
-                chunks.append(chunk)
-        if received == 0:
+            try:
+                body = await read_capped(response, self._max_download_bytes)
+            except TooLargeError as error:
+                raise self._too_large(error.size) from None
+        if not body:
             raise RetryableError("Runway's result came back empty; I'll try the download again.", code="empty")
-        return b"".join(chunks)
+        return body
 
     def _too_large(self, size: int) -> FinalError:
         limit = self._max_download_bytes / (1024 * 1024)
