@@ -9,11 +9,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 
 from bot.domain import BoundImage, Character, Job, JobState, ShotParams, StoredImage, View
 from bot.errors import InvalidInputError, NotAllowedError, NotFoundError
 from bot.library import Actor, Library
-from bot.prompts import CAMERA_MOVES, DEFAULT_NEGATIVE_PRESETS, choose_references, clean_member_text, compile_prompt
+from bot.prompts import (
+    CAMERA_MOVES,
+    DEFAULT_NEGATIVE_PRESETS,
+    Binding,
+    choose_references,
+    clean_member_text,
+    compile_prompt,
+)
 from bot.providers.base import Provider, RenderRequest, WorkKind
 from bot.providers.registry import ProviderRegistry
 from bot.references import png_bytes
@@ -124,14 +132,11 @@ class AnimateService:
                 mode=shot.mode,
             )
         )
-        job = await self._storage.jobs.create(
-            guild_id=actor.guild_id,
-            channel_id=channel_id,
-            user_id=actor.user_id,
-            character_id=character.id,
-            character_name=character.name,
-            character_version=character.version,
-            kind=WorkKind.ANIMATE.value,
+        return await self._enqueue(
+            actor,
+            channel_id,
+            character,
+            kind=WorkKind.ANIMATE,
             provider=caps.name,
             model=model,
             action=action,
@@ -145,6 +150,43 @@ class AnimateService:
                 mode=shot.mode,
                 notes=list(compiled.notes),
             ),
+            binding=binding,
+            estimate=estimate,
+            parent_job_id=parent_job_id,
+        )
+
+    async def _enqueue(
+        self,
+        actor: Actor,
+        channel_id: int,
+        character: Character,
+        *,
+        kind: WorkKind,
+        provider: str,
+        model: str,
+        action: str,
+        prompt: str,
+        negative_prompt: str | None,
+        params: ShotParams,
+        binding: Binding,
+        estimate: Decimal,
+        parent_job_id: int | None = None,
+    ) -> Job:
+        """Persist a job for the worker (state queued) and wake it."""
+        job = await self._storage.jobs.create(
+            guild_id=actor.guild_id,
+            channel_id=channel_id,
+            user_id=actor.user_id,
+            character_id=character.id,
+            character_name=character.name,
+            character_version=character.version,
+            kind=kind.value,
+            provider=provider,
+            model=model,
+            action=action,
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            params=params,
             bound=[BoundImage(label=ref.label, role=ref.role, blob=ref.blob) for ref in binding.chosen],
             cost_estimate=str(estimate),
             parent_job_id=parent_job_id,
@@ -227,25 +269,20 @@ class AnimateService:
         estimate = provider.estimate_cost(
             RenderRequest(0, WorkKind.SHEET, model, prompt, None, 0, "16:9", "static", images=())
         )
-        job = await self._storage.jobs.create(
-            guild_id=actor.guild_id,
-            channel_id=channel_id,
-            user_id=actor.user_id,
-            character_id=character.id,
-            character_name=character.name,
-            character_version=character.version,
-            kind=WorkKind.SHEET.value,
+        return await self._enqueue(
+            actor,
+            channel_id,
+            character,
+            kind=WorkKind.SHEET,
             provider=caps.name,
             model=model,
             action=f"character sheet{f' ({style})' if style else ''}",
             prompt=prompt[: caps.prompt_max_chars],
             negative_prompt=None,
             params=ShotParams(duration=0, aspect_ratio="16:9", camera="static", setting=style),
-            bound=[BoundImage(label=ref.label, role=ref.role, blob=ref.blob) for ref in binding.chosen],
-            cost_estimate=str(estimate),
+            binding=binding,
+            estimate=estimate,
         )
-        self._wake(job.id)
-        return job
 
     async def _sheet_provider(self, guild_id: int) -> Provider:
         """The configured sheet provider, else the server's if it makes images, else local."""
