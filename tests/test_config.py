@@ -26,9 +26,9 @@ def test_settings_come_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_pat
 def test_dotenv_file_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("DISCORD_TOKEN", raising=False)
-    (tmp_path / ".env").write_text("DISCORD_TOKEN=from-dotenv-file-1234\nLIKENESS_DEV_GUILD_ID=99\n")
+    (tmp_path / ".env").write_text("DISCORD_TOKEN=dotenv-fake-1234\nLIKENESS_DEV_GUILD_ID=99\n")
     settings = load_settings()
-    assert settings.token() == "from-dotenv-file-1234"
+    assert settings.token() == "dotenv-fake-1234"
     assert settings.dev_guild_id == 99
 
 
