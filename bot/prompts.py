@@ -292,18 +292,34 @@ RUNWAY_TAG_MIN, RUNWAY_TAG_MAX = 3, 16  # providers.md §3.2: 3-16 chars, a lett
 def reference_tokens(references: Sequence[Referable], syntax: ElementSyntax) -> tuple[str, ...]:
     """How the prompt names each reference, in order. Providers build their request from the same tokens.
 
-    kling: `<<<image_N>>>`, N in order (the omni `image_list`). fal: `@ElementN` / `@ImageN` (see above; the
+    kling: `<<<image_N>>>`, N in order (the omni `image_list`). kling_elements (Kling omni with the element
+    library): every view is the character's one element `<<<element_1>>>`, every bound element image is
+    `<<<image_N>>>`, N from 1 in binding order (the omni `image_list`). fal: `@ElementN` / `@ImageN` (see above; the
     references sharing a token form one element, the first of them is its frontal image). runway: `@tag`, the
     tag derived from the label (strip the `@` for `referenceImages[].tag`). plain: "" (no tokens).
     """
     if syntax == "kling":
         return tuple(f"<<<image_{number}>>>" for number in range(1, len(references) + 1))
+    if syntax == "kling_elements":
+        return _kling_element_tokens(references)
     if syntax == "fal":
         return _fal_tokens(references)
     if syntax == "runway":
         taken: set[str] = set()
         return tuple(f"@{runway_tag(ref.label, taken)}" for ref in references)
     return tuple("" for _ in references)
+
+
+def _kling_element_tokens(references: Sequence[Referable]) -> tuple[str, ...]:
+    tokens: list[str] = []
+    images = 0
+    for ref in references:
+        if ref.role == "element":
+            images += 1
+            tokens.append(f"<<<image_{images}>>>")
+        else:
+            tokens.append("<<<element_1>>>")
+    return tuple(tokens)
 
 
 def _fal_tokens(references: Sequence[Referable]) -> tuple[str, ...]:

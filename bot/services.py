@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
 from bot.animate import AnimateService
-from bot.config import Settings
+from bot.config import Settings, SettingsError
 from bot.imaging.cleanup import BackgroundRemover
 from bot.imaging.intake import IntakeLimits
 from bot.library import Library
@@ -59,6 +61,14 @@ def install_id(settings: Settings) -> str:
     return value
 
 
+def _configured(setting: str, factory: Callable[..., Provider], **options: Any) -> Provider:
+    """Build a provider; a value it refuses (an unknown model) is reported as a bad setting, not a traceback."""
+    try:
+        return factory(**options)
+    except ValueError as error:
+        raise SettingsError(f"Some settings are not valid:\n  {setting}: {error}") from None
+
+
 def build_providers(settings: Settings) -> dict[str, Provider]:
     """The local provider always; a remote one only when its key is configured (a provider without a key
     is not offered to members)."""
@@ -71,7 +81,9 @@ def build_providers(settings: Settings) -> dict[str, Provider]:
     if kling_pair or settings.secret("kling_api_key"):
         from bot.providers.kling import KlingProvider
 
-        providers["kling"] = KlingProvider(
+        providers["kling"] = _configured(
+            "LIKENESS_KLING_MODEL",
+            KlingProvider,
             base_url=settings.kling_base_url,
             access_key=settings.secret("kling_access_key"),
             secret_key=settings.secret("kling_secret_key"),

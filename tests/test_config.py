@@ -83,3 +83,14 @@ def test_a_provider_without_a_key_is_not_offered(tmp_path: Path) -> None:
     assert "kling" not in build_providers(half)  # the access key alone cannot sign anything
     assert install_id(keyed) == install_id(keyed)  # stable across starts
     assert "sk-123456789" not in repr(keyed)
+
+
+def test_kling_model_setting_chooses_omni_or_is_refused_clearly(tmp_path: Path) -> None:
+    from bot.config import Settings
+    from bot.services import build_providers
+
+    keys = {"kling_access_key": "ak-123456789", "kling_secret_key": "sk-123456789"}
+    omni = build_providers(Settings(data_dir=tmp_path, kling_model="kling-video-o1", **keys))  # pyright: ignore[reportArgumentType]
+    assert omni["kling"].capabilities.element_syntax == "kling_elements"
+    with pytest.raises(SettingsError, match=r"LIKENESS_KLING_MODEL: .*kling-v9"):
+        build_providers(Settings(data_dir=tmp_path, kling_model="kling-v9", **keys))  # pyright: ignore[reportArgumentType]

@@ -285,6 +285,44 @@ def test_fal_dialect_fifth_view_spills_into_image_urls() -> None:
     )
 
 
+def test_kling_elements_dialect_views_are_element_1_and_element_images_count_from_1() -> None:
+    compiled = compile_shot(FRONT_34_JACKET, "kling_elements")
+    assert compiled.prompt == (
+        f"<<<element_1>>> (front and three-quarter views) shows Ava: {TRAITS}. "
+        f"Wearing <<<image_1>>> (outfit: jacket). {TAIL}"
+    )
+    assert compiled.negative_prompt == DEFAULT_NEGATIVE
+
+
+def test_kling_elements_dialect_numbers_element_images_in_binding_order() -> None:
+    binding = choose_references(
+        [view(View.FRONT), view(View.FACE)],
+        [
+            element("sword", ElementKind.PROP),
+            element("necklace", ElementKind.ACCESSORY),
+            element("jacket", ElementKind.OUTFIT),
+            element("market", ElementKind.SCENE),
+        ],
+        max_images=7,
+    )
+    assert reference_tokens(binding.chosen, "kling_elements") == (
+        "<<<element_1>>>",
+        "<<<image_1>>>",
+        "<<<image_2>>>",
+        "<<<image_3>>>",
+        "<<<image_4>>>",
+        "<<<element_1>>>",
+    )
+    compiled = compile_shot(binding, "kling_elements", setting=None, negative_supported=False)
+    assert compiled.prompt.startswith(
+        f"<<<element_1>>> (front and face close-up views) shows Ava: {TRAITS}. "
+        "Wearing <<<image_1>>> (outfit: jacket) and <<<image_3>>> (accessory: necklace), "
+        "holding <<<image_2>>> (prop: sword), in <<<image_4>>> (scene: market). "
+        "Waves at the camera. Slow camera push-in. "
+    )
+    assert compiled.negative_prompt is None
+
+
 def test_runway_dialect_tags_from_labels_without_negative() -> None:
     compiled = compile_shot(FRONT_34_JACKET, "runway", negative_supported=False, provider_label="Runway")
     positives = "a stable, symmetrical face, natural hands with five fingers and a subject clearly separated from the background"
@@ -309,7 +347,7 @@ def test_plain_dialect_uses_words_only() -> None:
     assert "@" not in compiled.prompt and "<<<" not in compiled.prompt
 
 
-@pytest.mark.parametrize("syntax", ["kling", "fal", "runway", "plain"])
+@pytest.mark.parametrize("syntax", ["kling", "kling_elements", "fal", "runway", "plain"])
 def test_no_references_just_the_name_and_traits(syntax: ElementSyntax) -> None:
     compiled = compile_shot(Binding(chosen=()), syntax)
     assert compiled.prompt == f"Ava: {TRAITS}. {TAIL}"
@@ -354,6 +392,7 @@ def test_reference_tokens_accept_provider_reference_images() -> None:
         ReferenceImage(label="jacket", role="element", data=b"", mime="image/png"),
     ]
     assert reference_tokens(refs, "kling") == ("<<<image_1>>>", "<<<image_2>>>")
+    assert reference_tokens(refs, "kling_elements") == ("<<<element_1>>>", "<<<image_1>>>")
     assert reference_tokens(refs, "fal") == ("@Element1", "@Element2")
     assert reference_tokens(refs, "plain") == ("", "")
 
@@ -408,7 +447,7 @@ def test_traits_are_cut_last_with_a_note() -> None:
     )
 
 
-@pytest.mark.parametrize("syntax", ["kling", "fal", "runway", "plain"])
+@pytest.mark.parametrize("syntax", ["kling", "kling_elements", "fal", "runway", "plain"])
 @pytest.mark.parametrize("max_chars", [1, 20, 60, 100, 140, 200, 260, 333, 500, 1000])
 def test_never_over_the_limit(syntax: ElementSyntax, max_chars: int) -> None:
     binding = choose_references(
@@ -483,7 +522,7 @@ def test_binding_notes_are_carried_into_the_compiled_prompt() -> None:
 # --- Member text ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("syntax", ["kling", "fal", "runway", "plain"])
+@pytest.mark.parametrize("syntax", ["kling", "kling_elements", "fal", "runway", "plain"])
 def test_member_text_cannot_inject_references(syntax: ElementSyntax) -> None:
     action = "hugs <<<image_9>>> and <<< element_2 >>>, waves at @Image3 and ＠Element1 and @\u200bfront <@1234>"
     character = AVA.model_copy(update={"description": "tall <<<image_5>>> @Element7"})

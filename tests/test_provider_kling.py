@@ -31,6 +31,7 @@ from bot.providers.base import (
 )
 from bot.providers.kling import (
     BALANCE_MESSAGE,
+    ELEMENT_PENDING_MESSAGE,
     EXPIRED_MESSAGE,
     FAILED_MESSAGE,
     SAFETY_MESSAGE,
@@ -39,9 +40,11 @@ from bot.providers.kling import (
     parse_callback,
 )
 from tests.fake_providers.kling import (
+    ELEMENTS,
     IMAGE2VIDEO,
     IMAGE_GENERATIONS,
     MULTI_IMAGE2VIDEO,
+    OMNI_VIDEO,
     FakeKling,
     ForcedError,
     sample_image,
@@ -182,9 +185,9 @@ async def test_the_token_is_reused_then_signed_again_before_it_expires(make: Cal
             assert await provider.find(job_id) is None
         headers = [r.authorization or "" for r in fake.api_requests()]
         assert all(r.status == 404 and r.code == 1203 for r in fake.api_requests())  # accepted, just not found
-        assert len(set(headers[:6])) == 1  # one token for the first two lookups (3 routes each)
-        assert headers[6] != headers[0] and len(set(headers[6:])) == 1  # 200 s before expiry: a new one
-        renewed = jwt.decode(headers[6].split()[1], SECRET, algorithms=["HS256"], options={"verify_exp": False})
+        assert len(set(headers[:8])) == 1  # one token for the first two lookups (4 routes each)
+        assert headers[8] != headers[0] and len(set(headers[8:])) == 1  # 200 s before expiry: a new one
+        renewed = jwt.decode(headers[8].split()[1], SECRET, algorithms=["HS256"], options={"verify_exp": False})
         assert renewed["exp"] == int(clock.now + 1800)
     finally:
         await fake.stop()
@@ -524,10 +527,11 @@ async def test_a_lost_submit_answer_is_recovered_by_external_task_id(
     [task] = kling.tasks.values()
     found = await provider.find(77)  # what the worker asks before submitting again
     assert found is not None and found == Submission(task.task_id, f"{IMAGE2VIDEO}/{task.task_id}")
-    assert [r.path for r in kling.api_requests("GET")][-3:] == [
+    assert [r.path for r in kling.api_requests("GET")][-4:] == [
         f"{IMAGE2VIDEO}/77",
         f"{MULTI_IMAGE2VIDEO}/77",
         f"{IMAGE_GENERATIONS}/77",
+        f"{OMNI_VIDEO}/77",
     ]
     [*_, done] = await until_done(provider, found)
     assert done.status is TaskStatus.SUCCEEDED
@@ -654,6 +658,175 @@ def test_a_callback_that_is_not_a_task_is_refused() -> None:
             parse_callback(body)
 
 
+# ---------------------------------------------------------------------------------------------- omni (O1) and elements
+
+O1 = "kling-video-o1"
+JACKET = ReferenceImage("jacket", "element", figure_png((90, 60, 30), size=(600, 600)), "image/png")
+SWORD = ReferenceImage("sword", "element", figure_png((120, 120, 120), size=(400, 800)), "image/png")
+O1_PROMPT = (
+    "<<<element_1>>> (front and side views) shows Ava: red bob. Wearing <<<image_1>>> (outfit: jacket), "
+    "holding <<<image_2>>> (prop: sword). Waves at the camera. Slow camera push-in."
+)
+
+
+def o1_shot(
+    job_id: int = 1, *, images: tuple[ReferenceImage, ...] = (FRONT, SIDE, JACKET, SWORD), **changes: Any
+) -> RenderRequest:
+    return shot(job_id, images=images, model=O1, prompt=O1_PROMPT, negative_prompt=None, **changes)
+
+
+async def submit_like_the_worker(provider: KlingProvider, request: RenderRequest, tries: int = 10) -> Submission:
+    """Submit again after every pending-element answer, as the worker does; the fake moves on with each query."""
+    for _ in range(tries):
+        try:
+            return await provider.submit(request)
+        except RetryableError as error:
+            assert error.code == "element_pending" and error.rate_limited and error.retry_after == 3
+            assert error.message == ELEMENT_PENDING_MESSAGE
+    raise AssertionError(f"the element was not ready after {tries} submits")
+
+
+def element_tasks(kling: FakeKling) -> list[dict[str, Any]]:
+    return kling.bodies(ELEMENTS)
+
+
+async def test_o1_capabilities_declare_the_element_dialect(make: Callable[..., KlingProvider]) -> None:
+    caps = make(model=O1).capabilities
+    assert caps.element_syntax == "kling_elements" and caps.default_model == O1 and O1 in caps.models
+    assert caps.durations == (5, 10) and caps.max_reference_images == 7 and caps.negative_prompt is False
+    legacy = make().capabilities
+    assert legacy.element_syntax == "plain" and O1 not in legacy.models and legacy.negative_prompt is True
+
+
+async def test_o1_makes_the_character_element_once_then_renders_with_it(
+    kling: FakeKling, make: Callable[..., KlingProvider]
+) -> None:
+    provider = make(model=O1)
+    with pytest.raises(RetryableError) as caught:
+        await provider.submit(o1_shot(1))
+    assert caught.value.code == "element_pending" and caught.value.rate_limited
+    assert kling.bodies(OMNI_VIDEO) == []
+    [element] = element_tasks(kling)
+    external = provider.element_external_id([FRONT, SIDE])
+    assert external.startswith("el-") and len(external) == 3 + 16
+    assert element["external_task_id"] == external and element["reference_type"] == "image_refer"
+    assert len(element["element_name"]) <= 20 and len(element["element_description"]) <= 100
+    assert element["tag_list"] == [{"tag_id": "o_102"}]
+    images = element["element_image_list"]
+    assert decoded_size(images["frontal_image"]) == (600, 800)
+    assert [decoded_size(i["image_url"]) for i in images["refer_images"]] == [(500, 800)]  # the side view
+
+    submission = await submit_like_the_worker(provider, o1_shot(1))
+    assert submission.status_url == f"{OMNI_VIDEO}/{submission.task_id}"
+    assert len(element_tasks(kling)) == 1  # made once
+    [body] = kling.bodies(OMNI_VIDEO)
+    [element_id] = kling.elements
+    assert body["model_name"] == O1 and body["element_list"] == [{"element_id": element_id}]
+    assert isinstance(element_id, int) and element_id > 2**32  # a 64-bit id, sent back as it came
+    assert body["prompt"] == O1_PROMPT and "<<<element_1>>>" in body["prompt"]
+    assert [decoded_size(i["image_url"]) for i in body["image_list"]] == [(600, 600), (400, 800)]
+    assert body["duration"] == "5" and body["aspect_ratio"] == "16:9" and body["mode"] == "std"
+    assert body["external_task_id"] == "1" and "negative_prompt" not in body
+    [*_, done] = await until_done(provider, submission)
+    assert done.status is TaskStatus.SUCCEEDED and probe(await provider.fetch(done.artifacts[0])).duration > 0
+    assert await provider.find(1) == submission  # find() checks the omni route too
+
+
+async def test_the_same_views_reuse_the_element_across_shots_and_restarts(
+    kling: FakeKling, make: Callable[..., KlingProvider]
+) -> None:
+    provider = make(model=O1, external_id_prefix="inst-")
+    await submit_like_the_worker(provider, o1_shot(1))
+    await provider.submit(o1_shot(2, images=(FRONT, SIDE, JACKET)))  # no pending answer: the element is known
+    restarted = make(model=O1, external_id_prefix="inst-")
+    await restarted.submit(o1_shot(3, images=(FRONT, SIDE)))  # found at Kling by its external_task_id
+    assert len(element_tasks(kling)) == 1 and element_tasks(kling)[0]["external_task_id"].startswith("inst-el-")
+    ids = {b["element_list"][0]["element_id"] for b in kling.bodies(OMNI_VIDEO)}
+    assert len(ids) == 1 and len(kling.bodies(OMNI_VIDEO)) == 3
+    assert "image_list" not in kling.bodies(OMNI_VIDEO)[2]  # views only: just the element
+    with pytest.raises(RetryableError):  # other views (a new character version): a new element
+        await restarted.submit(o1_shot(4, images=(BACK, JACKET)))
+    assert len(element_tasks(kling)) == 2
+
+
+async def test_one_view_is_its_own_refer_image_and_a_racing_create_waits(
+    kling: FakeKling, make: Callable[..., KlingProvider]
+) -> None:
+    provider = make(model=O1)
+    with pytest.raises(RetryableError):
+        await provider.submit(o1_shot(1, images=(FRONT,)))
+    [element] = element_tasks(kling)
+    images = element["element_image_list"]
+    assert [i["image_url"] for i in images["refer_images"]] == [images["frontal_image"]]
+    other = make(model=O1)
+    kling.polls_to_finish = 10  # still being made when the second shot asks
+    with pytest.raises(RetryableError) as caught:
+        await other.submit(o1_shot(2, images=(FRONT,)))
+    assert caught.value.code == "element_pending" and len(element_tasks(kling)) == 1
+
+
+async def test_a_failed_element_task_is_final_with_klings_words(
+    kling: FakeKling, make: Callable[..., KlingProvider]
+) -> None:
+    provider = make(model=O1)
+    kling.fail_next.append("the frontal image shows no clear face")
+    with pytest.raises(FinalError) as caught:
+        await submit_like_the_worker(provider, o1_shot(1))
+    assert "the frontal image shows no clear face" in caught.value.message and caught.value.code == "element"
+    assert kling.bodies(OMNI_VIDEO) == []
+
+
+async def test_a_refused_element_create_is_final(kling: FakeKling, make: Callable[..., KlingProvider]) -> None:
+    provider = make(model=O1)
+    kling.submit_errors.append(ForcedError(1201, "element_image_list.refer_images needs 1-3 images"))
+    with pytest.raises(FinalError) as caught:
+        await provider.submit(o1_shot(1))
+    assert "refer_images needs 1-3 images" in caught.value.message and caught.value.code == "1201"
+
+
+async def test_an_omni_validation_error_reaches_the_member(
+    kling: FakeKling, make: Callable[..., KlingProvider]
+) -> None:
+    await submit_like_the_worker(make(model=O1), o1_shot(1))
+    kling.elements.clear()  # the element was deleted at Kling; a restarted bot still finds its task
+    with pytest.raises(FinalError) as caught:
+        await make(model=O1).submit(o1_shot(2))
+    assert caught.value.message == VALIDATION_MESSAGE and "does not exist" in caught.value.detail
+    assert [r.code for r in kling.api_requests("POST", OMNI_VIDEO)] == [0, 1201]
+
+
+async def test_omni_shots_kling_cannot_take_are_refused_before_any_request(
+    kling: FakeKling, make: Callable[..., KlingProvider]
+) -> None:
+    provider = make(model=O1)
+    for request, words in [
+        (o1_shot(duration=7), "clips last 5 or 10 seconds"),
+        (o1_shot(images=(JACKET,)), "at least one view"),
+        (o1_shot(images=(FRONT, *[JACKET] * 7)), "at most 6 outfit or prop images"),
+        (o1_shot(aspect_ratio="4:3"), "aspect ratio"),
+    ]:
+        with pytest.raises(FinalError) as caught:
+            await provider.submit(request)
+        assert words in caught.value.message
+    assert kling.requests == []
+
+
+async def test_a_lost_omni_answer_is_found_on_the_omni_route(
+    kling: FakeKling, make: Callable[..., KlingProvider]
+) -> None:
+    provider = make(model=O1)
+    with pytest.raises(RetryableError):
+        await provider.submit(o1_shot(9))
+    await submit_like_the_worker(provider, o1_shot(8))  # the element is ready now
+    kling.lose_submits = 1
+    with pytest.raises(RetryableError):
+        await provider.submit(o1_shot(9))
+    found = await provider.find(9)
+    [task] = [t for t in kling.tasks.values() if t.external_task_id == "9"]
+    assert found is not None and found == Submission(task.task_id, f"{OMNI_VIDEO}/{task.task_id}")
+    assert (await until_done(provider, found))[-1].status is TaskStatus.SUCCEEDED
+
+
 # ---------------------------------------------------------------------------------------------- money and secrets
 
 
@@ -668,6 +841,8 @@ def test_cost_estimates_follow_the_price_list(provider: KlingProvider) -> None:
     assert {"kling-v1-6", "kling-v2-1", "kling-v2-5-turbo"} <= set(caps.models) and caps.default_model == "kling-v1-6"
     assert caps.kinds == {WorkKind.ANIMATE, WorkKind.SHEET} and caps.image_model == "kling-v1-5"
     assert caps.cost.per_second["kling-v1-6"] == Decimal("0.056")
+    assert provider.estimate_cost(shot(model="kling-video-o1")) == Decimal("0.42")  # O1 std 5 s: 3 units
+    assert provider.estimate_cost(shot(model="kling-video-o1", mode="pro", duration=10)) == Decimal("1.12")
 
 
 async def test_secrets_never_reach_the_logs(

@@ -16,7 +16,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 from bot.imaging.prep import ProviderImageLimits
 
-ElementSyntax = Literal["kling", "fal", "runway", "plain"]
+ElementSyntax = Literal["kling", "kling_elements", "fal", "runway", "plain"]
 
 
 class WorkKind(StrEnum):

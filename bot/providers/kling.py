@@ -5,7 +5,14 @@ What it sends where:
   the aspect ratio asked for (image2video ignores `aspect_ratio`: the clip takes the first frame's shape);
 - a clip bound to 2-4 images on `kling-v1-6`: `POST /v1/videos/multi-image2video` with the images as subjects
   (that endpoint takes no other model; other models get the first image through image2video);
-- a sheet: `POST /v1/images/generations` on `kling-v1-5` with the front view as a `subject` reference.
+- a sheet: `POST /v1/images/generations` on `kling-v1-5` with the front view as a `subject` reference;
+- on `kling-video-o1` (omni, when the admin configures it): the character's views become one Kling element
+  (`POST /v1/general/advanced-custom-elements`, asynchronous), keyed by the views' bytes
+  (`external_task_id` = `<prefix>el-<sha256[:16]>`), so every shot of the same character version, and the bot
+  after a restart, reuses it with no database; while Kling is still making it, `submit` raises a rate-limited
+  RetryableError (`element_pending`) and the worker sends the shot again later. The clip is then
+  `POST /v1/videos/omni-video` with `element_list` (the character, `<<<element_1>>>` in the prompt) and
+  `image_list` (bound outfits and props, `<<<image_N>>>`).
 
 Every task carries `external_task_id` = the job id (with an optional per-install prefix), which Kling keeps
 unique per account and accepts in the query path. `find(job_id)` looks the task up there, so a job whose
@@ -27,10 +34,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import io
 import json
 import logging
 import math
+import re
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -67,7 +76,9 @@ NAME = "kling"
 IMAGE2VIDEO = "/v1/videos/image2video"
 MULTI_IMAGE2VIDEO = "/v1/videos/multi-image2video"
 IMAGE_GENERATIONS = "/v1/images/generations"
-ENDPOINTS = (IMAGE2VIDEO, MULTI_IMAGE2VIDEO, IMAGE_GENERATIONS)
+OMNI_VIDEO = "/v1/videos/omni-video"
+ELEMENTS = "/v1/general/advanced-custom-elements"
+ENDPOINTS = (IMAGE2VIDEO, MULTI_IMAGE2VIDEO, IMAGE_GENERATIONS, OMNI_VIDEO)
 
 VIDEO_UNIT_USD = Decimal("0.14")  # one prepaid video unit
 IMAGE_UNIT_USD = Decimal("0.0035")  # one prepaid image unit
@@ -87,6 +98,20 @@ VIDEO_UNITS_PER_SECOND: dict[str, dict[str, Decimal]] = {
     "kling-v2-6": _STD_PRO_03_05,  # silent; native audio is not offered
 }
 VIDEO_MODELS = tuple(VIDEO_UNITS_PER_SECOND)
+# Omni (providers.md §1.7.7, §1.9): no reference video, so the lower rate of each mode.
+OMNI_UNITS_PER_SECOND: dict[str, dict[str, Decimal]] = {
+    "kling-video-o1": {"std": Decimal("0.6"), "pro": Decimal("0.8")},
+}
+OMNI_MODELS = tuple(OMNI_UNITS_PER_SECOND)
+ALL_VIDEO_UNITS: dict[str, dict[str, Decimal]] = {**VIDEO_UNITS_PER_SECOND, **OMNI_UNITS_PER_SECOND}
+OMNI_MAX_INPUTS = 7  # images + elements, without a reference video
+ELEMENT_NAME_MAX = 20
+ELEMENT_DESCRIPTION_MAX = 100
+ELEMENT_REFER_MAX = 3  # refer_images besides the frontal image: 1..3
+ELEMENT_TAG = "o_102"  # character
+ELEMENT_LABEL = "likeness"
+ELEMENT_PENDING_MESSAGE = "Kling is preparing the character's element…"
+ELEMENT_RETRY_SECONDS = 3.0
 # Image units per sheet: an image-to-image generation (a reference image given) on kling-v1-5.
 IMAGE_UNITS: dict[str, Decimal] = {"kling-v1-5": Decimal("8")}
 IMAGE_MODELS = tuple(IMAGE_UNITS)
@@ -256,8 +281,9 @@ class KlingProvider:
         fresh database (job ids from 1 again) never finds an old install's tasks on the same account."""
         if not api_key and not (access_key and secret_key):
             raise ValueError("Kling needs an access key and a secret key, or an API key")
-        if model not in VIDEO_UNITS_PER_SECOND:
-            raise ValueError(f"unknown Kling video model {model!r}; known: {', '.join(VIDEO_MODELS)}")
+        if model not in ALL_VIDEO_UNITS:
+            known = ", ".join((*VIDEO_MODELS, *OMNI_MODELS))
+            raise ValueError(f"unknown Kling video model {model!r}; known: {known}")
         if image_model not in IMAGE_UNITS:
             raise ValueError(f"unknown Kling image model {image_model!r}; known: {', '.join(IMAGE_MODELS)}")
         if mode not in MODES:
@@ -280,23 +306,27 @@ class KlingProvider:
         self._token: str | None = None
         self._token_expires = 0.0
         self._busy: dict[int, int] = {}  # job id -> busy answers (1302/1303) in a row, for its backoff
+        self._elements: dict[str, int | str] = {}  # element external_task_id -> Kling element_id, once made
+        omni = model in OMNI_UNITS_PER_SECOND
         self.capabilities = Capabilities(
             name=NAME,
             kinds=frozenset({WorkKind.ANIMATE, WorkKind.SHEET}),
-            models=VIDEO_MODELS,
+            # omni: the views as one element (<<<element_1>>>), outfits and props as <<<image_N>>>; no negative
+            # prompt. Otherwise multi-image2video takes the images as a list, with no tokens in the prompt.
+            models=OMNI_MODELS if omni else VIDEO_MODELS,
             default_model=model,
             durations=DURATIONS,
             aspect_ratios=tuple(ASPECT_RATIOS),
-            max_reference_images=4,
-            negative_prompt=True,
-            element_syntax="plain",  # multi-image2video takes the images as a list, with no tokens in the prompt
+            max_reference_images=OMNI_MAX_INPUTS if omni else 4,
+            negative_prompt=not omni,
+            element_syntax="kling_elements" if omni else "plain",
             prompt_max_chars=PROMPT_MAX,
             extend=False,
             image_limits=KLING,
             max_concurrency=max_concurrency,
             cost=CostModel(
                 # per second in the configured mode; estimate_cost() prices the mode a request asks for
-                per_second={m: units[mode] * VIDEO_UNIT_USD for m, units in VIDEO_UNITS_PER_SECOND.items()},
+                per_second={m: units[mode] * VIDEO_UNIT_USD for m, units in ALL_VIDEO_UNITS.items()},
                 per_image={m: units * IMAGE_UNIT_USD for m, units in IMAGE_UNITS.items()},
             ),
             needs_key=True,
@@ -310,7 +340,10 @@ class KlingProvider:
     # The Provider protocol
 
     async def submit(self, request: RenderRequest) -> Submission:
-        endpoint, body = await asyncio.to_thread(self._build, request)
+        if request.kind is WorkKind.ANIMATE and request.model in OMNI_UNITS_PER_SECOND:
+            endpoint, body = await self._omni(request)
+        else:
+            endpoint, body = await asyncio.to_thread(self._build, request)
         if len(self._busy) > 10_000:  # jobs that never came back; the counts are only a backoff hint
             self._busy.clear()
         try:
@@ -400,7 +433,7 @@ class KlingProvider:
     def estimate_cost(self, request: RenderRequest) -> Decimal:
         if request.kind is WorkKind.SHEET:
             return IMAGE_UNITS.get(request.model, Decimal(0)) * IMAGE_UNIT_USD
-        units = VIDEO_UNITS_PER_SECOND.get(request.model)
+        units = ALL_VIDEO_UNITS.get(request.model)
         if units is None:
             return Decimal(0)
         mode = request.mode if request.mode in MODES else self._mode
@@ -465,6 +498,61 @@ class KlingProvider:
             if camera is not None and (request.model, mode, request.duration) in CAMERA_CONTROL_SUPPORT:
                 body["camera_control"] = {"type": "simple", "config": {axis: camera.get(axis, 0) for axis in _AXES}}
         return endpoint, self._common(body, request.job_id)
+
+    async def _omni(self, request: RenderRequest) -> tuple[str, dict[str, Any]]:
+        """The omni-video endpoint and body; first makes sure the character's element exists (see the module doc)."""
+        views, extras = _omni_inputs(request, self._mode)
+        element_id = await self._character_element(views, request.job_id)
+        body = await asyncio.to_thread(self._omni_body, request, element_id, extras)
+        return OMNI_VIDEO, body
+
+    def _omni_body(self, request: RenderRequest, element_id: int | str, extras: list[ReferenceImage]) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model_name": request.model,
+            "prompt": request.prompt[:PROMPT_MAX],
+            "element_list": [{"element_id": element_id}],
+        }
+        if extras:
+            body["image_list"] = [{"image_url": _base64(image)} for image in extras]
+        body["mode"] = request.mode or self._mode
+        body["aspect_ratio"] = request.aspect_ratio  # required: no first frame is given
+        body["duration"] = str(request.duration)
+        return self._common(body, request.job_id)
+
+    def element_external_id(self, views: tuple[ReferenceImage, ...] | list[ReferenceImage]) -> str:
+        """The element's `external_task_id`: the install's prefix and a hash of the views' bytes, in order."""
+        digest = hashlib.sha256()
+        for view in views:
+            digest.update(len(view.data).to_bytes(8, "big"))
+            digest.update(view.data)
+        return f"{self._prefix}el-{digest.hexdigest()[:16]}"
+
+    async def _character_element(self, views: list[ReferenceImage], job_id: int) -> int | str:
+        """The element id of these views; creates the element when Kling has none (then: pending)."""
+        external = self.element_external_id(views)
+        known = self._elements.get(external)
+        if known is not None:
+            return known
+        path = f"{ELEMENTS}/{quote(external, safe='')}"
+        try:
+            data: dict[str, Any] | None = await self._call("GET", path, job_id=job_id)
+        except _NotFound:
+            data = None
+        if data is None:
+            body = await asyncio.to_thread(_element_body, views, external)
+            try:
+                await self._call("POST", ELEMENTS, body, job_id=job_id)
+            except FinalError as error:
+                if not (error.code == "1201" and "external" in error.detail.lower()):
+                    raise _element_error(error) from None
+                # made by a racing shot of the same character: wait for it like our own
+            log.info("kling element %s requested for job %s", external, job_id)
+            raise _element_pending()
+        element_id = _element_id(data)
+        self._elements[external] = element_id
+        if len(self._elements) > 10_000:
+            self._elements.clear()
+        return element_id
 
     def _sheet_body(self, request: RenderRequest) -> tuple[str, dict[str, Any]]:
         if request.model not in IMAGE_UNITS:
@@ -674,6 +762,86 @@ class KlingProvider:
         else:
             message = "Kling is at the account's limit of shots rendering at once; this one will be sent again shortly."
         return RetryableError(message, detail=said, code=tag, retry_after=max(1.0, delay), rate_limited=True)
+
+
+def _omni_inputs(request: RenderRequest, default_mode: str) -> tuple[list[ReferenceImage], list[ReferenceImage]]:
+    """(views, element images) of an omni shot, or a FinalError naming what Kling would refuse."""
+    problems: list[str] = []
+    if request.duration not in DURATIONS:
+        problems.append(f"clips last 5 or 10 seconds, not {request.duration}")
+    if request.aspect_ratio not in ASPECT_RATIOS:
+        problems.append(f"the aspect ratio {request.aspect_ratio!r} is not one of {', '.join(ASPECT_RATIOS)}")
+    mode = request.mode or default_mode
+    if mode not in MODES:
+        problems.append(f"the mode {mode!r} is not one of {', '.join(MODES)}")
+    views = [image for image in request.images if image.role == "view"]
+    extras = [image for image in request.images if image.role != "view"]
+    if not views:
+        problems.append("at least one view of the character is needed")
+    if len(extras) + 1 > OMNI_MAX_INPUTS:
+        problems.append(f"at most {OMNI_MAX_INPUTS - 1} outfit or prop images besides the character")
+    if problems:
+        raise FinalError("Kling can't take this shot: " + "; ".join(problems) + ".", code="invalid")
+    return views, extras
+
+
+def _element_body(views: list[ReferenceImage], external: str) -> dict[str, Any]:
+    """The advanced-custom-elements create body: the first view frontal, the next 1-3 as refer_images (the
+    frontal again when there is only one view, since Kling asks for at least one). No callback_url: the bot
+    polls elements, and an element callback is not a clip's (parse_callback would read it as an empty result)."""
+    frontal = _base64(views[0])
+    refer = [_base64(view) for view in views[1 : 1 + ELEMENT_REFER_MAX]] or [frontal]
+    body: dict[str, Any] = {
+        "element_name": _element_name(ELEMENT_LABEL),
+        "element_description": f"Character from a Likeness reference sheet ({len(views)} views)"[
+            :ELEMENT_DESCRIPTION_MAX
+        ],
+        "reference_type": "image_refer",
+        "element_image_list": {"frontal_image": frontal, "refer_images": [{"image_url": url} for url in refer]},
+        "tag_list": [{"tag_id": ELEMENT_TAG}],
+        "external_task_id": external,
+    }
+    return body
+
+
+def _element_name(label: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9 _-]+", "", label).strip()
+    return (name or ELEMENT_LABEL)[:ELEMENT_NAME_MAX]
+
+
+def _element_pending() -> RetryableError:
+    return RetryableError(
+        ELEMENT_PENDING_MESSAGE, code="element_pending", retry_after=ELEMENT_RETRY_SECONDS, rate_limited=True
+    )
+
+
+def _element_error(error: FinalError) -> FinalError:
+    return FinalError(
+        "Kling could not make the character's element: " + (error.detail or error.message),
+        detail=error.detail,
+        code=error.code,
+    )
+
+
+def _element_id(task: Mapping[str, Any]) -> int | str:
+    """The element id of a finished element task; raises the pending RetryableError while it is being made."""
+    status = str(task.get("task_status") or "").lower()
+    if status in ("submitted", "processing", ""):
+        raise _element_pending()
+    if status == "failed":
+        reason = _text(task.get("task_status_msg")) or "no reason given"
+        raise FinalError(f"Kling could not make the character's element: {reason}", detail=reason, code="element")
+    result = task.get("task_result")
+    elements = result.get("elements") if isinstance(result, Mapping) else None
+    first = elements[0] if isinstance(elements, list) and elements else None
+    if isinstance(first, Mapping) and str(first.get("status") or "").lower() == "failed":
+        raise FinalError("Kling could not make the character's element.", detail="element failed", code="element")
+    element_id = first.get("element_id") if isinstance(first, Mapping) else None
+    if isinstance(element_id, bool) or not (
+        isinstance(element_id, int) or (isinstance(element_id, str) and element_id.isdigit())
+    ):
+        raise FinalError("Kling made the character's element but sent no element id.", code="element")
+    return element_id
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:

@@ -24,6 +24,11 @@ constants, so a wrong constant in bot/providers/kling.py shows up as a refused r
   while), `fail_with`/`fail_next` (HTTP-200 failures), `lose_submits` (the task is created, then the answer is
   lost: `lose_mode` "drop" closes the connection, "500" answers 5000), `hold_submits` (the answer waits until
   the event is set), `reject_auth` (next answers 401/1004 whatever the token), `latency` (every answer).
+- Elements (§1.7.8 b): `POST /v1/general/advanced-custom-elements` makes an element task (name <= 20, description
+  <= 100, `image_refer` with a frontal image and 1-3 `refer_images`, known tag ids, unique `external_task_id`);
+  its query moves with polls like any task and, once `succeed`, holds `task_result.elements[0].element_id` (a
+  64-bit int, in `elements`). Omni video (`/v1/videos/omni-video`) checks that every `element_list` id exists,
+  `image_list[].image_url`, images + elements <= 7, `aspect_ratio` without a first frame, duration "3".."10".
 - `requests` records every request, downloads and all; `tasks` every task created.
 
 `FakeKlingThread` runs the fake on its own event loop in a thread (benchmarks: its CPU is not the client's).
@@ -66,6 +71,10 @@ MULTI_IMAGE2VIDEO = "/v1/videos/multi-image2video"
 OMNI_VIDEO = "/v1/videos/omni-video"
 IMAGE_ROUTES = (IMAGE_GENERATIONS, MULTI_IMAGE2IMAGE, OMNI_IMAGE)
 VIDEO_ROUTES = (TEXT2VIDEO, IMAGE2VIDEO, MULTI_IMAGE2VIDEO, OMNI_VIDEO)
+ELEMENTS = "/v1/general/advanced-custom-elements"  # §1.7.8 (b): asynchronous element creation
+ELEMENT_TAGS = frozenset({"o_101", "o_102", "o_103", "o_104", "o_105", "o_106", "o_107", "o_108"})
+ELEMENT_NAME_MAX, ELEMENT_DESCRIPTION_MAX = 20, 100
+FIRST_ELEMENT_ID = 863121023120580600
 
 # Models each route accepts (providers.md §1.7).
 _I2V_MODELS = frozenset(
@@ -177,6 +186,7 @@ class FakeTask:
     units: str
     fail_with: str | None
     image_sizes: list[tuple[int, int]] = field(default_factory=list)  # the Base64 images, decoded
+    element_id: int | None = None  # an element task's element, once it succeeded
     status: str = "submitted"
     status_msg: str = ""
     polls: int = 0
@@ -186,6 +196,10 @@ class FakeTask:
     @property
     def is_image(self) -> bool:
         return self.route in IMAGE_ROUTES
+
+    @property
+    def is_element(self) -> bool:
+        return self.route == ELEMENTS
 
     @property
     def active(self) -> bool:
@@ -278,6 +292,8 @@ class FakeKling:
         self._storm_status = 429
         self._random = random.Random(0)
         self._next_id = FIRST_TASK_ID
+        self._next_element_id = FIRST_ELEMENT_ID
+        self.elements: dict[int, FakeTask] = {}  # element id -> the element task that made it
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -291,7 +307,7 @@ class FakeKling:
 
     async def start(self) -> None:
         app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[self._middleware])
-        for route in (*IMAGE_ROUTES, *VIDEO_ROUTES):
+        for route in (*IMAGE_ROUTES, *VIDEO_ROUTES, ELEMENTS):
             app.router.add_post(route, functools.partial(self._create, route))
             app.router.add_get(route, functools.partial(self._list, route))
             app.router.add_get(route + "/{id}", functools.partial(self._query, route))
@@ -444,9 +460,9 @@ class FakeKling:
             if not isinstance(body, dict):
                 raise _Refused(1200, "request body must be a JSON object")
             sizes = self._validate(route, body)
-            if self.concurrency_limit is not None:
+            if self.concurrency_limit is not None and route != ELEMENTS:
                 image = route in IMAGE_ROUTES
-                running = sum(1 for t in self.tasks.values() if t.active and t.is_image == image)
+                running = sum(1 for t in self.tasks.values() if t.active and not t.is_element and t.is_image == image)
                 if running >= self.concurrency_limit:
                     raise _Refused(1303, BUSY_MESSAGE, self.busy_http_status)
         except _Refused as refused:
@@ -506,7 +522,7 @@ class FakeKling:
         record = request[RECORD]
         task_id = request.match_info["name"].rsplit(".", 1)[0]
         task = self.tasks.get(task_id)
-        if task is None or task.finished_at is None or task.status == "failed":
+        if task is None or task.finished_at is None or task.status == "failed" or task.is_element:
             record.status = 404
             return web.Response(status=404, text="NoSuchKey")
         expired = self.result_ttl is not None and self.clock() - task.finished_at > self.result_ttl
@@ -532,6 +548,8 @@ class FakeKling:
     # ------------------------------------------------------------------------------------------ rules
 
     def _validate(self, route: str, body: dict[str, Any]) -> list[tuple[int, int]]:
+        if route == ELEMENTS:
+            return self._validate_element(body)
         model = body.get("model_name", DEFAULT_MODEL[route])
         if model not in ROUTE_MODELS[route]:
             raise _Refused(1203, f"model_name {model!r} does not exist for this endpoint")
@@ -613,10 +631,66 @@ class FakeKling:
             if not isinstance(subjects, list) or not 1 <= len(subjects) <= 4:
                 raise _Refused(1201, "subject_image_list needs 1-4 images")
         elif route in (OMNI_VIDEO, OMNI_IMAGE):
-            count = len(body.get("image_list") or []) + len(body.get("element_list") or [])
+            images, elements = body.get("image_list") or [], body.get("element_list") or []
+            if not isinstance(images, list) or not isinstance(elements, list):
+                raise _Refused(1201, "image_list and element_list must be lists")
+            count = len(images) + len(elements)
             limit = 10 if route == OMNI_IMAGE else (4 if body.get("video_list") else 7)
             if count > limit:
                 raise _Refused(1201, f"images and elements together can be at most {limit}")
+            first_frame = False
+            for item in images:
+                if not isinstance(item, dict) or not item.get("image_url"):
+                    raise _Refused(1201, "each image_list item needs an image_url")
+                kind = item.get("type")
+                if kind is not None and kind not in ("first_frame", "end_frame"):
+                    raise _Refused(1201, "image_list type must be first_frame or end_frame")
+                first_frame = first_frame or kind == "first_frame"
+                sizes += self._image(item["image_url"], "image_list.image_url")
+            for item in elements:
+                element_id = item.get("element_id") if isinstance(item, dict) else None
+                if isinstance(element_id, str) and element_id.isdigit():
+                    element_id = int(element_id)
+                if isinstance(element_id, bool) or not isinstance(element_id, int) or element_id not in self.elements:
+                    raise _Refused(1201, f"element_id {element_id!r} does not exist")
+            if route == OMNI_VIDEO and not first_frame and not body.get("aspect_ratio"):
+                raise _Refused(1201, "aspect_ratio is required without a first frame")
+        return sizes
+
+    def _validate_element(self, body: dict[str, Any]) -> list[tuple[int, int]]:
+        name, description = body.get("element_name"), body.get("element_description", "")
+        if not isinstance(name, str) or not name:
+            raise _Refused(1201, "element_name is required")
+        if len(name) > ELEMENT_NAME_MAX:
+            raise _Refused(1201, f"element_name must be at most {ELEMENT_NAME_MAX} characters")
+        if not isinstance(description, str) or len(description) > ELEMENT_DESCRIPTION_MAX:
+            raise _Refused(
+                1201, f"element_description must be a string of at most {ELEMENT_DESCRIPTION_MAX} characters"
+            )
+        if body.get("reference_type") != "image_refer":
+            raise _Refused(1201, "reference_type must be image_refer or video_refer (video is not imitated)")
+        images = body.get("element_image_list")
+        if not isinstance(images, dict) or not images.get("frontal_image"):
+            raise _Refused(1201, "element_image_list.frontal_image is required")
+        refer = images.get("refer_images")
+        if not isinstance(refer, list) or not 1 <= len(refer) <= 3:
+            raise _Refused(1201, "element_image_list.refer_images needs 1-3 images")
+        sizes = self._image(images["frontal_image"], "frontal_image")
+        for item in refer:
+            if not isinstance(item, dict) or not item.get("image_url"):
+                raise _Refused(1201, "each refer_images item needs an image_url")
+            sizes += self._image(item["image_url"], "refer_images.image_url")
+        tags = body.get("tag_list", [])
+        if not isinstance(tags, list) or any(
+            not isinstance(t, dict) or t.get("tag_id") not in ELEMENT_TAGS for t in tags
+        ):
+            raise _Refused(1201, "tag_list holds an unknown tag_id")
+        external = body.get("external_task_id")
+        if external is not None:
+            if not isinstance(external, str) or not external:
+                raise _Refused(1201, "external_task_id must be a non-empty string")
+            if any(t.external_task_id == external for t in self.tasks.values()):
+                raise _Refused(1201, f"external_task_id {external} already exists")
         return sizes
 
     @staticmethod
@@ -686,6 +760,8 @@ class FakeKling:
         return task
 
     def _units(self, route: str, body: dict[str, Any]) -> str:
+        if route == ELEMENTS:
+            return "0"
         if self.final_units is not None:
             return self.final_units
         model = body.get("model_name", DEFAULT_MODEL[route])
@@ -707,6 +783,10 @@ class FakeKling:
             if task.fail_with is not None:
                 self._set(task, "failed", task.fail_with)
             else:
+                if task.is_element:
+                    task.element_id = self._next_element_id
+                    self._next_element_id += 1
+                    self.elements[task.element_id] = task
                 self._set(task, self.success_word)
 
     def _set(self, task: FakeTask, status: str, message: str = "") -> None:
@@ -731,7 +811,22 @@ class FakeKling:
         data["watermark_info"] = {"enabled": False}
         if not task.active:
             data["final_unit_deduction"] = task.units if task.status != "failed" else "0"
-        if task.status not in ("submitted", "processing", "failed"):
+        if task.is_element:
+            if task.element_id is not None:
+                element = {
+                    "element_id": task.element_id,
+                    "element_name": task.body.get("element_name"),
+                    "element_description": task.body.get("element_description", ""),
+                    "reference_type": "image_refer",
+                    "element_image_list": task.body.get("element_image_list"),
+                    "tag_list": [
+                        {"id": t.get("tag_id"), "name": "", "description": ""} for t in task.body.get("tag_list", [])
+                    ],
+                    "owned_by": "account",
+                    "status": "succeed",
+                }
+                data["task_result"] = {"elements": [element]}
+        elif task.status not in ("submitted", "processing", "failed"):
             url = self.result_url(task)
             if task.is_image:
                 data["task_result"] = {"images": [{"index": 0, "url": url}]}
