@@ -388,3 +388,24 @@ async def test_a_sheet_request_gives_a_png_with_three_figures(providers: Callabl
     assert result.status is TaskStatus.SUCCEEDED and result.artifacts[0].mime == "image/png"
     data = await provider.fetch(result.artifacts[0])
     assert [f.view.value for f in split_sheet(data)] == ["front", "side", "three_quarter"]
+
+
+async def test_old_finished_tasks_are_pruned_at_start_and_unfinished_ones_kept(
+    providers: Callable[..., LocalProvider], tmp_path: Path
+) -> None:
+    import os
+
+    provider = providers()
+    submission = await provider.submit(request(91))
+    result, _ = await wait_for(provider, submission)
+    assert result.status is TaskStatus.SUCCEEDED
+    finished = tmp_path / "local" / "tasks" / task_id_for(91)
+    unfinished = tmp_path / "local" / "tasks" / "local-unfinished"
+    unfinished.mkdir()
+    (unfinished / "request.json").write_text("{}")
+    week_ago = time.time() - 8 * 86400
+    for path in (finished, unfinished):
+        os.utime(path, (week_ago, week_ago))
+    providers()  # a restart
+    assert not finished.exists()
+    assert unfinished.exists()  # no result yet: it may still be resumed

@@ -100,8 +100,12 @@ def _atomic_write(path: Path, data: bytes) -> None:
 class LocalProvider:
     """Renders camera moves over the bound views with PyAV; see the module docstring for the task lifecycle."""
 
-    def __init__(self, work_dir: Path, *, delay: float = 0.0, max_concurrency: int = 2) -> None:
-        """`delay`: extra seconds a finished render stays RUNNING, so it paces like a remote service (tests: 0)."""
+    def __init__(
+        self, work_dir: Path, *, delay: float = 0.0, max_concurrency: int = 2, keep_finished_days: float = 7.0
+    ) -> None:
+        """`delay`: extra seconds a finished render stays RUNNING, so it paces like a remote service (tests: 0).
+        Finished tasks older than `keep_finished_days` are removed at start: the worker copies every result into
+        the blob store at once, so an old task folder only takes disk space."""
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
         self.capabilities = Capabilities(
@@ -129,11 +133,28 @@ class LocalProvider:
         self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="likeness-local-render")
         self._lock = threading.Lock()  # guards _runs, _closed and every status change on disk
         self._runs: dict[str, _Run] = {}
+        self.prune_finished(keep_finished_days * 86400)
         self._closed = False
         self._stopping = threading.Event()  # close(): renders stop at their next frame, results unwritten
 
     # ----------------------------------------------------------------------------------------------------------
     # The Provider protocol
+
+    def prune_finished(self, older_than_seconds: float) -> int:
+        """Remove finished task folders (output, error or canceled) untouched for longer than given; returns how many."""
+        if not self._tasks.is_dir():
+            return 0
+        cutoff = time.time() - older_than_seconds
+        removed = 0
+        for folder in self._tasks.iterdir():
+            try:
+                finished = any((folder / name).exists() for name in (_OUTPUT, _ERROR, _CANCELED))
+                if folder.is_dir() and finished and folder.stat().st_mtime < cutoff:
+                    shutil.rmtree(folder)
+                    removed += 1
+            except OSError:  # a folder being written, or vanishing: leave it for the next start
+                continue
+        return removed
 
     async def submit(self, request: RenderRequest) -> Submission:
         self._validate(request)
