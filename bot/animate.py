@@ -216,6 +216,15 @@ class AnimateService:
         if actor.user_id != job.user_id and not can_moderate:
             raise NotAllowedError(f"Only <@{job.user_id}>, who queued shot #{job.id}, or a moderator can {what}.")
 
+    async def character_of(self, actor: Actor, job: Job, consequence: str = "") -> Character:
+        """The character a job was made of, as it is now; `consequence` ends the refusal when it was deleted."""
+        character = None
+        if job.character_id is not None:
+            character = await self._storage.characters.get(actor.guild_id, job.character_id)
+        if character is None:
+            raise NotFoundError(f"**{job.character_name}** was deleted{consequence}.")
+        return character
+
     async def cancel(self, actor: Actor, job_id: int) -> Job:
         job = await self.job_for(actor, job_id)
         self.ensure_owner_or(actor, job, can_moderate=actor.is_manager, what="cancel it")
@@ -235,11 +244,7 @@ class AnimateService:
         """Re-roll (same shot), Edit prompt (same shot, new words) or Next shot (same character, new words)."""
         job = await self.job_for(actor, job_id)
         self.ensure_owner_or(actor, job, can_moderate=actor.is_manager, what="start another take from it")
-        if job.character_id is None:
-            raise NotFoundError(f"**{job.character_name}** was deleted, so this shot can't be taken again.")
-        character = await self._storage.characters.get(actor.guild_id, job.character_id)
-        if character is None:
-            raise NotFoundError(f"**{job.character_name}** was deleted, so this shot can't be taken again.")
+        character = await self.character_of(actor, job, ", so this shot can't be taken again")
         params = job.params
         shot = Shot(
             action=action if action is not None else job.action,
@@ -284,6 +289,12 @@ class AnimateService:
             estimate=estimate,
         )
 
+    async def retry_sheet(self, actor: Actor, channel_id: int, job_id: int) -> Job:
+        """Another generated sheet like job `job_id` (same character, same style)."""
+        job = await self.job_for(actor, job_id)
+        character = await self.character_of(actor, job)
+        return await self.queue_sheet(actor, channel_id, character, job.params.setting)
+
     async def _sheet_provider(self, guild_id: int) -> Provider:
         """The configured sheet provider, else the server's if it makes images, else local."""
         server = await self._storage.guilds.get(guild_id)
@@ -304,11 +315,7 @@ class AnimateService:
     async def keep_views(self, actor: Actor, job_id: int, views: list[View] | None) -> tuple[Character, list[View]]:
         """Make figures of a generated sheet the character's references (all, or the chosen views)."""
         job, figures = await self.sheet_figures(actor, job_id)
-        if job.character_id is None:
-            raise NotFoundError(f"**{job.character_name}** was deleted.")
-        character = await self._storage.characters.get(actor.guild_id, job.character_id)
-        if character is None:
-            raise NotFoundError(f"**{job.character_name}** was deleted.")
+        character = await self.character_of(actor, job)
         self._library.ensure_can_change(actor, character)
         chosen = [f for f in figures if views is None or f.view in views]
         if not chosen:

@@ -11,10 +11,10 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.app import LikenessBot
+from bot.discord_io.delivery import file_slug
 from bot.discord_io.errors import report_error
 from bot.discord_io.replies import actor_of
 from bot.domain import View
-from bot.errors import NotFoundError
 from bot.jobs.delivery import Progress
 from cogs.characters import CharacterArg, bot_of
 
@@ -79,16 +79,8 @@ class SheetRetry(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"like
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
         try:
             bot = bot_of(interaction)
-            animate = bot.services.animate
-            actor = actor_of(interaction)
-            job = await animate.job_for(actor, self.job_id)
-            if (
-                job.character_id is None
-                or (character := await bot.storage.characters.get(actor.guild_id, job.character_id)) is None
-            ):
-                raise NotFoundError(f"**{job.character_name}** was deleted.")
             assert interaction.channel_id is not None
-            again = await animate.queue_sheet(actor, interaction.channel_id, character, job.params.setting)
+            again = await bot.services.animate.retry_sheet(actor_of(interaction), interaction.channel_id, self.job_id)
             await bot.delivery.show_status(again, Progress())
             await interaction.response.send_message(f"Generating another sheet: #{again.id}.", ephemeral=True)
         except Exception as exc:
@@ -136,10 +128,11 @@ class Sheets(commands.Cog):
         lines = [f"📋 **{character.name}** · character sheet v{character.version}"]
         if result.hint:
             lines.append(result.hint)
-        slug = "".join(ch if ch.isalnum() else "-" for ch in character.name.lower()).strip("-") or "character"
         await interaction.followup.send(
             "\n".join(lines),
-            file=discord.File(io.BytesIO(result.png), filename=f"{slug}-v{character.version}-sheet.png"),
+            file=discord.File(
+                io.BytesIO(result.png), filename=f"{file_slug(character.name)}-v{character.version}-sheet.png"
+            ),
         )
 
 

@@ -265,20 +265,8 @@ class DiscordDelivery:
         return guild.filesize_limit if guild is not None else 10 * 1024 * 1024
 
     async def _send_result(self, job: Job, data: bytes, *, extra: str = "", filename: str | None = None) -> int:
-        reference: Any = None
-        if job.status_message_id:
-            reference = discord.MessageReference(
-                message_id=job.status_message_id, channel_id=job.channel_id, fail_if_not_exists=False
-            )
-        message = await self._channel(job.channel_id).send(
-            result_text(job) + extra,
-            file=discord.File(io.BytesIO(data), filename=filename or f"{_slug(job.character_name)}-shot-{job.id}.mp4"),
-            view=result_view(job.id),
-            reference=reference,
-            nonce=f"rs{job.id}",  # posting twice returns the first message
-            allowed_mentions=discord.AllowedMentions.none(),
-        )
-        return message.id
+        name = filename or f"{file_slug(job.character_name)}-shot-{job.id}.mp4"
+        return await self._post(job, result_text(job) + extra, data, name, result_view(job.id))
 
     async def _send_sheet(self, job: Job, image: bytes) -> int:
         figures = await asyncio.to_thread(split_sheet, image)
@@ -287,6 +275,11 @@ class DiscordDelivery:
             f"🧩 <@{job.user_id}> a generated sheet of **{job.character_name}** ({job.provider}/{job.model}). "
             f"Found: {found}. Keep them as **{job.character_name}**'s reference views?"
         )
+        name = f"{file_slug(job.character_name)}-sheet-{job.id}.png"
+        return await self._post(job, content, image, name, sheet_view(job.id, figures))
+
+    async def _post(self, job: Job, content: str, data: bytes, filename: str, view: discord.ui.View) -> int:
+        """A job's result: a reply to its status message, posted with a nonce so posting twice returns the first."""
         reference: Any = None
         if job.status_message_id:
             reference = discord.MessageReference(
@@ -294,8 +287,8 @@ class DiscordDelivery:
             )
         message = await self._channel(job.channel_id).send(
             content,
-            file=discord.File(io.BytesIO(image), filename=f"{_slug(job.character_name)}-sheet-{job.id}.png"),
-            view=sheet_view(job.id, figures),
+            file=discord.File(io.BytesIO(data), filename=filename),
+            view=view,
             reference=reference,
             nonce=f"rs{job.id}",
             allowed_mentions=discord.AllowedMentions.none(),
@@ -309,9 +302,10 @@ class DiscordDelivery:
             f"here is a still. An admin can find it in the bot's data folder (blob `{job.result_blob}`)."
         )
         return await self._send_result(
-            job, still, extra=extra, filename=f"{_slug(job.character_name)}-shot-{job.id}.jpg"
+            job, still, extra=extra, filename=f"{file_slug(job.character_name)}-shot-{job.id}.jpg"
         )
 
 
-def _slug(name: str) -> str:
+def file_slug(name: str) -> str:
+    """A character name made safe for an attachment's file name."""
     return "".join(ch if ch.isalnum() else "-" for ch in name.lower()).strip("-") or "character"

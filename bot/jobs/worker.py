@@ -19,7 +19,7 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from PIL import Image
@@ -145,22 +145,15 @@ class Worker:
         active = await self.jobs.in_states(ACTIVE)
         for job in queued:
             if job.cancel_requested:
-                canceled = await self.jobs.transition(
-                    job.id, [JobState.QUEUED], JobState.CANCELED, finished_at=self.clock()
-                )
-                if canceled:
-                    await self._announce(canceled)
+                await self._move(job.id, [JobState.QUEUED], JobState.CANCELED, finished_at=self.clock())
         queued = [job for job in queued if not job.cancel_requested]
         starting = jobs_to_start(queued, active, self.limits(), self._last_start)
         for job in starting:
-            started = await self.jobs.transition(
-                job.id, [JobState.QUEUED], JobState.SUBMITTING, started_at=self.clock()
-            )
+            started = await self._move(job.id, [JobState.QUEUED], JobState.SUBMITTING, started_at=self.clock())
             if started is not None:
                 self._fresh.add(job.id)
                 self._last_start[job.guild_id] = self.clock()
                 self._announced_places.pop(job.id, None)
-                await self._announce(started)
                 self._drive(started)
 
     async def _announce_positions(self) -> None:
@@ -202,15 +195,13 @@ class Worker:
         except Exception:
             error_id = secrets.token_hex(4)
             log.exception("job %s failed unexpectedly (error %s)", job.id, error_id)
-            failed = await self.jobs.transition(
+            await self._move(
                 job.id,
                 ACTIVE,
                 JobState.FAILED,
                 error=f"Something went wrong on my side (error id `{error_id}`).",
                 finished_at=self.clock(),
             )
-            if failed:
-                await self._announce(failed)
         finally:
             self._drivers.pop(job.id, None)
             self._job_wakes.pop(job.id, None)
@@ -244,7 +235,7 @@ class Worker:
         submission = None if fresh else await provider.find(job.id)
         if submission is None:
             submission = await provider.submit(await self._request(job, provider))
-        moved = await self.jobs.transition(
+        return await self._move(
             job.id,
             [JobState.SUBMITTING],
             JobState.RUNNING,
@@ -253,9 +244,6 @@ class Worker:
             attempts=0,
             next_poll_at=self.clock() + self._first_poll_delay(job),
         )
-        if moved:
-            await self._announce(moved)
-        return moved
 
     async def _poll(self, job: Job, provider: Provider) -> Job | None:
         await self._sleep_until(job, job.next_poll_at or self.clock())
@@ -270,7 +258,7 @@ class Worker:
         if result.status is TaskStatus.SUCCEEDED:
             self._artifacts[job.id] = result.artifacts
             self._learn(job, first_poll=polls == 1)
-            moved = await self.jobs.transition(
+            return await self._move(
                 job.id,
                 [JobState.RUNNING],
                 JobState.DOWNLOADING,
@@ -278,14 +266,11 @@ class Worker:
                 attempts=0,
                 cost_final=str(result.charged) if result.charged is not None else job.cost_estimate,
             )
-            if moved:
-                await self._announce(moved)
-            return moved
         if result.status is TaskStatus.FAILED:
             error = result.error or FinalError("The provider could not render this shot.")
             return await self._fail(job.model_copy(update={"polls": polls}), error)
         if result.status is TaskStatus.CANCELED:
-            return await self.jobs.transition(
+            return await self._move(
                 job.id, [JobState.RUNNING], JobState.CANCELED, polls=polls, finished_at=self.clock()
             )
         if job.started_at and self.clock() - job.started_at > self.config.max_render_seconds:
@@ -304,33 +289,24 @@ class Worker:
             artifacts = result.artifacts
         video = await provider.fetch(artifacts[0])
         digest = await self.blobs.put(video)
-        moved = await self.jobs.transition(job.id, [JobState.DOWNLOADING], JobState.DELIVERING, result_blob=digest)
-        if moved:
-            await self._announce(moved)
-        return moved
+        return await self._move(job.id, [JobState.DOWNLOADING], JobState.DELIVERING, result_blob=digest)
 
     async def _deliver(self, job: Job) -> Job | None:
         message_id = job.result_message_id or await self.delivery.find_result(job)
         if message_id is None:
             assert job.result_blob is not None
             message_id = await self.delivery.post_result(job, await self.blobs.get(job.result_blob))
-        done = await self.jobs.transition(
+        return await self._move(
             job.id, [JobState.DELIVERING], JobState.DONE, result_message_id=message_id, finished_at=self.clock()
         )
-        if done:
-            await self._announce(done)
-        return done
 
     async def _cancel(self, job: Job, provider: Provider) -> Job | None:
         if job.task_id:
             with contextlib.suppress(ProviderError):
                 await provider.cancel(self._submission(job))
-        canceled = await self.jobs.transition(
+        return await self._move(
             job.id, [JobState.SUBMITTING, JobState.RUNNING], JobState.CANCELED, finished_at=self.clock()
         )
-        if canceled:
-            await self._announce(canceled)
-        return canceled
 
     async def _retry_later(self, job: Job, error: RetryableError) -> Job | None:
         attempts = job.attempts + 1
@@ -350,7 +326,7 @@ class Worker:
 
     async def _fail(self, job: Job, error: ProviderError) -> Job | None:
         message = error.message + (f" (provider said: {error.detail})" if error.detail else "")
-        failed = await self.jobs.transition(
+        return await self._move(
             job.id,
             ACTIVE,
             JobState.FAILED,
@@ -359,9 +335,6 @@ class Worker:
             cost_final=job.cost_estimate if error.charged else "0",
             finished_at=self.clock(),
         )
-        if failed:
-            await self._announce(failed)
-        return failed
 
     # ------------------------------------------------------------------ helpers
 
@@ -441,6 +414,13 @@ class Worker:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(delay):
                 await event.wait()
+
+    async def _move(self, job_id: int, allowed_from: Iterable[JobState], to: JobState, **fields: object) -> Job | None:
+        """Change a job's state in the database, then show it: every transition reaches the status message."""
+        moved = await self.jobs.transition(job_id, allowed_from, to, **fields)
+        if moved is not None:
+            await self._announce(moved)
+        return moved
 
     async def _announce(self, job: Job, progress: Progress | None = None) -> None:
         try:
