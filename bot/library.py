@@ -48,18 +48,29 @@ class CharacterDetails:
         return [view for view in View if view not in present]
 
 
-def clean_name(raw: str) -> str:
-    """Normalise and check a character name: 1-32 characters, letters, digits, spaces, - _ ' ."""
+def checked_name(raw: str, *, max_length: int, empty: str, too_long: str, bad_characters: str) -> str:
+    """NFC, whitespace collapsed, 1..max_length characters of letters, digits, spaces and - _ ' . (first a letter
+    or digit). `too_long` may use {max_length} and {length}."""
     name = " ".join(unicodedata.normalize("NFC", raw).split())
     if not name:
-        raise InvalidInputError("A character needs a name.")
-    if len(name) > NAME_MAX:
-        raise InvalidInputError(f"Character names can be at most {NAME_MAX} characters (that one has {len(name)}).")
+        raise InvalidInputError(empty)
+    if len(name) > max_length:
+        raise InvalidInputError(too_long.format(max_length=max_length, length=len(name)))
     if not _NAME_PATTERN.match(name):
-        raise InvalidInputError(
-            "Character names may use letters, digits, spaces and - _ ' . and must start with a letter or digit."
-        )
+        raise InvalidInputError(bad_characters)
     return name
+
+
+def clean_name(raw: str) -> str:
+    """Normalise and check a character name: 1-32 characters, letters, digits, spaces, - _ ' ."""
+    return checked_name(
+        raw,
+        max_length=NAME_MAX,
+        empty="A character needs a name.",
+        too_long="Character names can be at most {max_length} characters (that one has {length}).",
+        bad_characters="Character names may use letters, digits, spaces and - _ ' . and must start with a letter "
+        "or digit.",
+    )
 
 
 def clean_description(raw: str) -> str:

@@ -9,23 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import io
-import re
-import unicodedata
 from dataclasses import dataclass, field
 
 import httpx
 from PIL import Image
 
 from bot.domain import Character, Element, ElementKind, StoredImage, View
-from bot.errors import ConflictError, InvalidInputError, NotFoundError
+from bot.errors import ConflictError, NotFoundError
 from bot.imaging.cleanup import BackgroundRemover, CleanupResult, preview
 from bot.imaging.intake import DecodedImage, IntakeLimits, check_declared, decode, download
-from bot.library import Actor, Library
+from bot.library import Actor, Library, checked_name
 from storage import Storage
 from storage.characters import NameTakenError
 
 ELEMENT_NAME_MAX = 20
-_ELEMENT_NAME = re.compile(r"^[\w][\w '\-.]*$")
 
 
 @dataclass(frozen=True)
@@ -48,16 +45,13 @@ class UploadResult:
 
 
 def clean_element_name(raw: str) -> str:
-    name = " ".join(unicodedata.normalize("NFC", raw).split())
-    if not name:
-        raise InvalidInputError("An element needs a name, for example `jacket` or `sword`.")
-    if len(name) > ELEMENT_NAME_MAX:
-        raise InvalidInputError(
-            f"Element names can be at most {ELEMENT_NAME_MAX} characters (that one has {len(name)})."
-        )
-    if not _ELEMENT_NAME.match(name):
-        raise InvalidInputError("Element names may use letters, digits, spaces and - _ ' . only.")
-    return name
+    return checked_name(
+        raw,
+        max_length=ELEMENT_NAME_MAX,
+        empty="An element needs a name, for example `jacket` or `sword`.",
+        too_long="Element names can be at most {max_length} characters (that one has {length}).",
+        bad_characters="Element names may use letters, digits, spaces and - _ ' . only.",
+    )
 
 
 async def clean_image(
