@@ -209,7 +209,7 @@ class Worker:
             self._wake.set()  # a slot is free
 
     async def _step(self, job: Job) -> Job | None:
-        provider = self.providers.get(job.provider)
+        provider = await self.providers.for_guild(job.guild_id, job.provider)
         if job.cancel_requested and job.state in (JobState.SUBMITTING, JobState.RUNNING):
             return await self._cancel(job, provider)
         try:

@@ -28,6 +28,10 @@ class ProviderRegistry:
             )
         return provider
 
+    async def for_guild(self, guild_id: int, name: str | None) -> Provider:
+        """The provider a server's jobs run on (the bot's own for now)."""
+        return self.get(name)
+
     def all(self) -> list[Provider]:
         return list(self._providers.values())
 

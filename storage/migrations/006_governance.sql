@@ -1,0 +1,2 @@
+-- Budgets, limits, moderation (filled in).
+SELECT 1;

@@ -1,0 +1,2 @@
+-- Character visibility (filled in by the sharing work).
+SELECT 1;

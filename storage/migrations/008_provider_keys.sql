@@ -1,0 +1,2 @@
+-- Per-server provider keys (filled in by the BYOK work).
+SELECT 1;
