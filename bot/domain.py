@@ -31,6 +31,15 @@ class ElementKind(StrEnum):
     OTHER = "other"
 
 
+class Visibility(StrEnum):
+    """Who sees a character: every member, its owner only, or its owner and members with chosen roles.
+    Members with Manage Server always see every character, so they can moderate it."""
+
+    SERVER = "server"
+    PRIVATE = "private"
+    ROLES = "roles"
+
+
 class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -45,6 +54,8 @@ class Character(Frozen):
     version: int
     created_at: datetime
     updated_at: datetime
+    visibility: Visibility = Visibility.SERVER
+    visible_role_ids: tuple[int, ...] = ()  # only used by Visibility.ROLES
 
 
 class ReferenceView(Frozen):

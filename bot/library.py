@@ -1,7 +1,10 @@
 """The subject library: the rules for characters (names, ownership, permissions, locking, versions).
 
 Who may do what:
-- every member of a server can see and use the server's characters;
+- who sees (and so uses) a character depends on its visibility (`can_see`): every member of the server, its
+  owner only, or its owner and members holding one of its chosen roles; members with Manage Server see every
+  character so they can moderate it. A character the actor cannot see behaves exactly like one that does not
+  exist: same not-found message, absent from lists and suggestions;
 - the owner of a character, and members with Manage Server, may change or delete it;
 - a locked character can be changed only by its owner; Manage Server can still unlock it, so a
   server is never stuck with a character nobody can manage.
@@ -14,9 +17,10 @@ import difflib
 import re
 import unicodedata
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from bot.domain import Character, Element, Page, ReferenceView, View
+from bot.domain import Character, Element, Page, ReferenceView, View, Visibility
 from bot.errors import ConflictError, InvalidInputError, NotAllowedError, NotFoundError
 from storage import Storage
 from storage.characters import NameTakenError
@@ -24,16 +28,35 @@ from storage.characters import NameTakenError
 NAME_MAX = 32
 DESCRIPTION_MAX = 1000
 AUTOCOMPLETE_MAX = 25
+MAX_VISIBLE_ROLES = 3
 _NAME_PATTERN = re.compile(r"^[\w][\w '\-.]*$")
+
+# Checks member-written texts (a name, a description) against the server's rules; raises a UserFacingError to refuse.
+ScreenHook = Callable[[int, list[str]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
 class Actor:
-    """Who is asking, where, and whether they manage the server (Manage Server or Administrator)."""
+    """Who is asking, where, whether they manage the server (Manage Server or Administrator), and their roles."""
 
     guild_id: int
     user_id: int
     is_manager: bool = False
+    role_ids: frozenset[int] = frozenset()
+
+
+def can_see(actor: Actor, character: Character) -> bool:
+    """The one visibility rule: may this actor see (and so use) this character?"""
+    if character.guild_id != actor.guild_id:
+        return False
+    if actor.is_manager or actor.user_id == character.owner_id or character.visibility is Visibility.SERVER:
+        return True
+    return character.visibility is Visibility.ROLES and not actor.role_ids.isdisjoint(character.visible_role_ids)
+
+
+def not_found(name: str) -> NotFoundError:
+    """What a missing character, and one the actor cannot see, both read as."""
+    return NotFoundError(f"There is no character called **{name}** in this server. `/character list` shows them all.")
 
 
 @dataclass(frozen=True)
@@ -90,14 +113,21 @@ DETAILS_CACHE_SIZE = 2048
 
 
 class Library:
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Storage, screen: ScreenHook | None = None) -> None:
         self._storage = storage
+        self._screen = screen
         # Views and elements of a (character id, version). Every change to either bumps the version in
         # the same transaction and ids are never reused, so an entry can never be stale.
         self._references: OrderedDict[tuple[int, int], tuple[list[ReferenceView], list[Element]]] = OrderedDict()
 
+    async def screen_text(self, guild_id: int, texts: list[str]) -> None:
+        """Let the server's screening (a block list) refuse member-written texts; raises a UserFacingError."""
+        if self._screen is not None and texts:
+            await self._screen(guild_id, texts)
+
     async def create(self, actor: Actor, name: str, description: str) -> Character:
         name, description = clean_name(name), clean_description(description)
+        await self.screen_text(actor.guild_id, [name, description])
         try:
             character = await self._storage.characters.create(actor.guild_id, name, description, actor.user_id)
         except NameTakenError:
@@ -116,15 +146,13 @@ class Library:
 
     async def get(self, actor: Actor, name: str) -> Character:
         character = await self._storage.characters.get_by_name(actor.guild_id, name.strip())
-        if character is None:
-            raise NotFoundError(
-                f"There is no character called **{name.strip()}** in this server. `/character list` shows them all."
-            )
+        if character is None or not can_see(actor, character):
+            raise not_found(name.strip())
         return character
 
     async def details(self, actor: Actor, character: Character) -> CharacterDetails:
-        if character.guild_id != actor.guild_id:
-            raise NotFoundError("That character is not in this server.")
+        if not can_see(actor, character):
+            raise not_found(character.name)
         cached = self._references.get((character.id, character.version))
         if cached is None:
             views = await self._storage.references.current_views(actor.guild_id, character.id)
@@ -137,11 +165,16 @@ class Library:
         views, elements = cached
         return CharacterDetails(character, list(views), list(elements))
 
+    async def visible(self, actor: Actor) -> list[Character]:
+        """The characters of the actor's server that they can see, by name."""
+        return [c for c in await self._storage.characters.all(actor.guild_id) if can_see(actor, c)]
+
     async def page(self, actor: Actor, number: int, per_page: int = 10) -> Page[Character]:
-        total = await self._storage.characters.count(actor.guild_id)
+        characters = await self.visible(actor)
+        total = len(characters)
         total_pages = max(1, -(-total // per_page))
         number = min(max(1, number), total_pages)
-        items = await self._storage.characters.list(actor.guild_id, offset=(number - 1) * per_page, limit=per_page)
+        items = characters[(number - 1) * per_page : number * per_page]
         return Page[Character](items=items, number=number, total_pages=total_pages, total_items=total)
 
     async def edit(
@@ -157,6 +190,7 @@ class Library:
             raise InvalidInputError("Tell me what to change: a new name, a new description, or both.")
         cleaned_name = clean_name(new_name) if new_name is not None else None
         cleaned_description = clean_description(description) if description is not None else None
+        await self.screen_text(actor.guild_id, [t for t in (cleaned_name, cleaned_description) if t is not None])
         try:
             updated = await self._storage.characters.update(
                 actor.guild_id,
@@ -177,7 +211,7 @@ class Library:
     async def delete_by_id(self, actor: Actor, character_id: int) -> str:
         """Delete a character of the actor's server (the id comes from a button); returns its name."""
         character = await self._storage.characters.get(actor.guild_id, character_id)
-        if character is None:
+        if character is None or not can_see(actor, character):
             raise NotFoundError("That character no longer exists in this server.")
         self.ensure_can_change(actor, character)
         if not await self._storage.characters.delete(actor.guild_id, character.id):
@@ -194,6 +228,28 @@ class Library:
             raise NotFoundError(f"**{character.name}** was deleted meanwhile.")
         return updated
 
+    async def set_visibility(
+        self, actor: Actor, character: Character, visibility: Visibility, role_ids: Sequence[int] = ()
+    ) -> Character:
+        """Who sees the character. `role_ids` (1-3) only for Visibility.ROLES; a real change bumps the version."""
+        self.ensure_can_change(actor, character)
+        roles = tuple(sorted(set(role_ids))) if visibility is Visibility.ROLES else ()
+        if visibility is Visibility.ROLES and not roles:
+            raise InvalidInputError(
+                "Pick at least one role with the `role` option: members holding it will see "
+                f"**{character.name}** (besides you and members with Manage Server)."
+            )
+        if len(roles) > MAX_VISIBLE_ROLES:
+            raise InvalidInputError(f"A character can be shared with at most {MAX_VISIBLE_ROLES} roles.")
+        if visibility is character.visibility and roles == character.visible_role_ids:
+            return character
+        updated = await self._storage.characters.update(
+            actor.guild_id, character.id, visibility=visibility, visible_role_ids=roles, bump_version=True
+        )
+        if updated is None:
+            raise NotFoundError(f"**{character.name}** was deleted meanwhile.")
+        return updated
+
     def ensure_can_change(self, actor: Actor, character: Character) -> None:
         """Refuse a change to someone else's character, or to a locked one by anyone but its owner."""
         is_owner = actor.user_id == character.owner_id
@@ -206,9 +262,9 @@ class Library:
                 "Manage Server can change it."
             )
 
-    async def suggest(self, guild_id: int, typed: str) -> list[str]:
-        """Names for autocomplete: prefix matches, then substring, then fuzzy; at most 25."""
-        names = await self._storage.characters.names(guild_id)
+    async def suggest(self, actor: Actor, typed: str) -> list[str]:
+        """Names the actor can see, for autocomplete: prefix matches, then substring, then fuzzy; at most 25."""
+        names = [character.name for character in await self.visible(actor)]
         query = typed.strip().casefold()
         if not query:
             return names[:AUTOCOMPLETE_MAX]

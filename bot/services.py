@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 
 from bot.animate import AnimateService
+from bot.character_card import CardLimits, CharacterCards
 from bot.config import Settings, SettingsError
 from bot.imaging.cleanup import BackgroundRemover
 from bot.imaging.intake import IntakeLimits
@@ -122,6 +123,7 @@ class Services:
     providers: ProviderRegistry
     animate: AnimateService
     server_settings: ServerSettings
+    cards: CharacterCards
 
     @classmethod
     async def build(cls, settings: Settings) -> Services:
@@ -152,6 +154,7 @@ class Services:
             providers,
             animate,
             ServerSettings(storage),
+            CharacterCards(storage, library, CardLimits.for_images(intake_limits(settings)), http),
         )
 
     async def close(self) -> None:

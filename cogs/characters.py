@@ -11,10 +11,11 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.app import LikenessBot
-from bot.discord_io.embeds import character_embed, library_page_embed, upload_embed
+from bot.character_card import SUFFIX, CardUpload
+from bot.discord_io.embeds import character_embed, library_page_embed, upload_embed, visibility_text
 from bot.discord_io.errors import FriendlyError, LikenessView, report_error
 from bot.discord_io.replies import actor_of
-from bot.domain import Character, ElementKind, View
+from bot.domain import Character, ElementKind, View, Visibility
 from bot.errors import UserFacingError
 from bot.library import DESCRIPTION_MAX, NAME_MAX
 from bot.references import ELEMENT_NAME_MAX, Upload, UploadResult
@@ -36,7 +37,7 @@ class CharacterName(app_commands.Transformer):
     ) -> list[app_commands.Choice[str]]:
         if interaction.guild_id is None:
             return []
-        names = await bot_of(interaction).library.suggest(interaction.guild_id, value)
+        names = await bot_of(interaction).library.suggest(actor_of(interaction), value)
         return [app_commands.Choice(name=name, value=name) for name in names]
 
     async def transform(self, interaction: discord.Interaction[Any], value: str) -> Character:
@@ -50,6 +51,7 @@ CharacterArg = app_commands.Transform[Character, CharacterName]
 
 VIEW_CHOICES = [app_commands.Choice(name=view.label, value=view.value) for view in View]
 KIND_CHOICES = [app_commands.Choice(name=kind.value.capitalize(), value=kind.value) for kind in ElementKind]
+VISIBILITY_CHOICES = [app_commands.Choice(name=v.value.capitalize(), value=v.value) for v in Visibility]
 
 
 def upload_of(attachment: discord.Attachment) -> Upload:
@@ -57,12 +59,17 @@ def upload_of(attachment: discord.Attachment) -> Upload:
 
 
 async def element_autocomplete(interaction: discord.Interaction[Any], value: str) -> list[app_commands.Choice[str]]:
-    """Elements of the character chosen in the same command; nothing for another server's names."""
-    character = getattr(interaction.namespace, "character", None)
-    if interaction.guild_id is None or not isinstance(character, str):
+    """Elements of the character chosen in the same command; nothing for a character the member cannot see."""
+    typed_character = getattr(interaction.namespace, "character", None)
+    if interaction.guild_id is None or not isinstance(typed_character, str):
         return []
-    names = await bot_of(interaction).services.references.element_names(interaction.guild_id, character)
+    library, actor = bot_of(interaction).library, actor_of(interaction)
+    try:
+        details = await library.details(actor, await library.get(actor, typed_character))
+    except UserFacingError:
+        return []
     typed = value.casefold()
+    names = [element.name for element in details.elements]
     return [app_commands.Choice(name=n, value=n) for n in names if typed in n.casefold()][:25]
 
 
@@ -252,6 +259,74 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
         updated = await self.bot.library.set_locked(actor_of(interaction), character, locked)
         state = "🔒 locked: only its owner can change it now" if updated.locked else "🔓 unlocked"
         await interaction.response.send_message(f"**{updated.name}** is {state}.", ephemeral=True)
+
+    @app_commands.command(name="visibility", description="Choose who sees and uses a character")
+    @app_commands.describe(
+        character="The character to share or hide",
+        who="Server: every member. Private: only its owner. Roles: its owner and members with the roles below",
+        role="For Roles: members holding this role see the character",
+        role2="For Roles: a second role whose members see it",
+        role3="For Roles: a third role whose members see it",
+    )
+    @app_commands.choices(who=VISIBILITY_CHOICES)
+    async def visibility(
+        self,
+        interaction: discord.Interaction[Any],
+        character: CharacterArg,
+        who: app_commands.Choice[str],
+        role: discord.Role | None = None,
+        role2: discord.Role | None = None,
+        role3: discord.Role | None = None,
+    ) -> None:
+        chosen = Visibility(who.value)
+        roles = [r.id for r in (role, role2, role3) if r is not None]
+        updated = await self.bot.library.set_visibility(actor_of(interaction), character, chosen, roles)
+        note = " (the roles you picked only count with **Roles**)" if roles and chosen is not Visibility.ROLES else ""
+        await interaction.response.send_message(
+            f"**{updated.name}** (v{updated.version}) is visible to: {visibility_text(updated)}.{note}",
+            ephemeral=True,
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
+
+    @app_commands.command(name="export", description=f"Download a character as a portable card ({SUFFIX})")
+    @app_commands.describe(character="The character to export, with its traits, views and elements")
+    async def export(self, interaction: discord.Interaction[Any], character: CharacterArg) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        card = await self.bot.services.cards.export(
+            actor_of(interaction), character, max_bytes=interaction.filesize_limit
+        )
+        await interaction.followup.send(
+            f"📦 The card of **{character.name}**. Bring it into another server with `/character import`.",
+            file=discord.File(io.BytesIO(card.data), filename=card.filename),
+            ephemeral=True,
+        )
+
+    @app_commands.command(name="import", description="Add a character to this server from a card")
+    @app_commands.describe(
+        card=f"A {SUFFIX} file made by /character export",
+        name=f"A new name for it here, e.g. when the card's name is taken (1-{NAME_MAX} characters)",
+    )
+    async def import_(
+        self,
+        interaction: discord.Interaction[Any],
+        card: discord.Attachment,
+        name: app_commands.Range[str, 1, NAME_MAX] | None = None,
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        actor = actor_of(interaction)
+        upload = CardUpload(card.url, card.filename, card.size, card.content_type)
+        character = await self.bot.services.cards.import_card(actor, upload, name)
+        details = await self.bot.library.details(actor, character)
+        # the (ephemeral) deferral is answered first, so the announcement below is a new, public message
+        await interaction.edit_original_response(
+            content=f"📥 Imported **{character.name}**: {len(details.views)} views, {len(details.elements)} elements. "
+            "It is yours and every member of this server can use it (see `/character visibility`)."
+        )
+        await interaction.followup.send(
+            f"📥 <@{interaction.user.id}> imported **{character.name}** into the library.",
+            embed=character_embed(details),
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
 
     @views.command(name="add", description="Add or replace a reference view (the old image stays in history)")
     @app_commands.describe(

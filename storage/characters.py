@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from collections.abc import Sequence
 
-from bot.domain import Character
+from bot.domain import Character, Visibility
 from storage.db import Database, Transaction
 
-_COLUMNS = "id, guild_id, name, description, owner_id, locked, version, created_at, updated_at"
+_COLUMNS = (
+    "id, guild_id, name, description, owner_id, locked, version, created_at, updated_at, visibility, visible_role_ids"
+)
 _NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
 
 
@@ -20,7 +24,9 @@ def name_key(name: str) -> str:
 
 
 def _character(row: sqlite3.Row) -> Character:
-    return Character.model_validate(dict(row))
+    data = dict(row)
+    data["visible_role_ids"] = json.loads(data["visible_role_ids"] or "[]")
+    return Character.model_validate(data)
 
 
 class CharacterRepository:
@@ -28,8 +34,14 @@ class CharacterRepository:
         self._db = db
 
     async def create(self, guild_id: int, name: str, description: str, owner_id: int) -> Character:
+        async with self._db.transaction() as tx:
+            return await self.create_in(tx, guild_id, name, description, owner_id)
+
+    @staticmethod
+    async def create_in(tx: Transaction, guild_id: int, name: str, description: str, owner_id: int) -> Character:
+        """Insert a character inside a larger transaction (an import adds its views and elements with it)."""
         try:
-            rows = await self._db.execute_returning(
+            rows = await tx.fetchall(
                 "INSERT INTO characters (guild_id, name, name_key, description, owner_id) VALUES (?, ?, ?, ?, ?) "
                 f"RETURNING {_COLUMNS}",
                 (guild_id, name, name_key(name), description, owner_id),
@@ -55,16 +67,12 @@ class CharacterRepository:
         row = await self._db.fetchone("SELECT COUNT(*) FROM characters WHERE guild_id = ?", (guild_id,))
         return int(row[0]) if row else 0
 
-    async def list(self, guild_id: int, *, offset: int = 0, limit: int = 100) -> list[Character]:
+    async def all(self, guild_id: int) -> list[Character]:
+        """Every character of the server, by name. Who may see which is the library's rule, applied on these."""
         rows = await self._db.fetchall(
-            f"SELECT {_COLUMNS} FROM characters WHERE guild_id = ? ORDER BY name_key LIMIT ? OFFSET ?",
-            (guild_id, limit, offset),
+            f"SELECT {_COLUMNS} FROM characters WHERE guild_id = ? ORDER BY name_key", (guild_id,)
         )
         return [_character(row) for row in rows]
-
-    async def names(self, guild_id: int) -> list[str]:
-        rows = await self._db.fetchall("SELECT name FROM characters WHERE guild_id = ? ORDER BY name_key", (guild_id,))
-        return [str(row[0]) for row in rows]
 
     async def update(
         self,
@@ -74,6 +82,8 @@ class CharacterRepository:
         name: str | None = None,
         description: str | None = None,
         locked: bool | None = None,
+        visibility: Visibility | None = None,
+        visible_role_ids: Sequence[int] | None = None,
         bump_version: bool = False,
     ) -> Character | None:
         assignments: list[str] = [f"updated_at = {_NOW}"]
@@ -87,6 +97,12 @@ class CharacterRepository:
         if locked is not None:
             assignments.append("locked = ?")
             params.append(int(locked))
+        if visibility is not None:
+            assignments.append("visibility = ?")
+            params.append(visibility.value)
+        if visible_role_ids is not None:
+            assignments.append("visible_role_ids = ?")
+            params.append(json.dumps(list(visible_role_ids)))
         if bump_version:
             assignments.append("version = version + 1")
         try:

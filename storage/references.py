@@ -7,10 +7,11 @@ a sheet always records exactly what it was bound to.
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import dataclass
 
-from bot.domain import Element, ElementKind, ReferenceView, StoredImage, View
+from bot.domain import Character, Element, ElementKind, ReferenceView, StoredImage, View
 from storage.characters import CharacterRepository, NameTakenError, name_key
-from storage.db import Database
+from storage.db import Database, Transaction
 
 _VIEW_COLUMNS = "id, character_id, view, original_blob, cleaned_blob, cutout_blob, uploaded_by, created_at"
 _ELEMENT_COLUMNS = "id, character_id, name, kind, original_blob, cleaned_blob, cutout_blob, bound, created_at"
@@ -23,6 +24,43 @@ def _view(row: sqlite3.Row) -> ReferenceView:
 
 def _element(row: sqlite3.Row) -> Element:
     return Element.model_validate(dict(row))
+
+
+@dataclass(frozen=True)
+class NewElement:
+    name: str
+    kind: ElementKind
+    image: StoredImage
+    bound: bool = True
+
+
+async def _insert_view(
+    tx: Transaction, guild_id: int, character_id: int, view: View, image: StoredImage, uploaded_by: int
+) -> int:
+    return await tx.execute(
+        "INSERT INTO reference_views (guild_id, character_id, view, original_blob, cleaned_blob, "
+        "cutout_blob, uploaded_by) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (guild_id, character_id, view.value, image.original, image.cleaned, image.cutout, uploaded_by),
+    )
+
+
+async def _insert_element(tx: Transaction, guild_id: int, character_id: int, element: NewElement) -> int:
+    image = element.image
+    return await tx.execute(
+        "INSERT INTO elements (guild_id, character_id, name, name_key, kind, original_blob, "
+        "cleaned_blob, cutout_blob, bound) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            guild_id,
+            character_id,
+            element.name,
+            name_key(element.name),
+            element.kind.value,
+            image.original,
+            image.cleaned,
+            image.cutout,
+            int(element.bound),
+        ),
+    )
 
 
 class ReferenceRepository:
@@ -56,11 +94,7 @@ class ReferenceRepository:
                 "WHERE guild_id = ? AND character_id = ? AND view = ? AND replaced_at IS NULL",
                 (guild_id, character_id, view.value),
             )
-            new_id = await tx.execute(
-                "INSERT INTO reference_views (guild_id, character_id, view, original_blob, cleaned_blob, "
-                "cutout_blob, uploaded_by) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (guild_id, character_id, view.value, image.original, image.cleaned, image.cutout, uploaded_by),
-            )
+            new_id = await _insert_view(tx, guild_id, character_id, view, image, uploaded_by)
             await CharacterRepository.bump_version_in(tx, guild_id, character_id)
             row = await tx.fetchone(f"SELECT {_VIEW_COLUMNS} FROM reference_views WHERE id = ?", (new_id,))
         assert row is not None
@@ -97,26 +131,35 @@ class ReferenceRepository:
     ) -> Element:
         try:
             async with self._db.transaction() as tx:
-                new_id = await tx.execute(
-                    "INSERT INTO elements (guild_id, character_id, name, name_key, kind, original_blob, "
-                    "cleaned_blob, cutout_blob) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        guild_id,
-                        character_id,
-                        name,
-                        name_key(name),
-                        kind.value,
-                        image.original,
-                        image.cleaned,
-                        image.cutout,
-                    ),
-                )
+                new_id = await _insert_element(tx, guild_id, character_id, NewElement(name, kind, image))
                 await CharacterRepository.bump_version_in(tx, guild_id, character_id)
                 row = await tx.fetchone(f"SELECT {_ELEMENT_COLUMNS} FROM elements WHERE id = ?", (new_id,))
         except sqlite3.IntegrityError as exc:
             raise NameTakenError(name) from exc
         assert row is not None
         return _element(row)
+
+    async def create_character_with(
+        self,
+        guild_id: int,
+        name: str,
+        description: str,
+        owner_id: int,
+        views: list[tuple[View, StoredImage]],
+        elements: list[NewElement],
+    ) -> Character:
+        """A new character with its views and elements, all in one transaction (an import): a failure leaves
+        no half character. Raises NameTakenError when the name (or an element name) is taken."""
+        try:
+            async with self._db.transaction() as tx:
+                character = await CharacterRepository.create_in(tx, guild_id, name, description, owner_id)
+                for view, image in views:
+                    await _insert_view(tx, guild_id, character.id, view, image, owner_id)
+                for element in elements:
+                    await _insert_element(tx, guild_id, character.id, element)
+        except sqlite3.IntegrityError as exc:
+            raise NameTakenError(name) from exc
+        return character
 
     async def remove_element(self, guild_id: int, character_id: int, name: str) -> bool:
         async with self._db.transaction() as tx:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from bot.domain import Visibility
 from bot.errors import ConflictError, InvalidInputError, NotAllowedError, NotFoundError
-from bot.library import Actor, Library, clean_name
+from bot.library import Actor, Library, can_see, clean_name
 from storage import Storage
 
 OWNER = Actor(guild_id=1, user_id=10)
@@ -79,12 +80,12 @@ async def test_rename_into_taken_name_is_refused(library: Library) -> None:
 async def test_suggestions_prefix_then_substring_then_fuzzy(library: Library) -> None:
     for name in ["Marco", "Amara", "Mara", "Zed", "Maria"]:
         await library.create(OWNER, name, "traits")
-    assert await library.suggest(1, "mar") == ["Mara", "Marco", "Maria", "Amara"]
-    assert "Maria" in await library.suggest(1, "mria")  # a typo still finds it
-    assert await library.suggest(2, "mar") == []
+    assert await library.suggest(OWNER, "mar") == ["Mara", "Marco", "Maria", "Amara"]
+    assert "Maria" in await library.suggest(OWNER, "mria")  # a typo still finds it
+    assert await library.suggest(STRANGER, "mar") == []
     for index in range(30):
         await library.create(OWNER, f"Extra {index}", "traits")
-    assert len(await library.suggest(1, "")) == 25
+    assert len(await library.suggest(OWNER, "")) == 25
 
 
 async def test_pages(library: Library) -> None:
@@ -94,3 +95,58 @@ async def test_pages(library: Library) -> None:
     assert [c.name for c in page.items] == ["C20", "C21", "C22"]
     assert (page.number, page.total_pages, page.total_items) == (3, 3, 23)
     assert (await library.page(MEMBER, 99, per_page=10)).number == 3
+
+
+async def test_visibility_rules(library: Library) -> None:
+    ava = await library.create(OWNER, "Ava", "traits")
+    await library.create(OWNER, "Bea", "traits")
+    private = await library.set_visibility(OWNER, ava, Visibility.PRIVATE)
+    assert private.version == ava.version + 1
+    assert can_see(OWNER, private) and can_see(MANAGER, private)
+    assert not can_see(MEMBER, private) and not can_see(STRANGER, private)
+    with pytest.raises(NotFoundError, match=r"There is no character called \*\*ava\*\*"):
+        await library.get(MEMBER, "ava")
+    with pytest.raises(NotFoundError, match=r"There is no character called \*\*Ava\*\*"):
+        await library.details(MEMBER, private)
+    assert await library.suggest(MEMBER, "") == ["Bea"]
+    assert [c.name for c in (await library.page(MEMBER, 1)).items] == ["Bea"]
+    assert (await library.page(MANAGER, 1)).total_items == 2
+    with pytest.raises(NotAllowedError):
+        await library.set_visibility(MEMBER, private, Visibility.SERVER)
+
+    shared = await library.set_visibility(OWNER, private, Visibility.ROLES, [8, 7, 8])
+    assert shared.visible_role_ids == (7, 8)
+    assert can_see(Actor(guild_id=1, user_id=20, role_ids=frozenset({8, 99})), shared)
+    assert not can_see(Actor(guild_id=1, user_id=21, role_ids=frozenset({9})), shared)
+    same = await library.set_visibility(OWNER, shared, Visibility.ROLES, [7, 8])
+    assert same.version == shared.version  # nothing changed, no new version
+    with pytest.raises(InvalidInputError, match="at least one role"):
+        await library.set_visibility(OWNER, shared, Visibility.ROLES, [])
+    with pytest.raises(InvalidInputError, match="at most 3 roles"):
+        await library.set_visibility(OWNER, shared, Visibility.ROLES, [1, 2, 3, 4])
+    public = await library.set_visibility(OWNER, shared, Visibility.SERVER, [5])
+    assert (public.visibility, public.visible_role_ids) == (Visibility.SERVER, ())
+
+
+async def test_screening_hook_sees_names_and_descriptions(tmp_path: Path) -> None:
+    screened: list[tuple[int, list[str]]] = []
+
+    async def screen(guild_id: int, texts: list[str]) -> None:
+        screened.append((guild_id, texts))
+        if "forbidden" in " ".join(texts):
+            raise InvalidInputError("blocked")
+
+    storage = await Storage.open(tmp_path / "db.sqlite3", tmp_path / "blobs")
+    try:
+        library = Library(storage, screen=screen)
+        ava = await library.create(OWNER, "  Ava ", "traits")
+        assert screened == [(1, ["Ava", "traits"])]
+        with pytest.raises(InvalidInputError, match="blocked"):
+            await library.create(OWNER, "Bea", "forbidden traits")
+        with pytest.raises(InvalidInputError, match="blocked"):
+            await library.edit(OWNER, ava, description="forbidden")
+        await library.edit(OWNER, ava, new_name="Ava Prime")
+        assert screened[-1] == (1, ["Ava Prime"])
+        assert [c.name for c in await library.visible(OWNER)] == ["Ava Prime"]
+    finally:
+        await storage.close()

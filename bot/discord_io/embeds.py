@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import discord
 
-from bot.domain import Character, Page, View
+from bot.domain import Character, Page, View, Visibility
 from bot.library import CharacterDetails
 from bot.references import UploadResult
 
 COLOR = discord.Colour(0x5B8DEF)
 LOCKED = "🔒"
+_VISIBILITY_MARK = {Visibility.SERVER: "", Visibility.PRIVATE: " · 🔐 private", Visibility.ROLES: " · 👥 roles"}
 
 
 def character_embed(details: CharacterDetails) -> discord.Embed:
@@ -19,6 +20,7 @@ def character_embed(details: CharacterDetails) -> discord.Embed:
     embed.add_field(name="Owner", value=f"<@{character.owner_id}>")
     embed.add_field(name="Version", value=f"v{character.version}")
     embed.add_field(name="Locked", value="Yes: only the owner can change it" if character.locked else "No")
+    embed.add_field(name="Visible to", value=visibility_text(character), inline=False)
     present = {view.view for view in details.views}
     embed.add_field(
         name=f"Reference views ({len(present)}/{len(View)})",
@@ -38,14 +40,28 @@ def character_embed(details: CharacterDetails) -> discord.Embed:
     return embed
 
 
+def visibility_text(character: Character) -> str:
+    """Who sees the character, as /character show and /character visibility say it."""
+    if character.visibility is Visibility.PRIVATE:
+        return f"🔐 Private: only <@{character.owner_id}> (and members with Manage Server)"
+    if character.visibility is Visibility.ROLES:
+        roles = ", ".join(f"<@&{role_id}>" for role_id in character.visible_role_ids)
+        return f"👥 Members with {roles}, <@{character.owner_id}> and members with Manage Server"
+    return "🌐 Everyone in this server"
+
+
+def _library_line(c: Character) -> str:
+    return (
+        f"{LOCKED if c.locked else '•'} **{c.name}** · v{c.version} · <@{c.owner_id}>{_VISIBILITY_MARK[c.visibility]}"
+    )
+
+
 def library_page_embed(guild_name: str, page: Page[Character]) -> discord.Embed:
     embed = discord.Embed(title=f"Characters of {guild_name}", colour=COLOR)
     if not page.items:
         embed.description = "The library is empty. Create the first character with `/character create`."
     else:
-        embed.description = "\n".join(
-            f"{LOCKED if c.locked else '•'} **{c.name}** · v{c.version} · <@{c.owner_id}>" for c in page.items
-        )
+        embed.description = "\n".join(_library_line(c) for c in page.items)
     noun = "character" if page.total_items == 1 else "characters"
     embed.set_footer(text=f"Page {page.number}/{page.total_pages} · {page.total_items} {noun}")
     return embed

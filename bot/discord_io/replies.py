@@ -17,10 +17,12 @@ def actor_of(interaction: discord.Interaction[Any]) -> Actor:
     if interaction.guild_id is None:
         raise discord.app_commands.NoPrivateMessage()
     permissions = interaction.permissions
+    user = interaction.user
     return Actor(
         guild_id=interaction.guild_id,
-        user_id=interaction.user.id,
+        user_id=user.id,
         is_manager=permissions.manage_guild or permissions.administrator,
+        role_ids=frozenset(role.id for role in user.roles) if isinstance(user, discord.Member) else frozenset(),
     )
 
 
