@@ -7,13 +7,18 @@ Cancel and the result buttons' rules live here too.
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from decimal import Decimal
 
-from bot.domain import BoundImage, Character, Job, JobState, ShotParams, StoredImage, View
+from bot.budget import Budget, to_micros
+from bot.domain import BoundImage, Character, Job, JobState, Quality, ServerRules, ShotParams, StoredImage, View
 from bot.errors import InvalidInputError, NotAllowedError, NotFoundError
 from bot.library import Actor, Library
+from bot.limits import Place, check_channel, check_cooldown, check_queue_room
+from bot.moderation import Moderator
 from bot.prompts import (
     CAMERA_MOVES,
     DEFAULT_NEGATIVE_PRESETS,
@@ -22,11 +27,13 @@ from bot.prompts import (
     clean_member_text,
     compile_prompt,
 )
-from bot.providers.base import Provider, RenderRequest, WorkKind
+from bot.providers.base import Capabilities, Provider, RenderRequest, WorkKind
 from bot.providers.registry import ProviderRegistry
 from bot.references import png_bytes
 from bot.sheet_split import Figure, on_white, sheet_prompt, split_sheet
 from storage import Storage
+from storage import ledger as ledger_rows
+from storage.ledger import Settlement
 
 ACTION_MAX = 500
 SETTING_MAX = 200
@@ -45,6 +52,18 @@ class Shot:
     provider: str | None = None
     mode: str | None = None
     model: str | None = None
+    quality: Quality | None = None
+
+
+@dataclass(frozen=True)
+class PendingShot:
+    """A costly shot waiting for its member to confirm the estimate."""
+
+    id: int
+    character: Character
+    estimate: int  # USD millionths
+    provider_label: str
+    duration: int
 
 
 class AnimateService:
@@ -55,13 +74,19 @@ class AnimateService:
         providers: ProviderRegistry,
         wake_worker: Callable[[int | None], None],
         *,
+        budget: Budget | None = None,
+        moderator: Moderator | None = None,
         max_queued_per_user: int = 10,
         sheet_provider: str | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._storage = storage
         self._library = library
         self._providers = providers
         self._wake = wake_worker
+        self._budget = budget or Budget(storage, clock=clock)
+        self._moderator = moderator or Moderator(storage)
+        self._clock = clock
         self.max_queued_per_user = max_queued_per_user
         self.sheet_provider = sheet_provider
 
@@ -69,9 +94,19 @@ class AnimateService:
         self._wake = wake_worker
 
     async def queue(
-        self, actor: Actor, channel_id: int, character: Character, shot: Shot, *, parent_job_id: int | None = None
-    ) -> Job:
+        self,
+        actor: Actor,
+        place: Place,
+        character: Character,
+        shot: Shot,
+        *,
+        parent_job_id: int | None = None,
+        confirmed: bool = False,
+    ) -> Job | PendingShot:
+        """Queue a shot, or hold it for a Confirm press when it costs more than the server's threshold."""
         server = await self._storage.guilds.get(actor.guild_id)
+        rules = server.rules
+        check_channel(rules, place)
         provider = self._providers.get(shot.provider or server.provider)
         caps = provider.capabilities
         action = shot.action.strip()
@@ -92,11 +127,17 @@ class AnimateService:
         if shot.mode is not None and shot.mode not in caps.modes:
             modes = ", ".join(caps.modes) or "none"
             raise InvalidInputError(f"**{caps.label}** has the quality modes: {modes}; `{shot.mode}` is not one.")
+        mode = shot.mode or _mode_for(caps, shot.quality, rules)
         if shot.camera not in CAMERA_MOVES:
             raise InvalidInputError(f"Unknown camera move `{shot.camera}`: use one of {', '.join(CAMERA_MOVES)}.")
         if shot.setting and len(shot.setting) > SETTING_MAX:
             raise InvalidInputError(f"The setting can be at most {SETTING_MAX} characters.")
-        await self._check_queue_room(actor)
+        await self._moderator.screen(
+            actor.guild_id,
+            actor.user_id,
+            {"prompt": action, "setting": shot.setting, "negative prompt": shot.negative},
+            nsfw_allowed=place.nsfw,
+        )
 
         details = await self._library.details(actor, character)
         binding = choose_references(details.views, details.elements, caps.max_reference_images)
@@ -129,13 +170,25 @@ class AnimateService:
                 aspect_ratio=aspect,
                 camera=shot.camera,
                 images=(),
-                mode=shot.mode,
+                mode=mode,
             )
         )
+        if not confirmed and self._budget.needs_confirmation(rules, to_micros(estimate)):
+            await self._budget.precheck(actor, rules, to_micros(estimate))  # never ask to confirm a refusal
+            fixed = Shot(**{**asdict(shot), "duration": duration, "aspect_ratio": aspect, "model": model, "mode": mode})
+            pending_id = await self._storage.pending.create(
+                guild_id=actor.guild_id,
+                user_id=actor.user_id,
+                channel_id=place.channel_id,
+                character_id=character.id,
+                shot=json.dumps({"shot": asdict(fixed), "parent_job_id": parent_job_id}),
+            )
+            return PendingShot(pending_id, character, to_micros(estimate), caps.label, duration)
         return await self._enqueue(
             actor,
-            channel_id,
+            place.channel_id,
             character,
+            rules=rules,
             kind=WorkKind.ANIMATE,
             provider=caps.name,
             model=model,
@@ -147,7 +200,7 @@ class AnimateService:
                 aspect_ratio=aspect,
                 camera=shot.camera,
                 setting=shot.setting,
-                mode=shot.mode,
+                mode=mode,
                 notes=list(compiled.notes),
             ),
             binding=binding,
@@ -161,6 +214,7 @@ class AnimateService:
         channel_id: int,
         character: Character,
         *,
+        rules: ServerRules,
         kind: WorkKind,
         provider: str,
         model: str,
@@ -172,38 +226,59 @@ class AnimateService:
         estimate: Decimal,
         parent_job_id: int | None = None,
     ) -> Job:
-        """Persist a job for the worker (state queued) and wake it."""
-        job = await self._storage.jobs.create(
-            guild_id=actor.guild_id,
-            channel_id=channel_id,
-            user_id=actor.user_id,
-            character_id=character.id,
-            character_name=character.name,
-            character_version=character.version,
-            kind=kind.value,
-            provider=provider,
-            model=model,
-            action=action,
-            prompt=prompt,
-            negative_prompt=negative_prompt,
-            params=params,
-            bound=[BoundImage(label=ref.label, role=ref.role, blob=ref.blob) for ref in binding.chosen],
-            cost_estimate=str(estimate),
-            parent_job_id=parent_job_id,
-        )
+        """Persist a job for the worker (state queued) with its money reserved, and wake it.
+
+        The member's limits and the caps are checked in the same transaction as the insert, so two commands
+        at once cannot both pass a cap that only one of them fits."""
+        micros = to_micros(estimate)
+        async with self._storage.db.transaction() as tx:
+            await check_cooldown(tx, self._storage.jobs, actor, rules, self._clock())
+            await check_queue_room(tx, self._storage.jobs, actor, rules.max_queued or self.max_queued_per_user)
+            await self._budget.check(tx, actor, rules, micros)
+            job = await self._storage.jobs.create(
+                guild_id=actor.guild_id,
+                channel_id=channel_id,
+                user_id=actor.user_id,
+                character_id=character.id,
+                character_name=character.name,
+                character_version=character.version,
+                kind=kind.value,
+                provider=provider,
+                model=model,
+                action=action,
+                prompt=prompt,
+                negative_prompt=negative_prompt,
+                params=params,
+                bound=[BoundImage(label=ref.label, role=ref.role, blob=ref.blob) for ref in binding.chosen],
+                cost_estimate=str(estimate),
+                parent_job_id=parent_job_id,
+                tx=tx,
+            )
+            await ledger_rows.reserve(
+                tx, guild_id=actor.guild_id, user_id=actor.user_id, job_id=job.id, micros=micros, now=self._clock()
+            )
         self._wake(job.id)
         return job
 
-    async def _check_queue_room(self, actor: Actor) -> None:
-        waiting = await self._storage.jobs.in_states(
-            [JobState.QUEUED, JobState.SUBMITTING, JobState.RUNNING], guild_id=actor.guild_id
+    async def confirm(self, actor: Actor, place: Place, pending_id: int) -> Job:
+        """Queue a shot its member confirmed (once, however often the button is pressed)."""
+        row = await self._storage.pending.take(actor.guild_id, actor.user_id, pending_id)
+        if row is None:
+            raise NotFoundError("This shot is no longer waiting for you: it was confirmed, canceled or expired.")
+        data = json.loads(row.shot)
+        character = await self._storage.characters.get(actor.guild_id, row.character_id)
+        if character is None:
+            raise NotFoundError("That character was deleted, so this shot can't be made.")
+        shot = data["shot"]
+        shot["quality"] = Quality(shot["quality"]) if shot.get("quality") else None
+        job = await self.queue(
+            actor, place, character, Shot(**shot), parent_job_id=data.get("parent_job_id"), confirmed=True
         )
-        mine = [job for job in waiting if job.user_id == actor.user_id]
-        if len(mine) >= self.max_queued_per_user:
-            raise NotAllowedError(
-                f"You already have {len(mine)} shots waiting or rendering; the limit is {self.max_queued_per_user}. "
-                "Wait for some to finish, or cancel one with `/queue cancel`."
-            )
+        assert isinstance(job, Job)
+        return job
+
+    async def drop_pending(self, actor: Actor, pending_id: int) -> None:
+        await self._storage.pending.take(actor.guild_id, actor.user_id, pending_id)
 
     async def job_for(self, actor: Actor, job_id: int) -> Job:
         """A job of the actor's server (never another server's, whatever id is guessed)."""
@@ -230,7 +305,9 @@ class AnimateService:
         self.ensure_owner_or(actor, job, can_moderate=actor.is_manager, what="cancel it")
         if job.state.finished:
             raise InvalidInputError(f"Shot #{job.id} is already {job.state.value}.")
-        canceled = await self._storage.jobs.transition(job.id, [JobState.QUEUED], JobState.CANCELED)
+        canceled = await self._storage.jobs.transition(
+            job.id, [JobState.QUEUED], JobState.CANCELED, settle=Settlement(), finished_at=self._clock()
+        )
         if canceled is None:  # already with the provider: the worker cancels it there
             await self._storage.jobs.update(job.id, cancel_requested=1)
             canceled = await self._storage.jobs.get(job.id)
@@ -239,8 +316,8 @@ class AnimateService:
         return canceled
 
     async def again(
-        self, actor: Actor, channel_id: int, job_id: int, *, action: str | None = None, same_shot: bool = True
-    ) -> Job:
+        self, actor: Actor, place: Place, job_id: int, *, action: str | None = None, same_shot: bool = True
+    ) -> Job | PendingShot:
         """Re-roll (same shot), Edit prompt (same shot, new words) or Next shot (same character, new words)."""
         job = await self.job_for(actor, job_id)
         self.ensure_owner_or(actor, job, can_moderate=actor.is_manager, what="start another take from it")
@@ -256,17 +333,19 @@ class AnimateService:
             mode=params.mode,
             model=job.model,
         )
-        return await self.queue(actor, channel_id, character, shot, parent_job_id=job.id)
+        return await self.queue(actor, place, character, shot, parent_job_id=job.id)
 
     # ------------------------------------------------------------------ generated sheets
 
-    async def queue_sheet(self, actor: Actor, channel_id: int, character: Character, style: str | None) -> Job:
+    async def queue_sheet(self, actor: Actor, place: Place, character: Character, style: str | None) -> Job:
         """Ask an image provider for a multi-angle sheet of the character, from its traits and references."""
         self._library.ensure_can_change(actor, character)  # the kept views will change the character
+        rules = (await self._storage.guilds.get(actor.guild_id)).rules
+        check_channel(rules, place)
         provider = await self._sheet_provider(actor.guild_id)
         caps = provider.capabilities
         style = clean_member_text(style)[:SETTING_MAX] if style else None
-        await self._check_queue_room(actor)
+        await self._moderator.screen(actor.guild_id, actor.user_id, {"style": style}, nsfw_allowed=place.nsfw)
         details = await self._library.details(actor, character)
         binding = choose_references(details.views, [], min(caps.max_reference_images, 3))
         prompt = sheet_prompt(clean_member_text(character.name), clean_member_text(character.description), style)
@@ -276,8 +355,9 @@ class AnimateService:
         )
         return await self._enqueue(
             actor,
-            channel_id,
+            place.channel_id,
             character,
+            rules=rules,
             kind=WorkKind.SHEET,
             provider=caps.name,
             model=model,
@@ -289,11 +369,11 @@ class AnimateService:
             estimate=estimate,
         )
 
-    async def retry_sheet(self, actor: Actor, channel_id: int, job_id: int) -> Job:
+    async def retry_sheet(self, actor: Actor, place: Place, job_id: int) -> Job:
         """Another generated sheet like job `job_id` (same character, same style)."""
         job = await self.job_for(actor, job_id)
         character = await self.character_of(actor, job)
-        return await self.queue_sheet(actor, channel_id, character, job.params.setting)
+        return await self.queue_sheet(actor, place, character, job.params.setting)
 
     async def _sheet_provider(self, guild_id: int) -> Provider:
         """The configured sheet provider, else the server's if it makes images, else local."""
@@ -333,3 +413,13 @@ class AnimateService:
         updated = await self._storage.characters.get(actor.guild_id, character.id)
         assert updated is not None
         return updated, [f.view for f in chosen]
+
+
+def _mode_for(caps: Capabilities, quality: Quality | None, rules: ServerRules) -> str | None:
+    """The provider mode for draft (its cheapest) or final (its best), where the provider has both."""
+    if quality is not None and len(caps.modes) < 2:
+        raise InvalidInputError(f"**{caps.label}** has a single quality, so draft and final are the same there.")
+    chosen = quality or rules.quality
+    if chosen is None or len(caps.modes) < 2:
+        return None
+    return caps.modes[0] if chosen is Quality.DRAFT else caps.modes[-1]

@@ -12,11 +12,12 @@ from PIL import Image, ImageDraw
 
 from bot.animate import Shot
 from bot.config import Settings
-from bot.domain import JobState, StoredImage, View
+from bot.domain import Job, JobState, StoredImage, View
 from bot.imaging.cleanup import preview
 from bot.jobs.delivery import NoDelivery
 from bot.jobs.worker import Worker
 from bot.library import Actor
+from bot.limits import Place
 from bot.references import clean_image, png_bytes
 from bot.services import Services, intake_limits
 
@@ -94,11 +95,9 @@ async def run_demo(settings: Settings, out_dir: Path) -> list[Path]:
             services.animate.set_wake(worker.wake)
             await worker.start()
             job = await services.animate.queue(
-                actor,
-                channel_id=0,
-                character=character,
-                shot=Shot(action="turns to the camera and waves", camera="orbit"),
+                actor, Place(channel_id=0), character, Shot(action="turns to the camera and waves", camera="orbit")
             )
+            assert isinstance(job, Job)  # the local renderer is free: nothing to confirm
             # the job's state lives in the database: poll it
             while (current := await services.storage.jobs.get(job.id)) is not None and not current.state.finished:  # noqa: ASYNC110
                 await asyncio.sleep(0.2)

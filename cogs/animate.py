@@ -9,17 +9,22 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.animate import ACTION_MAX, Shot
+from bot.animate import ACTION_MAX, PendingShot, Shot
 from bot.app import LikenessBot
-from bot.discord_io.errors import report_error
-from bot.discord_io.replies import actor_of
-from bot.domain import Job, JobState
+from bot.budget import to_micros, usd
+from bot.discord_io.errors import LikenessView, report_error
+from bot.discord_io.replies import actor_of, place_of
+from bot.domain import Job, JobState, Quality
 from bot.errors import UserFacingError
 from bot.jobs.delivery import Progress
 from bot.prompts import CAMERA_MOVES
 from bot.providers.base import Capabilities
 from cogs.characters import CharacterArg, bot_of
 
+QUALITY_CHOICES = [
+    app_commands.Choice(name="Draft (the provider's cheaper mode)", value=Quality.DRAFT.value),
+    app_commands.Choice(name="Final (the provider's best mode)", value=Quality.FINAL.value),
+]
 CAMERA_CHOICES = [app_commands.Choice(name=key.replace("_", " "), value=key) for key in CAMERA_MOVES]
 
 
@@ -73,6 +78,77 @@ async def my_jobs_autocomplete(interaction: discord.Interaction[Any], value: str
     ][:25]
 
 
+def queued_text(job: Job, what: str = "Queued") -> str:
+    cost = f" (about {usd(to_micros(job.cost_estimate))})" if to_micros(job.cost_estimate) > 0 else ""
+    return f"{what} shot #{job.id} of **{job.character_name}**{cost}."
+
+
+async def answer_queued(interaction: discord.Interaction[Any], result: Job | PendingShot, what: str = "Queued") -> None:
+    """Tell the member their shot is queued (and show its status in the channel), or ask them to confirm its cost.
+
+    The answer is ephemeral: the first response, or an edit of the deferred one."""
+    bot = bot_of(interaction)
+    if isinstance(result, Job):
+        await bot.delivery.show_status(result, Progress())
+        notes = "".join(f"\n• {note}" for note in result.params.notes)
+        content = f"{queued_text(result, what)} Progress and the clip will be posted in this channel.{notes}"
+        view = None
+    else:
+        content = (
+            f"This {result.duration} s shot of **{result.character.name}** with {result.provider_label} is estimated "
+            f"at **{usd(result.estimate)}**. Confirm to queue it (this expires in 15 minutes)."
+        )
+        view = LikenessView(timeout=None)
+        view.add_item(ConfirmShot("yes", result.id))
+        view.add_item(ConfirmShot("no", result.id))
+    if interaction.response.is_done():
+        await interaction.edit_original_response(content=content, view=view)
+    elif view is not None:
+        await interaction.response.send_message(content, view=view, ephemeral=True)
+    else:
+        await interaction.response.send_message(content, ephemeral=True)
+
+
+class ConfirmShot(
+    discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"likeness:confirm:(?P<answer>yes|no):(?P<id>\d+)"
+):
+    """Confirm / Cancel under a costly shot's estimate. Only its member can press (checked in the service), and
+    the pending shot is taken once, so a double press queues one shot."""
+
+    def __init__(self, answer: str, pending_id: int) -> None:
+        yes = answer == "yes"
+        super().__init__(
+            discord.ui.Button(
+                label="Confirm" if yes else "Cancel",
+                style=discord.ButtonStyle.success if yes else discord.ButtonStyle.secondary,
+                custom_id=f"likeness:confirm:{answer}:{pending_id}",
+            )
+        )
+        self.answer = answer
+        self.pending_id = pending_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> ConfirmShot:
+        return cls(match["answer"], int(match["id"]))
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        try:
+            animate = bot_of(interaction).services.animate
+            if self.answer == "no":
+                await animate.drop_pending(actor_of(interaction), self.pending_id)
+                await interaction.response.edit_message(content="Canceled: nothing was queued.", view=None)
+                return
+            job = await animate.confirm(actor_of(interaction), place_of(interaction), self.pending_id)
+            await bot_of(interaction).delivery.show_status(job, Progress())
+            await interaction.response.edit_message(
+                content=f"{queued_text(job)} Progress and the clip will be posted in this channel.", view=None
+            )
+        except Exception as exc:
+            await report_error(interaction, exc)
+
+
 class ShotModal(discord.ui.Modal):
     """Edit prompt / Next shot: the words of the new take."""
 
@@ -89,17 +165,14 @@ class ShotModal(discord.ui.Modal):
         self.add_item(self.action)
 
     async def on_submit(self, interaction: discord.Interaction[Any]) -> None:
-        bot = bot_of(interaction)
-        assert interaction.channel_id is not None
-        job = await bot.services.animate.again(
+        result = await bot_of(interaction).services.animate.again(
             actor_of(interaction),
-            interaction.channel_id,
+            place_of(interaction),
             self.job.id,
             action=self.action.value,
             same_shot=self.same_shot,
         )
-        await bot.delivery.show_status(job, Progress())
-        await interaction.response.send_message(f"Queued shot #{job.id} of **{job.character_name}**.", ephemeral=True)
+        await answer_queued(interaction, result)
 
     async def on_error(self, interaction: discord.Interaction[Any], error: Exception) -> None:
         await report_error(interaction, error)
@@ -146,10 +219,9 @@ class JobButton(
         if self.action in ("edit", "next"):
             await interaction.response.send_modal(ShotModal(job, same_shot=self.action == "edit"))
             return
-        assert interaction.channel_id is not None
-        again = await animate.again(actor, interaction.channel_id, job.id)
-        await bot.delivery.show_status(again, Progress())
-        await interaction.response.send_message(f"Re-rolling: queued shot #{again.id}.", ephemeral=True)
+        await answer_queued(
+            interaction, await animate.again(actor, place_of(interaction), job.id), "Re-rolling: queued"
+        )
 
 
 class Animate(commands.Cog):
@@ -157,10 +229,10 @@ class Animate(commands.Cog):
         self.bot = bot
 
     async def cog_load(self) -> None:
-        self.bot.add_dynamic_items(JobButton)
+        self.bot.add_dynamic_items(JobButton, ConfirmShot)
 
     async def cog_unload(self) -> None:
-        self.bot.remove_dynamic_items(JobButton)
+        self.bot.remove_dynamic_items(JobButton, ConfirmShot)
 
     @app_commands.command(name="animate", description="Queue an animated shot of a character")
     @app_commands.describe(
@@ -173,8 +245,9 @@ class Animate(commands.Cog):
         provider="Render provider (default: the server's)",
         mode="Quality mode, where the provider has them (e.g. Kling std / pro)",
         model="The provider's model (default: the bot's choice)",
+        quality="Draft (cheaper, to try ideas) or final (best), where the provider has both",
     )
-    @app_commands.choices(camera=CAMERA_CHOICES)
+    @app_commands.choices(camera=CAMERA_CHOICES, quality=QUALITY_CHOICES)
     @app_commands.autocomplete(duration=duration_autocomplete)
     @app_commands.autocomplete(provider=provider_autocomplete, aspect=aspect_autocomplete)
     @app_commands.autocomplete(mode=mode_autocomplete, model=model_autocomplete)
@@ -191,9 +264,9 @@ class Animate(commands.Cog):
         provider: str | None = None,
         mode: str | None = None,
         model: str | None = None,
+        quality: app_commands.Choice[str] | None = None,
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        assert interaction.channel_id is not None
         shot = Shot(
             action=prompt,
             duration=duration,
@@ -203,14 +276,10 @@ class Animate(commands.Cog):
             provider=provider,
             mode=mode,
             model=model,
+            quality=Quality(quality.value) if quality else None,
         )
-        job = await self.bot.services.animate.queue(actor_of(interaction), interaction.channel_id, character, shot)
-        await self.bot.delivery.show_status(job, Progress())
-        notes = "".join(f"\n• {note}" for note in job.params.notes)
-        await interaction.edit_original_response(
-            content=f"Queued shot #{job.id} of **{character.name}**. Progress and the clip will be posted in this "
-            f"channel.{notes}"
-        )
+        result = await self.bot.services.animate.queue(actor_of(interaction), place_of(interaction), character, shot)
+        await answer_queued(interaction, result)
 
     queue = app_commands.Group(name="queue", description="The render queue", guild_only=True)
 

@@ -13,7 +13,7 @@ from discord.ext import commands
 from bot.app import LikenessBot
 from bot.discord_io.delivery import file_slug
 from bot.discord_io.errors import report_error
-from bot.discord_io.replies import actor_of
+from bot.discord_io.replies import actor_of, place_of
 from bot.domain import View
 from bot.jobs.delivery import Progress
 from cogs.characters import CharacterArg, bot_of
@@ -79,8 +79,7 @@ class SheetRetry(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"like
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
         try:
             bot = bot_of(interaction)
-            assert interaction.channel_id is not None
-            again = await bot.services.animate.retry_sheet(actor_of(interaction), interaction.channel_id, self.job_id)
+            again = await bot.services.animate.retry_sheet(actor_of(interaction), place_of(interaction), self.job_id)
             await bot.delivery.show_status(again, Progress())
             await interaction.response.send_message(f"Generating another sheet: #{again.id}.", ephemeral=True)
         except Exception as exc:
@@ -113,9 +112,8 @@ class Sheets(commands.Cog):
     ) -> None:
         if generate:
             await interaction.response.defer(ephemeral=True, thinking=True)
-            assert interaction.channel_id is not None
             job = await self.bot.services.animate.queue_sheet(
-                actor_of(interaction), interaction.channel_id, character, style
+                actor_of(interaction), place_of(interaction), character, style
             )
             await self.bot.delivery.show_status(job, Progress())
             await interaction.edit_original_response(

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from bot.domain import GuildSettings
+from bot.domain import GuildSettings, ServerRules
 from storage.db import Database
 
-_COLUMNS = "guild_id, provider, video_model, negative_presets, negative_extra"
+_COLUMNS = "guild_id, provider, video_model, negative_presets, negative_extra, rules"
 
 
 class GuildSettingsRepository:
@@ -21,14 +21,27 @@ class GuildSettingsRepository:
             return GuildSettings(guild_id=guild_id)
         data = dict(row)
         data["negative_presets"] = json.loads(data["negative_presets"]) if data["negative_presets"] else None
+        data["rules"] = ServerRules.model_validate_json(data["rules"]) if data["rules"] else ServerRules()
         return GuildSettings.model_validate(data)
+
+    async def all_with_rules(self) -> list[GuildSettings]:
+        """Every server that set something (to warm caches at start)."""
+        rows = await self._db.fetchall("SELECT guild_id FROM guild_settings WHERE rules IS NOT NULL")
+        return [await self.get(int(row["guild_id"])) for row in rows]
 
     async def save(self, settings: GuildSettings) -> None:
         presets = json.dumps(settings.negative_presets) if settings.negative_presets is not None else None
         await self._db.execute(
-            f"INSERT INTO guild_settings ({_COLUMNS}) VALUES (?, ?, ?, ?, ?) "
+            f"INSERT INTO guild_settings ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (guild_id) DO UPDATE SET provider = excluded.provider, video_model = excluded.video_model, "
             "negative_presets = excluded.negative_presets, negative_extra = excluded.negative_extra, "
-            "updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
-            (settings.guild_id, settings.provider, settings.video_model, presets, settings.negative_extra),
+            "rules = excluded.rules, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+            (
+                settings.guild_id,
+                settings.provider,
+                settings.video_model,
+                presets,
+                settings.negative_extra,
+                settings.rules.model_dump_json(exclude_defaults=True),
+            ),
         )

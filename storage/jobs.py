@@ -10,13 +10,15 @@ from collections.abc import Iterable
 from typing import Any
 
 from bot.domain import BoundImage, Job, JobState, ShotParams
-from storage.db import Database
+from storage import ledger
+from storage.db import Database, Transaction
+from storage.ledger import Settlement
 
 _COLUMNS = (
     "id, guild_id, channel_id, user_id, character_id, character_name, character_version, kind, provider, model, "
     "action, prompt, negative_prompt, params, bound, cost_estimate, cost_final, state, task_id, status_url, "
     "attempts, polls, next_poll_at, status_message_id, result_message_id, result_blob, error, parent_job_id, "
-    "cancel_requested, created_at, started_at, finished_at"
+    "cancel_requested, created_at, started_at, finished_at, late_check_until"
 )
 _UPDATABLE = frozenset(_COLUMNS.replace(" ", "").split(",")) - {"id", "guild_id", "created_at"}
 
@@ -55,31 +57,34 @@ class JobRepository:
         bound: list[BoundImage],
         cost_estimate: str,
         parent_job_id: int | None = None,
+        tx: Transaction | None = None,
     ) -> Job:
-        rows = await self._db.execute_returning(
+        """Insert a queued job; inside `tx` when it must commit with something else (its reservation)."""
+        sql = (
             "INSERT INTO jobs (guild_id, channel_id, user_id, character_id, character_name, character_version, kind, "
             "provider, model, action, prompt, negative_prompt, params, bound, cost_estimate, parent_job_id, "
-            f"created_at) VALUES ({_placeholders(range(17))}) RETURNING {_COLUMNS}",
-            (
-                guild_id,
-                channel_id,
-                user_id,
-                character_id,
-                character_name,
-                character_version,
-                kind,
-                provider,
-                model,
-                action,
-                prompt,
-                negative_prompt,
-                params.model_dump_json(),
-                json.dumps([b.model_dump() for b in bound]),
-                cost_estimate,
-                parent_job_id,
-                time.time(),
-            ),
+            f"created_at) VALUES ({_placeholders(range(17))}) RETURNING {_COLUMNS}"
         )
+        values = (
+            guild_id,
+            channel_id,
+            user_id,
+            character_id,
+            character_name,
+            character_version,
+            kind,
+            provider,
+            model,
+            action,
+            prompt,
+            negative_prompt,
+            params.model_dump_json(),
+            json.dumps([b.model_dump() for b in bound]),
+            cost_estimate,
+            parent_job_id,
+            time.time(),
+        )
+        rows = await (tx.fetchall(sql, values) if tx is not None else self._db.execute_returning(sql, values))
         return _job(rows[0])
 
     async def get(self, job_id: int) -> Job | None:
@@ -107,25 +112,61 @@ class JobRepository:
         return [_job(row) for row in rows]
 
     async def transition(
-        self, job_id: int, allowed_from: Iterable[JobState], to: JobState, **fields: Any
+        self,
+        job_id: int,
+        allowed_from: Iterable[JobState],
+        to: JobState,
+        *,
+        settle: Settlement | None = None,
+        **fields: Any,
     ) -> Job | None:
-        """Move a job to `to` only if it is in one of `allowed_from`; None if it was not (someone else won)."""
+        """Move a job to `to` only if it is in one of `allowed_from`; None if it was not (someone else won).
+        With `settle`, the job's reservation is settled in the same transaction (only if the move happened)."""
         sources: list[object] = [s.value for s in allowed_from]
-        return await self._update(
-            job_id, {"state": to.value, **fields}, f"state IN ({_placeholders(sources)})", sources
+        condition = f"state IN ({_placeholders(sources)})"
+        if settle is None:
+            return await self._update(job_id, {"state": to.value, **fields}, condition, sources)
+        async with self._db.transaction() as tx:
+            moved = await self._update(job_id, {"state": to.value, **fields}, condition, sources, tx=tx)
+            if moved is not None:
+                await ledger.settle(tx, job_id, settle.charge_micros)
+            return moved
+
+    async def late_checks(self) -> list[Job]:
+        """Failed jobs whose render the provider may still finish (the bot gave up waiting)."""
+        rows = await self._db.fetchall(
+            f"SELECT {_COLUMNS} FROM jobs WHERE state = 'failed' AND late_check_until IS NOT NULL "
+            "AND task_id IS NOT NULL ORDER BY id",
         )
+        return [_job(row) for row in rows]
+
+    async def last_created(self, guild_id: int, user_id: int, tx: Transaction | None = None) -> float | None:
+        """When the member last queued a job in this server."""
+        sql = "SELECT MAX(created_at) FROM jobs WHERE guild_id = ? AND user_id = ?"
+        row = await (tx.fetchone(sql, (guild_id, user_id)) if tx else self._db.fetchone(sql, (guild_id, user_id)))
+        return float(row[0]) if row and row[0] is not None else None
+
+    async def count_waiting(self, guild_id: int, user_id: int, tx: Transaction | None = None) -> int:
+        """The member's jobs queued or holding a provider slot in this server."""
+        sql = (
+            "SELECT COUNT(*) FROM jobs WHERE guild_id = ? AND user_id = ? "
+            "AND state IN ('queued', 'submitting', 'running', 'downloading', 'delivering')"
+        )
+        row = await (tx.fetchone(sql, (guild_id, user_id)) if tx else self._db.fetchone(sql, (guild_id, user_id)))
+        return int(row[0]) if row else 0
 
     async def update(self, job_id: int, **fields: Any) -> Job | None:
         """Change fields without changing the state."""
         return await self._update(job_id, fields, "1 = 1", [])
 
-    async def _update(self, job_id: int, fields: dict[str, Any], condition: str, params: list[object]) -> Job | None:
+    async def _update(
+        self, job_id: int, fields: dict[str, Any], condition: str, params: list[object], tx: Transaction | None = None
+    ) -> Job | None:
         unknown = set(fields) - _UPDATABLE
         if unknown:
             raise ValueError(f"not job columns: {sorted(unknown)}")
         assignments = ", ".join(f"{name} = ?" for name in fields)
-        rows = await self._db.execute_returning(
-            f"UPDATE jobs SET {assignments} WHERE id = ? AND {condition} RETURNING {_COLUMNS}",
-            (*fields.values(), job_id, *params),
-        )
+        sql = f"UPDATE jobs SET {assignments} WHERE id = ? AND {condition} RETURNING {_COLUMNS}"
+        values = (*fields.values(), job_id, *params)
+        rows = await (tx.fetchall(sql, values) if tx is not None else self._db.execute_returning(sql, values))
         return _job(rows[0]) if rows else None

@@ -158,7 +158,7 @@ async def test_final_error_is_reported_with_the_providers_reason(
     job_id = await animate(fake, world, "something refused", provider="scripted")
     await until(fake, lambda: status_of(fake, world, job_id).embeds[0]["title"].startswith("❌"), "the failure")
     reason = fields(status_of(fake, world, job_id))["Why it failed"]
-    assert reason == "The provider refused this content. (provider said: risk control (1301))"
+    assert reason == "The provider refused this content. (provider said: risk control (1301)) Nothing was charged."
     assert result_of(fake, world, job_id) == []
 
 
@@ -212,7 +212,7 @@ async def test_buttons_work_after_restart_and_refuse_the_wrong_member(
     press = await fake.press(result, f"likeness:job:reroll:{job_id}", world.alice)
     await press.wait_settled()
     assert press.ephemeral and press.content.startswith("Re-rolling: queued shot #")
-    reroll = int(press.content.split("#")[1].rstrip("."))
+    reroll = int(press.content.split("#")[1].split(" ")[0])
     await until(fake, lambda: bool(result_of(fake, world, reroll)), "the re-roll")
     assert runner.bot is not None
     job = await runner.bot.storage.jobs.get(reroll)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict, deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bot.domain import Job
 
@@ -18,6 +18,10 @@ from bot.domain import Job
 class Limits:
     provider_caps: Mapping[str, int]  # tasks a provider account may run at once
     per_user: int = 2  # jobs of one member holding provider slots at once
+    per_user_by_guild: Mapping[int, int] = field(default_factory=dict)  # servers that set their own
+
+    def user_cap(self, guild_id: int) -> int:
+        return self.per_user_by_guild.get(guild_id, self.per_user)
 
 
 def fair_order(queued: Sequence[Job], last_start: Mapping[int, float]) -> list[Job]:
@@ -48,7 +52,7 @@ def jobs_to_start(
     for job in fair_order(queued, last_start):
         cap = limits.provider_caps.get(job.provider, 1)
         user = (job.guild_id, job.user_id)
-        if per_provider[job.provider] >= cap or per_user[user] >= limits.per_user:
+        if per_provider[job.provider] >= cap or per_user[user] >= limits.user_cap(job.guild_id):
             continue
         per_provider[job.provider] += 1
         per_user[user] += 1

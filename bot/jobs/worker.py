@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from bot.budget import to_micros
 from bot.domain import Job, JobState
 from bot.imaging.prep import ProviderImageLimits, prepare_for_provider
 from bot.jobs.delivery import Delivery, Progress
@@ -44,6 +45,7 @@ from bot.providers.base import (
 from bot.providers.registry import ProviderRegistry
 from storage.blobs import BlobStore
 from storage.jobs import JobRepository
+from storage.ledger import Settlement
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,8 @@ class WorkerConfig:
     max_poll_interval: float = 30.0
     max_render_seconds: float = 3600.0  # a task still running after this is given up on
     position_interval: float = 5.0  # how often queue positions are re-announced
+    late_check_interval: float = 300.0  # how often renders the bot gave up on are looked at again
+    late_check_window: float = 86400.0  # ... and for how long after giving up
 
 
 class Worker:
@@ -87,6 +91,7 @@ class Worker:
         self._job_wakes: dict[int, asyncio.Event] = {}
         self._announced_places: dict[int, int | None] = {}
         self._fresh: set[int] = set()  # jobs taken from the queue by this worker and not yet sent
+        self.per_user_by_guild: Callable[[], dict[int, int]] = dict  # servers' own running caps
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -122,6 +127,7 @@ class Worker:
 
     async def _loop(self) -> None:
         next_positions = 0.0
+        next_late_check = 0.0
         while True:
             self._wake.clear()  # before filling: a wake-up that arrives while filling is not lost
             try:
@@ -129,6 +135,9 @@ class Worker:
                 if time.monotonic() >= next_positions:  # positions move often; tell members at a calm pace
                     next_positions = time.monotonic() + self.config.position_interval
                     await self._announce_positions()
+                if time.monotonic() >= next_late_check:
+                    next_late_check = time.monotonic() + self.config.late_check_interval
+                    await self._late_checks()
             except Exception:
                 log.exception("the worker could not start queued jobs")
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that lands as the event fires
@@ -138,14 +147,16 @@ class Worker:
 
     def limits(self) -> Limits:
         caps = {p.capabilities.name: p.capabilities.max_concurrency for p in self.providers.all()}
-        return Limits(provider_caps=caps, per_user=self.config.per_user)
+        return Limits(provider_caps=caps, per_user=self.config.per_user, per_user_by_guild=self.per_user_by_guild())
 
     async def _fill_slots(self) -> None:
         queued = await self.jobs.in_states([JobState.QUEUED])
         active = await self.jobs.in_states(ACTIVE)
         for job in queued:
             if job.cancel_requested:
-                await self._move(job.id, [JobState.QUEUED], JobState.CANCELED, finished_at=self.clock())
+                await self._move(
+                    job.id, [JobState.QUEUED], JobState.CANCELED, settle=Settlement(), finished_at=self.clock()
+                )
         queued = [job for job in queued if not job.cancel_requested]
         starting = jobs_to_start(queued, active, self.limits(), self._last_start)
         for job in starting:
@@ -199,6 +210,7 @@ class Worker:
                 job.id,
                 ACTIVE,
                 JobState.FAILED,
+                settle=Settlement(),
                 error=f"Something went wrong on my side (error id `{error_id}`).",
                 finished_at=self.clock(),
             )
@@ -258,23 +270,30 @@ class Worker:
         if result.status is TaskStatus.SUCCEEDED:
             self._artifacts[job.id] = result.artifacts
             self._learn(job, first_poll=polls == 1)
+            cost = str(result.charged) if result.charged is not None else job.cost_estimate
             return await self._move(
                 job.id,
                 [JobState.RUNNING],
                 JobState.DOWNLOADING,
+                settle=Settlement(to_micros(cost)),
                 polls=polls,
                 attempts=0,
-                cost_final=str(result.charged) if result.charged is not None else job.cost_estimate,
+                cost_final=cost,
             )
         if result.status is TaskStatus.FAILED:
             error = result.error or FinalError("The provider could not render this shot.")
             return await self._fail(job.model_copy(update={"polls": polls}), error)
         if result.status is TaskStatus.CANCELED:
             return await self._move(
-                job.id, [JobState.RUNNING], JobState.CANCELED, polls=polls, finished_at=self.clock()
+                job.id,
+                [JobState.RUNNING],
+                JobState.CANCELED,
+                settle=Settlement(),
+                polls=polls,
+                finished_at=self.clock(),
             )
         if job.started_at and self.clock() - job.started_at > self.config.max_render_seconds:
-            return await self._fail(job, FinalError("The provider did not finish this shot in time; it was given up."))
+            return await self._give_up(job.model_copy(update={"polls": polls}))
         updated = await self.jobs.update(job.id, polls=polls, attempts=0, next_poll_at=self._next_poll(job, polls))
         if updated:
             await self._announce(updated, self._running_progress(updated, result))
@@ -301,11 +320,18 @@ class Worker:
         )
 
     async def _cancel(self, job: Job, provider: Provider) -> Job | None:
+        billed = False
         if job.task_id:
             with contextlib.suppress(ProviderError):
                 await provider.cancel(self._submission(job))
+            billed = not provider.capabilities.cancel_stops_billing  # Kling renders (and bills) it anyway
         return await self._move(
-            job.id, [JobState.SUBMITTING, JobState.RUNNING], JobState.CANCELED, finished_at=self.clock()
+            job.id,
+            [JobState.SUBMITTING, JobState.RUNNING],
+            JobState.CANCELED,
+            settle=Settlement(to_micros(job.cost_estimate) if billed else None),
+            cost_final=job.cost_estimate if billed else "0",
+            finished_at=self.clock(),
         )
 
     async def _retry_later(self, job: Job, error: RetryableError) -> Job | None:
@@ -326,15 +352,65 @@ class Worker:
 
     async def _fail(self, job: Job, error: ProviderError) -> Job | None:
         message = error.message + (f" (provider said: {error.detail})" if error.detail else "")
+        message += " You were charged for it, as the provider bills it." if error.charged else " Nothing was charged."
         return await self._move(
             job.id,
             ACTIVE,
             JobState.FAILED,
+            settle=Settlement(to_micros(job.cost_estimate) if error.charged else None),
             error=message,
             polls=job.polls,
             cost_final=job.cost_estimate if error.charged else "0",
             finished_at=self.clock(),
         )
+
+    async def _give_up(self, job: Job) -> Job | None:
+        """Stop waiting for a render that takes too long. The provider may still finish (and bill) it, so its
+        money stays held and it is looked at again for a while: a late success is charged and posted."""
+        return await self._move(
+            job.id,
+            [JobState.RUNNING],
+            JobState.FAILED,
+            error="The provider did not finish this shot in time, so the bot stopped waiting. If the provider still "
+            "finishes it today, it will be posted here.",
+            polls=job.polls,
+            late_check_until=self.clock() + self.config.late_check_window,
+            finished_at=self.clock(),
+        )
+
+    async def _late_checks(self) -> None:
+        """Look again at renders the bot gave up on: charge and post a late success, release the rest."""
+        for job in await self.jobs.late_checks():
+            if job.id in self._drivers:
+                continue
+            done = {"late_check_until": None}
+            if job.late_check_until is not None and self.clock() > job.late_check_until:
+                await self.jobs.transition(job.id, [JobState.FAILED], JobState.FAILED, settle=Settlement(), **done)
+                continue
+            try:
+                provider = await self.providers.for_guild(job.guild_id, job.provider)
+                result = await provider.poll(self._submission(job))
+            except ProviderError as error:
+                log.info("late check of job %s: %s", job.id, error)
+                continue
+            if result.status is TaskStatus.SUCCEEDED:
+                cost = str(result.charged) if result.charged is not None else job.cost_estimate
+                self._artifacts[job.id] = result.artifacts
+                late = await self._move(
+                    job.id,
+                    [JobState.FAILED],
+                    JobState.DOWNLOADING,
+                    settle=Settlement(to_micros(cost)),
+                    cost_final=cost,
+                    error=None,
+                    finished_at=None,
+                    **done,
+                )
+                if late is not None:
+                    log.info("job %s finished late at the provider; posting it", job.id)
+                    self._drive(late)
+            elif result.status in (TaskStatus.FAILED, TaskStatus.CANCELED):
+                await self.jobs.transition(job.id, [JobState.FAILED], JobState.FAILED, settle=Settlement(), **done)
 
     # ------------------------------------------------------------------ helpers
 
@@ -415,9 +491,18 @@ class Worker:
             async with asyncio.timeout(delay):
                 await event.wait()
 
-    async def _move(self, job_id: int, allowed_from: Iterable[JobState], to: JobState, **fields: object) -> Job | None:
-        """Change a job's state in the database, then show it: every transition reaches the status message."""
-        moved = await self.jobs.transition(job_id, allowed_from, to, **fields)
+    async def _move(
+        self,
+        job_id: int,
+        allowed_from: Iterable[JobState],
+        to: JobState,
+        *,
+        settle: Settlement | None = None,
+        **fields: object,
+    ) -> Job | None:
+        """Change a job's state in the database (settling its money in the same transaction), then show it:
+        every transition reaches the status message."""
+        moved = await self.jobs.transition(job_id, allowed_from, to, settle=settle, **fields)
         if moved is not None:
             await self._announce(moved)
         return moved

@@ -60,6 +60,7 @@ class Capabilities:
     needs_key: bool = True
     typical_seconds: float = 60.0  # a first guess of render time, for the first poll and the ETA
     display_name: str = ""  # how members see it ("Kling", "fal.ai"); the name if empty
+    cancel_stops_billing: bool = True  # False where a canceled task still renders and is billed (Kling)
     modes: tuple[str, ...] = ()  # quality modes where the provider has them (Kling: "std", "pro")
     image_model: str | None = None  # the model used for WorkKind.SHEET, when the provider makes images
 

@@ -78,6 +78,7 @@ MULTI_IMAGE2VIDEO = "/v1/videos/multi-image2video"
 IMAGE_GENERATIONS = "/v1/images/generations"
 OMNI_VIDEO = "/v1/videos/omni-video"
 ELEMENTS = "/v1/general/advanced-custom-elements"
+ACCOUNT_COSTS = "/account/costs"  # free, no /v1 prefix (providers.md §1.7.10)
 ENDPOINTS = (IMAGE2VIDEO, MULTI_IMAGE2VIDEO, IMAGE_GENERATIONS, OMNI_VIDEO)
 
 VIDEO_UNIT_USD = Decimal("0.14")  # one prepaid video unit
@@ -333,6 +334,7 @@ class KlingProvider:
             typical_seconds=90.0,
             display_name="Kling",
             modes=MODES,
+            cancel_stops_billing=False,  # no cancel endpoint: the task renders and is billed
             image_model=image_model,
         )
 
@@ -450,6 +452,12 @@ class KlingProvider:
 
     def external_id(self, job_id: int) -> str:
         return f"{self._prefix}{job_id}"
+
+    async def verify_key(self) -> None:
+        """Check the keys with Kling's free account query (`GET /account/costs`, at most once a second), before a
+        server's own key is kept: FinalError when Kling refuses them, RetryableError when it cannot tell now."""
+        now = int(self._clock() * 1000)
+        await self._call("GET", f"{ACCOUNT_COSTS}?start_time={now - 86_400_000}&end_time={now}")
 
     # ----------------------------------------------------------------------------------------------------------
     # Requests

@@ -1,2 +1,51 @@
--- Budgets, limits, moderation (filled in).
-SELECT 1;
+-- Server governance: the rules admins set, the money ledger, confirmations waiting for a press, and the audit log.
+
+-- Everything an admin sets in /settings beyond provider and negative prompts, as one JSON object validated by
+-- bot.domain.ServerRules (NULL: every default).
+ALTER TABLE guild_settings ADD COLUMN rules TEXT;
+
+-- A render the provider may still finish after the bot gave up waiting: looked at again until this time, and
+-- charged if it succeeded (the provider bills it whether or not the bot was still waiting).
+ALTER TABLE jobs ADD COLUMN late_check_until REAL;
+
+-- Append-only money ledger, in USD millionths. A job's estimate is reserved when it is queued (+), released when
+-- it ends (-) and charged (+) when the provider bills it, so the sum of a job's entries is what it holds or cost,
+-- and the sum over any set of jobs is their balance. Every entry of a job carries the UTC day it was reserved,
+-- so daily and monthly caps count a job once, in the period it was queued.
+CREATE TABLE ledger (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    guild_id   INTEGER NOT NULL,
+    user_id    INTEGER NOT NULL,
+    job_id     INTEGER NOT NULL REFERENCES jobs (id),
+    entry      TEXT NOT NULL CHECK (entry IN ('reserve', 'release', 'charge')),
+    micros     INTEGER NOT NULL CHECK (CASE entry WHEN 'release' THEN micros <= 0 ELSE micros >= 0 END),
+    day        TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    UNIQUE (job_id, entry)
+);
+CREATE INDEX ledger_by_guild_day ON ledger (guild_id, day);
+CREATE INDEX ledger_by_user_day ON ledger (guild_id, user_id, day);
+CREATE TRIGGER ledger_no_update BEFORE UPDATE ON ledger BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
+CREATE TRIGGER ledger_no_delete BEFORE DELETE ON ledger BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
+
+-- A costly shot waiting for its member to press Confirm (the shot as JSON; expires).
+CREATE TABLE pending_shots (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    guild_id   INTEGER NOT NULL,
+    user_id    INTEGER NOT NULL,
+    channel_id INTEGER NOT NULL,
+    character_id INTEGER NOT NULL REFERENCES characters (id) ON DELETE CASCADE,
+    shot       TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+
+-- Refusals and admin changes, readable with /settings audit.
+CREATE TABLE audit_log (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    guild_id   INTEGER NOT NULL,
+    user_id    INTEGER NOT NULL,
+    action     TEXT NOT NULL,
+    detail     TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL
+);
+CREATE INDEX audit_by_guild ON audit_log (guild_id, id);

@@ -1,0 +1,203 @@
+"""Budgets: what shots cost, the caps admins set, and the ledger that holds and charges the money.
+
+A shot's estimate is reserved when it is queued, in the same transaction as the job, after checking that
+it fits both the member's daily cap and the server's monthly cap counting everything already spent or
+held; so concurrent commands cannot overspend. The worker settles the reservation in the same transaction
+as the state change that ends the job: charged when the provider billed it, released otherwise.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from bot.domain import Job, JobState, LedgerEntry, ServerRules
+from bot.errors import InvalidInputError, NotAllowedError
+from bot.library import Actor
+from storage import Storage
+from storage.db import Transaction
+from storage.ledger import Settlement, committed, day_of
+
+MICROS_PER_USD = 1_000_000
+RECENT_JOBS = 10
+
+
+def to_micros(amount: Decimal | str) -> int:
+    """USD to millionths, rounded up (an estimate is never under-reserved)."""
+    return math.ceil(Decimal(amount) * MICROS_PER_USD)
+
+
+def usd(micros: int) -> str:
+    """$1.23; amounts under a cent keep their digits ($0.0035), so a cheap shot never shows as $0.00."""
+    amount = Decimal(micros) / MICROS_PER_USD
+    if micros == 0 or abs(micros) >= 10_000:
+        return f"${amount:,.2f}"
+    return f"${amount.normalize():f}"
+
+
+def charge_of(job: Job) -> int:
+    """What a job that the provider billed costs: what the provider reported, else the estimate."""
+    return to_micros(job.cost_final if job.cost_final is not None else job.cost_estimate)
+
+
+class OverBudgetError(NotAllowedError):
+    """A shot that does not fit a cap; the message has the numbers."""
+
+
+@dataclass(frozen=True)
+class Spend:
+    charged: int
+    held: int  # reserved by shots still waiting or rendering
+
+    @property
+    def committed(self) -> int:
+        return self.charged + self.held
+
+
+@dataclass(frozen=True)
+class BudgetSummary:
+    day: str
+    month: str
+    server: Spend
+    member: Spend
+    monthly_cap: int | None
+    daily_cap: int | None
+    recent: list[tuple[Job, int]]  # the member's latest jobs and what each holds or cost
+
+
+def _spend(entries: list[LedgerEntry]) -> Spend:
+    charged = sum(e.micros for e in entries if e.entry == "charge")
+    return Spend(charged=charged, held=sum(e.micros for e in entries) - charged)
+
+
+def _until(now: datetime, then: datetime) -> str:
+    minutes = max(1, int((then - now).total_seconds() // 60))
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
+
+
+class Budget:
+    def __init__(self, storage: Storage, *, clock: Callable[[], float] = time.time) -> None:
+        self._storage = storage
+        self._clock = clock
+
+    def today(self) -> str:
+        return day_of(self._clock())
+
+    async def check(self, tx: Transaction, actor: Actor, rules: ServerRules, micros: int) -> None:
+        """Refuse a shot of `micros` that would pass the member's daily or the server's monthly cap."""
+        if micros <= 0:
+            return
+        day = self.today()
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        if rules.daily_cap_usd is not None:
+            cap = to_micros(rules.daily_cap_usd)
+            used = await committed(tx, actor.guild_id, period=day, user_id=actor.user_id)
+            if used + micros > cap:
+                midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+                raise OverBudgetError(
+                    f"This shot is estimated at {usd(micros)}, but you have {usd(max(0, cap - used))} left of your "
+                    f"{usd(cap)} daily limit in this server ({usd(used)} spent or held by your shots today). "
+                    f"It resets at 00:00 UTC, in {_until(now, midnight)}."
+                )
+        if rules.monthly_cap_usd is not None:
+            cap = to_micros(rules.monthly_cap_usd)
+            used = await committed(tx, actor.guild_id, period=day[:7])
+            if used + micros > cap:
+                raise OverBudgetError(
+                    f"This shot is estimated at {usd(micros)}, but this server has {usd(max(0, cap - used))} left of "
+                    f"its {usd(cap)} monthly budget ({usd(used)} spent or held this month). It resets on the 1st "
+                    "(UTC); an admin can raise it with `/settings budget`."
+                )
+
+    async def precheck(self, actor: Actor, rules: ServerRules, micros: int) -> None:
+        """`check` outside a transaction: before asking a member to confirm a shot that would be refused."""
+        async with self._storage.db.transaction() as tx:
+            await self.check(tx, actor, rules, micros)
+
+    def needs_confirmation(self, rules: ServerRules, micros: int) -> bool:
+        return rules.confirm_over_usd is not None and micros > 0 and micros >= to_micros(rules.confirm_over_usd)
+
+    async def summary(self, actor: Actor) -> BudgetSummary:
+        server = await self._storage.guilds.get(actor.guild_id)
+        day = self.today()
+        month_entries = await self._storage.ledger.entries(actor.guild_id, period=day[:7])
+        mine_today = [e for e in month_entries if e.user_id == actor.user_id and e.day == day]
+        jobs = [j for j in await self._storage.jobs.recent_in_guild(actor.guild_id, 50) if j.user_id == actor.user_id]
+        jobs = jobs[:RECENT_JOBS]
+        totals = await self._storage.ledger.job_totals(actor.guild_id, [j.id for j in jobs])
+        rules = server.rules
+        return BudgetSummary(
+            day=day,
+            month=day[:7],
+            server=_spend(month_entries),
+            member=_spend(mine_today),
+            monthly_cap=to_micros(rules.monthly_cap_usd) if rules.monthly_cap_usd is not None else None,
+            daily_cap=to_micros(rules.daily_cap_usd) if rules.daily_cap_usd is not None else None,
+            recent=[(job, totals.get(job.id, 0)) for job in jobs],
+        )
+
+    async def month_csv(self, actor: Actor, month: str | None = None) -> tuple[str, bytes]:
+        """The month's jobs and money as CSV (admins): (file name, bytes)."""
+        if not actor.is_manager:
+            raise NotAllowedError("Only members with Manage Server can export the server's spending.")
+        month = month or self.today()[:7]
+        if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", month):
+            raise InvalidInputError(f"Give the month as YYYY-MM, like {self.today()[:7]}.")
+        entries = await self._storage.ledger.entries(actor.guild_id, period=month)
+        by_job: dict[int, list[LedgerEntry]] = {}
+        for entry in entries:
+            by_job.setdefault(entry.job_id, []).append(entry)
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(
+            ["job_id", "queued_utc", "member_id", "character", "kind", "provider", "model", "seconds", "state",
+             "estimate_usd", "held_usd", "charged_usd"]
+        )  # fmt: skip
+        total = Spend(0, 0)
+        for job_id, job_entries in by_job.items():
+            job = await self._storage.jobs.get_in_guild(actor.guild_id, job_id)
+            if job is None:
+                continue
+            spend = _spend(job_entries)
+            total = Spend(total.charged + spend.charged, total.held + spend.held)
+            reserved = sum(e.micros for e in job_entries if e.entry == "reserve")
+            writer.writerow(
+                [job.id, datetime.fromtimestamp(job.created_at, UTC).strftime("%Y-%m-%d %H:%M:%S"), job.user_id,
+                 job.character_name, job.kind, job.provider, job.model, job.params.duration, job.state.value,
+                 _plain(reserved), _plain(spend.held), _plain(spend.charged)]
+            )  # fmt: skip
+        writer.writerow(["total", "", "", "", "", "", "", "", "", "", _plain(total.held), _plain(total.charged)])
+        return f"likeness-spend-{month}.csv", out.getvalue().encode()
+
+    async def reconcile(self, now: float | None = None) -> int:
+        """Settle jobs that ended holding a reservation (a safety net; settling normally commits with the state
+        change). A job the provider may still finish after a give-up keeps its hold until its late check ends."""
+        now = self._clock() if now is None else now
+        settled = 0
+        for job_id in await self._storage.ledger.unsettled_jobs():
+            job = await self._storage.jobs.get(job_id)
+            if job is None or not job.state.finished:
+                continue
+            if job.late_check_until is not None and job.late_check_until > now:
+                continue
+            billed = job.state is JobState.DONE or (job.cost_final is not None and to_micros(job.cost_final) > 0)
+            await self._storage.ledger.settle(job.id, charge_of(job) if billed else None)
+            settled += 1
+        return settled
+
+
+def _plain(micros: int) -> str:
+    return f"{Decimal(micros) / MICROS_PER_USD:.6f}"
+
+
+def settlement(*, billed: bool, job: Job) -> Settlement:
+    """Release a job's hold, charging it when the provider billed it."""
+    return Settlement(charge_of(job) if billed else None)
