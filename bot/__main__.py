@@ -1,4 +1,4 @@
-"""`likeness`: the command line (run, sync, version)."""
+"""`likeness`: the command line (run, sync, keygen, version)."""
 
 from __future__ import annotations
 
@@ -48,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="run the whole pipeline offline (no Discord, no token): cleanup, sheet, one animation"
     )
     demo.add_argument("--out", type=Path, default=Path("demo-out"), help="output folder (default: demo-out)")
+    commands.add_parser(
+        "keygen",
+        help="print a new LIKENESS_SECRET_KEY (lets servers add their own provider keys, stored encrypted)",
+        description="Prints a fresh random key on standard output, and where to put it on standard error.",
+    )
     commands.add_parser("version", help="print the version")
     return parser
 
@@ -55,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _settings_and_token() -> tuple[Settings, str]:
     settings = load_settings()
     token = settings.token()
-    setup_logging(settings.log_level, secrets=[token])
+    setup_logging(settings.log_level, secrets=[token, *settings.secrets()])
     return settings, token
 
 
@@ -87,6 +92,16 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if command == "models":
             return _models(args)
+        if command == "keygen":
+            from bot.secret_box import generate_key
+
+            print(generate_key())
+            print(
+                "Put it in .env as LIKENESS_SECRET_KEY=<the key above> (or in the environment), keep a copy in a safe "
+                "place, and restart the bot. If it changes, servers must enter their provider keys again.",
+                file=sys.stderr,
+            )
+            return 0
         if command == "demo":
             from bot.demo import run_demo
 

@@ -92,6 +92,11 @@ class Settings(BaseSettings):
     runway_api_key: SecretStr | None = Field(default=None, description="Runway API key. Never logged.")
     runway_base_url: str = Field(default="https://api.dev.runwayml.com", description="Runway API host.")
     runway_concurrency: int = Field(default=2, ge=1, le=100, description="Runway tasks your tier runs at once.")
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Encrypts servers' own provider keys in the database (32 bytes, url-safe base64; "
+        "`likeness keygen` makes one). Without it servers cannot add keys. Never logged.",
+    )
     sheet_provider: str | None = Field(
         default=None, description="Provider for /sheet generate; default: the server's, if it makes images, else local."
     )
@@ -118,6 +123,16 @@ class Settings(BaseSettings):
             raise ValueError(f"must be one of {', '.join(sorted(known))}")
         return value
 
+    @field_validator("secret_key")
+    @classmethod
+    def _valid_secret_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        from bot.secret_box import decode_key
+
+        decode_key(value.get_secret_value())  # ValueError saying what is wrong, never the value
+        return value
+
     @property
     def db_path(self) -> Path:
         return self.database_path or self.data_dir / "likeness.sqlite3"
@@ -133,6 +148,11 @@ class Settings(BaseSettings):
     @property
     def model_dir(self) -> Path:
         return self.models_dir or self.data_dir / "models"
+
+    def secrets(self) -> list[str]:
+        """Every secret setting that is set, for the log filter."""
+        names = (name for name, field in type(self).model_fields.items() if _is_secret(field.annotation))
+        return [value for value in map(self.secret, names) if value is not None]
 
     def secret(self, name: str) -> str | None:
         value = getattr(self, name)
@@ -155,6 +175,10 @@ class SettingsError(RuntimeError):
     """Invalid settings, worded for the admin: which setting, and what is wrong with it."""
 
 
+def _is_secret(annotation: object) -> bool:
+    return annotation is SecretStr or SecretStr in getattr(annotation, "__args__", ())
+
+
 def env_name(field: str) -> str:
     if field in ("discord_token", "DISCORD_TOKEN"):
         return "DISCORD_TOKEN"
@@ -169,6 +193,7 @@ def load_settings(**overrides: object) -> Settings:
         lines = ["Some settings are not valid:"]
         for error in exc.errors():
             field = str(error["loc"][0]) if error["loc"] else "?"
-            shown = "" if "token" in field else f" (got {error.get('input')!r})"
+            secret = field in Settings.model_fields and _is_secret(Settings.model_fields[field].annotation)
+            shown = "" if secret or "token" in field else f" (got {error.get('input')!r})"
             lines.append(f"  {env_name(field)}: {error['msg']}{shown}")
         raise SettingsError("\n".join(lines)) from None

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,10 +18,12 @@ from bot.imaging.cleanup import BackgroundRemover
 from bot.imaging.intake import IntakeLimits
 from bot.library import Library
 from bot.models import model_file
+from bot.provider_keys import KEY_SPECS, ProviderKeys
 from bot.providers.base import Provider
 from bot.providers.local import LocalProvider
-from bot.providers.registry import ProviderRegistry
+from bot.providers.registry import ProviderFactory, ProviderRegistry
 from bot.references import ReferenceService
+from bot.secret_box import SecretBox
 from bot.server_settings import ServerSettings
 from bot.sheets import SheetService
 from storage import Storage
@@ -70,42 +73,75 @@ def _configured(setting: str, factory: Callable[..., Provider], **options: Any) 
         raise SettingsError(f"Some settings are not valid:\n  {setting}: {error}") from None
 
 
+def build_provider(settings: Settings, name: str, keys: Mapping[str, str | None]) -> Provider:
+    """One remote provider on the bot's settings (host, model, concurrency) with the given keys: the bot's own,
+    or a server's (bot.provider_keys.KEY_SPECS names the same fields). The host never comes from a server."""
+    if name == "kling":
+        from bot.providers.kling import KlingProvider
+
+        return _configured(
+            "LIKENESS_KLING_MODEL",
+            KlingProvider,
+            base_url=settings.kling_base_url,
+            access_key=keys.get("access_key"),
+            secret_key=keys.get("secret_key"),
+            api_key=keys.get("api_key"),
+            model=settings.kling_model,
+            max_concurrency=settings.kling_concurrency,
+            external_id_prefix=install_id(settings),
+        )
+    if name == "fal":
+        from bot.providers.fal import FalProvider
+
+        return FalProvider(
+            key=keys.get("key") or "", base_url=settings.fal_base_url, max_concurrency=settings.fal_concurrency
+        )
+    if name == "runway":
+        from bot.providers.runway import RunwayProvider
+
+        return RunwayProvider(
+            api_key=keys.get("api_key") or "",
+            base_url=settings.runway_base_url,
+            max_concurrency=settings.runway_concurrency,
+        )
+    raise ValueError(f"{name!r} is not a provider that takes keys")
+
+
+def bot_keys(settings: Settings) -> dict[str, dict[str, str | None]]:
+    """The bot's own keys, by provider, for the providers that have them."""
+    keys: dict[str, dict[str, str | None]] = {}
+    kling = {name: settings.secret(f"kling_{name}") for name in ("access_key", "secret_key", "api_key")}
+    if (kling["access_key"] and kling["secret_key"]) or kling["api_key"]:
+        keys["kling"] = kling
+    if (fal_key := settings.secret("fal_key")) is not None:
+        keys["fal"] = {"key": fal_key}
+    if (runway_key := settings.secret("runway_api_key")) is not None:
+        keys["runway"] = {"api_key": runway_key}
+    return keys
+
+
 def build_providers(settings: Settings) -> dict[str, Provider]:
     """The local provider always; a remote one only when its key is configured (a provider without a key
-    is not offered to members)."""
+    is not offered to members, unless a server brings its own key)."""
     providers: dict[str, Provider] = {
         "local": LocalProvider(
             settings.render_dir, delay=settings.local_delay, max_concurrency=settings.local_concurrency
         )
     }
-    kling_pair = settings.secret("kling_access_key") and settings.secret("kling_secret_key")
-    if kling_pair or settings.secret("kling_api_key"):
-        from bot.providers.kling import KlingProvider
-
-        providers["kling"] = _configured(
-            "LIKENESS_KLING_MODEL",
-            KlingProvider,
-            base_url=settings.kling_base_url,
-            access_key=settings.secret("kling_access_key"),
-            secret_key=settings.secret("kling_secret_key"),
-            api_key=settings.secret("kling_api_key"),
-            model=settings.kling_model,
-            max_concurrency=settings.kling_concurrency,
-            external_id_prefix=install_id(settings),
-        )
-    if (fal_key := settings.secret("fal_key")) is not None:
-        from bot.providers.fal import FalProvider
-
-        providers["fal"] = FalProvider(
-            key=fal_key, base_url=settings.fal_base_url, max_concurrency=settings.fal_concurrency
-        )
-    if (runway_key := settings.secret("runway_api_key")) is not None:
-        from bot.providers.runway import RunwayProvider
-
-        providers["runway"] = RunwayProvider(
-            api_key=runway_key, base_url=settings.runway_base_url, max_concurrency=settings.runway_concurrency
-        )
+    for name, keys in bot_keys(settings).items():
+        providers[name] = build_provider(settings, name, keys)
     return providers
+
+
+def provider_factory(settings: Settings) -> ProviderFactory:
+    """Builds a provider with a server's own key (the registry caches and closes what it builds)."""
+    return functools.partial(build_provider, settings)
+
+
+def secret_box(settings: Settings) -> SecretBox | None:
+    """The box that seals servers' keys, or None when LIKENESS_SECRET_KEY is not set (servers cannot add keys)."""
+    value = settings.secret("secret_key")
+    return SecretBox.from_setting(value) if value is not None else None
 
 
 def intake_limits(settings: Settings) -> IntakeLimits:
@@ -123,6 +159,7 @@ class Services:
     providers: ProviderRegistry
     animate: AnimateService
     server_settings: ServerSettings
+    provider_keys: ProviderKeys
     cards: CharacterCards
 
     @classmethod
@@ -132,7 +169,15 @@ class Services:
         remover = BackgroundRemover(choose_cleanup_model(settings), settings.model_dir, settings.cleanup_workers)
         http = httpx.AsyncClient(follow_redirects=True, headers={"User-Agent": "Likeness (self-hosted Discord bot)"})
         references = ReferenceService(storage, library, remover, intake_limits(settings), http)
-        providers = ProviderRegistry(build_providers(settings), default=settings.default_provider)
+        providers = ProviderRegistry(
+            build_providers(settings),
+            default=settings.default_provider,
+            factory=provider_factory(settings),
+            keyable=KEY_SPECS,
+        )
+        # storage.audit comes with the governance work; until then keys are set without an audit entry
+        provider_keys = ProviderKeys(storage, secret_box(settings), providers, audit=getattr(storage, "audit", None))
+        providers.server_keys = provider_keys
         if settings.default_provider not in providers.names():
             log.warning("%s has no key configured; the default provider is local", settings.default_provider)
             providers.default = "local"
@@ -154,6 +199,7 @@ class Services:
             providers,
             animate,
             ServerSettings(storage),
+            provider_keys,
             CharacterCards(storage, library, CardLimits.for_images(intake_limits(settings)), http),
         )
 

@@ -10,6 +10,7 @@ from storage.characters import CharacterRepository
 from storage.db import Database
 from storage.guilds import GuildSettingsRepository
 from storage.jobs import JobRepository
+from storage.provider_keys import ProviderKeyRepository
 from storage.references import ReferenceRepository, SheetRepository
 
 
@@ -22,6 +23,7 @@ class Storage:
     guilds: GuildSettingsRepository
     sheets: SheetRepository
     jobs: JobRepository
+    provider_keys: ProviderKeyRepository
 
     @classmethod
     async def open(cls, db_path: Path | str, blob_dir: Path) -> Storage:
@@ -36,6 +38,7 @@ class Storage:
             guilds=GuildSettingsRepository(db),
             sheets=SheetRepository(db),
             jobs=JobRepository(db),
+            provider_keys=ProviderKeyRepository(db),
         )
 
     async def close(self) -> None:

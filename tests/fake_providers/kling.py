@@ -6,6 +6,9 @@ constants, so a wrong constant in bot/providers/kling.py shows up as a refused r
 - Auth: `Authorization: Bearer <JWT>` verified with the secret key (HS256; `iss` must be the access key), checked
   against the fake's own `clock`: missing -> 401/1001, bad signature or not a JWT -> 1002, wrong `iss` -> 1000,
   `nbf` in the future -> 1003, expired -> 1004. A configured `api_key` is accepted as the bearer token too.
+- Accounts: `add_account(access_key, secret_key)` adds another Kling account (a server's own key). Each request
+  records the account that signed it (`Recorded.account`, the access key); tasks belong to the account that
+  created them, and queries, lists, `external_task_id` uniqueness and element ids only see that account's.
 - The envelope `{code, message, request_id, data}` on every answer, `message: "SUCCEED"` on success, numeric
   string task ids, timestamps in ms; error codes with the HTTP status of Kling's table.
 - Creates (`POST`) on the image and video routes validate like Kling (400/1201; unknown model 404/1203):
@@ -169,6 +172,7 @@ class Recorded:
     at: float
     status: int = 0
     code: int | None = None
+    account: str | None = None  # the access key of the account that signed it (the main one for the API key)
 
 
 RECORD = web.RequestKey("kling_record", Recorded)  # the request as recorded by the middleware
@@ -192,6 +196,7 @@ class FakeTask:
     polls: int = 0
     finished_at: float | None = None
     held_callbacks: list[dict[str, Any]] = field(default_factory=list)
+    account: str | None = None  # the access key of the account that created it
 
     @property
     def is_image(self) -> bool:
@@ -254,6 +259,7 @@ class FakeKling:
     ) -> None:
         self.access_key = access_key
         self.secret_key = secret_key
+        self.accounts: dict[str, str] = {access_key: secret_key}  # access key -> secret key
         self.api_key = api_key
         self.latency = latency
         self.clock = clock
@@ -349,6 +355,10 @@ class FakeKling:
         self._storm_share = share
         self._storm_status = http_status
 
+    def add_account(self, access_key: str, secret_key: str) -> None:
+        """Another Kling account this fake serves (its tasks are its own)."""
+        self.accounts[access_key] = secret_key
+
     def bodies(self, route: str) -> list[dict[str, Any]]:
         """The bodies of the tasks created on a route, oldest first."""
         return [task.body for task in self.tasks.values() if task.route == route]
@@ -414,20 +424,23 @@ class FakeKling:
         if scheme != "Bearer" or not token:
             return ForcedError(1002, "Authorization is invalid")
         if self.api_key is not None and hmac.compare_digest(token, self.api_key):
+            request[RECORD].account = self.access_key
             return None
         try:
+            issuer = jwt.decode(token, options={"verify_signature": False}).get("iss")
             with warnings.catch_warnings():  # short test secrets are fine here
                 warnings.simplefilter("ignore")
                 claims = jwt.decode(
                     token,
-                    self.secret_key,
+                    self.accounts.get(str(issuer), self.secret_key),
                     algorithms=["HS256"],
                     options={"verify_exp": False, "verify_nbf": False, "require": ["iss", "exp", "nbf"]},
                 )
         except jwt.InvalidTokenError:
             return ForcedError(1002, "Authorization is invalid")
-        if claims.get("iss") != self.access_key:
+        if claims.get("iss") not in self.accounts:
             return ForcedError(1000, "Authentication failed")
+        request[RECORD].account = str(claims["iss"])
         now = self.clock()
         if float(claims["nbf"]) > now:
             return ForcedError(1003, "Authorization is not yet valid")
@@ -459,7 +472,7 @@ class FakeKling:
         try:
             if not isinstance(body, dict):
                 raise _Refused(1200, "request body must be a JSON object")
-            sizes = self._validate(route, body)
+            sizes = self._validate(route, body, record.account)
             if self.concurrency_limit is not None and route != ELEMENTS:
                 image = route in IMAGE_ROUTES
                 running = sum(1 for t in self.tasks.values() if t.active and not t.is_element and t.is_image == image)
@@ -468,6 +481,7 @@ class FakeKling:
         except _Refused as refused:
             return self._refuse(record, refused.error)
         task = self._new_task(route, body, sizes)
+        task.account = record.account
         self._status_changed(task)
         await self.hold_submits.wait()
         if self.lose_submits > 0:
@@ -486,7 +500,12 @@ class FakeKling:
             return self._refuse(record, self.query_errors.popleft())
         key = request.match_info["id"]
         task = next(
-            (t for t in self.tasks.values() if t.route == route and key in (t.task_id, t.external_task_id)), None
+            (
+                t
+                for t in self.tasks.values()
+                if t.route == route and t.account == record.account and key in (t.task_id, t.external_task_id)
+            ),
+            None,
         )
         if task is None:
             return self._refuse(record, ForcedError(1203, "task not found"))
@@ -503,7 +522,7 @@ class FakeKling:
             return self._refuse(record, ForcedError(1201, "pageNum and pageSize must be integers"))
         if not (1 <= page <= 1000 and 1 <= size <= 500):
             return self._refuse(record, ForcedError(1201, "pageNum must be 1-1000 and pageSize 1-500"))
-        tasks = [t for t in self.tasks.values() if t.route == route][::-1]
+        tasks = [t for t in self.tasks.values() if t.route == route and t.account == record.account][::-1]
         return self._ok(record, [self._task_object(t) for t in tasks[(page - 1) * size : page * size]])
 
     async def _costs(self, request: web.Request) -> web.StreamResponse:
@@ -547,9 +566,9 @@ class FakeKling:
 
     # ------------------------------------------------------------------------------------------ rules
 
-    def _validate(self, route: str, body: dict[str, Any]) -> list[tuple[int, int]]:
+    def _validate(self, route: str, body: dict[str, Any], account: str | None) -> list[tuple[int, int]]:
         if route == ELEMENTS:
-            return self._validate_element(body)
+            return self._validate_element(body, account)
         model = body.get("model_name", DEFAULT_MODEL[route])
         if model not in ROUTE_MODELS[route]:
             raise _Refused(1203, f"model_name {model!r} does not exist for this endpoint")
@@ -589,7 +608,7 @@ class FakeKling:
         if external is not None:
             if not isinstance(external, str) or not external:
                 raise _Refused(1201, "external_task_id must be a non-empty string")
-            if any(t.external_task_id == external for t in self.tasks.values()):
+            if any(t.external_task_id == external and t.account == account for t in self.tasks.values()):
                 raise _Refused(1201, f"external_task_id {external} already exists")
         sizes: list[tuple[int, int]] = []
         if route == IMAGE2VIDEO:
@@ -651,13 +670,18 @@ class FakeKling:
                 element_id = item.get("element_id") if isinstance(item, dict) else None
                 if isinstance(element_id, str) and element_id.isdigit():
                     element_id = int(element_id)
-                if isinstance(element_id, bool) or not isinstance(element_id, int) or element_id not in self.elements:
+                if (
+                    isinstance(element_id, bool)
+                    or not isinstance(element_id, int)
+                    or element_id not in self.elements
+                    or self.elements[element_id].account != account
+                ):
                     raise _Refused(1201, f"element_id {element_id!r} does not exist")
             if route == OMNI_VIDEO and not first_frame and not body.get("aspect_ratio"):
                 raise _Refused(1201, "aspect_ratio is required without a first frame")
         return sizes
 
-    def _validate_element(self, body: dict[str, Any]) -> list[tuple[int, int]]:
+    def _validate_element(self, body: dict[str, Any], account: str | None) -> list[tuple[int, int]]:
         name, description = body.get("element_name"), body.get("element_description", "")
         if not isinstance(name, str) or not name:
             raise _Refused(1201, "element_name is required")
@@ -689,7 +713,7 @@ class FakeKling:
         if external is not None:
             if not isinstance(external, str) or not external:
                 raise _Refused(1201, "external_task_id must be a non-empty string")
-            if any(t.external_task_id == external for t in self.tasks.values()):
+            if any(t.external_task_id == external and t.account == account for t in self.tasks.values()):
                 raise _Refused(1201, f"external_task_id {external} already exists")
         return sizes
 
