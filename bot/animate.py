@@ -32,7 +32,7 @@ from bot.providers.registry import ProviderRegistry
 from bot.references import png_bytes
 from bot.sheet_split import Figure, on_white, sheet_prompt, split_sheet
 from storage import Storage
-from storage import ledger as ledger_rows
+from storage.db import Transaction
 from storage.ledger import Settlement
 
 ACTION_MAX = 500
@@ -230,12 +230,16 @@ class AnimateService:
 
         The member's limits and the caps are checked in the same transaction as the insert, so two commands
         at once cannot both pass a cap that only one of them fits."""
-        micros = to_micros(estimate)
-        async with self._storage.db.transaction() as tx:
-            await check_cooldown(tx, self._storage.jobs, actor, rules, self._clock())
-            await check_queue_room(tx, self._storage.jobs, actor, rules.max_queued or self.max_queued_per_user)
-            await self._budget.check(tx, actor, rules, micros)
-            job = await self._storage.jobs.create(
+        jobs = self._storage.jobs
+
+        async def cooldown(tx: Transaction) -> None:
+            await check_cooldown(tx, jobs, actor, rules, self._clock())
+
+        async def queue_room(tx: Transaction) -> None:
+            await check_queue_room(tx, jobs, actor, rules.max_queued or self.max_queued_per_user)
+
+        async def create(tx: Transaction) -> Job:
+            return await jobs.create(
                 guild_id=actor.guild_id,
                 channel_id=channel_id,
                 user_id=actor.user_id,
@@ -254,9 +258,8 @@ class AnimateService:
                 parent_job_id=parent_job_id,
                 tx=tx,
             )
-            await ledger_rows.reserve(
-                tx, guild_id=actor.guild_id, user_id=actor.user_id, job_id=job.id, micros=micros, now=self._clock()
-            )
+
+        job = await self._budget.reserve_for(actor, rules, to_micros(estimate), create, [cooldown, queue_room])
         self._wake(job.id)
         return job
 

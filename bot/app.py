@@ -20,7 +20,7 @@ from storage import Storage
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS: tuple[str, ...] = ("cogs.characters", "cogs.sheets", "cogs.animate", "cogs.settings")
+EXTENSIONS: tuple[str, ...] = ("cogs.characters", "cogs.sheets", "cogs.animate", "cogs.settings", "cogs.budget")
 
 
 class LikenessBot(commands.AutoShardedBot):
@@ -61,6 +61,8 @@ class LikenessBot(commands.AutoShardedBot):
             ),
         )
         self.services.animate.set_wake(self.worker.wake)
+        await self.services.server_settings.warm()
+        self.worker.per_user_by_guild = self.services.server_settings.running_caps
         self._worker_started = False
         # Load the background model in the background: the first upload should not wait for it.
         self._warm_up = asyncio.create_task(self.services.remover.warm_up(), name="likeness-model-warm-up")
@@ -96,6 +98,9 @@ class LikenessBot(commands.AutoShardedBot):
         log.info("ready as %s in %d servers", self.user, len(self.guilds))
         if not self._worker_started:  # on_ready fires again after reconnects
             self._worker_started = True
+            settled = await self.services.budget.reconcile()
+            if settled:
+                log.info("settled the money of %d finished jobs", settled)
             await self.worker.start()
 
 

@@ -13,7 +13,7 @@ import io
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -23,7 +23,7 @@ from bot.errors import InvalidInputError, NotAllowedError
 from bot.library import Actor
 from storage import Storage
 from storage.db import Transaction
-from storage.ledger import Settlement, committed, day_of
+from storage.ledger import Settlement, committed, day_of, reserve
 
 MICROS_PER_USD = 1_000_000
 RECENT_JOBS = 10
@@ -117,6 +117,26 @@ class Budget:
                     "(UTC); an admin can raise it with `/settings budget`."
                 )
 
+    async def reserve_for(
+        self,
+        actor: Actor,
+        rules: ServerRules,
+        micros: int,
+        create: Callable[[Transaction], Awaitable[Job]],
+        checks: Sequence[Callable[[Transaction], Awaitable[None]]] = (),
+    ) -> Job:
+        """Create a job (`create`, inside the transaction) with `micros` reserved for it, if the member's limits
+        (`checks`) and the caps allow. One transaction: two commands at once cannot both pass a cap."""
+        async with self._storage.db.transaction() as tx:
+            for check in checks:
+                await check(tx)
+            await self.check(tx, actor, rules, micros)
+            job = await create(tx)
+            await reserve(
+                tx, guild_id=actor.guild_id, user_id=actor.user_id, job_id=job.id, micros=micros, now=self._clock()
+            )
+        return job
+
     async def precheck(self, actor: Actor, rules: ServerRules, micros: int) -> None:
         """`check` outside a transaction: before asking a member to confirm a shot that would be refused."""
         async with self._storage.db.transaction() as tx:
@@ -146,7 +166,7 @@ class Budget:
 
     async def month_csv(self, actor: Actor, month: str | None = None) -> tuple[str, bytes]:
         """The month's jobs and money as CSV (admins): (file name, bytes)."""
-        if not actor.is_manager:
+        if not actor.manages_server:
             raise NotAllowedError("Only members with Manage Server can export the server's spending.")
         month = month or self.today()[:7]
         if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", month):

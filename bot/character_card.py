@@ -413,7 +413,7 @@ class CharacterCards:
         element_names = [clean_element_name(element.name) for element in card.elements]
         if len({n.casefold() for n in element_names}) != len(element_names):
             raise CardRefusedError(f"The {CARD_FILE} of this card lists the same element twice.")
-        await self._library.screen_text(actor.guild_id, [name, description])
+        await self._library.screen_text(actor, {"name": name, "description": description})
         if await self._storage.characters.get_by_name(actor.guild_id, name) is not None:
             raise _name_clash(name)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from enum import StrEnum
 from typing import Generic, TypeVar
 
@@ -89,12 +90,57 @@ class StoredImage(Frozen):
     cutout: str
 
 
+class Quality(StrEnum):
+    """Draft: the provider's cheaper mode, for trying ideas; final: its best mode."""
+
+    DRAFT = "draft"
+    FINAL = "final"
+
+
+class ServerRules(Frozen):
+    """What a server's admins set beyond provider and negative prompts. Money is in USD; None means no limit."""
+
+    monthly_cap_usd: Decimal | None = None  # the whole server, per calendar month (UTC)
+    daily_cap_usd: Decimal | None = None  # each member, per UTC day
+    confirm_over_usd: Decimal | None = Decimal("1.00")  # shots estimated at this or more ask for a Confirm press
+    cooldown_seconds: int = 0  # between a member's generation commands
+    max_queued: int | None = None  # a member's shots waiting or rendering (None: the bot's default)
+    max_running: int | None = None  # a member's shots rendering at once (None: the bot's default)
+    allowed_channels: list[int] = []  # generation commands only here (empty: anywhere)
+    quality: Quality | None = None  # the default quality where the provider has both
+    manager_roles: list[int] = []  # roles that moderate Likeness like Manage Server does
+    blocked_words: list[str] = []
+    blocked_patterns: list[str] = []  # regular expressions
+    nsfw_gate: bool = True  # NSFW-looking prompts only in age-restricted channels
+
+
 class GuildSettings(Frozen):
     guild_id: int
     provider: str | None = None
     video_model: str | None = None
     negative_presets: list[str] | None = None  # None: the defaults
     negative_extra: str | None = None
+    rules: ServerRules = ServerRules()
+
+
+class AuditEntry(Frozen):
+    id: int
+    guild_id: int
+    user_id: int
+    action: str
+    detail: str
+    created_at: float
+
+
+class LedgerEntry(Frozen):
+    id: int
+    guild_id: int
+    user_id: int
+    job_id: int
+    entry: str  # reserve | release | charge
+    micros: int
+    day: str
+    created_at: float
 
 
 T = TypeVar("T")
@@ -190,3 +236,4 @@ class Job(Frozen):
     created_at: float
     started_at: float | None
     finished_at: float | None
+    late_check_until: float | None = None  # gave up waiting; the provider may still finish it until then

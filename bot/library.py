@@ -32,7 +32,7 @@ MAX_VISIBLE_ROLES = 3
 _NAME_PATTERN = re.compile(r"^[\w][\w '\-.]*$")
 
 # Checks member-written texts (a name, a description) against the server's rules; raises a UserFacingError to refuse.
-ScreenHook = Callable[[int, list[str]], Awaitable[None]]
+ScreenHook = Callable[["Actor", dict[str, str | None]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,7 @@ class Actor:
     user_id: int
     is_manager: bool = False
     role_ids: frozenset[int] = frozenset()
+    manages_server: bool = False  # Manage Server itself (server settings); is_manager also counts manager roles
 
 
 def can_see(actor: Actor, character: Character) -> bool:
@@ -120,14 +121,15 @@ class Library:
         # the same transaction and ids are never reused, so an entry can never be stale.
         self._references: OrderedDict[tuple[int, int], tuple[list[ReferenceView], list[Element]]] = OrderedDict()
 
-    async def screen_text(self, guild_id: int, texts: list[str]) -> None:
-        """Let the server's screening (a block list) refuse member-written texts; raises a UserFacingError."""
+    async def screen_text(self, actor: Actor, texts: dict[str, str | None]) -> None:
+        """Let the server's screening (its block lists) refuse member-written texts, named by what they are
+        ("name", "description"); raises a UserFacingError."""
         if self._screen is not None and texts:
-            await self._screen(guild_id, texts)
+            await self._screen(actor, texts)
 
     async def create(self, actor: Actor, name: str, description: str) -> Character:
         name, description = clean_name(name), clean_description(description)
-        await self.screen_text(actor.guild_id, [name, description])
+        await self.screen_text(actor, {"name": name, "description": description})
         try:
             character = await self._storage.characters.create(actor.guild_id, name, description, actor.user_id)
         except NameTakenError:
@@ -190,7 +192,7 @@ class Library:
             raise InvalidInputError("Tell me what to change: a new name, a new description, or both.")
         cleaned_name = clean_name(new_name) if new_name is not None else None
         cleaned_description = clean_description(description) if description is not None else None
-        await self.screen_text(actor.guild_id, [t for t in (cleaned_name, cleaned_description) if t is not None])
+        await self.screen_text(actor, {"name": cleaned_name, "description": cleaned_description})
         try:
             updated = await self._storage.characters.update(
                 actor.guild_id,

@@ -15,6 +15,7 @@ import regex
 
 from bot.domain import ServerRules
 from bot.errors import InvalidInputError
+from bot.library import Actor
 from storage import Storage
 
 PATTERN_MAX = 200
@@ -177,3 +178,7 @@ class Moderator:
                 detail=f"{refused.what} matched {refused.match.term!r}: {texts.get(refused.what) or ''}"[:300],
             )
             raise
+
+    async def screen_member_text(self, actor: Actor, texts: dict[str, str | None]) -> None:
+        """Names and descriptions: the block lists apply; they are not prompts, so the NSFW gate does not."""
+        await self.screen(actor.guild_id, actor.user_id, texts, nsfw_allowed=None)

@@ -190,7 +190,7 @@ class ServerSettings:
 
 
 def _ensure_manager(actor: Actor) -> None:
-    if not actor.is_manager:
+    if not actor.manages_server:
         raise NotAllowedError("Only members with Manage Server can see or change the server's settings.")
 
 

@@ -12,12 +12,14 @@ from typing import Any
 import httpx
 
 from bot.animate import AnimateService
+from bot.budget import Budget
 from bot.character_card import CardLimits, CharacterCards
 from bot.config import Settings, SettingsError
 from bot.imaging.cleanup import BackgroundRemover
 from bot.imaging.intake import IntakeLimits
 from bot.library import Library
 from bot.models import model_file
+from bot.moderation import Moderator
 from bot.provider_keys import KEY_SPECS, ProviderKeys
 from bot.providers.base import Provider
 from bot.providers.local import LocalProvider
@@ -161,11 +163,14 @@ class Services:
     server_settings: ServerSettings
     provider_keys: ProviderKeys
     cards: CharacterCards
+    budget: Budget
+    moderator: Moderator
 
     @classmethod
     async def build(cls, settings: Settings) -> Services:
         storage = await Storage.open(settings.db_path, settings.blob_dir)
-        library = Library(storage)
+        moderator = Moderator(storage)
+        library = Library(storage, screen=moderator.screen_member_text)
         remover = BackgroundRemover(choose_cleanup_model(settings), settings.model_dir, settings.cleanup_workers)
         http = httpx.AsyncClient(follow_redirects=True, headers={"User-Agent": "Likeness (self-hosted Discord bot)"})
         references = ReferenceService(storage, library, remover, intake_limits(settings), http)
@@ -175,17 +180,19 @@ class Services:
             factory=provider_factory(settings),
             keyable=KEY_SPECS,
         )
-        # storage.audit comes with the governance work; until then keys are set without an audit entry
-        provider_keys = ProviderKeys(storage, secret_box(settings), providers, audit=getattr(storage, "audit", None))
+        provider_keys = ProviderKeys(storage, secret_box(settings), providers, audit=storage.audit)
         providers.server_keys = provider_keys
         if settings.default_provider not in providers.names():
             log.warning("%s has no key configured; the default provider is local", settings.default_provider)
             providers.default = "local"
+        budget = Budget(storage)
         animate = AnimateService(
             storage,
             library,
             providers,
             lambda job_id: None,
+            budget=budget,
+            moderator=moderator,
             max_queued_per_user=settings.max_queued_per_user,
             sheet_provider=settings.sheet_provider,
         )
@@ -198,9 +205,11 @@ class Services:
             http,
             providers,
             animate,
-            ServerSettings(storage),
+            ServerSettings(storage, providers),
             provider_keys,
             CharacterCards(storage, library, CardLimits.for_images(intake_limits(settings)), http),
+            budget,
+            moderator,
         )
 
     async def close(self) -> None:

@@ -9,12 +9,20 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.app import LikenessBot
+from bot.budget import BudgetSummary, usd
 from bot.discord_io.errors import report_error
 from bot.discord_io.replies import actor_of
+from bot.domain import GuildSettings, ServerRules
 from bot.prompts import NEGATIVE_PRESETS
 from bot.provider_keys import KEY_SPECS, KeySpec, ProviderKeys
-from bot.server_settings import describe_negative
+from bot.server_settings import COOLDOWN_MAX, QUEUED_MAX, RUNNING_MAX, describe_negative, money
+from cogs.animate import model_autocomplete, provider_autocomplete
 
+LIST_ACTIONS = [
+    app_commands.Choice(name="Add", value="add"),
+    app_commands.Choice(name="Remove", value="remove"),
+    app_commands.Choice(name="Clear", value="clear"),
+]
 PROVIDER_KEY_CHOICES = [app_commands.Choice(name=spec.label, value=spec.provider) for spec in KEY_SPECS.values()]
 
 
@@ -28,10 +36,146 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
 
     @app_commands.command(name="show", description="Show this server's settings")
     async def show(self, interaction: discord.Interaction[Any]) -> None:
-        settings = await self.bot.services.server_settings.get(actor_of(interaction).guild_id)
-        embed = discord.Embed(title="Server settings", colour=discord.Colour(0x5B8DEF))
-        embed.add_field(name="Provider", value=settings.provider or f"{self.bot.settings.default_provider} (default)")
-        embed.add_field(name="Negative presets", value=describe_negative(settings), inline=False)
+        actor = actor_of(interaction)
+        settings = await self.bot.services.server_settings.get(actor.guild_id)
+        summary = await self.bot.services.budget.summary(actor)
+        keys = await self.bot.services.provider_keys.status(actor.guild_id)
+        await interaction.response.send_message(
+            embed=settings_embed(settings, summary, self.bot.services.providers.default, [k.label for k in keys]),
+            ephemeral=True,
+        )
+
+    @app_commands.command(name="provider", description="Choose the provider and video model new shots use")
+    @app_commands.describe(
+        provider="A provider this bot has, or 'default' for the bot's default",
+        model="The provider's video model (leave empty for the provider's default)",
+    )
+    @app_commands.autocomplete(provider=provider_autocomplete, model=model_autocomplete)
+    async def provider(self, interaction: discord.Interaction[Any], provider: str, model: str | None = None) -> None:
+        updated = await self.bot.services.server_settings.set_provider(actor_of(interaction), provider, model)
+        chosen = updated.provider or f"{self.bot.services.providers.default} (the bot's default)"
+        await interaction.response.send_message(
+            f"New shots use **{chosen}**, model {updated.video_model or 'the provider default'}.", ephemeral=True
+        )
+
+    @app_commands.command(name="budget", description="Money caps (USD): the server per month, each member per day")
+    @app_commands.describe(
+        monthly="Whole server, per calendar month (UTC), e.g. 50; 'none' for no cap",
+        daily="Each member, per UTC day, e.g. 2; 'none' for no limit",
+        confirm_over="Shots estimated at this or more ask their member to confirm, e.g. 1; 'none' never asks",
+    )
+    async def budget(
+        self,
+        interaction: discord.Interaction[Any],
+        monthly: app_commands.Range[str, 1, 20] | None = None,
+        daily: app_commands.Range[str, 1, 20] | None = None,
+        confirm_over: app_commands.Range[str, 1, 20] | None = None,
+    ) -> None:
+        updated = await self.bot.services.server_settings.set_budget(
+            actor_of(interaction), monthly=monthly, daily=daily, confirm_over=confirm_over
+        )
+        rules = updated.rules
+        await interaction.response.send_message(
+            f"Budget: server {money(rules.monthly_cap_usd)} a month; each member {money(rules.daily_cap_usd)} a day; "
+            f"confirmation from {money(rules.confirm_over_usd) if rules.confirm_over_usd is not None else 'never'}.",
+            ephemeral=True,
+        )
+
+    @app_commands.command(name="limits", description="Cooldown, queue limits and the default quality for members")
+    @app_commands.describe(
+        cooldown="Seconds a member waits between shots (0: no cooldown)",
+        max_queued="Shots one member may have waiting or rendering",
+        max_running="Shots one member may have rendering at once",
+        quality="The quality shots use unless the member picks one, where the provider has both",
+    )
+    @app_commands.choices(
+        quality=[
+            app_commands.Choice(name="Draft (cheaper)", value="draft"),
+            app_commands.Choice(name="Final (best)", value="final"),
+            app_commands.Choice(name="The provider's default", value="provider"),
+        ]
+    )
+    async def limits(
+        self,
+        interaction: discord.Interaction[Any],
+        cooldown: app_commands.Range[int, 0, COOLDOWN_MAX] | None = None,
+        max_queued: app_commands.Range[int, 1, QUEUED_MAX] | None = None,
+        max_running: app_commands.Range[int, 1, RUNNING_MAX] | None = None,
+        quality: app_commands.Choice[str] | None = None,
+    ) -> None:
+        updated = await self.bot.services.server_settings.set_limits(
+            actor_of(interaction),
+            cooldown=cooldown,
+            max_queued=max_queued,
+            max_running=max_running,
+            quality=quality.value if quality else None,
+        )
+        await interaction.response.send_message(f"Limits: {describe_limits(updated.rules, self.bot)}.", ephemeral=True)
+
+    @app_commands.command(name="channels", description="Where shots and sheets may be made (an empty list: anywhere)")
+    @app_commands.describe(action="Add or remove a channel, or clear the list", channel="The channel")
+    @app_commands.choices(action=LIST_ACTIONS)
+    async def channels(
+        self,
+        interaction: discord.Interaction[Any],
+        action: app_commands.Choice[str],
+        channel: discord.TextChannel | None = None,
+    ) -> None:
+        updated = await self.bot.services.server_settings.set_channel(
+            actor_of(interaction), action.value, channel.id if channel else None
+        )
+        await interaction.response.send_message(
+            f"Shots and sheets can be made {describe_channels(updated.rules)}.", ephemeral=True
+        )
+
+    @app_commands.command(name="managers", description="Roles that moderate Likeness like Manage Server does")
+    @app_commands.describe(action="Add or remove a role, or clear the list", role="The role")
+    @app_commands.choices(action=LIST_ACTIONS)
+    async def managers(
+        self, interaction: discord.Interaction[Any], action: app_commands.Choice[str], role: discord.Role | None = None
+    ) -> None:
+        updated = await self.bot.services.server_settings.set_manager_role(
+            actor_of(interaction), action.value, role.id if role else None
+        )
+        await interaction.response.send_message(f"Manager roles: {describe_roles(updated.rules)}.", ephemeral=True)
+
+    @app_commands.command(name="blocklist", description="Words and patterns refused in prompts, names and descriptions")
+    @app_commands.describe(
+        action="Add or remove an entry, clear a list, or show both lists",
+        kind="A word or phrase (whole words, any case), or a regular expression",
+        value="The word, phrase or pattern",
+    )
+    @app_commands.choices(
+        action=[*LIST_ACTIONS, app_commands.Choice(name="Show", value="show")],
+        kind=[
+            app_commands.Choice(name="Word or phrase", value="word"),
+            app_commands.Choice(name="Regular expression", value="pattern"),
+        ],
+    )
+    async def blocklist(
+        self,
+        interaction: discord.Interaction[Any],
+        action: app_commands.Choice[str],
+        kind: app_commands.Choice[str] | None = None,
+        value: app_commands.Range[str, 1, 200] | None = None,
+    ) -> None:
+        service = self.bot.services.server_settings
+        actor = actor_of(interaction)
+        if action.value == "show":
+            rules = (await service.get(actor.guild_id)).rules
+        else:
+            rules = (await service.set_blocked(actor, action.value, kind.value if kind else "word", value)).rules
+        await interaction.response.send_message(describe_blocklist(rules), ephemeral=True)
+
+    @app_commands.command(name="audit", description="Recent refusals and settings changes in this server")
+    @app_commands.describe(count="How many entries to show (newest first)")
+    async def audit(self, interaction: discord.Interaction[Any], count: app_commands.Range[int, 1, 25] = 15) -> None:
+        entries = await self.bot.services.server_settings.audit(actor_of(interaction), count)
+        lines = [
+            f"<t:{int(e.created_at)}:f> <@{e.user_id}> **{e.action}** `{code_safe(e.detail)[:240]}`" for e in entries
+        ]
+        embed = discord.Embed(title="Audit log", colour=discord.Colour(0x5B8DEF))
+        embed.description = "\n".join(lines)[:4000] or "Nothing yet: refusals and settings changes show here."
         await interaction.response.send_message(embed=embed, ephemeral=True)
 
     @app_commands.command(name="negative", description="Choose the negative prompt presets every shot uses")
@@ -114,6 +258,65 @@ class ProviderKeyModal(discord.ui.Modal):
 
     async def on_error(self, interaction: discord.Interaction[Any], error: Exception) -> None:
         await report_error(interaction, error)
+
+
+def code_safe(text: str) -> str:
+    """Text that can sit inside `inline code` (no backticks to break out of it)."""
+    return text.replace("`", "'")
+
+
+def describe_limits(rules: ServerRules, bot: LikenessBot) -> str:
+    queued = rules.max_queued or bot.settings.max_queued_per_user
+    running = rules.max_running or bot.settings.per_user_running
+    cooldown = f"{rules.cooldown_seconds} s cooldown" if rules.cooldown_seconds else "no cooldown"
+    quality = rules.quality.value if rules.quality else "the provider's default"
+    return f"{cooldown}; {queued} shots waiting and {running} rendering per member; quality {quality}"
+
+
+def describe_channels(rules: ServerRules) -> str:
+    return "only in " + ", ".join(f"<#{c}>" for c in rules.allowed_channels) if rules.allowed_channels else "anywhere"
+
+
+def describe_roles(rules: ServerRules) -> str:
+    return ", ".join(f"<@&{r}>" for r in rules.manager_roles) or "none (Manage Server only)"
+
+
+def describe_blocklist(rules: ServerRules) -> str:
+    words = ", ".join(f"`{w}`" for w in rules.blocked_words) or "none"
+    patterns = ", ".join(f"`{p}`" for p in rules.blocked_patterns) or "none"
+    return f"**Blocked words:** {words}\n**Blocked patterns:** {patterns}"[:1900]
+
+
+def settings_embed(settings: GuildSettings, summary: BudgetSummary, default: str, keys: list[str]) -> discord.Embed:
+    rules = settings.rules
+    embed = discord.Embed(title="Server settings", colour=discord.Colour(0x5B8DEF))
+    embed.add_field(name="Provider", value=f"{settings.provider or f'{default} (default)'}")
+    embed.add_field(name="Video model", value=settings.video_model or "the provider's default")
+    embed.add_field(name="Server keys", value=", ".join(keys) or "none (the bot's keys)")
+    embed.add_field(
+        name="Budget",
+        value=f"Server: {usd(summary.server.committed)} of {money(rules.monthly_cap_usd)} this month\n"
+        f"Each member: {money(rules.daily_cap_usd)} a day\n"
+        f"Confirm from: {money(rules.confirm_over_usd) if rules.confirm_over_usd is not None else 'never'}",
+        inline=False,
+    )
+    quality = rules.quality.value if rules.quality else "the provider's default"
+    embed.add_field(
+        name="Limits",
+        value=f"Cooldown: {rules.cooldown_seconds} s\nWaiting per member: {rules.max_queued or 'bot default'}\n"
+        f"Rendering per member: {rules.max_running or 'bot default'}\nQuality: {quality}",
+        inline=False,
+    )
+    embed.add_field(name="Channels", value=describe_channels(rules).capitalize(), inline=False)
+    embed.add_field(name="Manager roles", value=describe_roles(rules), inline=False)
+    embed.add_field(
+        name="Block list",
+        value=f"{len(rules.blocked_words)} words, {len(rules.blocked_patterns)} patterns "
+        "(`/settings blocklist action:Show`)",
+        inline=False,
+    )
+    embed.add_field(name="Negative presets", value=describe_negative(settings), inline=False)
+    return embed
 
 
 async def setup(bot: LikenessBot) -> None:

@@ -5,11 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from storage.audit import AuditRepository
 from storage.blobs import BlobStore
 from storage.characters import CharacterRepository
 from storage.db import Database
 from storage.guilds import GuildSettingsRepository
 from storage.jobs import JobRepository
+from storage.ledger import LedgerRepository
+from storage.pending import PendingShotRepository
 from storage.provider_keys import ProviderKeyRepository
 from storage.references import ReferenceRepository, SheetRepository
 
@@ -24,6 +27,9 @@ class Storage:
     sheets: SheetRepository
     jobs: JobRepository
     provider_keys: ProviderKeyRepository
+    ledger: LedgerRepository
+    audit: AuditRepository
+    pending: PendingShotRepository
 
     @classmethod
     async def open(cls, db_path: Path | str, blob_dir: Path) -> Storage:
@@ -39,6 +45,9 @@ class Storage:
             sheets=SheetRepository(db),
             jobs=JobRepository(db),
             provider_keys=ProviderKeyRepository(db),
+            ledger=LedgerRepository(db),
+            audit=AuditRepository(db),
+            pending=PendingShotRepository(db),
         )
 
     async def close(self) -> None:

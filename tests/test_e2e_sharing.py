@@ -8,7 +8,6 @@ from typing import Any
 
 from bot.character_card import CARD_FILE
 from bot.domain import Character, Visibility
-from bot.errors import InvalidInputError
 from tests.conftest import BotRunner, World
 from tests.fake_discord import FakeDiscord, FakeGuild, FakeRole, FakeUser
 from tests.test_e2e_references import TRAITS, figure_png
@@ -322,16 +321,16 @@ async def test_import_goes_through_the_screening_hook(fake: FakeDiscord, world: 
     await create(fake, world, "Grumpy")
     data = (await export(fake, world.studio_a, world.alice, "Grumpy")).attachments[0].data
 
-    async def screen(guild_id: int, texts: list[str]) -> None:
-        if guild_id == world.studio_b.id and any("grumpy" in t.casefold() for t in texts):
-            raise InvalidInputError("That name is blocked in this server.")
-
-    assert runner.bot is not None
-    runner.bot.library._screen = screen  # what the server's block list plugs in
+    blocked = "This server's block list does not allow the name you wrote. Change the wording and try again."
+    h = await run(
+        fake, world.studio_b, world.zed, "settings blocklist", {"action": "add", "kind": "word", "value": "grumpy"}
+    )
+    assert "`grumpy`" in h.content
     h = await import_card(fake, world.studio_b, world.zed, data, filename="Grumpy.likeness.zip")
-    assert h.ephemeral and h.content == "That name is blocked in this server."
+    assert h.ephemeral and h.content == blocked
     h = await run(fake, world.studio_b, world.zed, "character create", {"name": "Grumpy", "description": TRAITS})
-    assert h.ephemeral and h.content == "That name is blocked in this server."
+    assert h.ephemeral and h.content == blocked
+    assert runner.bot is not None
     assert await runner.bot.storage.characters.count(world.studio_b.id) == 0
     h = await import_card(fake, world.studio_b, world.zed, data, filename="Grumpy.likeness.zip", name="Sunny")
     assert h.content.startswith("📥 Imported **Sunny**")

@@ -131,9 +131,9 @@ async def test_visibility_rules(library: Library) -> None:
 async def test_screening_hook_sees_names_and_descriptions(tmp_path: Path) -> None:
     screened: list[tuple[int, list[str]]] = []
 
-    async def screen(guild_id: int, texts: list[str]) -> None:
-        screened.append((guild_id, texts))
-        if "forbidden" in " ".join(texts):
+    async def screen(actor: Actor, texts: dict[str, str | None]) -> None:
+        screened.append((actor.guild_id, [t for t in texts.values() if t is not None]))
+        if "forbidden" in " ".join(t for t in texts.values() if t):
             raise InvalidInputError("blocked")
 
     storage = await Storage.open(tmp_path / "db.sqlite3", tmp_path / "blobs")

@@ -15,7 +15,14 @@ async def test_sync_globally_then_to_one_server_then_clear(fake: FakeDiscord, wo
     said = await sync_from_cli(settings, fake.token, None, clear=False)
     assert said.startswith("Synced 6 commands to every server (may take up to an hour): ")
     assert "/animate" in said and "/character" in said and "/settings" in said
-    assert sorted(c["name"] for c in fake.commands()) == ["animate", "budget", "character", "queue", "settings", "sheet"]
+    assert sorted(c["name"] for c in fake.commands()) == [
+        "animate",
+        "budget",
+        "character",
+        "queue",
+        "settings",
+        "sheet",
+    ]
     settings_command = next(c for c in fake.commands() if c["name"] == "settings")
     assert settings_command["default_member_permissions"] == "32"  # Manage Server only, until admins change it
 

@@ -8,21 +8,28 @@ from typing import Any
 import discord
 
 from bot.library import Actor
+from bot.limits import Place
 
 log = logging.getLogger(__name__)
 
 
 def actor_of(interaction: discord.Interaction[Any]) -> Actor:
-    """The member behind an interaction, with Manage Server resolved from Discord's computed permissions."""
+    """The member behind an interaction: Manage Server from Discord's computed permissions, and moderator
+    rights from it or from the server's manager roles (/settings managers)."""
     if interaction.guild_id is None:
         raise discord.app_commands.NoPrivateMessage()
     permissions = interaction.permissions
     user = interaction.user
+    role_ids = frozenset(role.id for role in user.roles) if isinstance(user, discord.Member) else frozenset()
+    manages_server = permissions.manage_guild or permissions.administrator
+    services = getattr(interaction.client, "services", None)
+    manager_roles = services.server_settings.cached_rules(interaction.guild_id).manager_roles if services else []
     return Actor(
         guild_id=interaction.guild_id,
         user_id=user.id,
-        is_manager=permissions.manage_guild or permissions.administrator,
-        role_ids=frozenset(role.id for role in user.roles) if isinstance(user, discord.Member) else frozenset(),
+        is_manager=manages_server or bool(role_ids & set(manager_roles)),
+        role_ids=role_ids,
+        manages_server=manages_server,
     )
 
 
@@ -36,3 +43,12 @@ async def reply_ephemeral(interaction: discord.Interaction[Any], content: str) -
     except discord.NotFound:
         # 10062: the interaction expired before we could answer; nothing more can be shown.
         log.warning("interaction %s expired before the reply could be sent", interaction.id)
+
+
+def place_of(interaction: discord.Interaction[Any]) -> Place:
+    """The channel of a generation command: a thread counts as its parent, and age restriction is resolved."""
+    channel = interaction.channel
+    assert interaction.channel_id is not None
+    parent_id = channel.parent_id if isinstance(channel, discord.Thread) else None
+    nsfw = channel.is_nsfw() if isinstance(channel, discord.TextChannel | discord.Thread) else False
+    return Place(channel_id=interaction.channel_id, parent_id=parent_id, nsfw=nsfw)

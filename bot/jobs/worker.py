@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import io
 import logging
+import math
 import random
 import secrets
 import time
@@ -127,7 +128,7 @@ class Worker:
 
     async def _loop(self) -> None:
         next_positions = 0.0
-        next_late_check = 0.0
+        last_late_check = -math.inf
         while True:
             self._wake.clear()  # before filling: a wake-up that arrives while filling is not lost
             try:
@@ -135,8 +136,8 @@ class Worker:
                 if time.monotonic() >= next_positions:  # positions move often; tell members at a calm pace
                     next_positions = time.monotonic() + self.config.position_interval
                     await self._announce_positions()
-                if time.monotonic() >= next_late_check:
-                    next_late_check = time.monotonic() + self.config.late_check_interval
+                if time.monotonic() - last_late_check >= self.config.late_check_interval:
+                    last_late_check = time.monotonic()
                     await self._late_checks()
             except Exception:
                 log.exception("the worker could not start queued jobs")

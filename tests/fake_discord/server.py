@@ -193,6 +193,7 @@ class FakeDiscord:
 
         self.requests: list[RecordedRequest] = []
         self.validation_errors: list[ValidationFailure] = []
+        self.opened_commands: set[tuple[int, str]] = set()  # (guild, command) opened to everyone by its admins
         self.response_errors: list[ValidationFailure] = []  # only with validate_responses=True
         self.unimplemented: list[RecordedRequest] = []  # routes in the spec the fake does not serve
         self.server_errors: list[tuple[RecordedRequest, Exception]] = []  # bugs in the fake itself
@@ -409,8 +410,10 @@ class FakeDiscord:
         overwrites: list[Overwrite] | None = None,
         visible_to_bot: bool = True,
         topic: str | None = None,
+        nsfw: bool = False,
     ) -> int:
-        """A text channel; returns its id. ``visible_to_bot=False`` denies the bot VIEW_CHANNEL."""
+        """A text channel; returns its id. ``visible_to_bot=False`` denies the bot VIEW_CHANNEL; ``nsfw`` makes
+        it age-restricted."""
         g = self._guild(guild)
         channel = FakeChannel(
             id=self.world.snowflake(),
@@ -419,6 +422,7 @@ class FakeDiscord:
             position=len(g.channels),
             topic=topic,
             overwrites=list(overwrites or []),
+            nsfw=nsfw,
         )
         if not visible_to_bot:
             channel.overwrites.append(Overwrite(id=self.bot_user.id, type=1, deny=Perm.VIEW_CHANNEL))
@@ -590,9 +594,10 @@ class FakeDiscord:
         if not perms & Perm.USE_APPLICATION_COMMANDS:
             raise CommandUnavailable(f"{user.name} lacks Use Application Commands in #{channel.name}")
         required = command.get("default_member_permissions")
-        # "0" means admins only; anything else needs every bit it names.
+        # "0" means admins only; anything else needs every bit it names (unless the server's admins opened it).
         if (
-            required is not None
+            (guild.id, command["name"]) not in self.opened_commands
+            and required is not None
             and perms != Perm.ALL
             and (int(required) == 0 or perms & int(required) != int(required))
         ):
@@ -603,6 +608,15 @@ class FakeDiscord:
         contexts = command.get("contexts")
         if contexts is not None and 0 not in contexts:
             raise CommandUnavailable(f"/{command['name']} is not available in guilds (contexts={contexts})")
+
+    def set_command_permissions_override(self, guild: GuildRef, name: str, *, allow_everyone: bool) -> None:
+        """What a server admin does in Server Settings > Integrations: let everyone use a command that
+        `default_member_permissions` hides (the bot must still check at run time)."""
+        key = (self._guild(guild).id, name)
+        if allow_everyone:
+            self.opened_commands.add(key)
+        else:
+            self.opened_commands.discard(key)
 
     def _channel(self, guild: FakeGuild, channel_id: int | None) -> FakeChannel:
         channel = guild.channels.get(guild.channel_id if channel_id is None else channel_id)
