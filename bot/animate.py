@@ -107,7 +107,7 @@ class AnimateService:
         server = await self._storage.guilds.get(actor.guild_id)
         rules = server.rules
         check_channel(rules, place)
-        provider = self._providers.get(shot.provider or server.provider)
+        provider = await self._providers.for_guild(actor.guild_id, shot.provider or server.provider)
         caps = provider.capabilities
         action = shot.action.strip()
         if not action:
@@ -381,9 +381,10 @@ class AnimateService:
     async def _sheet_provider(self, guild_id: int) -> Provider:
         """The configured sheet provider, else the server's if it makes images, else local."""
         server = await self._storage.guilds.get(guild_id)
+        names = await self._providers.names_for_guild(guild_id)
         for name in (self.sheet_provider, server.provider, self._providers.default, "local"):
-            if name and name in self._providers.names():
-                provider = self._providers.get(name)
+            if name and name in names:
+                provider = await self._providers.for_guild(guild_id, name)
                 if WorkKind.SHEET in provider.capabilities.kinds:
                     return provider
         raise InvalidInputError("No provider on this bot can generate images for sheets.")

@@ -223,7 +223,7 @@ class ProviderKeys:
 
     @staticmethod
     def _ensure_manager(actor: Actor) -> None:
-        if not actor.is_manager:
+        if not actor.manages_server:
             raise NotAllowedError("Only members with Manage Server can change the server's provider keys.")
 
     def _open(self, row: SealedProviderKey) -> dict[str, str]:

@@ -94,7 +94,8 @@ class ServerSettings:
         if provider is not None and provider.lower() in ("default", "none"):
             provider = None
         if self._providers is not None and (provider is not None or model is not None):
-            caps = self._providers.get(provider).capabilities  # refuses an unknown provider with the list
+            # refuses an unknown provider with the list (a server's own key counts)
+            caps = (await self._providers.for_guild(actor.guild_id, provider)).capabilities
             if model is not None and model not in caps.models:
                 raise InvalidInputError(f"**{caps.label}** has the models {', '.join(caps.models)}, not `{model}`.")
         return await self._change(actor, "provider", {"provider": provider, "video_model": model})

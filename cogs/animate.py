@@ -29,37 +29,43 @@ CAMERA_CHOICES = [app_commands.Choice(name=key.replace("_", " "), value=key) for
 
 
 async def provider_autocomplete(interaction: discord.Interaction[Any], value: str) -> list[app_commands.Choice[str]]:
-    names = bot_of(interaction).services.providers.names()
+    providers = bot_of(interaction).services.providers
+    names = await providers.names_for_guild(interaction.guild_id) if interaction.guild_id else providers.names()
     return [app_commands.Choice(name=n, value=n) for n in names if value.lower() in n][:25]
 
 
 async def duration_autocomplete(interaction: discord.Interaction[Any], value: str) -> list[app_commands.Choice[int]]:
-    caps = _chosen_capabilities(interaction)
+    caps = await _chosen_capabilities(interaction)
     durations = caps.durations if caps else ()
     return [app_commands.Choice(name=f"{d} seconds", value=d) for d in durations if value in str(d)][:25]
 
 
-def _chosen_capabilities(interaction: discord.Interaction[Any]) -> Capabilities | None:
+async def _chosen_capabilities(interaction: discord.Interaction[Any]) -> Capabilities | None:
+    """The capabilities of the provider chosen so far in the command (or the default), for autocomplete."""
     providers = bot_of(interaction).services.providers
     chosen = getattr(interaction.namespace, "provider", None)
+    if interaction.guild_id is None:
+        return None
     try:
-        return providers.get(chosen if isinstance(chosen, str) else None).capabilities
+        return (
+            await providers.for_guild(interaction.guild_id, chosen if isinstance(chosen, str) else None)
+        ).capabilities
     except UserFacingError:
         return None
 
 
 async def aspect_autocomplete(interaction: discord.Interaction[Any], value: str) -> list[app_commands.Choice[str]]:
-    caps = _chosen_capabilities(interaction)
+    caps = await _chosen_capabilities(interaction)
     return [app_commands.Choice(name=a, value=a) for a in (caps.aspect_ratios if caps else ()) if value in a][:25]
 
 
 async def mode_autocomplete(interaction: discord.Interaction[Any], value: str) -> list[app_commands.Choice[str]]:
-    caps = _chosen_capabilities(interaction)
+    caps = await _chosen_capabilities(interaction)
     return [app_commands.Choice(name=m, value=m) for m in (caps.modes if caps else ()) if value in m][:25]
 
 
 async def model_autocomplete(interaction: discord.Interaction[Any], value: str) -> list[app_commands.Choice[str]]:
-    caps = _chosen_capabilities(interaction)
+    caps = await _chosen_capabilities(interaction)
     return [app_commands.Choice(name=m, value=m) for m in (caps.models if caps else ()) if value in m][:25]
 
 

@@ -17,9 +17,9 @@ from bot.secret_box import NoSecretKeyError, SecretBox, generate_key
 from storage import Storage
 from tests.scripted_provider import Backend, ScriptedProvider
 
-ADMIN = Actor(guild_id=1, user_id=10, is_manager=True)
+ADMIN = Actor(guild_id=1, user_id=10, is_manager=True, manages_server=True)
 MEMBER = Actor(guild_id=1, user_id=11)
-OTHER_ADMIN = Actor(guild_id=2, user_id=20, is_manager=True)
+OTHER_ADMIN = Actor(guild_id=2, user_id=20, is_manager=True, manages_server=True)
 FAL_KEY = "0f1e2d3c-aaaa-bbbb-cccc-123456789abc:9f8e7d6c5b4a39281706f5e4d3c2b1a0"
 
 

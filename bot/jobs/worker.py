@@ -222,10 +222,11 @@ class Worker:
             self._wake.set()  # a slot is free
 
     async def _step(self, job: Job) -> Job | None:
-        provider = await self.providers.for_guild(job.guild_id, job.provider)
-        if job.cancel_requested and job.state in (JobState.SUBMITTING, JobState.RUNNING):
-            return await self._cancel(job, provider)
         try:
+            # inside the try: a server key that no longer opens is a final error the member can read
+            provider = await self.providers.for_guild(job.guild_id, job.provider)
+            if job.cancel_requested and job.state in (JobState.SUBMITTING, JobState.RUNNING):
+                return await self._cancel(job, provider)
             if job.state is JobState.SUBMITTING:
                 return await self._submit(job, provider)
             if job.state is JobState.RUNNING:
