@@ -48,6 +48,7 @@ bench: $(STAMP_DEV) $(U2NETP)
 	$(BIN)/python -m bench.sheet
 	$(BIN)/python -m bench.render
 	$(BIN)/python -m bench.queue
+	$(BIN)/python -m bench.budget
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

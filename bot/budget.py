@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from bot.domain import Job, JobState, LedgerEntry, ServerRules
+from bot.domain import Job, JobState, ServerRules
 from bot.errors import InvalidInputError, NotAllowedError
 from bot.library import Actor
 from storage import Storage
 from storage.db import Transaction
-from storage.ledger import Settlement, committed, day_of, reserve
+from storage.ledger import Settlement, Totals, committed, day_of, reserve
 
 MICROS_PER_USD = 1_000_000
 RECENT_JOBS = 10
@@ -52,29 +52,14 @@ class OverBudgetError(NotAllowedError):
 
 
 @dataclass(frozen=True)
-class Spend:
-    charged: int
-    held: int  # reserved by shots still waiting or rendering
-
-    @property
-    def committed(self) -> int:
-        return self.charged + self.held
-
-
-@dataclass(frozen=True)
 class BudgetSummary:
     day: str
     month: str
-    server: Spend
-    member: Spend
+    server: Totals
+    member: Totals
     monthly_cap: int | None
     daily_cap: int | None
     recent: list[tuple[Job, int]]  # the member's latest jobs and what each holds or cost
-
-
-def _spend(entries: list[LedgerEntry]) -> Spend:
-    charged = sum(e.micros for e in entries if e.entry == "charge")
-    return Spend(charged=charged, held=sum(e.micros for e in entries) - charged)
 
 
 def _until(now: datetime, then: datetime) -> str:
@@ -148,8 +133,6 @@ class Budget:
     async def summary(self, actor: Actor) -> BudgetSummary:
         server = await self._storage.guilds.get(actor.guild_id)
         day = self.today()
-        month_entries = await self._storage.ledger.entries(actor.guild_id, period=day[:7])
-        mine_today = [e for e in month_entries if e.user_id == actor.user_id and e.day == day]
         jobs = [j for j in await self._storage.jobs.recent_in_guild(actor.guild_id, 50) if j.user_id == actor.user_id]
         jobs = jobs[:RECENT_JOBS]
         totals = await self._storage.ledger.job_totals(actor.guild_id, [j.id for j in jobs])
@@ -157,8 +140,8 @@ class Budget:
         return BudgetSummary(
             day=day,
             month=day[:7],
-            server=_spend(month_entries),
-            member=_spend(mine_today),
+            server=await self._storage.ledger.totals(actor.guild_id, period=day[:7]),
+            member=await self._storage.ledger.totals(actor.guild_id, period=day, user_id=actor.user_id),
             monthly_cap=to_micros(rules.monthly_cap_usd) if rules.monthly_cap_usd is not None else None,
             daily_cap=to_micros(rules.daily_cap_usd) if rules.daily_cap_usd is not None else None,
             recent=[(job, totals.get(job.id, 0)) for job in jobs],
@@ -171,30 +154,26 @@ class Budget:
         month = month or self.today()[:7]
         if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", month):
             raise InvalidInputError(f"Give the month as YYYY-MM, like {self.today()[:7]}.")
-        entries = await self._storage.ledger.entries(actor.guild_id, period=month)
-        by_job: dict[int, list[LedgerEntry]] = {}
-        for entry in entries:
-            by_job.setdefault(entry.job_id, []).append(entry)
+        money = await self._storage.ledger.month_by_job(actor.guild_id, month)
+        jobs = {job.id: job for job in await self._storage.jobs.queued_in_month(actor.guild_id, month)}
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(
             ["job_id", "queued_utc", "member_id", "character", "kind", "provider", "model", "seconds", "state",
              "estimate_usd", "held_usd", "charged_usd"]
         )  # fmt: skip
-        total = Spend(0, 0)
-        for job_id, job_entries in by_job.items():
-            job = await self._storage.jobs.get_in_guild(actor.guild_id, job_id)
+        total_held = total_charged = 0
+        for job_id, reserved, held, charged in money:
+            job = jobs.get(job_id)
             if job is None:
                 continue
-            spend = _spend(job_entries)
-            total = Spend(total.charged + spend.charged, total.held + spend.held)
-            reserved = sum(e.micros for e in job_entries if e.entry == "reserve")
+            total_held, total_charged = total_held + held, total_charged + charged
             writer.writerow(
                 [job.id, datetime.fromtimestamp(job.created_at, UTC).strftime("%Y-%m-%d %H:%M:%S"), job.user_id,
                  job.character_name, job.kind, job.provider, job.model, job.params.duration, job.state.value,
-                 _plain(reserved), _plain(spend.held), _plain(spend.charged)]
+                 _plain(reserved), _plain(held), _plain(charged)]
             )  # fmt: skip
-        writer.writerow(["total", "", "", "", "", "", "", "", "", "", _plain(total.held), _plain(total.charged)])
+        writer.writerow(["total", "", "", "", "", "", "", "", "", "", _plain(total_held), _plain(total_charged)])
         return f"likeness-spend-{month}.csv", out.getvalue().encode()
 
     async def reconcile(self, now: float | None = None) -> int:

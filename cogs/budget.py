@@ -10,11 +10,12 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.app import LikenessBot
-from bot.budget import BudgetSummary, Spend, usd
+from bot.budget import BudgetSummary, usd
 from bot.discord_io.replies import actor_of
+from storage.ledger import Totals
 
 
-def _line(spend: Spend, cap: int | None, period: str) -> str:
+def _line(spend: Totals, cap: int | None, period: str) -> str:
     held = f" (+{usd(spend.held)} held by shots in progress)" if spend.held else ""
     if cap is None:
         return f"{usd(spend.charged)} spent {period}{held}; no limit"

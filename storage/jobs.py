@@ -132,6 +132,15 @@ class JobRepository:
                 await ledger.settle(tx, job_id, settle.charge_micros)
             return moved
 
+    async def queued_in_month(self, guild_id: int, month: str) -> list[Job]:
+        """Jobs whose money was reserved in `month` ('YYYY-MM'), for the month's spending export."""
+        rows = await self._db.fetchall(
+            f"SELECT {_COLUMNS} FROM jobs WHERE guild_id = ? AND id IN (SELECT job_id FROM ledger "
+            "WHERE guild_id = ? AND entry = 'reserve' AND day >= ? AND day < ?) ORDER BY id",
+            (guild_id, guild_id, f"{month}-01", f"{month}-99"),
+        )
+        return [_job(row) for row in rows]
+
     async def late_checks(self) -> list[Job]:
         """Failed jobs whose render the provider may still finish (the bot gave up waiting)."""
         rows = await self._db.fetchall(

@@ -29,15 +29,35 @@ def day_of(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d")
 
 
+@dataclass(frozen=True)
+class Totals:
+    committed: int  # spent or held
+    charged: int  # spent
+
+    @property
+    def held(self) -> int:
+        return self.committed - self.charged
+
+
+_TOTALS = "SELECT micros, charged FROM ledger_totals WHERE guild_id = ? AND period = ? AND user_id = ?"
+
+
+def _totals_key(guild_id: int, period: str, user_id: int | None) -> tuple[int, str, int]:
+    """A member's day ('YYYY-MM-DD', their id) or the server's month ('YYYY-MM', no member): what the
+    database keeps running totals of (migration 006)."""
+    if (user_id is None) != (len(period) == 7):
+        raise ValueError("totals are kept per member per day and per server per month")
+    return guild_id, period, user_id or 0
+
+
+async def totals(tx: Transaction, guild_id: int, *, period: str, user_id: int | None = None) -> Totals:
+    row = await tx.fetchone(_TOTALS, _totals_key(guild_id, period, user_id))
+    return Totals(int(row[0]), int(row[1])) if row else Totals(0, 0)
+
+
 async def committed(tx: Transaction, guild_id: int, *, period: str, user_id: int | None = None) -> int:
-    """Money spent or held by shots queued in `period` (a day 'YYYY-MM-DD' or a month 'YYYY-MM')."""
-    where = "guild_id = ? AND day LIKE ?"
-    params: list[object] = [guild_id, period + "%"]
-    if user_id is not None:
-        where += " AND user_id = ?"
-        params.append(user_id)
-    row = await tx.fetchone(f"SELECT COALESCE(SUM(micros), 0) FROM ledger WHERE {where}", params)
-    return int(row[0]) if row else 0
+    """Money spent or held by shots queued in a member's day or the server's month (one lookup)."""
+    return (await totals(tx, guild_id, period=period, user_id=user_id)).committed
 
 
 async def reserve(
@@ -70,9 +90,19 @@ class LedgerRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def committed(self, guild_id: int, *, period: str, user_id: int | None = None) -> int:
-        async with self._db.transaction() as tx:
-            return await committed(tx, guild_id, period=period, user_id=user_id)
+    async def totals(self, guild_id: int, *, period: str, user_id: int | None = None) -> Totals:
+        row = await self._db.fetchone(_TOTALS, _totals_key(guild_id, period, user_id))
+        return Totals(int(row[0]), int(row[1])) if row else Totals(0, 0)
+
+    async def month_by_job(self, guild_id: int, month: str) -> list[tuple[int, int, int, int]]:
+        """(job id, reserved, held, charged) of every job queued in `month`, in job order."""
+        rows = await self._db.fetchall(
+            "SELECT job_id, SUM(CASE entry WHEN 'reserve' THEN micros ELSE 0 END), "
+            "SUM(CASE entry WHEN 'charge' THEN 0 ELSE micros END), SUM(CASE entry WHEN 'charge' THEN micros ELSE 0 END) "
+            "FROM ledger WHERE guild_id = ? AND day >= ? AND day < ? GROUP BY job_id ORDER BY job_id",
+            (guild_id, f"{month}-01", f"{month}-99"),
+        )
+        return [(int(r[0]), int(r[1]), int(r[2]), int(r[3])) for r in rows]
 
     async def entries(self, guild_id: int, *, period: str | None = None) -> list[LedgerEntry]:
         where, params = "guild_id = ?", [guild_id]

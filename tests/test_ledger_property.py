@@ -186,6 +186,10 @@ async def check_invariants(world: World, before: list[tuple[int, str, int]]) -> 
         per_member_day[key] = per_member_day.get(key, 0) + entry.micros
         per_month[entry.day[:7]] = per_month.get(entry.day[:7], 0) + entry.micros
     assert RULES.daily_cap_usd is not None and RULES.monthly_cap_usd is not None
+    for (user, day), total in per_member_day.items():  # the running totals the caps read agree with the entries
+        assert (await world.storage.ledger.totals(GUILD, period=day, user_id=user)).committed == total
+    for month, total in per_month.items():
+        assert (await world.storage.ledger.totals(GUILD, period=month)).committed == total
     assert all(total <= to_micros(RULES.daily_cap_usd) for total in per_member_day.values())
     assert all(total <= to_micros(RULES.monthly_cap_usd) for total in per_month.values())
     return rows

@@ -25,6 +25,24 @@ CREATE TABLE ledger (
 );
 CREATE INDEX ledger_by_guild_day ON ledger (guild_id, day);
 CREATE INDEX ledger_by_user_day ON ledger (guild_id, user_id, day);
+-- Running totals kept by the database in the same transaction as each entry, so a cap check is one lookup however
+-- long the month: per member per day (period 'YYYY-MM-DD', user_id the member) and per server per month (period
+-- 'YYYY-MM', user_id 0). `micros` is spent or held; `charged` is spent.
+CREATE TABLE ledger_totals (
+    guild_id INTEGER NOT NULL,
+    period   TEXT NOT NULL,
+    user_id  INTEGER NOT NULL,
+    micros   INTEGER NOT NULL,
+    charged  INTEGER NOT NULL,
+    PRIMARY KEY (guild_id, period, user_id)
+);
+CREATE TRIGGER ledger_totals_add AFTER INSERT ON ledger BEGIN
+    INSERT INTO ledger_totals VALUES
+        (NEW.guild_id, NEW.day, NEW.user_id, NEW.micros, CASE NEW.entry WHEN 'charge' THEN NEW.micros ELSE 0 END),
+        (NEW.guild_id, substr(NEW.day, 1, 7), 0, NEW.micros, CASE NEW.entry WHEN 'charge' THEN NEW.micros ELSE 0 END)
+    ON CONFLICT (guild_id, period, user_id) DO UPDATE
+        SET micros = micros + excluded.micros, charged = charged + excluded.charged;
+END;
 CREATE TRIGGER ledger_no_update BEFORE UPDATE ON ledger BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
 CREATE TRIGGER ledger_no_delete BEFORE DELETE ON ledger BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
 
