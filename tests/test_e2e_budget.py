@@ -289,3 +289,25 @@ async def is_state(runner: BotRunner, job_id: int, state: JobState) -> bool:
 
 async def job_total_is(runner: BotRunner, world: World, job_id: int, micros: int) -> bool:
     return await job_total(runner, world, job_id) == micros
+
+
+async def test_a_render_lost_after_it_succeeded_is_still_charged(
+    fake: FakeDiscord, world: World, runner: BotRunner
+) -> None:
+    """The provider billed the render when it finished; failing to download it does not undo that."""
+    provider = scripted(runner, Backend())
+
+    async def expired(_artifact: object) -> bytes:
+        raise FinalError("The result's download link expired.")
+
+    provider.fetch = expired  # type: ignore[method-assign]
+    await ava_with_front_view(fake, world)
+    job_id = queued_id(await shot(fake, world, "lost in transit"))
+    await eventually(lambda: is_state(runner, job_id, JobState.FAILED), "the failure")
+    assert runner.bot is not None
+    job = await runner.bot.storage.jobs.get(job_id)
+    assert job is not None and job.error == (
+        "The result's download link expired. You were charged for it, as the provider bills it."
+    )
+    assert job.cost_final == "0.50"
+    assert await job_total(runner, world, job_id) == 500_000

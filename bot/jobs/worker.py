@@ -353,16 +353,20 @@ class Worker:
         return await self.jobs.get(job.id)
 
     async def _fail(self, job: Job, error: ProviderError) -> Job | None:
+        # A render that succeeded was charged when it did; losing it afterwards (download, posting) is still billed.
+        rendered = job.state in (JobState.DOWNLOADING, JobState.DELIVERING)
+        billed = error.charged or rendered
         message = error.message + (f" (provider said: {error.detail})" if error.detail else "")
-        message += " You were charged for it, as the provider bills it." if error.charged else " Nothing was charged."
+        message += " You were charged for it, as the provider bills it." if billed else " Nothing was charged."
+        cost = (job.cost_final or job.cost_estimate) if billed else "0"
         return await self._move(
             job.id,
             ACTIVE,
             JobState.FAILED,
-            settle=Settlement(to_micros(job.cost_estimate) if error.charged else None),
+            settle=Settlement(to_micros(cost) if billed else None),
             error=message,
             polls=job.polls,
-            cost_final=job.cost_estimate if error.charged else "0",
+            cost_final=cost,
             finished_at=self.clock(),
         )
 
