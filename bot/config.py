@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     )
     data_dir: Path = Field(default=Path("data"), description="Where the database and images are kept.")
     database_path: Path | None = Field(
-        default=None, description="SQLite database file. Default: <data_dir>/likeness.sqlite3."
+        default=None, description="SQLite database file. Default: `<data_dir>/likeness.sqlite3`."
     )
     log_level: LogLevel = Field(default="INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL.")
     dev_guild_id: int | None = Field(
@@ -56,7 +56,7 @@ class Settings(BaseSettings):
         default=20.0, gt=0, le=500, description="Largest reference image a member may upload, in MB."
     )
     models_dir: Path | None = Field(
-        default=None, description="Background-removal models (.onnx). Default: <data_dir>/models."
+        default=None, description="Background-removal models (`.onnx`). Default: `<data_dir>/models`."
     )
     cleanup_model: str = Field(
         default="isnet-general-use",
@@ -108,6 +108,24 @@ class Settings(BaseSettings):
     )
     shard_count: int | None = Field(
         default=None, ge=1, description="Number of shards; leave empty to let Discord decide."
+    )
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto", description="Log lines as JSON (for log collectors) or text; auto: JSON unless on a terminal."
+    )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Serve Prometheus metrics on this port (`http://<metrics_host>:<port>/metrics`); empty: off.",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1", description="Address the metrics endpoint listens on (localhost: not exposed)."
+    )
+    shutdown_grace: float = Field(
+        default=20.0,
+        ge=0,
+        le=300,
+        description="Seconds a stop (SIGTERM) waits for uploads in progress; every other job resumes at next start.",
     )
 
     @field_validator("log_level", mode="before")
@@ -179,6 +197,17 @@ def _is_secret(annotation: object) -> bool:
     return annotation is SecretStr or SecretStr in getattr(annotation, "__args__", ())
 
 
+def settings_table() -> str:
+    """The README's settings table, made from the fields above (a test keeps the README in step)."""
+    rows = ["| Variable | Default | Meaning |", "| --- | --- | --- |"]
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        shown = "(none)" if default is None else f"`{default}`"
+        meaning = (field.description or "").replace("|", "\\|")
+        rows.append(f"| `{env_name(name)}` | {shown} | {meaning} |")
+    return "\n".join(rows)
+
+
 def env_name(field: str) -> str:
     if field in ("discord_token", "DISCORD_TOKEN"):
         return "DISCORD_TOKEN"
@@ -197,3 +226,7 @@ def load_settings(**overrides: object) -> Settings:
             shown = "" if secret or "token" in field else f" (got {error.get('input')!r})"
             lines.append(f"  {env_name(field)}: {error['msg']}{shown}")
         raise SettingsError("\n".join(lines)) from None
+
+
+if __name__ == "__main__":  # `python -m bot.config`: print the README's settings table
+    print(settings_table())

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import MissingTokenError, SettingsError, load_settings
+from bot.config import MissingTokenError, Settings, SettingsError, load_settings
 from bot.logs import REDACTED, SecretFilter
 from tests.cli import run_likeness
 
@@ -94,3 +94,15 @@ def test_kling_model_setting_chooses_omni_or_is_refused_clearly(tmp_path: Path) 
     assert omni["kling"].capabilities.element_syntax == "kling_elements"
     with pytest.raises(SettingsError, match=r"LIKENESS_KLING_MODEL: .*kling-v9"):
         build_providers(Settings(data_dir=tmp_path, kling_model="kling-v9", **keys))  # pyright: ignore[reportArgumentType]
+
+
+def test_the_readme_settings_table_matches_the_settings_model() -> None:
+    """Every setting is documented exactly as the model declares it (run `python -m bot.config` to regenerate)."""
+    from bot.config import settings_table
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    start = readme.index("-->\n", readme.index("<!-- settings-table:")) + 4
+    end = readme.index("\n<!-- settings-table end -->")
+    assert readme[start:end] == settings_table(), "README's settings table is stale: run `python -m bot.config`"
+    for name in Settings.model_fields:
+        assert name.upper() in settings_table()
