@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _settings_and_token() -> tuple[Settings, str]:
     settings = load_settings()
     token = settings.token()
-    setup_logging(settings.log_level, secrets=[token, *settings.secrets()])
+    setup_logging(settings.log_level, secrets=[token, *settings.secrets()], fmt=settings.log_format)
     return settings, token
 
 

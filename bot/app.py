@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import Sequence
 
 import discord
@@ -15,12 +16,21 @@ from bot.discord_io.delivery import DiscordDelivery
 from bot.discord_io.errors import LikenessTree
 from bot.jobs.worker import Worker, WorkerConfig
 from bot.library import Library
+from bot.metrics import Metrics, MetricsServer
 from bot.services import Services
+from bot.shutdown import InFlight
 from storage import Storage
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS: tuple[str, ...] = ("cogs.characters", "cogs.sheets", "cogs.animate", "cogs.settings", "cogs.budget")
+EXTENSIONS: tuple[str, ...] = (
+    "cogs.characters",
+    "cogs.sheets",
+    "cogs.animate",
+    "cogs.settings",
+    "cogs.budget",
+    "cogs.info",
+)
 
 
 class LikenessBot(commands.AutoShardedBot):
@@ -43,6 +53,10 @@ class LikenessBot(commands.AutoShardedBot):
             max_messages=None,
         )
         self.settings = settings
+        self.metrics = Metrics()
+        self.inflight = InFlight()  # uploads in progress: a graceful stop lets them finish
+        self.draining = False  # stopping: no new commands
+        self._metrics_server: MetricsServer | None = None
         self.extensions_to_load = tuple(extensions)
         self.failed_extensions: dict[str, BaseException] = {}
 
@@ -61,9 +75,15 @@ class LikenessBot(commands.AutoShardedBot):
             ),
         )
         self.services.animate.set_wake(self.worker.wake)
+        self.worker.metrics = self.metrics
         await self.services.server_settings.warm()
         self.worker.per_user_by_guild = self.services.server_settings.running_caps
         self._worker_started = False
+        if self.settings.metrics_port is not None:
+            self._metrics_server = MetricsServer(
+                self.render_metrics, self.settings.metrics_host, self.settings.metrics_port
+            )
+            await self._metrics_server.start()
         # Load the background model in the background: the first upload should not wait for it.
         self._warm_up = asyncio.create_task(self.services.remover.warm_up(), name="likeness-model-warm-up")
         for extension in self.extensions_to_load:
@@ -73,7 +93,26 @@ class LikenessBot(commands.AutoShardedBot):
                 self.failed_extensions[extension] = exc
                 log.exception("could not load %s", extension)
 
+    async def render_metrics(self) -> str:
+        queue = await self.services.storage.jobs.count_unfinished()
+        latency = self.latency if self.is_ready() and self.latency == self.latency else None  # NaN before a beat
+        return self.metrics.render(queue, latency)
+
+    async def shutdown(self, grace: float) -> None:
+        """A graceful stop (SIGTERM): refuse new commands, stop starting and driving jobs (each resumes from the
+        database at the next start), let uploads in progress finish for up to `grace` seconds, then close."""
+        self.draining = True
+        log.info("stopping: no new commands; waiting up to %.0f s for %d uploads", grace, self.inflight.count)
+        worker = getattr(self, "worker", None)
+        if worker is not None:
+            await worker.stop()
+        if not await self.inflight.wait_idle(grace):
+            log.warning("stopping with %d uploads still in progress (grace period over)", self.inflight.count)
+        await self.close()
+
     async def close(self) -> None:
+        if self._metrics_server is not None:
+            await self._metrics_server.close()
         warm_up = getattr(self, "_warm_up", None)
         if warm_up is not None:
             warm_up.cancel()
@@ -122,7 +161,28 @@ async def clear_guild_commands(bot: LikenessBot, guild_id: int) -> None:
 
 async def run_bot(settings: Settings, token: str) -> None:
     async with LikenessBot(settings) as bot:
-        await bot.start(token)
+        await serve(bot, token)
+
+
+async def serve(bot: LikenessBot, token: str) -> None:
+    """Run until closed; SIGTERM or SIGINT stops gracefully (see `LikenessBot.shutdown`)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        running = asyncio.create_task(bot.start(token), name="likeness-bot")
+        stopping = asyncio.create_task(stop.wait(), name="likeness-stop-signal")
+        await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if stopping.done():
+            await bot.shutdown(bot.settings.shutdown_grace)
+        else:
+            stopping.cancel()
+        await running  # its error, if it failed
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
 
 
 async def sync_from_cli(settings: Settings, token: str, guild_id: int | None, clear: bool) -> str:

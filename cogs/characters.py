@@ -315,8 +315,9 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
         await interaction.response.defer(ephemeral=True, thinking=True)
         actor = actor_of(interaction)
         upload = CardUpload(card.url, card.filename, card.size, card.content_type)
-        character = await self.bot.services.cards.import_card(actor, upload, name)
-        details = await self.bot.library.details(actor, character)
+        async with self.bot.inflight.track():  # a graceful stop lets an import finish
+            character = await self.bot.services.cards.import_card(actor, upload, name)
+            details = await self.bot.library.details(actor, character)
         # the (ephemeral) deferral is answered first, so the announcement below is a new, public message
         await interaction.edit_original_response(
             content=f"📥 Imported **{character.name}**: {len(details.views)} views, {len(details.elements)} elements. "
@@ -344,8 +345,11 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         chosen = View(view.value)
-        result = await self.bot.services.references.add_view(actor_of(interaction), character, chosen, upload_of(image))
-        await post_upload(interaction, f"the {chosen.label.lower()} view", result)
+        async with self.bot.inflight.track():  # a graceful stop lets an upload finish
+            result = await self.bot.services.references.add_view(
+                actor_of(interaction), character, chosen, upload_of(image)
+            )
+            await post_upload(interaction, f"the {chosen.label.lower()} view", result)
 
     @views.command(name="remove", description="Remove a reference view (it stays in history)")
     @app_commands.describe(character="The character", view="The view to remove")
@@ -376,10 +380,11 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
         image: discord.Attachment,
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        result = await self.bot.services.references.add_element(
-            actor_of(interaction), character, name, ElementKind(kind.value), upload_of(image)
-        )
-        await post_upload(interaction, f"the {kind.value} **{name.strip()}**", result)
+        async with self.bot.inflight.track():  # a graceful stop lets an upload finish
+            result = await self.bot.services.references.add_element(
+                actor_of(interaction), character, name, ElementKind(kind.value), upload_of(image)
+            )
+            await post_upload(interaction, f"the {kind.value} **{name.strip()}**", result)
 
     @elements.command(name="remove", description="Remove an element from a character")
     @app_commands.describe(character="The character", element="The element to remove")

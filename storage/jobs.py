@@ -132,6 +132,15 @@ class JobRepository:
                 await ledger.settle(tx, job_id, settle.charge_micros)
             return moved
 
+    async def count_unfinished(self) -> dict[str, int]:
+        """Jobs waiting or in progress, by state (every such state present, zeros included)."""
+        rows = await self._db.fetchall(
+            "SELECT state, COUNT(*) FROM jobs WHERE state NOT IN ('done', 'failed', 'canceled') GROUP BY state"
+        )
+        counts = {state.value: 0 for state in JobState if not state.finished}
+        counts.update({str(row[0]): int(row[1]) for row in rows})
+        return counts
+
     async def queued_in_month(self, guild_id: int, month: str) -> list[Job]:
         """Jobs whose money was reserved in `month` ('YYYY-MM'), for the month's spending export."""
         rows = await self._db.fetchall(

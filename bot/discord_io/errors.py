@@ -11,6 +11,7 @@ from discord import app_commands
 
 from bot.discord_io.replies import reply_ephemeral
 from bot.errors import UserFacingError
+from bot.logs import set_logging_context
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,9 @@ async def report_error(interaction: discord.Interaction[Any], error: BaseExcepti
     message = friendly_message(error)
     if message is None:
         error_id = secrets.token_hex(4)
+        metrics = getattr(interaction.client, "metrics", None)
+        if metrics is not None:
+            metrics.error("command")
         log.error(
             "error %s in %s (guild %s, user %s)",
             error_id,
@@ -80,7 +84,22 @@ async def report_error(interaction: discord.Interaction[Any], error: BaseExcepti
     await reply_ephemeral(interaction, message)
 
 
+RESTARTING = "Likeness is restarting; try again in a minute. Nothing was changed."
+
+
 class LikenessTree(app_commands.CommandTree[Any]):
+    async def interaction_check(self, interaction: discord.Interaction[Any], /) -> bool:
+        """Every command: its log lines say where and what; while the bot is stopping, new work is refused."""
+        set_logging_context(
+            interaction_id=interaction.id,
+            guild_id=interaction.guild_id,
+            user_id=interaction.user.id,
+            command=interaction.command.qualified_name if interaction.command else None,
+        )
+        if getattr(interaction.client, "draining", False):
+            raise FriendlyError(RESTARTING)
+        return True
+
     async def on_error(self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError) -> None:
         await report_error(interaction, error)
 

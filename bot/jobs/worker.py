@@ -30,6 +30,8 @@ from bot.domain import Job, JobState
 from bot.imaging.prep import ProviderImageLimits, prepare_for_provider
 from bot.jobs.delivery import Delivery, Progress
 from bot.jobs.scheduler import Limits, jobs_to_start, positions
+from bot.logs import set_logging_context
+from bot.metrics import Metrics
 from bot.providers.base import (
     Artifact,
     FinalError,
@@ -93,6 +95,7 @@ class Worker:
         self._announced_places: dict[int, int | None] = {}
         self._fresh: set[int] = set()  # jobs taken from the queue by this worker and not yet sent
         self.per_user_by_guild: Callable[[], dict[int, int]] = dict  # servers' own running caps
+        self.metrics = Metrics(clock)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -198,6 +201,7 @@ class Worker:
         self._drivers[job.id] = asyncio.create_task(self._run_job(job), name=f"likeness-job-{job.id}")
 
     async def _run_job(self, job: Job) -> None:
+        set_logging_context(job_id=job.id, guild_id=job.guild_id)  # this task's log lines say which job
         try:
             current: Job | None = job
             while current is not None and not current.state.finished:
@@ -207,6 +211,7 @@ class Worker:
         except Exception:
             error_id = secrets.token_hex(4)
             log.exception("job %s failed unexpectedly (error %s)", job.id, error_id)
+            self.metrics.error("job")
             await self._move(
                 job.id,
                 ACTIVE,
@@ -236,6 +241,7 @@ class Worker:
             if job.state is JobState.DELIVERING:
                 return await self._deliver(job)
         except RetryableError as error:
+            self.metrics.provider_error(job.provider, str(error))
             return await self._retry_later(job, error)
         except FinalError as error:
             return await self._fail(job, error)
@@ -269,6 +275,7 @@ class Worker:
         job = fresh
         result = await provider.poll(self._submission(job))
         polls = job.polls + 1
+        self.metrics.provider_ok(job.provider)
         if result.status is TaskStatus.SUCCEEDED:
             self._artifacts[job.id] = result.artifacts
             self._learn(job, first_poll=polls == 1)
@@ -509,6 +516,8 @@ class Worker:
         """Change a job's state in the database (settling its money in the same transaction), then show it:
         every transition reaches the status message."""
         moved = await self.jobs.transition(job_id, allowed_from, to, settle=settle, **fields)
+        if moved is not None and moved.state.finished:
+            self.metrics.job_finished(moved)
         if moved is not None:
             await self._announce(moved)
         return moved
