@@ -114,9 +114,10 @@ class Settings(BaseSettings):
     )
     metrics_port: int | None = Field(
         default=None,
-        ge=1,
+        ge=0,
         le=65535,
-        description="Serve Prometheus metrics on this port (`http://<metrics_host>:<port>/metrics`); empty: off.",
+        description="Serve Prometheus metrics on this port (`http://<metrics_host>:<port>/metrics`); empty: off; "
+        "0: any free port (logged).",
     )
     metrics_host: str = Field(
         default="127.0.0.1", description="Address the metrics endpoint listens on (localhost: not exposed)."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -107,11 +108,25 @@ class BotRunner:
         return await self.start()
 
 
+def assert_no_secret_logged(records: list[logging.LogRecord], secrets: list[str]) -> None:
+    """No log line (message or traceback) of the run holds a secret, whole or in a recognisable part."""
+    watched = [s for s in secrets if s and len(s) >= 8]
+    for record in records:
+        text = record.getMessage() + (logging.Formatter().formatException(record.exc_info) if record.exc_info else "")
+        for secret in watched:
+            assert secret not in text, f"a secret was logged by {record.name}: {record.levelname}"
+            assert secret[-12:] not in text, f"part of a secret was logged by {record.name}: {record.levelname}"
+
+
 @pytest.fixture
-async def runner(fake: FakeDiscord, world: World, tmp_path: Path) -> AsyncIterator[BotRunner]:
+async def runner(
+    fake: FakeDiscord, world: World, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> AsyncIterator[BotRunner]:
+    caplog.set_level(logging.INFO)  # what a production bot logs; every e2e run is scanned for secrets below
     runner = BotRunner(fake, tmp_path / "data")
     await runner.start(sync=True)
     try:
         yield runner
     finally:
         await runner.stop()
+    assert_no_secret_logged(caplog.records, [fake.token, *runner.settings.secrets(), *fake.watched_secrets])

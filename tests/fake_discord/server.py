@@ -194,6 +194,7 @@ class FakeDiscord:
         self.requests: list[RecordedRequest] = []
         self.validation_errors: list[ValidationFailure] = []
         self.opened_commands: set[tuple[int, str]] = set()  # (guild, command) opened to everyone by its admins
+        self.watched_secrets: list[str] = []  # secrets tests typed in: the e2e logs must never show them
         self.response_errors: list[ValidationFailure] = []  # only with validate_responses=True
         self.unimplemented: list[RecordedRequest] = []  # routes in the spec the fake does not serve
         self.server_errors: list[tuple[RecordedRequest, Exception]] = []  # bugs in the fake itself
