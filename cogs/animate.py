@@ -98,6 +98,12 @@ async def answer_queued(interaction: discord.Interaction[Any], result: Job | Pen
         await bot.delivery.show_status(result, Progress())
         notes = "".join(f"\n• {note}" for note in result.params.notes)
         content = f"{queued_text(result, what)} Progress and the clip will be posted in this channel.{notes}"
+        shown = await bot.storage.jobs.get(result.id)
+        if shown is not None and shown.status_message_id is None:
+            content += (
+                "\n⚠️ I can't post in this channel (I need View Channel, Send Messages, Attach Files, Embed Links and "
+                "Read Message History). The clip is kept and posted here as soon as an admin lets me."
+            )
         view = None
     else:
         content = (

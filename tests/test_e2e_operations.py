@@ -182,3 +182,39 @@ async def test_metrics_endpoint_on_localhost(fake: FakeDiscord, world: World, ru
     for line in body.splitlines():  # every sample line is `name{labels} value`
         if not line.startswith("#"):
             float(line.rsplit(" ", 1)[1])
+
+
+async def test_a_result_the_channel_refuses_is_kept_and_posted_once_allowed(
+    fake: FakeDiscord, world: World, runner: BotRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No paid result is lost to a permission slip: it waits (the job stays in delivery) until an admin fixes it."""
+    from bot.discord_io import delivery
+    from tests.fake_discord.world import Overwrite, Perm
+
+    monkeypatch.setattr(delivery, "POST_RETRY_SECONDS", 0.2)
+    await ava_with_front_view(fake, world)
+    locked = Overwrite(id=fake.bot_user.id, type=1, deny=Perm.SEND_MESSAGES)
+    studio = fake.add_channel(world.studio_a, "locked", overwrites=[locked])
+    h = await fake.slash(world.studio_a, world.alice, "animate", {"character": "Ava", "prompt": "waves"}, studio)
+    await h.wait_settled(timeout=30)
+    assert h.content.startswith("Queued shot #"), h.content
+    assert "I can't post in this channel" in h.content  # the member knows why nothing appears yet
+    job_id = int(h.content.split("#")[1].split(" ")[0])
+    assert runner.bot is not None
+    await eventually(lambda: attempts_at_least(runner, job_id, 2), "refused posts")
+    assert await job_state(runner, job_id) is JobState.DELIVERING
+
+    fake.world.channels[studio].overwrites.clear()  # an admin grants the permission
+    await eventually(lambda: is_done(runner, job_id), "the post once allowed")
+    posted = [
+        m
+        for m in fake.channel_messages(studio)
+        if m.attachments and f"likeness:job:reroll:{job_id}" in str(m.components)
+    ]
+    assert len(posted) == 1
+
+
+async def attempts_at_least(runner: BotRunner, job_id: int, n: int) -> bool:
+    assert runner.bot is not None
+    job = await runner.bot.storage.jobs.get(job_id)
+    return job is not None and job.attempts >= n

@@ -18,10 +18,13 @@ import discord
 from bot.domain import Job, JobState
 from bot.imaging.video import fit_to_size, thumbnail
 from bot.jobs.delivery import Progress
+from bot.providers.base import FinalError, RetryableError
 from bot.sheet_split import Figure, split_sheet
 from storage.jobs import JobRepository
 
 log = logging.getLogger(__name__)
+
+POST_RETRY_SECONDS = 120.0  # a result the channel refused is posted again this often (for about an hour)
 
 COLOR = discord.Colour(0x5B8DEF)
 STATE_EMOJI = {
@@ -172,12 +175,16 @@ class DiscordDelivery:
                 self._flushers[job.id] = asyncio.create_task(self._flush_later(job.id, wait))
 
     async def _create_status(self, job: Job, progress: Progress) -> None:
-        message = await self._channel(job.channel_id).send(
-            f"<@{job.user_id}> queued {'a sheet' if job.kind == 'sheet' else 'a shot'} of **{job.character_name}**.",
-            embed=status_embed(job, progress, time.time()),
-            nonce=f"st{job.id}",  # Discord returns the first message if this is sent twice
-            allowed_mentions=discord.AllowedMentions.none(),
-        )
+        try:
+            message = await self._channel(job.channel_id).send(
+                f"<@{job.user_id}> queued {'a sheet' if job.kind == 'sheet' else 'a shot'} of **{job.character_name}**.",
+                embed=status_embed(job, progress, time.time()),
+                nonce=f"st{job.id}",  # Discord returns the first message if this is sent twice
+                allowed_mentions=discord.AllowedMentions.none(),
+            )
+        except discord.Forbidden as error:  # the job goes on; its result waits until the bot may post (see _post)
+            log.warning("job %s: cannot post its status in channel %s (%s)", job.id, job.channel_id, error.text)
+            return
         self._last_edit[job.id] = time.monotonic()
         await self.jobs.update(job.id, status_message_id=message.id)
 
@@ -285,14 +292,31 @@ class DiscordDelivery:
             reference = discord.MessageReference(
                 message_id=job.status_message_id, channel_id=job.channel_id, fail_if_not_exists=False
             )
-        message = await self._channel(job.channel_id).send(
-            content,
-            file=discord.File(io.BytesIO(data), filename=filename),
-            view=view,
-            reference=reference,
-            nonce=f"rs{job.id}",
-            allowed_mentions=discord.AllowedMentions.none(),
-        )
+        try:
+            message = await self._channel(job.channel_id).send(
+                content,
+                file=discord.File(io.BytesIO(data), filename=filename),
+                view=view,
+                reference=reference,
+                nonce=f"rs{job.id}",
+                allowed_mentions=discord.AllowedMentions.none(),
+            )
+        except discord.Forbidden as error:
+            # An admin can fix the channel's permissions: the result is kept and posting is tried again.
+            log.warning("job %s: cannot post in channel %s (%s); will retry", job.id, job.channel_id, error.text)
+            raise RetryableError(
+                f"I can't post in <#{job.channel_id}>: I need View Channel, Send Messages, Attach Files, Embed Links "
+                "and Read Message History there. The result is kept and posted as soon as I can.",
+                detail=error.text,
+                retry_after=POST_RETRY_SECONDS,
+                rate_limited=True,  # waiting on an admin: keep trying for a while
+            ) from error
+        except discord.NotFound as error:
+            raise FinalError(
+                "The channel of this shot was deleted, so its result could not be posted.", detail=error.text
+            ) from error
+        except discord.DiscordServerError as error:
+            raise RetryableError("Discord could not take the result just now.", detail=error.text) from error
         return message.id
 
     async def _send_thumbnail(self, job: Job, video: bytes) -> int:

@@ -241,7 +241,8 @@ class Worker:
             if job.state is JobState.DELIVERING:
                 return await self._deliver(job)
         except RetryableError as error:
-            self.metrics.provider_error(job.provider, str(error))
+            if job.state is not JobState.DELIVERING:  # posting to Discord is not the provider's health
+                self.metrics.provider_error(job.provider, str(error))
             return await self._retry_later(job, error)
         except FinalError as error:
             return await self._fail(job, error)
