@@ -1,4 +1,4 @@
-"""`likeness`: the command line (run, sync, keygen, version)."""
+"""`likeness`: the command line (run, sync, doctor, keygen, version)."""
 
 from __future__ import annotations
 
@@ -53,6 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="print a new LIKENESS_SECRET_KEY (lets servers add their own provider keys, stored encrypted)",
         description="Prints a fresh random key on standard output, and where to put it on standard error.",
     )
+    doctor = commands.add_parser(
+        "doctor",
+        help="check the setup (token, settings, database, disk, model, Discord, providers) and say how to fix it",
+        description="Exit status 0 when nothing failed (warnings allowed), 1 when a check failed.",
+    )
+    doctor.add_argument(
+        "--quick", action="store_true", help="offline checks only, no network, under a second (Docker HEALTHCHECK)"
+    )
+    doctor.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
     commands.add_parser("version", help="print the version")
     return parser
 
@@ -110,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
             for path in asyncio.run(run_demo(settings, args.out)):
                 print(f"wrote {path}")
             return 0
+        if command == "doctor":
+            from bot.doctor import main as doctor_main
+
+            return doctor_main(quick=args.quick, as_json=args.json)
         if command == "cleanup":
             from bot.cleanup_cli import run_cleanup
 

@@ -63,7 +63,7 @@ from bot.providers.base import (
     TaskStatus,
     WorkKind,
 )
-from bot.providers.http import TooLargeError, read_capped
+from bot.providers.http import KEY_REFUSED, TooLargeError, read_capped, timed_request
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,7 @@ ELEMENT_MAX_REFERENCES = 3  # an element: 1 frontal image + 1..3 reference image
 CANCELED_ERROR_TYPES = frozenset({"client_cancelled", "request_cancelled", "cancelled", "canceled"})
 _MAX_DETAIL = 300  # characters of fal's own words kept in an error
 _MAX_RETRY_AFTER = 600.0
+NO_SUCH_REQUEST = "00000000-0000-0000-0000-000000000000"  # the request `ping` asks about
 
 
 @dataclass(frozen=True)
@@ -314,6 +315,28 @@ class FalProvider:
 
     async def close(self) -> None:
         await self._client.aclose()
+
+    async def ping(self) -> float:
+        """The time to first byte (seconds) of a status query for a request that does not exist, for `likeness
+        doctor`. fal has no free call meant for checking a key, but every queue call is authenticated first: a
+        refused key answers 401 (FinalError with code KEY_REFUSED), a locked account 403, an accepted one 404.
+        RetryableError (`timeout`, `network`) when fal cannot be reached."""
+        url = f"{self._base_url}/{_app_id(self.video_model)}/requests/{NO_SUCH_REQUEST}/status"
+        headers = {"Authorization": f"Key {self._key}", "Accept": "application/json"}
+        try:
+            response, first_byte = await timed_request(self._client, "GET", url, headers=headers)
+        except httpx.TimeoutException as error:
+            raise RetryableError(
+                "fal.ai did not answer in time.", detail=type(error).__name__, code="timeout"
+            ) from error
+        except httpx.TransportError as error:
+            raise RetryableError("Could not reach fal.ai.", detail=type(error).__name__, code="network") from error
+        if response.is_success or response.status_code == 404:
+            return first_byte
+        error = self._http_error(response, stage="status")
+        if error.code == "auth" and response.status_code == 401:
+            raise FinalError(error.message, detail=error.detail, code=KEY_REFUSED)
+        raise error
 
     # ----------------------------------------------------------------------------------------------------------
     # Requests

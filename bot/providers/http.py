@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping
+
 import httpx
 
 
@@ -26,3 +29,19 @@ async def read_capped(response: httpx.Response, max_bytes: int) -> bytes:
             raise TooLargeError(received)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+# `ProviderError.code` of a `ping()` whose key the provider refused (401, or its own auth code).
+KEY_REFUSED = "key_refused"
+
+
+async def timed_request(
+    client: httpx.AsyncClient, method: str, url: str, *, headers: Mapping[str, str] | None = None
+) -> tuple[httpx.Response, float]:
+    """A request whose (small) answer is read whole, and the seconds until its status line and headers came
+    back: the time to first byte, connection set-up included."""
+    started = time.perf_counter()
+    async with client.stream(method, url, headers=headers) as response:
+        first_byte = time.perf_counter() - started
+        await response.aread()
+    return response, first_byte

@@ -68,7 +68,7 @@ from bot.providers.base import (
     TaskStatus,
     WorkKind,
 )
-from bot.providers.http import TooLargeError, read_capped
+from bot.providers.http import KEY_REFUSED, TooLargeError, read_capped, timed_request
 
 log = logging.getLogger(__name__)
 
@@ -456,8 +456,36 @@ class KlingProvider:
     async def verify_key(self) -> None:
         """Check the keys with Kling's free account query (`GET /account/costs`, at most once a second), before a
         server's own key is kept: FinalError when Kling refuses them, RetryableError when it cannot tell now."""
+        await self._call("GET", self._costs_path())
+
+    async def ping(self) -> float:
+        """The time to first byte (seconds) of the free account query, for `likeness doctor`. FinalError with
+        code KEY_REFUSED when Kling refuses the keys, RetryableError (`timeout`, `network`) when it cannot be
+        reached, another ProviderError for any other answer."""
+        headers = {"Authorization": self._authorization()}
+        try:
+            response, first_byte = await timed_request(self._http(), "GET", self._costs_path(), headers=headers)
+        except httpx.TimeoutException as error:
+            raise RetryableError(
+                "Kling did not answer in time.", detail=type(error).__name__, code="timeout"
+            ) from error
+        except httpx.TransportError as error:
+            raise RetryableError(
+                "The bot could not reach Kling.", detail=type(error).__name__, code="network"
+            ) from error
+        envelope = _json(response)
+        code = envelope.get("code")
+        code = code if isinstance(code, int) and not isinstance(code, bool) else None
+        if response.status_code == 200 and code == 0:
+            return first_byte
+        error = self._error(response.status_code, code, self._scrub(_text(envelope.get("message"))), response, None)
+        if response.status_code == 401 or code in AUTH_CODES:
+            raise FinalError(error.message, detail=error.detail, code=KEY_REFUSED)
+        raise error
+
+    def _costs_path(self) -> str:
         now = int(self._clock() * 1000)
-        await self._call("GET", f"{ACCOUNT_COSTS}?start_time={now - 86_400_000}&end_time={now}")
+        return f"{ACCOUNT_COSTS}?start_time={now - 86_400_000}&end_time={now}"
 
     # ----------------------------------------------------------------------------------------------------------
     # Requests

@@ -47,7 +47,7 @@ from bot.providers.base import (
     TaskStatus,
     WorkKind,
 )
-from bot.providers.http import TooLargeError, read_capped
+from bot.providers.http import KEY_REFUSED, TooLargeError, read_capped, timed_request
 
 log = logging.getLogger(__name__)
 
@@ -241,6 +241,28 @@ class RunwayProvider:
     async def close(self) -> None:
         self._closed = True
         await self._client.aclose()
+
+    async def ping(self) -> float:
+        """The time to first byte (seconds) of `GET /v1/organization` (the account's tier and credits: free), for
+        `likeness doctor`. FinalError with code KEY_REFUSED on a 401, RetryableError (`timeout`, `network`) when
+        Runway cannot be reached, the usual typed error for any other refusal."""
+        self._check_open()
+        try:
+            async with asyncio.timeout(self._timeout):
+                response, first_byte = await timed_request(
+                    self._client, "GET", self._base_url + "/v1/organization", headers=self._api_headers
+                )
+        except (TimeoutError, httpx.TimeoutException):
+            raise RetryableError("Runway did not answer in time.", code="timeout") from None
+        except httpx.TransportError as error:
+            raise RetryableError("I couldn't reach Runway.", detail=type(error).__name__, code="network") from None
+        if response.status_code == 401:
+            raise FinalError(
+                "Runway did not accept the API key.", detail=self._redact(_error_text(response)), code=KEY_REFUSED
+            )
+        if response.status_code >= 300:
+            self._raise_for(response)
+        return first_byte
 
     # ----------------------------------------------------------------------------------------------------------
     # Request bodies (what Runway would refuse with a 400 is refused here first, with the same reasons)

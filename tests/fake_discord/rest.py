@@ -90,6 +90,7 @@ class RestApi:
             ("GET", "/gateway"): self.get_gateway,
             ("GET", "/gateway/bot"): self.get_gateway_bot,
             ("GET", "/users/{user_id}"): self.get_user,
+            ("GET", "/users/@me/guilds"): self.get_my_guilds,
             ("GET", "/guilds/{guild_id}"): self.get_guild,
             ("GET", "/guilds/{guild_id}/members/{user_id}"): self.get_member,
             ("GET", "/applications/{application_id}/commands"): self.get_commands,
@@ -170,6 +171,28 @@ class RestApi:
         if user is None:
             raise ApiError(404, 10013, "Unknown User")
         return 200, user.to_dict()
+
+    async def get_my_guilds(self, req: ApiRequest) -> tuple[int, Any]:
+        """The bot's servers by id, paged with `after`/`before`/`limit`, each with the bot's permissions there."""
+        bot_id = self.fake.bot_user.id
+        guilds = sorted((g for g in self.world.guilds.values() if bot_id in g.members), key=lambda g: g.id)
+        if "after" in req.query:
+            guilds = [g for g in guilds if g.id > int(req.query["after"])]
+        if "before" in req.query:
+            guilds = [g for g in guilds if g.id < int(req.query["before"])]
+        limit = int(req.query.get("limit", 200))
+        return 200, [
+            {
+                "id": str(g.id),
+                "name": g.name,
+                "icon": None,
+                "banner": None,
+                "owner": g.owner_id == bot_id,
+                "permissions": str(self.world.permissions_for(g, bot_id)),
+                "features": [],
+            }
+            for g in guilds[:limit]
+        ]
 
     def _guild(self, req: ApiRequest) -> FakeGuild:
         guild = self.world.guilds.get(req.snowflake("guild_id"))

@@ -13,6 +13,7 @@ so a wrong constant in bot/providers/runway.py shows up as a refused request.
   `concurrency` tasks are RUNNING) -> RUNNING (`running_polls`, progress rising) -> SUCCEEDED, or FAILED when
   a failure was queued with `fail_next`. Every poll of a SUCCEEDED task signs fresh output URLs that expire
   after `url_ttl` seconds (then 403, like a signed CDN URL).
+- `GET /v1/organization` answers the account's tier, `creditBalance` and daily usage (a free call: key checks).
 - `DELETE /v1/tasks/{id}` cancels an unfinished task (it becomes CANCELLED) or deletes a finished one (404
   afterwards); it answers 204.
 - Switches for tests: `rate_limit_next` (429s on creates, with `rate_limit_retry_after` and/or
@@ -178,6 +179,7 @@ class FakeRunway:
         self.output_errors_next = 0  # the result host answers 503 this many times
         self.output_size: int | None = None  # pad results to this many bytes
         self.output_chunked = False  # send results without Content-Length
+        self.credit_balance = 5000  # what GET /v1/organization reports
         self.assets: dict[str, Asset] = {}
         # what happened
         self.requests: list[Recorded] = []
@@ -207,6 +209,7 @@ class FakeRunway:
         app.router.add_post("/v1/image_to_video", self._image_to_video)
         app.router.add_post("/v1/text_to_image", self._text_to_image)
         app.router.add_get("/v1/tasks/{id}", self._get_task)
+        app.router.add_get("/v1/organization", self._organization)
         app.router.add_delete("/v1/tasks/{id}", self._delete_task)
         app.router.add_get("/outputs/{id}/{name}", self._output)
         self._runner = web.AppRunner(app, access_log=None)
@@ -458,6 +461,18 @@ class FakeRunway:
         elif task.status == "SUCCEEDED":
             answer["output"] = [self._signed_url(task)]
         return web.json_response(answer)
+
+    async def _organization(self, request: web.Request) -> web.StreamResponse:
+        """The account's tier, credits and today's usage (the shape of Runway's skills docs)."""
+        used = sum(1 for task in self.tasks.values() if task.status == "SUCCEEDED")
+        limits = {"maxConcurrentGenerations": self.concurrency or 2, "maxDailyGenerations": 200}
+        return web.json_response(
+            {
+                "tier": {"maxMonthlyCreditSpend": 10000, "models": {"gen4_turbo": limits, "gen4_image": limits}},
+                "creditBalance": self.credit_balance,
+                "usage": {"models": {"gen4_turbo": {"dailyGenerations": used}}},
+            }
+        )
 
     def _advance(self, task: FakeTask) -> None:
         """One step of the lifecycle per poll."""

@@ -1,0 +1,649 @@
+"""`likeness doctor`: against the fake Discord and the fake providers, healthy and each failure an admin meets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import shutil
+import socket
+import sqlite3
+import time
+from base64 import urlsafe_b64encode
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.app import sync_from_cli
+from bot.config import Settings
+from bot.doctor import (
+    DISK_FAILURE_BYTES,
+    DISK_WARNING_BYTES,
+    FALLBACK_MODEL,
+    INVITE_PERMISSIONS,
+    CheckResult,
+    Probes,
+    Status,
+    application_result,
+    exit_status,
+    format_report,
+    report_json,
+    run_checks,
+    run_doctor,
+    token_problem,
+    token_user_id,
+)
+from bot.models import model_file
+from storage.db import Database, bundled_migrations
+from tests.cli import run_likeness
+from tests.conftest import World, installed_models_dir
+from tests.fake_discord import FakeDiscord
+from tests.fake_discord.world import Perm
+from tests.fake_providers.fal import FakeFal
+from tests.fake_providers.kling import FakeKling
+from tests.fake_providers.runway import FakeRunway
+
+LATEST = bundled_migrations()[-1].version
+PLENTY = Probes(free_bytes=lambda _path: 50 * 1024**3, discord_timeout=5.0, provider_timeout=5.0)
+
+
+def make_settings(tmp_path: Path, token: str | None, **overrides: Any) -> Settings:
+    """Settings as an admin would set them, with no .env and none of this machine's environment."""
+    values: dict[str, Any] = {
+        "data_dir": tmp_path / "data",
+        "models_dir": installed_models_dir(),
+        "cleanup_model": "u2netp",
+        "guild_ready_timeout": 0.05,
+        **overrides,
+    }
+    if token is not None:
+        values["DISCORD_TOKEN"] = token
+    return Settings(_env_file=None, **values)  # pyright: ignore[reportCallIssue]
+
+
+def by_name(results: list[CheckResult]) -> dict[str, CheckResult]:
+    return {result.name: result for result in results}
+
+
+def shown(results: list[CheckResult]) -> str:
+    """Everything the admin could see: the lines and the JSON."""
+    return format_report(results) + "\n" + report_json(results, quick=False, seconds=0.0)
+
+
+def assert_no_secrets(results: list[CheckResult], *secret_values: str) -> None:
+    text = shown(results)
+    for value in secret_values:
+        for piece in [value, *value.split(".")]:
+            if len(piece) > 4:
+                assert piece not in text
+
+
+def wrong_token(fake: FakeDiscord) -> str:
+    """Well-formed (the bot's own id first), but not the token Discord issued."""
+    first = urlsafe_b64encode(str(fake.bot_user.id).encode()).decode().rstrip("=")
+    return f"{first}.{secrets.token_urlsafe(4)}.{secrets.token_urlsafe(27)}"
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def migrated(path: Path, version: int | None = None) -> None:
+    db = await Database.open(path)
+    try:
+        await db.migrate()
+        if version is not None:
+            await db.execute(f"PRAGMA user_version = {version}")
+    finally:
+        await db.close()
+
+
+@asynccontextmanager
+async def providers() -> AsyncIterator[tuple[FakeKling, FakeFal, FakeRunway]]:
+    kling, fal = FakeKling(), FakeFal()
+    await kling.start()
+    await fal.start()
+    try:
+        async with FakeRunway() as runway:
+            yield kling, fal, runway
+    finally:
+        await fal.stop()
+        await kling.stop()
+
+
+def provider_settings(kling: FakeKling, fal: FakeFal, runway: FakeRunway) -> dict[str, Any]:
+    return {
+        "kling_access_key": kling.access_key,
+        "kling_secret_key": kling.secret_key,
+        "kling_base_url": kling.base_url,
+        "fal_key": fal.key,
+        "fal_base_url": fal.url,
+        "runway_api_key": runway.api_key,
+        "runway_base_url": runway.url,
+    }
+
+
+# -------------------------------------------------------------------------------------------------- healthy
+
+
+async def test_healthy_run_is_all_ok(fake: FakeDiscord, world: World, tmp_path: Path) -> None:
+    async with providers() as (kling, fal, runway):
+        settings = make_settings(tmp_path, fake.token, **provider_settings(kling, fal, runway))
+        await sync_from_cli(settings, fake.token, None, clear=False)  # also creates and migrates the database
+        results = await run_checks(settings, quick=False, probes=PLENTY)
+
+    print(format_report(results))  # the report, as `pytest -s` shows it
+    assert [r.name for r in results] == [
+        "Discord token",
+        "Settings",
+        "Database",
+        "Disk space",
+        "Background model",
+        "Discord login",
+        "Discord application",
+        "Discord servers",
+        "Slash commands",
+        "Kling",
+        "fal.ai",
+        "Runway",
+    ]
+    assert {r.name: r.status for r in results if r.status is not Status.OK} == {}
+    assert exit_status(results) == 0
+    checks = by_name(results)
+    assert f"schema {LATEST} (the latest)" in checks["Database"].found
+    assert "u2netp" in checks["Background model"].found and "loads in" in checks["Background model"].found
+    assert "no privileged intent is needed" in checks["Discord application"].found
+    assert "in 2 servers" in checks["Discord servers"].found
+    assert "/animate" in checks["Slash commands"].found
+    for name in ("Kling", "fal.ai", "Runway"):
+        assert checks[name].data["ttfb_ms"] > 0
+        assert "first byte in" in checks[name].found
+    # Each provider was asked once, with its key, on its free endpoint.
+    assert [r.path for r in kling.requests] == ["/account/costs"]
+    assert [r.path for r in runway.api_requests()] == ["/v1/organization"]
+    assert [r.status for r in fal.api_requests()] == [404] and fal.submits() == []
+    assert_no_secrets(results, fake.token, kling.secret_key, fal.key, runway.api_key)
+    assert format_report(results).endswith("Everything checked is fine.")
+
+
+async def test_json_output_parses(fake: FakeDiscord, world: World, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, fake.token)
+    results = await run_checks(settings, quick=False, probes=PLENTY)
+    report = json.loads(report_json(results, quick=False, seconds=1.25))
+    assert report["quick"] is False and report["seconds"] == 1.25
+    assert report["ok"] is True and report["failures"] == 0
+    assert report["warnings"] == 1  # no commands synced yet
+    statuses = {check["name"]: check["status"] for check in report["checks"]}
+    assert statuses["Slash commands"] == "warning" and statuses["Discord login"] == "ok"
+    assert {"name", "status", "found", "fix", "data"} <= set(report["checks"][0])
+    assert report["checks"][3]["data"]["free_bytes"] == 50 * 1024**3
+
+
+# ---------------------------------------------------------------------------------------------------- token
+
+
+async def test_missing_token_fails_and_skips_discord(tmp_path: Path) -> None:
+    results = await run_checks(make_settings(tmp_path, None), quick=False, probes=PLENTY)
+    checks = by_name(results)
+    assert checks["Discord token"].status is Status.FAILURE
+    assert "DISCORD_TOKEN is not set" in checks["Discord token"].found
+    assert "Reset Token" in checks["Discord token"].fix
+    assert {checks[name].status for name in ("Discord login", "Discord servers", "Slash commands")} == {Status.SKIPPED}
+    assert checks["Providers"].status is Status.OK  # none configured: the local provider
+    assert exit_status(results) == 1
+
+
+@pytest.mark.parametrize(
+    ("token", "said"),
+    [
+        ("Bot MTIzNDU2Nzg5MDEyMzQ1Njc4.GaBcDe.abcdefghijklmnopqrstuvwxyz0123456789AB", "starts with “Bot ”"),
+        ("MTIzNDU2Nzg5MDEyMzQ1Njc4.abcdefghijklmnopqrstuvwxyz0123456789AB", "three dot-separated parts"),
+        ("123456789012345678", "Application ID"),
+        ("abcdefghijklmnopqrstuvwxyz012345", "Client Secret"),
+        ("bm90LWFuLWlk.GaBcDe.abcdefghijklmnopqrstuvwxyz0123456789AB", "does not decode to a bot's user id"),
+        ("'MTIzNDU2Nzg5MDEyMzQ1Njc4.GaBcDe.abcdefghijklmnopqrstuvwxyz0123456789AB'", "quotes"),
+    ],
+)
+async def test_malformed_token_says_what_is_wrong_without_showing_it(tmp_path: Path, token: str, said: str) -> None:
+    results = await run_checks(make_settings(tmp_path, token), quick=True, probes=PLENTY)
+    check = by_name(results)["Discord token"]
+    assert check.status is Status.FAILURE
+    assert check.found.startswith("DISCORD_TOKEN looks malformed: ") and said in check.found
+    assert "Developer Portal" in check.fix and "Reset Token" in check.fix
+    assert exit_status(results) == 1
+    assert_no_secrets(results, token.removeprefix("Bot ").strip("'"))
+
+
+def test_token_shape_and_id() -> None:
+    token = "MTIzNDU2Nzg5MDEyMzQ1Njc4.GaBcDe.abcdefghijklmnopqrstuvwxyz0123456789AB"
+    assert token_problem(token) is None
+    assert token_user_id(token) == 123456789012345678
+
+
+async def test_token_refused_by_discord(fake: FakeDiscord, world: World, tmp_path: Path) -> None:
+    token = wrong_token(fake)
+    results = await run_checks(make_settings(tmp_path, token), quick=False, probes=PLENTY)
+    checks = by_name(results)
+    assert checks["Discord token"].status is Status.OK  # the shape is right
+    assert checks["Discord login"].status is Status.FAILURE
+    assert "refused the token (401" in checks["Discord login"].found
+    assert "Reset Token" in checks["Discord login"].fix
+    assert checks["Discord servers"].status is Status.SKIPPED
+    assert exit_status(results) == 1
+    assert_no_secrets(results, token, fake.token)
+
+
+async def test_discord_unreachable(tmp_path: Path) -> None:
+    import discord.http
+
+    token = "MTIzNDU2Nzg5MDEyMzQ1Njc4.GaBcDe.abcdefghijklmnopqrstuvwxyz0123456789AB"
+    saved = discord.http.Route.BASE
+    discord.http.Route.BASE = f"http://127.0.0.1:{closed_port()}/api/v10"
+    try:
+        results = await run_checks(make_settings(tmp_path, token), quick=False, probes=PLENTY)
+    finally:
+        discord.http.Route.BASE = saved
+    login = by_name(results)["Discord login"]
+    assert login.status is Status.FAILURE and "cannot reach discord.com" in login.found
+    assert "internet access" in login.fix
+
+
+# ---------------------------------------------------------------------------------------------- permissions
+
+
+async def test_bot_lacking_permissions_in_a_server(fake: FakeDiscord, world: World, tmp_path: Path) -> None:
+    studio_c = fake.add_guild("Studio C", owner=world.zed, everyone_permissions=0)
+    bot_role = studio_c.roles[studio_c.bot_role_id]
+    bot_role.permissions = Perm.BOT_DEFAULT & ~(Perm.ATTACH_FILES | Perm.EMBED_LINKS)
+    settings = make_settings(tmp_path, fake.token)
+    await sync_from_cli(settings, fake.token, None, clear=False)
+    results = await run_checks(settings, quick=False, probes=PLENTY)
+
+    servers = by_name(results)["Discord servers"]
+    assert servers.status is Status.FAILURE
+    assert "in 1 of 3 servers" in servers.found
+    assert f"Studio C (id {studio_c.id}): Embed Links, Attach Files" in servers.found
+    assert "Studio A" not in servers.found
+    assert f"client_id={fake.application_id}" in servers.fix and "permissions=274878024704" in servers.fix
+    assert "Roles" in servers.fix
+    assert exit_status(results) == 1
+
+
+async def test_thread_permission_only_is_a_warning(fake: FakeDiscord, world: World, tmp_path: Path) -> None:
+    studio_c = fake.add_guild("Studio C", owner=world.zed, everyone_permissions=0)
+    studio_c.roles[studio_c.bot_role_id].permissions = Perm.BOT_DEFAULT & ~Perm.SEND_MESSAGES_IN_THREADS
+    results = await run_checks(make_settings(tmp_path, fake.token), quick=False, probes=PLENTY)
+    servers = by_name(results)["Discord servers"]
+    assert servers.status is Status.WARNING and "Send Messages in Threads" in servers.found
+
+
+async def test_administrator_has_everything(fake: FakeDiscord, world: World, tmp_path: Path) -> None:
+    studio_c = fake.add_guild("Studio C", owner=world.zed, everyone_permissions=0)
+    studio_c.roles[studio_c.bot_role_id].permissions = Perm.ADMINISTRATOR
+    results = await run_checks(make_settings(tmp_path, fake.token), quick=False, probes=PLENTY)
+    assert by_name(results)["Discord servers"].status is Status.OK
+
+
+async def test_bot_in_no_server(fake: FakeDiscord, tmp_path: Path) -> None:
+    results = await run_checks(make_settings(tmp_path, fake.token), quick=False, probes=PLENTY)
+    servers = by_name(results)["Discord servers"]
+    assert servers.status is Status.WARNING and "no server" in servers.found
+    assert f"client_id={fake.application_id}" in servers.fix
+
+
+def test_invite_permissions_are_the_readmes() -> None:
+    assert INVITE_PERMISSIONS == 274878024704
+    readme = Path(__file__).resolve().parent.parent / "README.md"
+    assert f"permissions={INVITE_PERMISSIONS}" in readme.read_text(encoding="utf-8")
+
+
+# ------------------------------------------------------------------------------------------------- commands
+
+
+async def test_no_commands_synced_is_a_warning(fake: FakeDiscord, world: World, tmp_path: Path) -> None:
+    results = await run_checks(make_settings(tmp_path, fake.token), quick=False, probes=PLENTY)
+    commands = by_name(results)["Slash commands"]
+    assert commands.status is Status.WARNING
+    assert "none registered" in commands.found and "`likeness sync`" in commands.fix
+    assert exit_status(results) == 0
+
+
+async def test_commands_in_one_server_only(fake: FakeDiscord, world: World, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, fake.token)
+    await sync_from_cli(settings, fake.token, world.studio_a.id, clear=False)
+    commands = by_name(await run_checks(settings, quick=False, probes=PLENTY))["Slash commands"]
+    assert commands.status is Status.WARNING
+    assert "only in 1 server (Studio A)" in commands.found and "`likeness sync`" in commands.fix
+
+
+def test_application_settings_that_break_invites() -> None:
+    fine = application_result({"id": "1", "flags": (1 << 15) | (1 << 19), "bot_public": False})
+    assert fine.status is Status.OK
+    assert "Server Members, Message Content are switched on in the portal" in fine.found and "private" in fine.found
+    grant = application_result({"id": "1", "flags": 0, "bot_require_code_grant": True})
+    assert grant.status is Status.WARNING and "Requires OAuth2 Code Grant" in grant.fix
+    limited = application_result({"id": "1", "flags": 1 << 16})
+    assert limited.status is Status.WARNING and "App Verification" in limited.fix
+
+
+# ------------------------------------------------------------------------------------------------- database
+
+
+async def test_database_newer_than_this_likeness(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, None)
+    await migrated(settings.db_path, LATEST + 1)
+    check = by_name(await run_checks(settings, quick=True, probes=PLENTY))["Database"]
+    assert check.status is Status.FAILURE
+    assert f"schema {LATEST + 1}" in check.found and "newer than this Likeness" in check.found
+    assert "restore a backup" in check.fix
+
+
+async def test_database_behind_will_migrate(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, None)
+    settings.data_dir.mkdir(parents=True)
+    with sqlite3.connect(settings.db_path) as conn:
+        conn.execute("PRAGMA user_version = 3")
+    check = by_name(await run_checks(settings, quick=True, probes=PLENTY))["Database"]
+    assert check.status is Status.WARNING
+    assert f"schema 3 of {LATEST}" in check.found and "will migrate at next start" in check.found
+    assert check.data == {"schema": 3, "latest": LATEST}
+    with sqlite3.connect(settings.db_path) as conn:  # the doctor looked, and changed nothing
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
+
+
+async def test_no_database_yet_is_fine(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, None)
+    check = by_name(await run_checks(settings, quick=True, probes=PLENTY))["Database"]
+    assert check.status is Status.OK and "created at first start" in check.found
+    assert not settings.db_path.exists()  # looked, did not create
+
+
+async def test_not_a_database(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, None)
+    settings.data_dir.mkdir(parents=True)
+    settings.db_path.write_bytes(b"this is not sqlite" * 100)
+    check = by_name(await run_checks(settings, quick=True, probes=PLENTY))["Database"]
+    assert check.status is Status.FAILURE and "backup" in check.fix
+
+
+@contextmanager
+def read_only(folder: Path) -> Iterator[None]:
+    folder.chmod(0o555)
+    try:
+        yield
+    finally:
+        folder.chmod(0o755)
+
+
+async def test_read_only_data_dir(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, None)
+    await migrated(settings.db_path)
+    with read_only(settings.data_dir):
+        if os.access(settings.data_dir, os.W_OK):
+            pytest.skip("running as root: a read-only folder is still writable")
+        results = await run_checks(settings, quick=True, probes=PLENTY)
+    check = by_name(results)["Database"]
+    assert check.status is Status.FAILURE and "not writable" in check.found
+    assert "chown" in check.fix and "LIKENESS_DATA_DIR" in check.fix
+    assert exit_status(results) == 1
+
+
+async def test_data_dir_that_cannot_be_created(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    settings = make_settings(tmp_path, None, data_dir=tmp_path / "a-file" / "data")
+    check = by_name(await run_checks(settings, quick=True, probes=PLENTY))["Database"]
+    assert check.status is Status.FAILURE and "cannot create the folder" in check.found
+    assert "LIKENESS_DATA_DIR" in check.fix
+
+
+# ----------------------------------------------------------------------------------------------------- disk
+
+
+@pytest.mark.parametrize(
+    ("free", "status"),
+    [(DISK_WARNING_BYTES * 3, Status.OK), (DISK_WARNING_BYTES - 1, Status.WARNING), (50 * 1024**2, Status.FAILURE)],
+)
+async def test_disk_space_thresholds(tmp_path: Path, free: int, status: Status) -> None:
+    seen: list[Path] = []
+
+    def free_bytes(path: Path) -> int:
+        seen.append(path)
+        return free
+
+    results = await run_checks(make_settings(tmp_path, None), quick=True, probes=Probes(free_bytes=free_bytes))
+    check = by_name(results)["Disk space"]
+    assert check.status is status and check.data["free_bytes"] == free
+    assert seen == [(tmp_path / "data").resolve()]  # blobs/ does not exist yet: the folder it will be in
+    if status is Status.FAILURE:
+        assert "uploads and renders will fail" in check.found and "LIKENESS_DATA_DIR" in check.fix
+        assert DISK_FAILURE_BYTES == 100 * 1024**2
+
+
+# ---------------------------------------------------------------------------------------------------- model
+
+
+async def test_model_missing_is_a_warning(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, None, models_dir=tmp_path / "models")
+    check = by_name(await run_checks(settings, quick=False, probes=PLENTY))["Background model"]
+    assert check.status is Status.WARNING
+    assert "only references on a plain background" in check.found
+    assert "likeness models install u2netp" in check.fix
+
+
+async def test_production_model_missing_falls_back_to_u2netp(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, None, cleanup_model="isnet-general-use")
+    check = by_name(await run_checks(settings, quick=True, probes=PLENTY))["Background model"]
+    assert check.status is Status.WARNING
+    assert "isnet-general-use (LIKENESS_CLEANUP_MODEL) is not installed, so the bot uses u2netp" in check.found
+    assert "likeness models install isnet-general-use" in check.fix
+    assert "LIKENESS_CLEANUP_MODEL=u2netp" in check.fix
+
+
+async def test_corrupted_model_fails_with_the_fix(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    path = model_file("u2netp", models)
+    path.parent.mkdir(parents=True)
+    shutil.copyfile(model_file("u2netp", installed_models_dir()), path)
+    with path.open("r+b") as handle:  # one flipped byte in the middle
+        handle.seek(path.stat().st_size // 2)
+        byte = handle.read(1)
+        handle.seek(-1, 1)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    settings = make_settings(tmp_path, None, models_dir=models)
+    results = await run_checks(settings, quick=True, probes=PLENTY)
+    check = by_name(results)["Background model"]
+    assert check.status is Status.FAILURE and "damaged" in check.found
+    assert "likeness models install u2netp" in check.fix
+    assert exit_status(results) == 1
+
+
+async def test_garbage_model_file_fails(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    path = model_file("u2netp", models)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"\x08\x07" + b"\x00" * 64)
+    check = by_name(await run_checks(make_settings(tmp_path, None, models_dir=models), quick=False, probes=PLENTY))
+    assert check["Background model"].status is Status.FAILURE
+
+
+def test_fallback_model_is_the_bots() -> None:
+    from bot.services import FALLBACK_MODEL as SERVICES_FALLBACK
+
+    assert FALLBACK_MODEL == SERVICES_FALLBACK
+
+
+# ------------------------------------------------------------------------------------------------ providers
+
+
+@pytest.mark.parametrize("provider", ["kling", "fal", "runway"])
+async def test_provider_key_refused(tmp_path: Path, provider: str) -> None:
+    async with providers() as (kling, fal, runway):
+        values = provider_settings(kling, fal, runway)
+        wrong = {
+            "kling": {"kling_secret_key": "sk-wrong-secret-1234"},
+            "fal": {"fal_key": "fal-wrong-key-0123456789"},
+            "runway": {"runway_api_key": "key_" + "cd" * 64},
+        }[provider]
+        settings = make_settings(tmp_path, None, **{**values, **wrong})
+        results = await run_checks(settings, quick=False, probes=PLENTY)
+    label = {"kling": "Kling", "fal": "fal.ai", "runway": "Runway"}[provider]
+    variable = {
+        "kling": "LIKENESS_KLING_ACCESS_KEY and LIKENESS_KLING_SECRET_KEY",
+        "fal": "LIKENESS_FAL_KEY",
+        "runway": "LIKENESS_RUNWAY_API_KEY",
+    }[provider]
+    checks = by_name(results)
+    assert checks[label].status is Status.FAILURE
+    assert checks[label].found.startswith("key refused by 127.0.0.1:")
+    assert f"Check {variable}: copy the key again" in checks[label].fix
+    others = {"Kling", "fal.ai", "Runway"} - {label}
+    assert {checks[name].status for name in others} == {Status.OK}
+    assert_no_secrets(results, *wrong.values(), *(v for k, v in values.items() if "key" in k and "url" not in k))
+
+
+async def test_provider_unreachable(tmp_path: Path) -> None:
+    port = closed_port()
+    settings = make_settings(
+        tmp_path, None, runway_api_key="key_" + "ab" * 64, runway_base_url=f"http://127.0.0.1:{port}"
+    )
+    started = time.perf_counter()
+    results = await run_checks(settings, quick=False, probes=PLENTY)
+    assert time.perf_counter() - started < 5
+    check = by_name(results)["Runway"]
+    assert check.status is Status.FAILURE
+    assert check.found.startswith(f"cannot reach 127.0.0.1:{port}")
+    assert f"LIKENESS_RUNWAY_BASE_URL (http://127.0.0.1:{port})" in check.fix
+
+
+async def test_provider_that_does_not_answer_in_time(tmp_path: Path) -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+        await asyncio.sleep(5)
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        settings = make_settings(tmp_path, None, fal_key="fal-key-0123456789", fal_base_url=f"http://127.0.0.1:{port}")
+        results = await run_checks(settings, quick=False, probes=Probes(provider_timeout=0.3))
+    finally:
+        server.close()
+    check = by_name(results)["fal.ai"]
+    assert check.status is Status.FAILURE and "no answer within 0.3 s" in check.found
+    assert "LIKENESS_FAL_BASE_URL" in check.fix
+
+
+async def test_default_provider_without_a_key_and_half_a_kling_pair(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, None, default_provider="kling", kling_access_key="ak-only")
+    checks = by_name(await run_checks(settings, quick=False, probes=PLENTY))
+    assert checks["Kling"].status is Status.WARNING and "LIKENESS_KLING_SECRET_KEY" in checks["Kling"].found
+    assert (
+        checks["Default provider"].status is Status.WARNING and "servers get local" in checks["Default provider"].found
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- quick
+
+
+async def test_quick_makes_no_network_connection(fake: FakeDiscord, world: World, tmp_path: Path) -> None:
+    connections: list[int] = []
+
+    async def count(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        writer.close()
+
+    listener = await asyncio.start_server(count, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
+    token = wrong_token(fake)
+    keys = {"kling_api_key": "kling-key-12345", "fal_key": "fal-key-12345", "runway_api_key": "key_12345678"}
+    settings = make_settings(
+        tmp_path, token, kling_base_url=url, fal_base_url=url, runway_base_url=url, default_provider="kling", **keys
+    )
+    await migrated(settings.db_path)
+    before = len(fake.requests)
+    try:
+        started = time.perf_counter()
+        results = await run_checks(settings, quick=True)
+        elapsed = time.perf_counter() - started
+    finally:
+        listener.close()
+        await listener.wait_closed()
+    assert elapsed < 1.0
+    assert connections == [] and len(fake.requests) == before
+    checks = by_name(results)
+    assert checks["Discord"].status is Status.SKIPPED and checks["Providers"].status is Status.SKIPPED
+    offline = ("Discord token", "Settings", "Database", "Disk space", "Background model")
+    assert [checks[name].status for name in offline] == [Status.OK] * 5
+    assert "checksum ok" in checks["Background model"].found and "loads in" not in checks["Background model"].found
+    assert exit_status(results) == 0  # HEALTHCHECK: healthy
+    assert_no_secrets(results, token, *keys.values())
+
+
+async def test_quick_exit_status_is_one_on_failure(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, None)
+    await migrated(settings.db_path, LATEST + 1)
+    results = await run_checks(settings, quick=True)
+    assert exit_status(results) == 1  # HEALTHCHECK: unhealthy (never 2, which Docker reserves)
+
+
+def test_cli_quick(tmp_path: Path) -> None:
+    token = "MTIzNDU2Nzg5MDEyMzQ1Njc4.GaBcDe.abcdefghijklmnopqrstuvwxyz0123456789AB"
+    env = {
+        "DISCORD_TOKEN": token,
+        "LIKENESS_DATA_DIR": str(tmp_path / "data"),
+        "LIKENESS_MODELS_DIR": str(installed_models_dir()),
+        "LIKENESS_CLEANUP_MODEL": "u2netp",
+        "LIKENESS_RUNWAY_API_KEY": "key_" + "ef" * 64,
+        "LIKENESS_RUNWAY_BASE_URL": f"http://127.0.0.1:{closed_port()}",
+    }
+    healthy = run_likeness(tmp_path, "doctor", "--quick", env=env)
+    assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+    assert "✓  Discord token" in healthy.stdout and "✓  Database" in healthy.stdout
+    assert "-  Discord" in healthy.stdout and healthy.stderr == ""
+    for value in (token, env["LIKENESS_RUNWAY_API_KEY"], *token.split(".")[1:]):
+        assert value not in healthy.stdout
+
+    broken = run_likeness(tmp_path, "doctor", "--quick", "--json", env={**env, "LIKENESS_LOG_LEVEL": "loud"})
+    assert broken.returncode == 1
+    report = json.loads(broken.stdout)
+    assert report["ok"] is False and report["checks"][0]["status"] == "failure"
+    assert "LIKENESS_LOG_LEVEL" in report["checks"][0]["found"]
+
+
+async def test_settings_error_names_the_variable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.startswith("LIKENESS_") or name == "DISCORD_TOKEN":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("LIKENESS_MAX_UPLOAD_MB", "-3")
+    monkeypatch.setenv("LIKENESS_FAL_KEY", "fal-secret-value-123")
+    monkeypatch.setenv("LIKENESS_DEFAULT_PROVIDER", "midjourney")
+    results = await run_doctor(quick=True)
+    assert results[0].status is Status.FAILURE
+    assert "LIKENESS_MAX_UPLOAD_MB" in results[0].found and "LIKENESS_DEFAULT_PROVIDER" in results[0].found
+    assert results[1].status is Status.SKIPPED
+    assert exit_status(results) == 1
+    assert "fal-secret-value-123" not in shown(results)
+
+
+def test_bot_process_is_found_by_its_command_line(tmp_path: Path) -> None:
+    from bot.doctor import running_bots
+
+    def process(pid: int, *argv: str) -> None:
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "cmdline").write_bytes(b"\0".join(arg.encode() for arg in argv) + b"\0")
+
+    process(1, "/opt/venv/bin/python", "/opt/venv/bin/likeness", "run")  # the Docker image's PID 1
+    process(20, "/usr/bin/python3", "-X", "dev", "-m", "bot")  # no subcommand is `run`
+    process(30, "likeness", "doctor", "--quick")
+    process(40, "vim", "/srv/likeness")
+    (tmp_path / "self").mkdir()
+    assert running_bots(tmp_path) == [1, 20]
+    assert running_bots(tmp_path / "absent") is None
