@@ -8,7 +8,7 @@ STAMP_DEV := $(VENV)/.installed-dev
 TEST_MODELS := $(abspath $(VENV)/models)
 U2NETP := $(TEST_MODELS)/models/u2netp/u2netp.onnx
 
-.PHONY: run test lint typecheck pytest bench clean
+.PHONY: run test lint typecheck pytest bench clean docker
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,19 @@ bench: $(STAMP_DEV) $(U2NETP)
 	$(BIN)/python -m bench.render
 	$(BIN)/python -m bench.queue
 	$(BIN)/python -m bench.budget
+
+# The production image (see Dockerfile); not part of `make test`, which needs no Docker.
+IMAGE ?= likeness:latest
+docker:
+	@if ! command -v docker >/dev/null 2>&1; then \
+		echo "Docker is not available here (no docker command on PATH): the image was not built."; \
+		echo "Install Docker (https://docs.docker.com/engine/install/), then run make docker again."; \
+	elif ! docker info >/dev/null 2>&1; then \
+		echo "Docker is installed but its daemon is not reachable (docker info failed): the image was not built."; \
+		echo "Start Docker (or check that you may use it), then run make docker again."; \
+	else \
+		docker build -t $(IMAGE) . ; \
+	fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sync.add_argument("--dev", action="store_true", help="sync to the server in LIKENESS_DEV_GUILD_ID")
     sync.add_argument("--clear", action="store_true", help="with --guild: remove the server-specific commands")
-    models = commands.add_parser("models", help="install background-removal models (from PyPI)")
+    models = commands.add_parser("models", help="install background-removal models (from PyPI or rembg's release)")
     models_commands = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
     install = models_commands.add_parser("install", help="install a model, e.g. u2netp (works offline afterwards)")
     install.add_argument("name", help="the model's name, e.g. u2netp")
@@ -74,14 +74,13 @@ def _settings_and_token() -> tuple[Settings, str]:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from bot.models import MODELS, ModelError, install_model, model_file
+    from bot.models import MODELS, ModelError, install_model, model_file, source_of
 
     models_dir: Path = getattr(args, "dir", None) or load_settings().model_dir
     if args.models_command == "list":
         for spec in MODELS.values():
             installed = "installed" if model_file(spec.name, models_dir).is_file() else "not installed"
-            source = "from PyPI" if spec.pypi else "place the file yourself"
-            print(f"{spec.name:<20} {installed:<14} ({source})")
+            print(f"{spec.name:<20} {installed:<14} ({source_of(spec)})")
         return 0
     try:
         path = install_model(args.name, models_dir)

