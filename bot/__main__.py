@@ -1,4 +1,4 @@
-"""`likeness`: the command line (run, sync, doctor, keygen, version)."""
+"""`likeness`: the command line (run, sync, doctor, backup, restore, keygen, version)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from bot.config import MissingTokenError, Settings, SettingsError, load_settings
+from bot.instance_lock import InstanceLock, InstanceLockedError
 from bot.logs import setup_logging
 
 
@@ -48,6 +49,21 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="run the whole pipeline offline (no Discord, no token): cleanup, sheet, one animation"
     )
     demo.add_argument("--out", type=Path, default=Path("demo-out"), help="output folder (default: demo-out)")
+    backup = commands.add_parser(
+        "backup",
+        help="write the database and images into one archive (safe while the bot runs)",
+        description="Writes one .zip: an online copy of the database, every stored image and clip, and a manifest "
+        "with checksums. Exit status 2 when it could not be written.",
+    )
+    backup.add_argument("path", type=Path, help="NAME.zip, or a folder to write likeness-backup-<time>.zip in")
+    restore = commands.add_parser(
+        "restore",
+        help="replace the database and images with a backup (the bot must be stopped)",
+        description="Checks the whole archive first, then moves the current database and images to "
+        "<data_dir>/before-restore-<time>/ and puts the backup in place. Exit status 2 when refused.",
+    )
+    restore.add_argument("path", type=Path, help="an archive written by `likeness backup`")
+    restore.add_argument("--yes", action="store_true", help="do not ask (needed when not run from a terminal)")
     commands.add_parser(
         "keygen",
         help="print a new LIKENESS_SECRET_KEY (lets servers add their own provider keys, stored encrypted)",
@@ -126,11 +142,20 @@ def main(argv: list[str] | None = None) -> int:
             from bot.cleanup_cli import run_cleanup
 
             return asyncio.run(run_cleanup(load_settings(), args.input, args.output, args.view))
+        if command == "backup":
+            from bot.backup import backup_command
+
+            return backup_command(load_settings(), args.path)
+        if command == "restore":
+            from bot.backup import restore_command
+
+            return restore_command(load_settings(), args.path, assume_yes=args.yes)
         settings, token = _settings_and_token()
         if command == "run":
             from bot.app import run_bot
 
-            asyncio.run(run_bot(settings, token))
+            with InstanceLock(settings.data_dir):  # one bot per data directory, for the whole life of the process
+                asyncio.run(run_bot(settings, token))
             return 0
         if command == "sync":
             from bot.app import sync_from_cli
@@ -141,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             print(asyncio.run(sync_from_cli(settings, token, guild_id, args.clear)))
             return 0
-    except (MissingTokenError, SettingsError) as exc:
+    except (MissingTokenError, SettingsError, InstanceLockedError) as exc:
         print(exc, file=sys.stderr)
         return 2
     except KeyboardInterrupt:
