@@ -137,6 +137,7 @@ class AnimateService:
             actor.user_id,
             {"prompt": action, "setting": shot.setting, "negative prompt": shot.negative},
             nsfw_allowed=place.nsfw,
+            rules=rules,
         )
 
         details = await self._library.details(actor, character)
@@ -348,7 +349,9 @@ class AnimateService:
         provider = await self._sheet_provider(actor.guild_id)
         caps = provider.capabilities
         style = clean_member_text(style)[:SETTING_MAX] if style else None
-        await self._moderator.screen(actor.guild_id, actor.user_id, {"style": style}, nsfw_allowed=place.nsfw)
+        await self._moderator.screen(
+            actor.guild_id, actor.user_id, {"style": style}, nsfw_allowed=place.nsfw, rules=rules
+        )
         details = await self._library.details(actor, character)
         binding = choose_references(details.views, [], min(caps.max_reference_images, 3))
         prompt = sheet_prompt(clean_member_text(character.name), clean_member_text(character.description), style)

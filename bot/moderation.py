@@ -9,6 +9,7 @@ admin adds cannot stall the bot.
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import regex
@@ -161,13 +162,22 @@ def screen(texts: dict[str, str | None], rules: ServerRules, *, nsfw_allowed: bo
 class Moderator:
     """Screens members' text against their server's rules, and writes each refusal to the audit log."""
 
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Storage, rules_of: Callable[[int], ServerRules] | None = None) -> None:
         self._storage = storage
+        self._rules_of = rules_of  # the rules kept in memory (bot.server_settings), when there are
 
     async def screen(
-        self, guild_id: int, user_id: int, texts: dict[str, str | None], *, nsfw_allowed: bool | None
+        self,
+        guild_id: int,
+        user_id: int,
+        texts: dict[str, str | None],
+        *,
+        nsfw_allowed: bool | None,
+        rules: ServerRules | None = None,
     ) -> None:
-        rules = (await self._storage.guilds.get(guild_id)).rules
+        """Refuse (and audit) the first text the server's rules block; `rules` when the caller has them."""
+        if rules is None:
+            rules = self._rules_of(guild_id) if self._rules_of else (await self._storage.guilds.get(guild_id)).rules
         try:
             screen(texts, rules, nsfw_allowed=nsfw_allowed)
         except Refused as refused:

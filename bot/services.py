@@ -169,17 +169,20 @@ class Services:
     @classmethod
     async def build(cls, settings: Settings) -> Services:
         storage = await Storage.open(settings.db_path, settings.blob_dir)
-        moderator = Moderator(storage)
-        library = Library(storage, screen=moderator.screen_member_text)
-        remover = BackgroundRemover(choose_cleanup_model(settings), settings.model_dir, settings.cleanup_workers)
-        http = httpx.AsyncClient(follow_redirects=True, headers={"User-Agent": "Likeness (self-hosted Discord bot)"})
-        references = ReferenceService(storage, library, remover, intake_limits(settings), http)
         providers = ProviderRegistry(
             build_providers(settings),
             default=settings.default_provider,
             factory=provider_factory(settings),
             keyable=KEY_SPECS,
         )
+        server_settings = ServerSettings(storage, providers)
+        await server_settings.warm()
+        # names and descriptions are screened with the rules in memory: no database read per command
+        moderator = Moderator(storage, rules_of=server_settings.cached_rules)
+        library = Library(storage, screen=moderator.screen_member_text)
+        remover = BackgroundRemover(choose_cleanup_model(settings), settings.model_dir, settings.cleanup_workers)
+        http = httpx.AsyncClient(follow_redirects=True, headers={"User-Agent": "Likeness (self-hosted Discord bot)"})
+        references = ReferenceService(storage, library, remover, intake_limits(settings), http)
         provider_keys = ProviderKeys(storage, secret_box(settings), providers, audit=storage.audit)
         providers.server_keys = provider_keys
         if settings.default_provider not in providers.names():
@@ -205,7 +208,7 @@ class Services:
             http,
             providers,
             animate,
-            ServerSettings(storage, providers),
+            server_settings,
             provider_keys,
             CharacterCards(storage, library, CardLimits.for_images(intake_limits(settings)), http),
             budget,

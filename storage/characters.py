@@ -29,23 +29,28 @@ def _character(row: sqlite3.Row) -> Character:
     return Character.model_validate(data)
 
 
+_INSERT = (
+    "INSERT INTO characters (guild_id, name, name_key, description, owner_id) VALUES (?, ?, ?, ?, ?) "
+    f"RETURNING {_COLUMNS}"
+)
+
+
 class CharacterRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
 
     async def create(self, guild_id: int, name: str, description: str, owner_id: int) -> Character:
-        async with self._db.transaction() as tx:
-            return await self.create_in(tx, guild_id, name, description, owner_id)
+        try:  # one statement, one round trip to the database thread (no BEGIN/COMMIT of its own)
+            rows = await self._db.execute_returning(_INSERT, (guild_id, name, name_key(name), description, owner_id))
+        except sqlite3.IntegrityError as exc:
+            raise NameTakenError(name) from exc
+        return _character(rows[0])
 
     @staticmethod
     async def create_in(tx: Transaction, guild_id: int, name: str, description: str, owner_id: int) -> Character:
         """Insert a character inside a larger transaction (an import adds its views and elements with it)."""
         try:
-            rows = await tx.fetchall(
-                "INSERT INTO characters (guild_id, name, name_key, description, owner_id) VALUES (?, ?, ?, ?, ?) "
-                f"RETURNING {_COLUMNS}",
-                (guild_id, name, name_key(name), description, owner_id),
-            )
+            rows = await tx.fetchall(_INSERT, (guild_id, name, name_key(name), description, owner_id))
         except sqlite3.IntegrityError as exc:
             raise NameTakenError(name) from exc
         return _character(rows[0])
