@@ -16,7 +16,7 @@ from decimal import Decimal
 from bot.budget import Budget, to_micros
 from bot.domain import BoundImage, Character, Job, JobState, Quality, ServerRules, ShotParams, StoredImage, View
 from bot.errors import InvalidInputError, NotAllowedError, NotFoundError
-from bot.library import Actor, Library
+from bot.library import Actor, Library, can_see
 from bot.limits import Place, check_channel, check_cooldown, check_queue_room
 from bot.moderation import Moderator
 from bot.prompts import (
@@ -302,6 +302,8 @@ class AnimateService:
             character = await self._storage.characters.get(actor.guild_id, job.character_id)
         if character is None:
             raise NotFoundError(f"**{job.character_name}** was deleted{consequence}.")
+        if not can_see(actor, character):  # its owner made it private (or limited it to roles) since
+            raise NotFoundError(f"**{job.character_name}** is no longer shared with you{consequence}.")
         return character
 
     async def cancel(self, actor: Actor, job_id: int) -> Job:

@@ -334,3 +334,24 @@ async def test_import_goes_through_the_screening_hook(fake: FakeDiscord, world: 
     assert await runner.bot.storage.characters.count(world.studio_b.id) == 0
     h = await import_card(fake, world.studio_b, world.zed, data, filename="Grumpy.likeness.zip", name="Sunny")
     assert h.content.startswith("📥 Imported **Sunny**")
+
+
+async def test_a_shot_cannot_be_taken_again_of_a_character_no_longer_shared(
+    fake: FakeDiscord, world: World, runner: BotRunner
+) -> None:
+    from tests.test_e2e_animate import animate, ava_with_front_view, result_of, until
+
+    await ava_with_front_view(fake, world)
+    job_id = await animate(fake, world, "waves", user=world.bob)
+    await until(fake, lambda: bool(result_of(fake, world, job_id)), "bob's result")
+    [result] = result_of(fake, world, job_id)
+    await set_visibility(fake, world, "private")
+
+    press = await fake.press(result, f"likeness:job:reroll:{job_id}", world.bob)
+    await press.wait_settled()
+    assert (
+        press.ephemeral and press.content == "**Ava** is no longer shared with you, so this shot can't be taken again."
+    )
+    press = await fake.press(result, f"likeness:job:reroll:{job_id}", world.alice)  # its owner still can
+    await press.wait_settled()
+    assert press.content.startswith("Re-rolling: queued shot #"), press.content
