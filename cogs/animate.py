@@ -161,33 +161,50 @@ class ConfirmShot(
             await report_error(interaction, exc)
 
 
-class ShotModal(discord.ui.Modal):
-    """Edit prompt / Next shot: the words of the new take."""
+SHOT_MODAL = re.compile(r"likeness:shot:(?P<kind>edit|next):(?P<id>\d+)")
+SHOT_FIELD = "action"
 
-    def __init__(self, job: Job, *, same_shot: bool) -> None:
-        super().__init__(title=f"{'Edit the prompt of' if same_shot else 'Next shot of'} {job.character_name}"[:45])
-        self.job = job
-        self.same_shot = same_shot
-        self.action: discord.ui.TextInput[ShotModal] = discord.ui.TextInput(
+
+def shot_modal(job: Job, *, same_shot: bool) -> discord.ui.Modal:
+    """Edit prompt / Next shot: a form for the words of the new take. Its custom id carries the job, and its submit
+    is handled by `submit_shot_modal` from the raw interaction, so a form opened before a restart still works."""
+    kind = "edit" if same_shot else "next"
+    modal = discord.ui.Modal(
+        title=f"{'Edit the prompt of' if same_shot else 'Next shot of'} {job.character_name}"[:45],
+        custom_id=f"likeness:shot:{kind}:{job.id}",
+    )
+    modal.add_item(
+        discord.ui.TextInput(
             label="What happens in the shot",
+            custom_id=SHOT_FIELD,
             style=discord.TextStyle.paragraph,
             default=job.action if same_shot else None,
             max_length=ACTION_MAX,
         )
-        self.add_item(self.action)
+    )
+    return modal
 
-    async def on_submit(self, interaction: discord.Interaction[Any]) -> None:
-        result = await bot_of(interaction).services.animate.again(
-            actor_of(interaction),
-            place_of(interaction),
-            self.job.id,
-            action=self.action.value,
-            same_shot=self.same_shot,
-        )
-        await answer_queued(interaction, result)
 
-    async def on_error(self, interaction: discord.Interaction[Any], error: Exception) -> None:
-        await report_error(interaction, error)
+def _field_value(data: Any, custom_id: str) -> str | None:
+    for row in data.get("components", []):
+        for child in row.get("components", []):
+            if child.get("custom_id") == custom_id:
+                return child.get("value")
+    return None
+
+
+async def submit_shot_modal(interaction: discord.Interaction[Any], match: re.Match[str]) -> None:
+    action = _field_value(interaction.data or {}, SHOT_FIELD)
+    if action is None:
+        raise UserFacingError("That form came back empty; press the button again.")
+    result = await bot_of(interaction).services.animate.again(
+        actor_of(interaction),
+        place_of(interaction),
+        int(match["id"]),
+        action=action,
+        same_shot=match["kind"] == "edit",
+    )
+    await answer_queued(interaction, result)
 
 
 class JobButton(
@@ -229,7 +246,9 @@ class JobButton(
             return
         animate.ensure_owner_or(actor, job, can_moderate=actor.is_manager, what="start another take from it")
         if self.action in ("edit", "next"):
-            await interaction.response.send_modal(ShotModal(job, same_shot=self.action == "edit"))
+            modal = shot_modal(job, same_shot=self.action == "edit")
+            await interaction.response.send_modal(modal)
+            modal.stop()  # not kept in memory: the submit is handled from its custom id (see Animate.on_interaction)
             return
         await answer_queued(
             interaction, await animate.again(actor, place_of(interaction), job.id), "Re-rolling: queued"
@@ -245,6 +264,19 @@ class Animate(commands.Cog):
 
     async def cog_unload(self) -> None:
         self.bot.remove_dynamic_items(JobButton, ConfirmShot)
+
+    @commands.Cog.listener()
+    async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
+        """Edit prompt / Next shot forms, whenever they were opened (before a restart too)."""
+        if interaction.type is not discord.InteractionType.modal_submit:
+            return
+        match = SHOT_MODAL.fullmatch(str((interaction.data or {}).get("custom_id", "")))
+        if match is None:
+            return
+        try:
+            await submit_shot_modal(interaction, match)
+        except Exception as exc:
+            await report_error(interaction, exc)
 
     @app_commands.command(name="animate", description="Queue an animated shot of a character")
     @app_commands.describe(

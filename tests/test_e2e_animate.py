@@ -222,11 +222,36 @@ async def test_buttons_work_after_restart_and_refuse_the_wrong_member(
     await press.wait_settled()
     assert press.modal is not None
     modal_field = press.modal["components"][0]["components"][0]["custom_id"]
+    await runner.restart()  # the member is still typing when the bot restarts: the form still works
     submitted = await fake.submit_modal(
         world.studio_a, world.alice, press.modal["custom_id"], {modal_field: "walks away"}, message=result
     )
     await submitted.wait_settled()
-    assert submitted.content.startswith("Queued shot #")
+    assert submitted.content.startswith("Queued shot #"), submitted.content
+    next_id = int(submitted.content.split("#")[1].split(" ")[0])
+    assert runner.bot is not None
+    next_job = await runner.bot.storage.jobs.get(next_id)
+    assert next_job is not None and next_job.action == "walks away" and next_job.parent_job_id == job_id
+
+    press = await fake.press(result, f"likeness:job:edit:{job_id}", world.alice)  # without a restart: once
+    await press.wait_settled()
+    assert press.modal is not None and press.modal["components"][0]["components"][0]["value"] == "first take"
+    edited = await fake.submit_modal(
+        world.studio_a, world.alice, press.modal["custom_id"], {modal_field: "first take, slower"}, message=result
+    )
+    await edited.wait_settled()
+    assert edited.content.startswith("Queued shot #"), edited.content
+    await asyncio.sleep(0.2)
+    assert (
+        len(
+            [
+                j
+                for j in await runner.bot.storage.jobs.recent_in_guild(world.studio_a.id)
+                if j.action == "first take, slower"
+            ]
+        )
+        == 1
+    )
 
     press = await fake.press(result, f"likeness:job:delete:{job_id}", world.alice)
     await press.wait_settled()
