@@ -11,12 +11,12 @@ The format (`build_card`, `parse_card`) is pure: bytes in, bytes or a parsed car
 treats the zip as hostile (an import comes from anyone) and is blocking: run it in a thread. A built card is
 deterministic (fixed timestamps, fixed order), so exporting an imported character gives the same bytes.
 
-`CharacterCards` is the service behind /character export and /character import.
+The service behind /character export and /character import (the library's rules, downloads, the database) is
+`bot.cards`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import io
 import json
@@ -28,17 +28,11 @@ from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
 from typing import Literal
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bot.domain import Character, Element, ElementKind, ReferenceView, StoredImage, View
-from bot.errors import ConflictError, UserFacingError
-from bot.imaging.intake import IntakeLimits, decode, download, sniff_format
-from bot.library import Actor, Library, clean_description, clean_name
-from bot.references import clean_element_name
-from storage import Storage
-from storage.characters import NameTakenError
-from storage.references import NewElement
+from bot.domain import Element, ElementKind, ReferenceView, View
+from bot.errors import UserFacingError
+from bot.imaging.intake import IntakeLimits, decode, sniff_format
 
 FORMAT = "likeness-character"
 FORMAT_VERSION = 1
@@ -117,7 +111,7 @@ class ParsedCard:
     images: dict[str, bytes]  # zip path -> bytes, every image card.json names, checked
 
 
-def _mb(size: int) -> str:
+def megabytes(size: int) -> str:
     return f"{size / (1024 * 1024):.1f}".removesuffix(".0")
 
 
@@ -195,7 +189,7 @@ def check_declared_card(filename: str, size: int, content_type: str | None, limi
     """Refuse an attachment from what Discord declares about it, before downloading a byte."""
     if size > limits.max_bytes:
         raise CardRefusedError(
-            f"This file is {_mb(size)} MB, over the {_mb(limits.max_bytes)} MB limit for character cards."
+            f"This file is {megabytes(size)} MB, over the {megabytes(limits.max_bytes)} MB limit for character cards."
         )
     if size <= 0:
         raise CardRefusedError(f"`{filename}` is empty. Please upload the card again.")
@@ -224,7 +218,7 @@ def parse_card(data: bytes, limits: CardLimits) -> ParsedCard:
     the model, every named image present, its sha256 matching its name, and it decoding within the pixel limits.
     """
     if len(data) > limits.max_bytes:
-        raise CardRefusedError(f"This card is over the {_mb(limits.max_bytes)} MB limit for character cards.")
+        raise CardRefusedError(f"This card is over the {megabytes(limits.max_bytes)} MB limit for character cards.")
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError):
@@ -283,7 +277,7 @@ def _checked_entries(archive: zipfile.ZipFile, limits: CardLimits) -> dict[str, 
         total += info.file_size
         if total > limits.max_bytes:
             raise CardRefusedError(
-                f"This card would unpack to more than {_mb(limits.max_bytes)} MB, so I won't open it "
+                f"This card would unpack to more than {megabytes(limits.max_bytes)} MB, so I won't open it "
                 "(it may be a zip bomb)."
             )
         if info.file_size > _RATIO_FLOOR and info.file_size > limits.max_ratio * max(info.compress_size, 1):
@@ -344,110 +338,3 @@ def _check_image(path: str, content: bytes, limits: CardLimits) -> None:
         raise CardRefusedError(
             f"`{path}` in this card is not the image type its name says. Export the character again."
         )
-
-
-# ---------------------------------------------------------------------------------------------------- service
-
-
-@dataclass(frozen=True)
-class CardUpload:
-    """What Discord tells us about the attached card, before it is downloaded."""
-
-    url: str
-    filename: str
-    size: int
-    content_type: str | None
-
-
-@dataclass(frozen=True)
-class ExportedCard:
-    filename: str
-    data: bytes
-
-
-def card_filename(name: str) -> str:
-    """`<name>.likeness.zip`, with what a file name cannot hold replaced."""
-    safe = re.sub(r"[^\w\-.']+", "_", name).strip("._") or "character"
-    return f"{safe}{SUFFIX}"
-
-
-class CharacterCards:
-    """/character export and /character import, under the library's rules (visibility, names, screening)."""
-
-    def __init__(self, storage: Storage, library: Library, limits: CardLimits, http: httpx.AsyncClient) -> None:
-        self._storage = storage
-        self._library = library
-        self._limits = limits
-        self._http = http
-
-    async def export(self, actor: Actor, character: Character, *, max_bytes: int) -> ExportedCard:
-        """The card of a character the actor can see; `max_bytes` is what the reply may carry."""
-        details = await self._library.details(actor, character)  # refuses a character the actor cannot see
-        digests = {
-            digest
-            for reference in [*details.views, *details.elements]
-            for digest in (reference.original_blob, reference.cleaned_blob, reference.cutout_blob)
-            if digest is not None
-        }
-        blobs = {digest: await self._storage.blobs.get(digest) for digest in sorted(digests)}
-        data = await asyncio.to_thread(
-            build_card, character.name, character.description, details.views, details.elements, blobs
-        )
-        if len(data) > max_bytes:
-            raise CardRefusedError(
-                f"The card of **{character.name}** is {_mb(len(data))} MB, over the {_mb(max_bytes)} MB this server "
-                "lets me upload. Remove a few references (or use smaller images) and export it again."
-            )
-        return ExportedCard(card_filename(character.name), data)
-
-    async def import_card(self, actor: Actor, upload: CardUpload, new_name: str | None = None) -> Character:
-        """Bring a card into the actor's server, owned by them, visible to the server. All or nothing: blobs
-        may be written, but the character, its views and its elements are created in one transaction."""
-        limits = self._limits
-        check_declared_card(upload.filename, upload.size, upload.content_type, limits)
-        data = await download(upload.url, upload.size, replace(limits.image, max_bytes=limits.max_bytes), self._http)
-        parsed = await asyncio.to_thread(parse_card, data, limits)
-        card = parsed.card
-        name = clean_name(new_name if new_name is not None else card.name)
-        description = clean_description(card.description)
-        element_names = [clean_element_name(element.name) for element in card.elements]
-        if len({n.casefold() for n in element_names}) != len(element_names):
-            raise CardRefusedError(f"The {CARD_FILE} of this card lists the same element twice.")
-        await self._library.screen_text(actor, {"name": name, "description": description})
-        if await self._storage.characters.get_by_name(actor.guild_id, name) is not None:
-            raise _name_clash(name)
-
-        stored: dict[str, str] = {}
-        for path, content in parsed.images.items():
-            stored[path] = await self._storage.blobs.put(content)
-
-        def image(reference: CardView | CardElement) -> StoredImage:
-            # an older row may lack a cleaned or cut-out image: the original stands in, as providers need one
-            original = stored[reference.original]
-            return StoredImage(
-                original=original,
-                cleaned=stored[reference.cleaned] if reference.cleaned else original,
-                cutout=stored[reference.cutout] if reference.cutout else original,
-            )
-
-        try:
-            return await self._storage.references.create_character_with(
-                actor.guild_id,
-                name,
-                description,
-                actor.user_id,
-                views=[(view.view, image(view)) for view in card.views],
-                elements=[
-                    NewElement(element_name, element.kind, image(element), element.bound)
-                    for element_name, element in zip(element_names, card.elements, strict=True)
-                ],
-            )
-        except NameTakenError:
-            raise _name_clash(name) from None
-
-
-def _name_clash(name: str) -> ConflictError:
-    return ConflictError(
-        f"This server already has a character called **{name}**. Import the card under another name with the "
-        "`name:` option."
-    )

@@ -13,7 +13,8 @@ import httpx
 
 from bot.animate import AnimateService
 from bot.budget import Budget
-from bot.character_card import CardLimits, CharacterCards
+from bot.cards import CharacterCards
+from bot.character_card import CardLimits
 from bot.config import Settings, SettingsError
 from bot.imaging.cleanup import BackgroundRemover
 from bot.imaging.intake import IntakeLimits

@@ -11,7 +11,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.app import LikenessBot
-from bot.character_card import SUFFIX, CardUpload
+from bot.cards import CardUpload
+from bot.character_card import SUFFIX
 from bot.discord_io.embeds import character_embed, library_page_embed, upload_embed, visibility_text
 from bot.discord_io.errors import FriendlyError, LikenessView, report_error
 from bot.discord_io.replies import actor_of

@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from bot.cards import card_filename
 from bot.character_card import (
     CARD_FILE,
     CardLimits,
     CardRefusedError,
     build_card,
-    card_filename,
     check_declared_card,
     image_path,
     parse_card,
