@@ -297,11 +297,15 @@ async def test_a_server_key_brings_a_provider_the_bot_has_no_key_for(
     provider = await registry.for_guild(world.studio_a.id, "kling")
     assert isinstance(provider, KlingProvider) and provider is await registry.for_guild(world.studio_a.id, "kling")
     assert provider.capabilities.name == "kling"
+    # the server's account has its own limits in the scheduler (not the bot's, which has no Kling at all)
+    limits = runner.bot.worker.limits()
+    assert limits.server_accounts == {(world.studio_a.id, "kling"): provider.capabilities.max_concurrency}
 
     h = await fake.slash(world.studio_a, world.mo, "settings key remove", {"provider": "kling"})
     await h.wait_settled()
     assert h.content == "Removed the server's Kling key; it is not available here until a key is set again."
     assert "kling" not in await registry.names_for_guild(world.studio_a.id)
+    assert runner.bot.worker.limits().server_accounts == {}
 
 
 async def test_a_changed_secret_key_asks_admins_to_enter_the_key_again(

@@ -73,3 +73,13 @@ def test_a_full_provider_does_not_block_another_provider() -> None:
 def test_positions_follow_the_fair_order() -> None:
     queued = [job(1, 1), job(2, 1), job(3, 2)]
     assert positions(queued, last_start={}) == {1: 1, 3: 2, 2: 3}
+
+
+def test_a_server_with_its_own_key_has_its_own_account() -> None:
+    """The bot's Kling account is full; a server with its own Kling key still starts its shots, up to its own cap."""
+    limits = Limits(provider_caps={"kling": 1}, per_user=5, server_accounts={(2, "kling"): 2})
+    active = [job(1, guild=1, provider="kling", state=JobState.RUNNING)]
+    queued = [job(2, guild=1, provider="kling"), *(job(n, guild=2, provider="kling") for n in (3, 4, 5))]
+    started = [j.id for j in jobs_to_start(queued, active, limits, {})]
+    assert started == [3, 4]  # guild 1 waits for the bot's account; guild 2 fills its own (2 at once)
+    assert limits.account(queued[0]) == "kling" and limits.account(queued[1]) == (2, "kling")

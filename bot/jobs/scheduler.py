@@ -19,6 +19,18 @@ class Limits:
     provider_caps: Mapping[str, int]  # tasks a provider account may run at once
     per_user: int = 2  # jobs of one member holding provider slots at once
     per_user_by_guild: Mapping[int, int] = field(default_factory=dict)  # servers that set their own
+    # servers' own provider accounts (their own keys): (guild, provider) -> tasks that account runs at once
+    server_accounts: Mapping[tuple[int, str], int] = field(default_factory=dict)
+
+    def account(self, job: Job) -> tuple[int, str] | str:
+        """Whose provider account a job runs on: its server's (own key) or the bot's (by provider name)."""
+        key = (job.guild_id, job.provider)
+        return key if key in self.server_accounts else job.provider
+
+    def account_cap(self, account: tuple[int, str] | str) -> int:
+        if isinstance(account, tuple):
+            return self.server_accounts[account]
+        return self.provider_caps.get(account, 1)
 
     def user_cap(self, guild_id: int) -> int:
         return self.per_user_by_guild.get(guild_id, self.per_user)
@@ -46,15 +58,15 @@ def jobs_to_start(
     queued: Sequence[Job], active: Sequence[Job], limits: Limits, last_start: Mapping[int, float]
 ) -> list[Job]:
     """The queued jobs that may start now, in order, without passing any cap."""
-    per_provider = Counter(job.provider for job in active)
+    per_account = Counter(limits.account(job) for job in active)
     per_user = Counter((job.guild_id, job.user_id) for job in active)
     starting: list[Job] = []
     for job in fair_order(queued, last_start):
-        cap = limits.provider_caps.get(job.provider, 1)
+        account = limits.account(job)
         user = (job.guild_id, job.user_id)
-        if per_provider[job.provider] >= cap or per_user[user] >= limits.user_cap(job.guild_id):
+        if per_account[account] >= limits.account_cap(account) or per_user[user] >= limits.user_cap(job.guild_id):
             continue
-        per_provider[job.provider] += 1
+        per_account[account] += 1
         per_user[user] += 1
         starting.append(job)
     return starting

@@ -151,7 +151,13 @@ class Worker:
 
     def limits(self) -> Limits:
         caps = {p.capabilities.name: p.capabilities.max_concurrency for p in self.providers.all()}
-        return Limits(provider_caps=caps, per_user=self.config.per_user, per_user_by_guild=self.per_user_by_guild())
+        accounts = {key: p.capabilities.max_concurrency for key, p in self.providers.server_accounts().items()}
+        return Limits(
+            provider_caps=caps,
+            per_user=self.config.per_user,
+            per_user_by_guild=self.per_user_by_guild(),
+            server_accounts=accounts,
+        )
 
     async def _fill_slots(self) -> None:
         queued = await self.jobs.in_states([JobState.QUEUED])
@@ -162,6 +168,10 @@ class Worker:
                     job.id, [JobState.QUEUED], JobState.CANCELED, settle=Settlement(), finished_at=self.clock()
                 )
         queued = [job for job in queued if not job.cancel_requested]
+        for guild_id, provider in {(job.guild_id, job.provider) for job in (*queued, *active)}:
+            # resolve whose account each job runs on (a server's own key is its own account, with its own limits)
+            with contextlib.suppress(Exception):
+                await self.providers.for_guild(guild_id, provider)
         starting = jobs_to_start(queued, active, self.limits(), self._last_start)
         for job in starting:
             started = await self._move(job.id, [JobState.QUEUED], JobState.SUBMITTING, started_at=self.clock())
@@ -185,7 +195,8 @@ class Worker:
             del self._announced_places[gone]
 
     def _eta(self, job: Job, places: dict[int, int]) -> float | None:
-        provider_cap = self.limits().provider_caps.get(job.provider, 1)
+        limits = self.limits()
+        provider_cap = limits.account_cap(limits.account(job))
         place = places.get(job.id)
         if place is None:
             return None
@@ -462,6 +473,9 @@ class Worker:
         key = (job.provider, job.model, job.params.duration)
         if key in self._estimates:
             return self._estimates[key]
+        own = self.providers.server_accounts().get((job.guild_id, job.provider))
+        if own is not None:
+            return own.capabilities.typical_seconds
         with contextlib.suppress(Exception):
             return self.providers.get(job.provider).capabilities.typical_seconds
         return 60.0

@@ -108,8 +108,13 @@ class ProviderRegistry:
             await cached[1].close()
 
     def all(self) -> list[Provider]:
-        """The bot's own providers (servers' instances share their limits by name)."""
+        """The bot's own providers."""
         return list(self._providers.values())
+
+    def server_accounts(self) -> dict[tuple[int, str], Provider]:
+        """The servers' own provider instances met so far, by (guild, provider): each is its own account, with
+        its own concurrency, not the bot's."""
+        return {key: provider for key, (_version, provider) in self._per_guild.items()}
 
     async def close(self) -> None:
         for provider in self._providers.values():
