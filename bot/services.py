@@ -22,7 +22,7 @@ from bot.library import Library
 from bot.models import model_file
 from bot.moderation import Moderator
 from bot.provider_keys import KEY_SPECS, ProviderKeys
-from bot.providers.base import Provider
+from bot.providers.base import BOT_KEYS, SERVER_KEYS, KeyOwner, Provider
 from bot.providers.local import LocalProvider
 from bot.providers.registry import ProviderFactory, ProviderRegistry
 from bot.references import ReferenceService
@@ -76,9 +76,12 @@ def _configured(setting: str, factory: Callable[..., Provider], **options: Any) 
         raise SettingsError(f"Some settings are not valid:\n  {setting}: {error}") from None
 
 
-def build_provider(settings: Settings, name: str, keys: Mapping[str, str | None]) -> Provider:
+def build_provider(
+    settings: Settings, name: str, keys: Mapping[str, str | None], owner: KeyOwner = BOT_KEYS
+) -> Provider:
     """One remote provider on the bot's settings (host, model, concurrency) with the given keys: the bot's own,
-    or a server's (bot.provider_keys.KEY_SPECS names the same fields). The host never comes from a server."""
+    or a server's (bot.provider_keys.KEY_SPECS names the same fields; `owner` then says so in its errors). The host
+    never comes from a server."""
     if name == "kling":
         from bot.providers.kling import KlingProvider
 
@@ -92,12 +95,16 @@ def build_provider(settings: Settings, name: str, keys: Mapping[str, str | None]
             model=settings.kling_model,
             max_concurrency=settings.kling_concurrency,
             external_id_prefix=install_id(settings),
+            owner=owner,
         )
     if name == "fal":
         from bot.providers.fal import FalProvider
 
         return FalProvider(
-            key=keys.get("key") or "", base_url=settings.fal_base_url, max_concurrency=settings.fal_concurrency
+            key=keys.get("key") or "",
+            base_url=settings.fal_base_url,
+            max_concurrency=settings.fal_concurrency,
+            owner=owner,
         )
     if name == "runway":
         from bot.providers.runway import RunwayProvider
@@ -106,6 +113,7 @@ def build_provider(settings: Settings, name: str, keys: Mapping[str, str | None]
             api_key=keys.get("api_key") or "",
             base_url=settings.runway_base_url,
             max_concurrency=settings.runway_concurrency,
+            owner=owner,
         )
     raise ValueError(f"{name!r} is not a provider that takes keys")
 
@@ -138,7 +146,7 @@ def build_providers(settings: Settings) -> dict[str, Provider]:
 
 def provider_factory(settings: Settings) -> ProviderFactory:
     """Builds a provider with a server's own key (the registry caches and closes what it builds)."""
-    return functools.partial(build_provider, settings)
+    return functools.partial(build_provider, settings, owner=SERVER_KEYS)
 
 
 def secret_box(settings: Settings) -> SecretBox | None:

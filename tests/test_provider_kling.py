@@ -859,3 +859,16 @@ async def test_secrets_never_reach_the_logs(
     tokens = {r.authorization.split(" ", 1)[1] for r in kling.requests if r.authorization}
     assert tokens and caplog.records
     assert SECRET not in caplog.text and all(token not in caplog.text for token in tokens)
+
+
+async def test_a_servers_own_key_is_named_as_the_servers_in_errors(make: Callable[..., KlingProvider]) -> None:
+    """A server that brought its own key is told to fix that key with /settings, not the bot's environment."""
+    from bot.providers.base import SERVER_KEYS
+
+    wrong = make(secret_key="not-the-secret-of-this-account", owner=SERVER_KEYS)
+    with pytest.raises(FinalError) as caught:
+        await wrong.submit(shot())
+    assert caught.value.message == (
+        "Kling refused this server's keys; an admin must set them again with `/settings key set` (a server admin)."
+    )
+    assert "LIKENESS_" not in caught.value.message

@@ -525,7 +525,7 @@ async def test_closed_provider_is_retryable(fake: FakeRunway) -> None:
     ("code", "phrase", "charged"),
     [
         ("SAFETY.INPUT.TEXT", "moderation refused this shot's inputs", True),
-        ("SAFETY.INPUT.IMAGE", "can get the bot's Runway account suspended", True),
+        ("SAFETY.INPUT.IMAGE", "can get the Runway account suspended", True),
         ("SAFETY.OUTPUT.IMAGE", "moderation blocked the result. Re-rolling the shot", True),
         ("INTERNAL.BAD_OUTPUT.CODE01", "Re-rolling the shot may work", False),
         ("INTERNAL", "failed on its side while rendering. Re-rolling the shot may work", False),

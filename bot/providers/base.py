@@ -118,6 +118,23 @@ class PollResult:
     charged: Decimal | None = None  # what the provider says it charged
 
 
+@dataclass(frozen=True)
+class KeyOwner:
+    """Whose provider account an instance runs on, so the errors an admin acts on name the right account and
+    the right place to fix its key."""
+
+    whose: str  # "the bot's" or "this server's"
+    fix: str  # where the key is fixed, "" for the bot's (each provider names its own settings)
+
+    @property
+    def Whose(self) -> str:
+        return self.whose[:1].upper() + self.whose[1:]
+
+
+BOT_KEYS = KeyOwner("the bot's", "")
+SERVER_KEYS = KeyOwner("this server's", "with `/settings key set` (a server admin)")
+
+
 class ProviderError(Exception):
     """A provider problem. `message` is for the member; `detail` is the provider's own words."""
 

@@ -49,11 +49,13 @@ import httpx
 from bot.imaging.prep import ProviderImageLimits
 from bot.prompts import reference_tokens
 from bot.providers.base import (
+    BOT_KEYS,
     Artifact,
     Capabilities,
     CostModel,
     ElementSyntax,
     FinalError,
+    KeyOwner,
     PollResult,
     ProviderError,
     ReferenceImage,
@@ -170,9 +172,11 @@ class FalProvider:
         max_concurrency: int = 2,
         timeout: float = 30.0,
         max_download_bytes: int = 200 * 1024 * 1024,
+        owner: KeyOwner = BOT_KEYS,
     ) -> None:
         if not key.strip():
             raise ValueError("a fal.ai key is needed")
+        self._owner = owner
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
         if video_model not in VIDEO_ENDPOINTS:
@@ -619,8 +623,9 @@ class FalProvider:
                 code="balance",
             )
         if code in (401, 403):
+            where = self._owner.fix or "in the bot's settings (LIKENESS_FAL_KEY)"
             return FinalError(
-                "fal.ai refused the bot's API key. An admin needs to check the fal.ai key in the bot's settings.",
+                f"fal.ai refused {self._owner.whose} API key. An admin needs to check the fal.ai key {where}.",
                 detail=f"HTTP {code}",
                 code="auth",
             )

@@ -55,10 +55,12 @@ from PIL import Image
 from bot.errors import UserFacingError
 from bot.imaging.prep import KLING, prepare_for_provider
 from bot.providers.base import (
+    BOT_KEYS,
     Artifact,
     Capabilities,
     CostModel,
     FinalError,
+    KeyOwner,
     PollResult,
     ProviderError,
     ReferenceImage,
@@ -149,7 +151,12 @@ _MAX_BUSY_DELAY = 30.0
 _RISK_WORDS = ("risk", "safety", "sensitive", "inappropriate", "violat", "moderat", "nsfw", "policy")
 _NOT_FOUND_WORDS = ("not found", "not exist", "does not exist", "no such")
 
-BALANCE_MESSAGE = "The bot's Kling account has no credits left: an admin needs to top it up."
+
+def balance_message(owner: KeyOwner = BOT_KEYS) -> str:
+    return f"{owner.Whose} Kling account has no credits left: an admin needs to top it up."
+
+
+BALANCE_MESSAGE = balance_message()
 SAFETY_MESSAGE = "Kling's content safety system refused this shot: change the prompt or the reference images."
 VALIDATION_MESSAGE = "Kling refused the settings of this shot."
 FAILED_MESSAGE = "Kling could not render this shot."
@@ -277,6 +284,7 @@ class KlingProvider:
         callback_url: str | None = None,
         clock: Callable[[], float] = time.time,
         external_id_prefix: str = "",
+        owner: KeyOwner = BOT_KEYS,
     ) -> None:
         """`external_id_prefix` is put before the job id in `external_task_id`: give each install its own, so a
         fresh database (job ids from 1 again) never finds an old install's tasks on the same account."""
@@ -297,6 +305,7 @@ class KlingProvider:
         self._access_key = access_key or None
         self._secret_key = secret_key or None
         self._api_key = api_key or None
+        self._owner = owner
         self._mode = mode
         self._timeout = timeout
         self._max_download = max_download_bytes
@@ -739,25 +748,26 @@ class KlingProvider:
         said = message or f"HTTP {status}"
         tag = str(code) if code is not None else f"http-{status}"
         if status == 401 or code in AUTH_CODES:
+            owner = self._owner
             which = "LIKENESS_KLING_API_KEY" if self._api_key else "LIKENESS_KLING_ACCESS_KEY/SECRET_KEY"
             hint = ""
             if code in (1003, 1004):
                 hint = " (Kling says the token is not valid yet or has expired: check this machine's clock)"
-            return FinalError(
-                f"Kling refused the bot's keys; an admin must check {which}{hint}.", detail=said, code=tag
-            )
+            where = f"check {which}" if owner is BOT_KEYS else f"set them again {owner.fix}"
+            return FinalError(f"Kling refused {owner.whose} keys; an admin must {where}{hint}.", detail=said, code=tag)
         if code in BALANCE_CODES:
-            return FinalError(BALANCE_MESSAGE, detail=said, code=tag)
+            return FinalError(balance_message(self._owner), detail=said, code=tag)
         if code == 1100:
             return FinalError(
-                "The bot's Kling account has a problem (Kling reports an account exception): "
+                f"{self._owner.Whose} Kling account has a problem (Kling reports an account exception): "
                 "an admin needs to check it in the Kling console.",
                 detail=said,
                 code=tag,
             )
         if code == 1103:
             return FinalError(
-                "The bot's Kling account may not use this model or feature: an admin needs to check its plan.",
+                f"{self._owner.Whose} Kling account may not use this model or feature: an admin needs to check its "
+                "plan.",
                 detail=said,
                 code=tag,
             )

@@ -35,10 +35,12 @@ import httpx
 from bot.imaging.prep import ProviderImageLimits
 from bot.prompts import reference_tokens, runway_tag
 from bot.providers.base import (
+    BOT_KEYS,
     Artifact,
     Capabilities,
     CostModel,
     FinalError,
+    KeyOwner,
     PollResult,
     ReferenceImage,
     RenderRequest,
@@ -97,9 +99,11 @@ class RunwayProvider:
         max_concurrency: int = 2,
         timeout: float = 30.0,
         max_download_bytes: int = 200 * 1024 * 1024,
+        owner: KeyOwner = BOT_KEYS,
     ) -> None:
         if not api_key.strip():
             raise ValueError("a Runway API key is needed")
+        self._owner = owner
         if video_model not in VIDEO_CREDITS_PER_SECOND:
             raise ValueError(
                 f"unknown Runway video model {video_model!r} (known: {', '.join(VIDEO_CREDITS_PER_SECOND)})"
@@ -370,13 +374,16 @@ class RunwayProvider:
             raise FinalError("Runway refused this shot.", detail=said, code="invalid")
         if status == 401:
             # The key is never part of the message or the detail.
+            where = self._owner.fix or "in the bot's settings"
             raise FinalError(
-                "Runway did not accept the bot's API key. An admin needs to check the Runway key in the bot's "
-                "settings (a key from the Runway developer portal, for api.dev.runwayml.com).",
+                f"Runway did not accept {self._owner.whose} API key. An admin needs to check the Runway key {where} "
+                "(a key from the Runway developer portal, for api.dev.runwayml.com).",
                 code="auth",
             )
         if status == 403:
-            raise FinalError("Runway refused to do this for the bot's account.", detail=said, code="forbidden")
+            raise FinalError(
+                f"Runway refused to do this for {self._owner.whose} account.", detail=said, code="forbidden"
+            )
         if status == 404:
             raise FinalError("Runway no longer knows this task.", detail=said, code="not_found")
         if status == 429:
@@ -456,7 +463,7 @@ def task_failure(code: object, failure: object) -> FinalError:
     if failure_code.startswith("SAFETY.INPUT"):
         return FinalError(
             "Runway's moderation refused this shot's inputs (the prompt or a reference image). Change them "
-            "before trying again: repeated refusals can get the bot's Runway account suspended.",
+            "before trying again: repeated refusals can get the Runway account suspended.",
             detail=detail,
             code=failure_code,
             charged=True,  # moderated generations cost the same credits (providers.md §3.4)
