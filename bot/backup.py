@@ -297,6 +297,8 @@ def restore(settings: Settings, path: Path, confirm: Callable[[Manifest], bool] 
             _check_free_space(data_dir, manifest)
             if confirm is not None and not confirm(manifest):
                 raise RestoreCanceledError("Restore canceled; nothing was changed.")
+            for stale in data_dir.glob(".restore-*"):  # left by a restore that was killed (we hold the lock)
+                shutil.rmtree(stale, ignore_errors=True)
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
             staging = data_dir / f".restore-{stamp}-{os.getpid()}"
             try:

@@ -275,6 +275,9 @@ def test_restore_moves_the_current_data_aside(tmp_path: Path, seeded: tuple[Sett
     target = asyncio.run(seed_data_dir(tmp_path / "other", blobs=3, characters=1))
     (target.db_path.parent / "likeness.sqlite3-wal").write_bytes(b"")  # a crashed bot's WAL goes aside with it
     old_db, old_blobs = target.db_path.read_bytes(), set(blob_files(target.blob_dir))
+    killed = target.data_dir / ".restore-20260101T000000Z-1"  # what a restore killed partway leaves
+    (killed / "blobs").mkdir(parents=True)
+    (killed / "likeness.sqlite3").write_bytes(b"half a database")
 
     result = restore(target, archive)
 
@@ -285,7 +288,8 @@ def test_restore_moves_the_current_data_aside(tmp_path: Path, seeded: tuple[Sett
     assert not (target.db_path.parent / "likeness.sqlite3-wal").exists()
     assert table_rows(target.db_path) == table_rows(settings.db_path)
     assert set(blob_files(target.blob_dir)) == set(blob_files(settings.blob_dir))
-    assert [p.name for p in target.data_dir.iterdir() if p.name.startswith(".restore")] == []  # staging removed
+    assert [p.name for p in target.data_dir.iterdir() if p.name.startswith(".restore")] == []  # staging removed,
+    # and the one a killed restore left behind
 
 
 def test_restored_database_is_migrated_at_next_start(tmp_path: Path, seeded: tuple[Settings, Path]) -> None:
