@@ -63,7 +63,8 @@ class PendingShot:
     character: Character
     estimate: int  # USD millionths
     provider_label: str
-    duration: int
+    duration: int  # seconds; 0 for a sheet
+    kind: WorkKind = WorkKind.ANIMATE
 
 
 class AnimateService:
@@ -273,6 +274,10 @@ class AnimateService:
         character = await self._storage.characters.get(actor.guild_id, row.character_id)
         if character is None:
             raise NotFoundError("That character was deleted, so this shot can't be made.")
+        if "sheet" in data:
+            job = await self.queue_sheet(actor, place, character, data["sheet"]["style"], confirmed=True)
+            assert isinstance(job, Job)
+            return job
         shot = data["shot"]
         shot["quality"] = Quality(shot["quality"]) if shot.get("quality") else None
         job = await self.queue(
@@ -343,8 +348,11 @@ class AnimateService:
 
     # ------------------------------------------------------------------ generated sheets
 
-    async def queue_sheet(self, actor: Actor, place: Place, character: Character, style: str | None) -> Job:
-        """Ask an image provider for a multi-angle sheet of the character, from its traits and references."""
+    async def queue_sheet(
+        self, actor: Actor, place: Place, character: Character, style: str | None, *, confirmed: bool = False
+    ) -> Job | PendingShot:
+        """Ask an image provider for a multi-angle sheet of the character, from its traits and references (held for
+        a Confirm press, like a shot, when it costs more than the server's threshold)."""
         self._library.ensure_can_change(actor, character)  # the kept views will change the character
         rules = (await self._storage.guilds.get(actor.guild_id)).rules
         check_channel(rules, place)
@@ -361,6 +369,16 @@ class AnimateService:
         estimate = provider.estimate_cost(
             RenderRequest(0, WorkKind.SHEET, model, prompt, None, 0, "16:9", "static", images=())
         )
+        if not confirmed and self._budget.needs_confirmation(rules, to_micros(estimate)):
+            await self._budget.precheck(actor, rules, to_micros(estimate))
+            pending_id = await self._storage.pending.create(
+                guild_id=actor.guild_id,
+                user_id=actor.user_id,
+                channel_id=place.channel_id,
+                character_id=character.id,
+                shot=json.dumps({"sheet": {"style": style}}),
+            )
+            return PendingShot(pending_id, character, to_micros(estimate), caps.label, 0, WorkKind.SHEET)
         return await self._enqueue(
             actor,
             place.channel_id,
@@ -377,7 +395,7 @@ class AnimateService:
             estimate=estimate,
         )
 
-    async def retry_sheet(self, actor: Actor, place: Place, job_id: int) -> Job:
+    async def retry_sheet(self, actor: Actor, place: Place, job_id: int) -> Job | PendingShot:
         """Another generated sheet like job `job_id` (same character, same style)."""
         job = await self.job_for(actor, job_id)
         character = await self.character_of(actor, job)

@@ -18,7 +18,7 @@ from bot.domain import Job, JobState, Quality
 from bot.errors import UserFacingError
 from bot.jobs.delivery import Progress
 from bot.prompts import CAMERA_MOVES
-from bot.providers.base import Capabilities
+from bot.providers.base import Capabilities, WorkKind
 from cogs.characters import CharacterArg, bot_of
 
 QUALITY_CHOICES = [
@@ -85,8 +85,14 @@ async def my_jobs_autocomplete(interaction: discord.Interaction[Any], value: str
 
 
 def queued_text(job: Job, what: str = "Queued") -> str:
+    """'Queued shot #12 of **Ava** (about $0.50). Progress and the clip will be posted in this channel.'"""
     cost = f" (about {usd(to_micros(job.cost_estimate))})" if to_micros(job.cost_estimate) > 0 else ""
-    return f"{what} shot #{job.id} of **{job.character_name}**{cost}."
+    if job.kind == WorkKind.SHEET.value:
+        return (
+            f"{what} sheet #{job.id} of **{job.character_name}** ({job.provider}){cost}. It will be posted in this "
+            "channel with buttons to keep the views."
+        )
+    return f"{what} shot #{job.id} of **{job.character_name}**{cost}. Progress and the clip will be posted in this channel."
 
 
 async def answer_queued(interaction: discord.Interaction[Any], result: Job | PendingShot, what: str = "Queued") -> None:
@@ -97,7 +103,7 @@ async def answer_queued(interaction: discord.Interaction[Any], result: Job | Pen
     if isinstance(result, Job):
         await bot.delivery.show_status(result, Progress())
         notes = "".join(f"\n• {note}" for note in result.params.notes)
-        content = f"{queued_text(result, what)} Progress and the clip will be posted in this channel.{notes}"
+        content = f"{queued_text(result, what)}{notes}"
         shown = await bot.storage.jobs.get(result.id)
         if shown is not None and shown.status_message_id is None:
             content += (
@@ -106,8 +112,9 @@ async def answer_queued(interaction: discord.Interaction[Any], result: Job | Pen
             )
         view = None
     else:
+        what = "sheet" if result.kind is WorkKind.SHEET else f"{result.duration} s shot"
         content = (
-            f"This {result.duration} s shot of **{result.character.name}** with {result.provider_label} is estimated "
+            f"This {what} of **{result.character.name}** with {result.provider_label} is estimated "
             f"at **{usd(result.estimate)}**. Confirm to queue it (this expires in 15 minutes)."
         )
         view = LikenessView(timeout=None)
@@ -154,9 +161,7 @@ class ConfirmShot(
                 return
             job = await animate.confirm(actor_of(interaction), place_of(interaction), self.pending_id)
             await bot_of(interaction).delivery.show_status(job, Progress())
-            await interaction.response.edit_message(
-                content=f"{queued_text(job)} Progress and the clip will be posted in this channel.", view=None
-            )
+            await interaction.response.edit_message(content=queued_text(job), view=None)
         except Exception as exc:
             await report_error(interaction, exc)
 

@@ -15,7 +15,7 @@ from bot.discord_io.delivery import file_slug
 from bot.discord_io.errors import report_error
 from bot.discord_io.replies import actor_of, place_of
 from bot.domain import View
-from bot.jobs.delivery import Progress
+from cogs.animate import answer_queued
 from cogs.characters import CharacterArg, bot_of
 
 
@@ -78,10 +78,10 @@ class SheetRetry(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"like
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
         try:
-            bot = bot_of(interaction)
-            again = await bot.services.animate.retry_sheet(actor_of(interaction), place_of(interaction), self.job_id)
-            await bot.delivery.show_status(again, Progress())
-            await interaction.response.send_message(f"Generating another sheet: #{again.id}.", ephemeral=True)
+            again = await bot_of(interaction).services.animate.retry_sheet(
+                actor_of(interaction), place_of(interaction), self.job_id
+            )
+            await answer_queued(interaction, again, "Generating another:")
         except Exception as exc:
             await report_error(interaction, exc)
 
@@ -112,14 +112,10 @@ class Sheets(commands.Cog):
     ) -> None:
         if generate:
             await interaction.response.defer(ephemeral=True, thinking=True)
-            job = await self.bot.services.animate.queue_sheet(
+            result = await self.bot.services.animate.queue_sheet(
                 actor_of(interaction), place_of(interaction), character, style
             )
-            await self.bot.delivery.show_status(job, Progress())
-            await interaction.edit_original_response(
-                content=f"Queued sheet #{job.id} of **{character.name}** ({job.provider}). It will be posted in this "
-                "channel with buttons to keep the views."
-            )
+            await answer_queued(interaction, result)
             return
         await interaction.response.defer(thinking=True)
         result = await self.bot.services.sheets.sheet(actor_of(interaction), character)

@@ -97,3 +97,30 @@ async def test_generate_through_fal_to_stored_views(fake: FakeDiscord, world: Wo
     finally:
         await provider.close()
         await fal.stop()
+
+
+async def test_a_costly_sheet_waits_for_confirmation(
+    fake: FakeDiscord, world: World, runner: BotRunner, monkeypatch: Any
+) -> None:
+    from decimal import Decimal
+
+    await ava_with_front_view(fake, world)
+    assert runner.bot is not None
+    local = runner.bot.services.providers.get("local")
+    monkeypatch.setattr(local, "estimate_cost", lambda _request: Decimal("0.40"))  # priced like a paid image model
+    h = await fake.slash(world.studio_a, world.alice, "settings budget", {"confirm_over": "0.25"})
+    await h.wait_settled()
+
+    h = await fake.slash(world.studio_a, world.alice, "sheet", {"character": "Ava", "generate": True})
+    await h.wait_settled(timeout=30)
+    assert h.ephemeral and h.content.startswith("This sheet of **Ava** with Local is estimated at **$0.40**"), h.content
+    assert await runner.bot.storage.jobs.recent_in_guild(world.studio_a.id) == []
+    confirm = h.components[0]["components"][0]["custom_id"]
+    press = await fake.press(h.result, confirm, world.alice)
+    await press.wait_settled()
+    assert press.content.startswith("Queued sheet #") and "(about $0.40)" in press.content, press.content
+    job_id = int(press.content.split("#")[1].split(" ")[0])
+    await until(fake, lambda: bool(sheet_results(fake, world, job_id)), "the confirmed sheet")
+    ledger = await runner.bot.storage.ledger.entries(world.studio_a.id)
+    # held at the estimate; charged what the provider reported billing (the local renderer reports $0)
+    assert [(e.entry, e.micros) for e in ledger] == [("reserve", 400_000), ("release", -400_000), ("charge", 0)]
