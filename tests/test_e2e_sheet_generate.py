@@ -116,6 +116,7 @@ async def test_a_costly_sheet_waits_for_confirmation(
     assert h.ephemeral and h.content.startswith("This sheet of **Ava** with Local is estimated at **$0.40**"), h.content
     assert await runner.bot.storage.jobs.recent_in_guild(world.studio_a.id) == []
     confirm = h.components[0]["components"][0]["custom_id"]
+    assert h.result is not None
     press = await fake.press(h.result, confirm, world.alice)
     await press.wait_settled()
     assert press.content.startswith("Queued sheet #") and "(about $0.40)" in press.content, press.content
