@@ -112,20 +112,34 @@ class Budget:
     ) -> Job:
         """Create a job (`create`, inside the transaction) with `micros` reserved for it, if the member's limits
         (`checks`) and the caps allow. One transaction: two commands at once cannot both pass a cap."""
-        async with self._storage.db.transaction() as tx:
-            for check in checks:
-                await check(tx)
-            await self.check(tx, actor, rules, micros)
-            job = await create(tx)
-            await reserve(
-                tx, guild_id=actor.guild_id, user_id=actor.user_id, job_id=job.id, micros=micros, now=self._clock()
-            )
+        try:
+            async with self._storage.db.transaction() as tx:
+                for check in checks:
+                    await check(tx)
+                await self.check(tx, actor, rules, micros)
+                job = await create(tx)
+                await reserve(
+                    tx, guild_id=actor.guild_id, user_id=actor.user_id, job_id=job.id, micros=micros, now=self._clock()
+                )
+        except OverBudgetError as refused:
+            await self._audit(actor, refused)
+            raise
         return job
 
     async def precheck(self, actor: Actor, rules: ServerRules, micros: int) -> None:
         """`check` outside a transaction: before asking a member to confirm a shot that would be refused."""
-        async with self._storage.db.transaction() as tx:
-            await self.check(tx, actor, rules, micros)
+        try:
+            async with self._storage.db.transaction() as tx:
+                await self.check(tx, actor, rules, micros)
+        except OverBudgetError as refused:
+            await self._audit(actor, refused)
+            raise
+
+    async def _audit(self, actor: Actor, refused: OverBudgetError) -> None:
+        """Admins see who hits the caps (after the transaction: the audit log is written on its own)."""
+        await self._storage.audit.record(
+            guild_id=actor.guild_id, user_id=actor.user_id, action="refused.budget", detail=str(refused)
+        )
 
     def needs_confirmation(self, rules: ServerRules, micros: int) -> bool:
         return rules.confirm_over_usd is not None and micros > 0 and micros >= to_micros(rules.confirm_over_usd)

@@ -88,6 +88,8 @@ async def test_a_shot_over_the_daily_cap_is_refused_with_the_numbers(
     assert runner.bot is not None
     assert [j.id for j in await runner.bot.storage.jobs.recent_in_guild(world.studio_a.id)] == [first]
     assert await ledger(runner, world) == [(first, "reserve", 500_000)]  # the refusal reserved nothing
+    audit = (await run(fake, world, world.alice, "settings audit")).embeds[0]["description"]
+    assert f"<@{world.alice.id}> **refused.budget** `This shot is estimated at $0.50, but you have $0.25 left" in audit
 
     # another member has their own day; the cap is per member
     queued_id(await shot(fake, world, "bob's", user=world.bob))
