@@ -26,10 +26,16 @@ from tests.fake_providers.kling import IMAGE2VIDEO, FakeKling
 from tests.test_e2e_animate import TRAITS, job_state
 from tests.test_e2e_references import figure_png
 
+
+def fake_secret(account: str) -> str:
+    """A made-up Kling secret, long and distinctive enough to be searched for in the database file and the logs."""
+    return f"sk-fake-{account}-secret-5b8e1f2a9c4d7e60"
+
+
 BOT_ACCESS = "ak-bot-account-e2e"
-BOT_SECRET = "sk-bot-account-e2e-0123456789abcdef"
+BOT_SECRET = fake_secret("bot")
 SERVER_ACCESS = "ak-studio-a-OWN-7f3c9d"
-SERVER_SECRET = "sk-studio-a-OWN-secret-5b8e1f2a9c4d7e60"
+SERVER_SECRET = fake_secret("studio-a-OWN")
 SAVED = "Saved the server's Kling key; it will not be shown again."
 COSTS = "/account/costs"
 
