@@ -122,7 +122,9 @@ class AnimateService:
         aspect = shot.aspect_ratio or caps.aspect_ratios[0]
         if aspect not in caps.aspect_ratios:
             raise InvalidInputError(f"**{caps.name}** takes the aspect ratios {', '.join(caps.aspect_ratios)}.")
-        model = shot.model or caps.default_model
+        # the server's chosen video model applies to its chosen provider (when the member did not pick another)
+        server_model = server.video_model if shot.provider in (None, server.provider) else None
+        model = shot.model or (server_model if server_model in caps.models else None) or caps.default_model
         if model not in caps.models:
             raise InvalidInputError(f"**{caps.label}** has the models {', '.join(caps.models)}, not `{model}`.")
         if shot.mode is not None and shot.mode not in caps.modes:

@@ -204,3 +204,46 @@ async def test_settings_show_reflects_every_change(fake: FakeDiscord, world: Wor
     assert runner.bot.worker.limits().user_cap(world.studio_a.id) == 1  # ... after a restart too
     h = await run(fake, world, world.mo, "settings audit")
     assert "monthly_cap_usd: none -> 40.00" in h.embeds[0]["description"]
+
+
+async def test_the_servers_provider_and_model_are_used_by_default(
+    fake: FakeDiscord, world: World, runner: BotRunner
+) -> None:
+    provider = scripted(runner, Backend())
+    provider.capabilities = dataclasses.replace(provider.capabilities, models=("scripted-1", "scripted-2"))
+    await ava_with_front_view(fake, world)
+    choices = await fake.autocomplete(
+        world.studio_a, world.mo, "settings provider", {"provider": "scr"}, focused="provider"
+    )
+    assert [c["value"] for c in choices] == ["scripted"]
+
+    h = await run(fake, world, world.mo, "settings provider", {"provider": "nope"})
+    assert h.ephemeral and h.content.startswith("The provider **nope** is not set up on this bot (available: ")
+    h = await run(fake, world, world.mo, "settings provider", {"provider": "scripted", "model": "scripted-9"})
+    assert h.content == "**Scripted** has the models scripted-1, scripted-2, not `scripted-9`."
+    h = await run(fake, world, world.mo, "settings provider", {"provider": "scripted", "model": "scripted-2"})
+    assert h.content == "New shots use **scripted**, model scripted-2."
+
+    assert runner.bot is not None
+    jobs = runner.bot.storage.jobs
+    server_default = queued_id(
+        await run(fake, world, world.alice, "animate", {"character": "Ava", "prompt": "uses the server's choice"})
+    )
+    job = await jobs.get(server_default)
+    assert job is not None and (job.provider, job.model) == ("scripted", "scripted-2")
+    local = queued_id(
+        await run(fake, world, world.alice, "animate", {"character": "Ava", "prompt": "x", "provider": "local"})
+    )
+    job = await jobs.get(local)
+    assert job is not None and job.provider == "local" and job.model != "scripted-2"  # the member's pick wins
+
+    h = await run(fake, world, world.mo, "settings provider", {"provider": "default"})
+    assert h.content == "New shots use **local (the bot's default)**, model the provider default."
+    again = queued_id(await run(fake, world, world.alice, "animate", {"character": "Ava", "prompt": "back to local"}))
+    job = await jobs.get(again)
+    assert job is not None and job.provider == "local"
+    h = await run(fake, world, world.mo, "settings audit")
+    assert (
+        "**settings.provider** `provider: none -> scripted; video_model: none -> scripted-2`"
+        in h.embeds[0]["description"]
+    )
