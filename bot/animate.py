@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from decimal import Decimal
+from typing import Any
 
 from bot.budget import Budget, to_micros
 from bot.domain import BoundImage, Character, Job, JobState, Quality, ServerRules, ShotParams, StoredImage, View
@@ -178,16 +179,9 @@ class AnimateService:
             )
         )
         if not confirmed and self._budget.needs_confirmation(rules, to_micros(estimate)):
-            await self._budget.precheck(actor, rules, to_micros(estimate))  # never ask to confirm a refusal
             fixed = Shot(**{**asdict(shot), "duration": duration, "aspect_ratio": aspect, "model": model, "mode": mode})
-            pending_id = await self._storage.pending.create(
-                guild_id=actor.guild_id,
-                user_id=actor.user_id,
-                channel_id=place.channel_id,
-                character_id=character.id,
-                shot=json.dumps({"shot": asdict(fixed), "parent_job_id": parent_job_id}),
-            )
-            return PendingShot(pending_id, character, to_micros(estimate), caps.label, duration)
+            payload = {"shot": asdict(fixed), "parent_job_id": parent_job_id}
+            return await self._hold_for_confirmation(actor, rules, place, character, estimate, payload, caps, duration)
         return await self._enqueue(
             actor,
             place.channel_id,
@@ -266,6 +260,29 @@ class AnimateService:
         job = await self._budget.reserve_for(actor, rules, to_micros(estimate), create, [cooldown, queue_room])
         self._wake(job.id)
         return job
+
+    async def _hold_for_confirmation(
+        self,
+        actor: Actor,
+        rules: ServerRules,
+        place: Place,
+        character: Character,
+        estimate: Decimal,
+        payload: dict[str, Any],
+        caps: Capabilities,
+        duration: int,
+    ) -> PendingShot:
+        """Keep a costly shot or sheet (`payload`, what `confirm` needs to queue it) until its member confirms."""
+        await self._budget.precheck(actor, rules, to_micros(estimate))  # never ask to confirm a refusal
+        pending_id = await self._storage.pending.create(
+            guild_id=actor.guild_id,
+            user_id=actor.user_id,
+            channel_id=place.channel_id,
+            character_id=character.id,
+            shot=json.dumps(payload),
+        )
+        kind = WorkKind.SHEET if "sheet" in payload else WorkKind.ANIMATE
+        return PendingShot(pending_id, character, to_micros(estimate), caps.label, duration, kind)
 
     async def confirm(self, actor: Actor, place: Place, pending_id: int) -> Job:
         """Queue a shot its member confirmed (once, however often the button is pressed)."""
@@ -372,15 +389,8 @@ class AnimateService:
             RenderRequest(0, WorkKind.SHEET, model, prompt, None, 0, "16:9", "static", images=())
         )
         if not confirmed and self._budget.needs_confirmation(rules, to_micros(estimate)):
-            await self._budget.precheck(actor, rules, to_micros(estimate))
-            pending_id = await self._storage.pending.create(
-                guild_id=actor.guild_id,
-                user_id=actor.user_id,
-                channel_id=place.channel_id,
-                character_id=character.id,
-                shot=json.dumps({"sheet": {"style": style}}),
-            )
-            return PendingShot(pending_id, character, to_micros(estimate), caps.label, 0, WorkKind.SHEET)
+            payload = {"sheet": {"style": style}}
+            return await self._hold_for_confirmation(actor, rules, place, character, estimate, payload, caps, 0)
         return await self._enqueue(
             actor,
             place.channel_id,

@@ -291,7 +291,7 @@ class Worker:
         if result.status is TaskStatus.SUCCEEDED:
             self._artifacts[job.id] = result.artifacts
             self._learn(job, first_poll=polls == 1)
-            cost = str(result.charged) if result.charged is not None else job.cost_estimate
+            cost = _billed(job, result)
             return await self._move(
                 job.id,
                 [JobState.RUNNING],
@@ -419,7 +419,7 @@ class Worker:
                 log.info("late check of job %s: %s", job.id, error)
                 continue
             if result.status is TaskStatus.SUCCEEDED:
-                cost = str(result.charged) if result.charged is not None else job.cost_estimate
+                cost = _billed(job, result)
                 self._artifacts[job.id] = result.artifacts
                 late = await self._move(
                     job.id,
@@ -542,6 +542,11 @@ class Worker:
             await self.delivery.show_status(job, progress or Progress())
         except Exception:  # a status edit must never stop a paid job
             log.exception("could not update the status of job %s", job.id)
+
+
+def _billed(job: Job, result: PollResult) -> str:
+    """What a finished render cost: what the provider reported charging, else the job's estimate."""
+    return str(result.charged) if result.charged is not None else job.cost_estimate
 
 
 def _prepare(data: bytes, limits: ProviderImageLimits) -> tuple[bytes, str]:
