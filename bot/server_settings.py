@@ -23,6 +23,7 @@ RUNNING_MAX = 10
 CHANNELS_MAX = 25
 ROLES_MAX = 25
 NO_LIMIT = ("none", "off", "no", "unlimited", "-")
+DEFAULT_RULES = ServerRules()  # a server that set nothing (read on every interaction: built once)
 
 
 def parse_presets(text: str) -> list[str] | None:
@@ -67,7 +68,7 @@ class ServerSettings:
             self._rules[settings.guild_id] = settings.rules
 
     def cached_rules(self, guild_id: int) -> ServerRules:
-        return self._rules.get(guild_id, ServerRules())
+        return self._rules.get(guild_id, DEFAULT_RULES)
 
     def running_caps(self) -> dict[int, int]:
         """Servers that set their own cap on a member's renders at once."""

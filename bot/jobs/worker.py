@@ -96,6 +96,7 @@ class Worker:
         self._fresh: set[int] = set()  # jobs taken from the queue by this worker and not yet sent
         self.per_user_by_guild: Callable[[], dict[int, int]] = dict  # servers' own running caps
         self.metrics = Metrics(clock)
+        self._resolved_accounts: set[tuple[int, str]] = set()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -168,10 +169,12 @@ class Worker:
                     job.id, [JobState.QUEUED], JobState.CANCELED, settle=Settlement(), finished_at=self.clock()
                 )
         queued = [job for job in queued if not job.cancel_requested]
-        for guild_id, provider in {(job.guild_id, job.provider) for job in (*queued, *active)}:
-            # resolve whose account each job runs on (a server's own key is its own account, with its own limits)
+        for pair in {(job.guild_id, job.provider) for job in (*queued, *active)} - self._resolved_accounts:
+            # whose account each job runs on (a server's own key is its own account, with its own limits); once per
+            # pair: /animate resolves new ones as it queues, and the registry forgets a key that is removed
             with contextlib.suppress(Exception):
-                await self.providers.for_guild(guild_id, provider)
+                await self.providers.for_guild(*pair)
+                self._resolved_accounts.add(pair)
         starting = jobs_to_start(queued, active, self.limits(), self._last_start)
         for job in starting:
             started = await self._move(job.id, [JobState.QUEUED], JobState.SUBMITTING, started_at=self.clock())
