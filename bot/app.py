@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import math
 import signal
 from collections.abc import Sequence
 
@@ -95,8 +96,12 @@ class LikenessBot(commands.AutoShardedBot):
 
     async def render_metrics(self) -> str:
         queue = await self.services.storage.jobs.count_unfinished()
-        latency = self.latency if self.is_ready() and self.latency == self.latency else None  # NaN before a beat
-        return self.metrics.render(queue, latency)
+        return self.metrics.render(queue, self.gateway_latency())
+
+    def gateway_latency(self) -> float | None:
+        """Seconds of the gateway heartbeat's round trip, or None before the first one (discord.py says NaN)."""
+        latency = self.latency
+        return latency if self.is_ready() and not math.isnan(latency) else None
 
     async def shutdown(self, grace: float) -> None:
         """A graceful stop (SIGTERM): refuse new commands, stop starting and driving jobs (each resumes from the

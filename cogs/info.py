@@ -37,9 +37,8 @@ def provider_line(name: str, health: ProviderHealth | None, now: float) -> str:
             f"**{name}**: ⚠️ {health.errors_in_a_row} failed calls in a row ({ago(now - health.last_error)}): "
             + (health.last_error_text[:120])
         )
-    assert health.last_ok is not None or health.last_error is not None
-    when = ago(now - (health.last_ok or health.last_error or now))
-    return f"**{name}**: ✅ answering (last {when})"
+    last = health.last_ok if health.last_ok is not None else health.last_error
+    return f"**{name}**: ✅ answering (last {ago(now - (last or now))})"
 
 
 class Info(commands.Cog):
@@ -53,12 +52,12 @@ class Info(commands.Cog):
         queue = await bot.storage.jobs.count_unfinished()
         waiting = queue.get("queued", 0)
         in_progress = sum(count for state, count in queue.items() if state != "queued")
-        latency = bot.latency * 1000 if bot.latency == bot.latency else None  # NaN before the first heartbeat
+        latency = bot.gateway_latency()
         now = metrics.clock()
         embed = discord.Embed(title="Likeness", colour=discord.Colour(0x5B8DEF))
         embed.add_field(name="Version", value=version("likeness"))
         embed.add_field(name="Up for", value=duration(metrics.uptime()))
-        embed.add_field(name="Latency", value=f"{latency:.0f} ms" if latency is not None else "measuring")
+        embed.add_field(name="Latency", value=f"{latency * 1000:.0f} ms" if latency is not None else "measuring")
         embed.add_field(name="Queue", value=f"{waiting} waiting, {in_progress} in progress (all servers)")
         embed.add_field(
             name="Providers",

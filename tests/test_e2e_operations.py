@@ -16,8 +16,8 @@ from bot.discord_io.errors import RESTARTING
 from bot.domain import JobState
 from tests.conftest import BotRunner, World
 from tests.fake_discord import FakeDiscord
-from tests.test_e2e_animate import animate, ava_with_front_view, result_of, status_of, until
-from tests.test_e2e_budget import eventually
+from tests.test_e2e_animate import animate, ava_with_front_view, job_state, result_of, status_of, until
+from tests.test_e2e_budget import eventually, is_state
 from tests.test_e2e_references import figure_png
 
 
@@ -37,13 +37,6 @@ async def serve_in_background(runner: BotRunner, fake: FakeDiscord) -> tuple[Lik
 async def sigterm(task: asyncio.Task[None], timeout: float = 15) -> None:  # noqa: ASYNC109
     os.kill(os.getpid(), signal.SIGTERM)
     await asyncio.wait_for(task, timeout)
-
-
-async def job_state(runner: BotRunner, job_id: int) -> JobState:
-    assert runner.bot is not None
-    job = await runner.bot.storage.jobs.get(job_id)
-    assert job is not None
-    return job.state
 
 
 async def test_sigterm_during_delivery_loses_nothing(
@@ -68,13 +61,9 @@ async def test_sigterm_during_delivery_loses_nothing(
 
     await runner.start()  # the next start finishes the delivery: once
     await until(fake, lambda: bool(result_of(fake, world, job_id)), "the result after the restart")
-    await eventually(lambda: is_done(runner, job_id), "done")
+    await eventually(lambda: is_state(runner, job_id, JobState.DONE), "done")
     await asyncio.sleep(0.3)
     assert len(result_of(fake, world, job_id)) == 1
-
-
-async def is_done(runner: BotRunner, job_id: int) -> bool:
-    return await job_state(runner, job_id) is JobState.DONE
 
 
 async def test_sigterm_lets_an_upload_finish_and_refuses_new_commands(
@@ -167,7 +156,7 @@ async def test_metrics_endpoint_on_localhost(fake: FakeDiscord, world: World, ru
     await ava_with_front_view(fake, world)
     job_id = await animate(fake, world, "for the dashboard")
     await until(fake, lambda: bool(result_of(fake, world, job_id)), "the result")
-    await eventually(lambda: is_done(runner, job_id), "done")
+    await eventually(lambda: is_state(runner, job_id, JobState.DONE), "done")
 
     async with httpx.AsyncClient() as client:
         response = await client.get(f"http://127.0.0.1:{server.port}/metrics")
@@ -205,7 +194,7 @@ async def test_a_result_the_channel_refuses_is_kept_and_posted_once_allowed(
     assert await job_state(runner, job_id) is JobState.DELIVERING
 
     fake.world.channels[studio].overwrites.clear()  # an admin grants the permission
-    await eventually(lambda: is_done(runner, job_id), "the post once allowed")
+    await eventually(lambda: is_state(runner, job_id, JobState.DONE), "the post once allowed")
     posted = [
         m
         for m in fake.channel_messages(studio)
