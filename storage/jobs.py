@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from bot.domain import BoundImage, Job, JobState, ShotParams
@@ -84,8 +84,12 @@ class JobRepository:
             parent_job_id,
             time.time(),
         )
-        rows = await (tx.fetchall(sql, values) if tx is not None else self._db.execute_returning(sql, values))
+        rows = await self._rows(sql, values, tx)
         return _job(rows[0])
+
+    async def _rows(self, sql: str, params: Sequence[object], tx: Transaction | None) -> list[sqlite3.Row]:
+        """One statement inside `tx` when it must commit with others, else on its own."""
+        return await (tx.fetchall(sql, params) if tx is not None else self._db.execute_returning(sql, params))
 
     async def get(self, job_id: int) -> Job | None:
         row = await self._db.fetchone(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
@@ -161,8 +165,8 @@ class JobRepository:
     async def last_created(self, guild_id: int, user_id: int, tx: Transaction | None = None) -> float | None:
         """When the member last queued a job in this server."""
         sql = "SELECT MAX(created_at) FROM jobs WHERE guild_id = ? AND user_id = ?"
-        row = await (tx.fetchone(sql, (guild_id, user_id)) if tx else self._db.fetchone(sql, (guild_id, user_id)))
-        return float(row[0]) if row and row[0] is not None else None
+        [row] = await self._rows(sql, (guild_id, user_id), tx)
+        return float(row[0]) if row[0] is not None else None
 
     async def count_waiting(self, guild_id: int, user_id: int, tx: Transaction | None = None) -> int:
         """The member's jobs queued or holding a provider slot in this server."""
@@ -170,8 +174,8 @@ class JobRepository:
             "SELECT COUNT(*) FROM jobs WHERE guild_id = ? AND user_id = ? "
             "AND state IN ('queued', 'submitting', 'running', 'downloading', 'delivering')"
         )
-        row = await (tx.fetchone(sql, (guild_id, user_id)) if tx else self._db.fetchone(sql, (guild_id, user_id)))
-        return int(row[0]) if row else 0
+        [row] = await self._rows(sql, (guild_id, user_id), tx)
+        return int(row[0])
 
     async def update(self, job_id: int, **fields: Any) -> Job | None:
         """Change fields without changing the state."""
@@ -186,5 +190,5 @@ class JobRepository:
         assignments = ", ".join(f"{name} = ?" for name in fields)
         sql = f"UPDATE jobs SET {assignments} WHERE id = ? AND {condition} RETURNING {_COLUMNS}"
         values = (*fields.values(), job_id, *params)
-        rows = await (tx.fetchall(sql, values) if tx is not None else self._db.execute_returning(sql, values))
+        rows = await self._rows(sql, values, tx)
         return _job(rows[0]) if rows else None
