@@ -60,7 +60,7 @@ MANIFEST = "manifest.json"
 DB_MEMBER = "database/likeness.sqlite3"
 _BLOB_MEMBER = re.compile(r"^blobs/([0-9a-f]{2})/([0-9a-f]{2})/([0-9a-f]{64})$")
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
-_CHUNK = 1 << 20
+_CHUNK = 256 << 10  # small enough that a slow filesystem's short reads never add up to much memory
 _MAX_MANIFEST_BYTES = 256 << 20  # a manifest lists every blob: ~100 bytes each
 
 

@@ -457,7 +457,9 @@ def test_backup_streams_large_blobs(tmp_path: Path) -> None:
     finally:
         tracemalloc.stop()
     assert result.manifest.blobs[digest.hexdigest()] == size
-    assert backup_peak < 8 << 20 and restore_peak < 8 << 20, (backup_peak, restore_peak)
+    # Streaming means memory stays far below the blob's size (a fraction of a MB here; the bound leaves room for
+    # whatever else the process allocates meanwhile).
+    assert backup_peak < size // 4 and restore_peak < size // 4, (backup_peak, restore_peak)
     assert filecmp.cmp(tmp_path / "restored" / "blobs" / target.relative_to(settings.blob_dir), target, shallow=False)
 
 
