@@ -237,3 +237,4 @@ class Job(Frozen):
     started_at: float | None
     finished_at: float | None
     late_check_until: float | None = None  # gave up waiting; the provider may still finish it until then
+    account: str | None = None  # the provider account it was sent with: BOT_ACCOUNT or a server key's version

@@ -5,11 +5,14 @@ them), checked with the provider when it has a cheap authenticated call (`verify
 LIKENESS_SECRET_KEY (bot.secret_box) bound to the server and provider, and stored; all that is shown afterwards is
 who set it and when. The registry asks this service for a server's key on every job step (`server_key`), so a
 server's jobs run with its key, also after a restart.
+
+A key that is replaced or removed while shots sent with it are still rendering is kept aside, sealed, until they
+end (storage.provider_keys `retire`/`purge_retired`): the provider only shows a task to the account that made it,
+so collecting those paid renders needs that key. The admin is told how many shots that is.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -23,7 +26,7 @@ from bot.providers.base import FinalError, ProviderError
 from bot.providers.registry import ProviderRegistry, ServerKey
 from bot.secret_box import NO_SECRET_KEY, NoSecretKeyError, SecretBox, UnreadableSecretError
 from storage import Storage
-from storage.provider_keys import SealedProviderKey
+from storage.provider_keys import SealedProviderKey, key_version
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +109,24 @@ class KeyStatus:
 class SavedKey:
     status: KeyStatus
     verified: bool | None  # None: the provider has no way to check a key; False: it could not be reached
+    previous_in_use: int = 0  # shots sent with the key this one replaced, which keep it until they end
+
+
+@dataclass(frozen=True)
+class RemovedKey:
+    status: KeyStatus
+    in_use: int  # shots sent with it, which keep it until they end
+
+
+def still_rendering_note(count: int, which: str) -> str:
+    """What the admin is told about a replaced or removed key that shots still need ('' when none do)."""
+    if count == 0:
+        return ""
+    shots = "1 shot" if count == 1 else f"{count} shots"
+    return (
+        f" {shots} already sent with {which} key will finish on it; the bot keeps it (sealed) only until then, "
+        "then deletes it."
+    )
 
 
 def spec_of(provider: str) -> KeySpec:
@@ -180,14 +201,15 @@ class ProviderKeys:
         sealed = self._box.seal(
             json.dumps(cleaned, separators=(",", ":")).encode(), guild_id=actor.guild_id, provider=provider
         )
+        previous = await self._storage.provider_keys.get(actor.guild_id, provider)
         row = await self._storage.provider_keys.put(actor.guild_id, provider, sealed, actor.user_id)
         await self._registry.forget(actor.guild_id, provider)
         await self._record(actor, "provider_key.set", provider)
         log.info("guild %s: user %s set the server's %s key", actor.guild_id, actor.user_id, provider)
-        return SavedKey(_status(row), verified)
+        return SavedKey(_status(row), verified, await self._in_use(previous))
 
-    async def remove(self, actor: Actor, provider: str) -> KeyStatus:
-        """Forget a server's key; its jobs go back to the bot's key (if the bot has one)."""
+    async def remove(self, actor: Actor, provider: str) -> RemovedKey:
+        """Forget a server's key; new shots go back to the bot's key (if the bot has one)."""
         self._ensure_manager(actor)
         spec = spec_of(provider)
         row = await self._storage.provider_keys.get(actor.guild_id, provider)
@@ -196,7 +218,7 @@ class ProviderKeys:
         await self._registry.forget(actor.guild_id, provider)
         await self._record(actor, "provider_key.remove", provider)
         log.info("guild %s: user %s removed the server's %s key", actor.guild_id, actor.user_id, provider)
-        return _status(row)
+        return RemovedKey(_status(row), await self._in_use(row))
 
     async def status(self, guild_id: int) -> list[KeyStatus]:
         """The server's own keys: which providers, set by whom, when."""
@@ -211,8 +233,16 @@ class ProviderKeys:
         if row is None or provider not in KEY_SPECS:
             return None
         # A new nonce per seal, so every set has a new digest: the registry replaces its instance.
-        version = hashlib.sha256(row.ciphertext).hexdigest()[:16]
+        return ServerKey(version=key_version(row.ciphertext), fields=lambda: self._open(row))
+
+    async def retired_key(self, guild_id: int, provider: str, version: str) -> ServerKey | None:
+        row = await self._storage.provider_keys.retired(guild_id, provider, version)
+        if row is None or provider not in KEY_SPECS:
+            return None
         return ServerKey(version=version, fields=lambda: self._open(row))
+
+    async def purge_retired(self) -> list[tuple[int, str, str]]:
+        return await self._storage.provider_keys.purge_retired()
 
     async def keyed_providers(self, guild_id: int) -> list[str]:
         if self._box is None:
@@ -220,6 +250,11 @@ class ProviderKeys:
         return [row.provider for row in await self._storage.provider_keys.for_guild(guild_id)]
 
     # ------------------------------------------------------------------ helpers
+
+    async def _in_use(self, row: SealedProviderKey | None) -> int:
+        if row is None:
+            return 0
+        return await self._storage.provider_keys.jobs_on(row.guild_id, row.provider, key_version(row.ciphertext))
 
     @staticmethod
     def _ensure_manager(actor: Actor) -> None:

@@ -14,7 +14,7 @@ from bot.discord_io.errors import report_error
 from bot.discord_io.replies import actor_of
 from bot.domain import GuildSettings, ServerRules
 from bot.prompts import NEGATIVE_PRESETS
-from bot.provider_keys import KEY_SPECS, KeySpec, ProviderKeys
+from bot.provider_keys import KEY_SPECS, KeySpec, ProviderKeys, still_rendering_note
 from bot.server_settings import COOLDOWN_MAX, QUEUED_MAX, RUNNING_MAX, describe_negative, money
 from cogs.animate import model_autocomplete, provider_autocomplete
 
@@ -216,8 +216,9 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
             if provider.value in self.bot.services.providers.names()
             else "it is not available here until a key is set again"
         )
+        note = still_rendering_note(removed.in_use, "this")
         await interaction.response.send_message(
-            f"Removed the server's {removed.label} key; {fallback}.", ephemeral=True
+            f"Removed the server's {removed.status.label} key; {fallback}.{note}", ephemeral=True
         )
 
     @key.command(name="show", description="Which providers this server has its own key for (never the keys)")
@@ -252,6 +253,7 @@ class ProviderKeyModal(discord.ui.Modal):
         fields = {text.custom_id: text.value for text in self.inputs}
         saved = await self.keys.set(actor_of(interaction), self.spec.provider, fields)
         note = "" if saved.verified is not False else f" ({self.spec.label} could not be reached to check it now.)"
+        note += still_rendering_note(saved.previous_in_use, "the previous")
         await interaction.followup.send(
             f"Saved the server's {self.spec.label} key; it will not be shown again.{note}", ephemeral=True
         )

@@ -18,7 +18,7 @@ _COLUMNS = (
     "id, guild_id, channel_id, user_id, character_id, character_name, character_version, kind, provider, model, "
     "action, prompt, negative_prompt, params, bound, cost_estimate, cost_final, state, task_id, status_url, "
     "attempts, polls, next_poll_at, status_message_id, result_message_id, result_blob, error, parent_job_id, "
-    "cancel_requested, created_at, started_at, finished_at, late_check_until"
+    "cancel_requested, created_at, started_at, finished_at, late_check_until, account"
 )
 _UPDATABLE = frozenset(_COLUMNS.replace(" ", "").split(",")) - {"id", "guild_id", "created_at"}
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from bot.domain import JobState
+from bot.domain import Job, JobState
 from bot.provider_keys import ServerKeyError
 from bot.providers.base import Provider
 from bot.providers.kling import KlingProvider
@@ -23,7 +23,7 @@ from bot.services import install_id
 from tests.conftest import BotRunner, World
 from tests.fake_discord import CommandUnavailable, FakeDiscord, FakeGuild, FakeUser
 from tests.fake_providers.kling import IMAGE2VIDEO, FakeKling
-from tests.test_e2e_animate import TRAITS, job_state
+from tests.test_e2e_animate import TRAITS, job_state, result_of
 from tests.test_e2e_references import figure_png
 
 
@@ -328,3 +328,97 @@ async def test_a_changed_secret_key_asks_admins_to_enter_the_key_again(
     assert await set_key(fake, world.studio_a, world.mo) == SAVED  # entering it again fixes it
     provider: Any = await runner.bot.services.providers.for_guild(world.studio_a.id, "kling")
     assert isinstance(provider, KlingProvider)
+
+
+SECOND_ACCESS = "ak-studio-a-NEW-2b81e4"
+SECOND_SECRET = fake_secret("studio-a-NEW")
+KEPT = "will finish on it; the bot keeps it (sealed) only until then, then deletes it."
+
+
+async def until_running(runner: BotRunner, job_id: int) -> None:
+    async with asyncio.timeout(15):
+        while (job := await stored_job(runner, job_id)).state is not JobState.RUNNING or job.polls == 0:
+            assert not job.state.finished, f"job {job_id} ended {job.state}"
+            await asyncio.sleep(0.02)
+
+
+async def stored_job(runner: BotRunner, job_id: int) -> Job:
+    assert runner.bot is not None
+    job = await runner.bot.storage.jobs.get(job_id)
+    assert job is not None
+    return job
+
+
+async def retired_keys(runner: BotRunner) -> int:
+    assert runner.bot is not None
+    row = await runner.bot.storage.db.fetchone("SELECT COUNT(*) FROM retired_provider_keys")
+    assert row is not None
+    return int(row[0])
+
+
+async def test_a_shot_finishes_on_the_key_it_was_sent_with_when_the_key_changes(
+    kling: FakeKling, fake: FakeDiscord, world: World, runner: BotRunner
+) -> None:
+    """Kling only answers for a task to the account that made it: a shot rendering when its server's key is
+    replaced or removed (and the bot restarted meanwhile) is still collected, posted and charged once."""
+    kling.add_account(SECOND_ACCESS, SECOND_SECRET)
+    await restart_with(runner, kling, secret_key=generate_key())
+    assert await set_key(fake, world.studio_a, world.mo) == SAVED
+    await character(fake, world.studio_a, world.alice)
+    kling.polls_to_finish = 10**9  # every task keeps rendering until the test lets it finish
+    first = await shot(fake, world.studio_a, world.alice, "rendering as the key is replaced")
+    await until_running(runner, first)
+
+    said = await set_key(fake, world.studio_a, world.mo, SECOND_ACCESS, SECOND_SECRET)
+    assert said == f"{SAVED} 1 shot already sent with the previous key {KEPT}"
+    second = await shot(fake, world.studio_a, world.alice, "rendering as the key is removed")
+    await until_running(runner, second)
+    assert await retired_keys(runner) == 1
+
+    await runner.stop()  # the old key must come back from the database, sealed as it was
+    await start(runner)
+    h = await fake.slash(world.studio_a, world.mo, "settings key remove", {"provider": "kling"})
+    await h.wait_settled()
+    assert h.content == (
+        f"Removed the server's Kling key; its shots use the bot's key again. 1 shot already sent with this key {KEPT}"
+    )
+    assert await retired_keys(runner) == 2
+    third = await shot(fake, world.studio_a, world.bob, "with the bot's key")  # alice runs 2 at once at most
+    await until_running(runner, third)
+
+    kling.polls_to_finish = 1
+    for job_id in (first, second, third):
+        await until_done(runner, job_id)
+    assert signers(runner, kling, first) == {SERVER_ACCESS}
+    assert signers(runner, kling, second) == {SECOND_ACCESS}
+    assert signers(runner, kling, third) == {BOT_ACCESS}
+    assert kling.create_attempts == 3
+    assert runner.bot is not None
+    for job_id in (first, second, third):
+        assert len(result_of(fake, world, job_id)) == 1, f"shot {job_id} was not posted exactly once"
+        charged = await runner.bot.storage.db.fetchone(
+            "SELECT COUNT(*) FROM ledger WHERE job_id = ? AND entry = 'charge'", (job_id,)
+        )
+        assert charged is not None and charged[0] == 1
+    # Once the shots ended, the replaced and removed keys are deleted, not kept "just in case".
+    for _ in range(250):  # the worker deletes them as each job ends
+        if await retired_keys(runner) == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert await retired_keys(runner) == 0
+    accounts = [(await stored_job(runner, job_id)).account for job_id in (first, second, third)]
+    assert accounts[0] and accounts[1] and accounts[0] != accounts[1] and accounts[2] == ""  # "" is the bot's key
+
+
+async def test_a_removed_key_no_shot_used_is_deleted_at_once(
+    kling: FakeKling, fake: FakeDiscord, world: World, runner: BotRunner
+) -> None:
+    await restart_with(runner, kling, secret_key=generate_key())
+    assert await set_key(fake, world.studio_a, world.mo) == SAVED
+    assert await set_key(fake, world.studio_a, world.mo) == SAVED  # replaced: nothing was sent with the first
+    h = await fake.slash(world.studio_a, world.mo, "settings key remove", {"provider": "kling"})
+    await h.wait_settled()
+    assert h.content == "Removed the server's Kling key; its shots use the bot's key again."
+    assert await retired_keys(runner) == 0
+    assert runner.bot is not None
+    assert await runner.bot.storage.db.fetchone("SELECT 1 FROM provider_keys") is None

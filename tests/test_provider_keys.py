@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from bot.domain import JobState, ShotParams
 from bot.errors import InvalidInputError, NotAllowedError, NotFoundError
-from bot.library import Actor
+from bot.library import Actor, Library
 from bot.provider_keys import KEY_SPECS, ProviderKeys, ServerKeyError
 from bot.providers.base import FinalError, Provider, RetryableError
-from bot.providers.registry import ProviderRegistry
+from bot.providers.registry import BOT_ACCOUNT, AccountGoneError, ProviderRegistry
 from bot.secret_box import NoSecretKeyError, SecretBox, generate_key
 from storage import Storage
 from tests.scripted_provider import Backend, ScriptedProvider
@@ -197,3 +198,74 @@ async def test_without_a_secret_key_keys_cannot_be_set_or_used_but_can_be_remove
     assert await bare.registry.names_for_guild(1) == ["kling"]
     await bare.keys.remove(ADMIN, "kling")
     assert await bare.registry.for_guild(1, "kling") is bare.bots_kling
+
+
+async def job_on(storage: Storage, account: str | None) -> int:
+    """A job of server 1 sent with `account`, as the worker leaves it when it takes the job from the queue."""
+    existing = await storage.db.fetchone("SELECT COUNT(*) FROM characters")
+    assert existing is not None
+    character = await Library(storage).create(ADMIN, f"Ava {existing[0] + 1}", "traits")
+    job = await storage.jobs.create(
+        guild_id=1,
+        channel_id=5,
+        user_id=ADMIN.user_id,
+        character_id=character.id,
+        character_name="Ava",
+        character_version=1,
+        kind="animate",
+        provider="kling",
+        model="m",
+        action="a",
+        prompt="p",
+        negative_prompt=None,
+        params=ShotParams(duration=5, aspect_ratio="16:9", camera="static"),
+        bound=[],
+        cost_estimate="0.5",
+    )
+    moved = await storage.jobs.transition(job.id, [JobState.QUEUED], JobState.RUNNING, account=account, task_id="t")
+    assert moved is not None
+    return job.id
+
+
+async def test_a_replaced_key_is_kept_only_while_a_shot_sent_with_it_may_still_need_it(
+    world: World, storage: Storage
+) -> None:
+    await world.keys.set(ADMIN, "kling", KLING)
+    first, first_account = await world.registry.resolve(1, "kling")
+    job_id = await job_on(storage, first_account)
+
+    saved = await world.keys.set(ADMIN, "kling", {**KLING, "secret_key": "sk-the-new-one-0123"})
+    assert saved.previous_in_use == 1
+    assert await world.registry.for_job(1, "kling", first_account) is first and not first.closed
+    new, new_account = await world.registry.resolve(1, "kling")
+    assert new is not first and new_account != first_account
+
+    # After a restart the old key is opened again from its sealed row (never kept in plain).
+    restarted = World(storage, world.keys._box)  # pyright: ignore[reportPrivateUsage]
+    reopened = await restarted.registry.for_job(1, "kling", first_account)
+    assert isinstance(reopened, KeyedProvider) and reopened.fields == KLING
+
+    # Given up on but looked at again later (a late success is still collected): still needed.
+    await storage.jobs.transition(job_id, [JobState.RUNNING], JobState.FAILED, late_check_until=10**12)
+    await world.registry.purge_retired()
+    assert not first.closed
+    # Once nothing can need it, it is deleted and its instance closed; the job can no longer reach it.
+    await storage.jobs.transition(job_id, [JobState.FAILED], JobState.FAILED, late_check_until=None)
+    await world.registry.purge_retired()
+    assert first.closed
+    assert await storage.db.fetchone("SELECT 1 FROM retired_provider_keys") is None
+    with pytest.raises(AccountGoneError):
+        await world.registry.for_job(1, "kling", first_account)
+    assert await world.registry.for_job(1, "kling", BOT_ACCOUNT) is world.bots_kling
+    assert await world.registry.for_job(1, "kling", None) is new
+
+
+async def test_removing_a_key_a_shot_still_uses_says_so(world: World, storage: Storage) -> None:
+    await world.keys.set(ADMIN, "kling", KLING)
+    _provider, account = await world.registry.resolve(1, "kling")
+    await job_on(storage, account)
+    await job_on(storage, account)
+    removed = await world.keys.remove(ADMIN, "kling")
+    assert removed.in_use == 2 and removed.status.provider == "kling"
+    assert await world.registry.for_guild(1, "kling") is world.bots_kling  # new shots: the bot's key
+    assert isinstance(await world.registry.for_job(1, "kling", account), KeyedProvider)

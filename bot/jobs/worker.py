@@ -2,6 +2,8 @@
 
 One asyncio task per job that holds a provider slot. Every step is written to the database before the
 next begins, so a crash at any point resumes where it was:
+- `queued` -> `submitting` pins the provider account the job is sent with (`Job.account`: the bot's key or the
+  server's key of that moment); every later step uses that account, even if the server's key changes meanwhile;
 - `submitting`: the provider is first asked for a task with this job's idempotency key (`find`), and only
   submitted to when it has none, so a job is never submitted twice;
 - `running`: polling resumes from the stored task id;
@@ -45,7 +47,7 @@ from bot.providers.base import (
     TaskStatus,
     WorkKind,
 )
-from bot.providers.registry import ProviderRegistry
+from bot.providers.registry import AccountGoneError, ProviderRegistry
 from storage.blobs import BlobStore
 from storage.jobs import JobRepository
 from storage.ledger import Settlement
@@ -102,6 +104,8 @@ class Worker:
 
     async def start(self) -> None:
         """Resume every job that held a provider slot, then start serving the queue."""
+        with contextlib.suppress(Exception):
+            await self.providers.purge_retired()  # server keys replaced while shots ran, and no longer needed
         for job in await self.jobs.in_states(ACTIVE):
             log.info("resuming job %s (%s)", job.id, job.state)
             self._drive(job)
@@ -143,6 +147,7 @@ class Worker:
                 if time.monotonic() - last_late_check >= self.config.late_check_interval:
                     last_late_check = time.monotonic()
                     await self._late_checks()
+                    await self.providers.purge_retired()
             except Exception:
                 log.exception("the worker could not start queued jobs")
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that lands as the event fires
@@ -177,7 +182,13 @@ class Worker:
                 self._resolved_accounts.add(pair)
         starting = jobs_to_start(queued, active, self.limits(), self._last_start)
         for job in starting:
-            started = await self._move(job.id, [JobState.QUEUED], JobState.SUBMITTING, started_at=self.clock())
+            try:
+                _provider, account = await self.providers.resolve(job.guild_id, job.provider)
+            except ProviderError:
+                account = None  # the server's key does not open: the job's first step says so to the member
+            started = await self._move(
+                job.id, [JobState.QUEUED], JobState.SUBMITTING, started_at=self.clock(), account=account
+            )
             if started is not None:
                 self._fresh.add(job.id)
                 self._last_start[job.guild_id] = self.clock()
@@ -220,6 +231,8 @@ class Worker:
             current: Job | None = job
             while current is not None and not current.state.finished:
                 current = await self._step(current)
+            if current is not None and current.account:  # a server key replaced meanwhile may be unneeded now
+                await self.providers.purge_retired()
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -243,7 +256,7 @@ class Worker:
     async def _step(self, job: Job) -> Job | None:
         try:
             # inside the try: a server key that no longer opens is a final error the member can read
-            provider = await self.providers.for_guild(job.guild_id, job.provider)
+            provider = await self._provider_of(job)
             if job.cancel_requested and job.state in (JobState.SUBMITTING, JobState.RUNNING):
                 return await self._cancel(job, provider)
             if job.state is JobState.SUBMITTING:
@@ -261,6 +274,18 @@ class Worker:
         except FinalError as error:
             return await self._fail(job, error)
         raise RuntimeError(f"job {job.id} is {job.state}, which the worker does not drive")
+
+    async def _provider_of(self, job: Job) -> Provider:
+        """The provider on the account the job was sent with."""
+        try:
+            return await self.providers.for_job(job.guild_id, job.provider, job.account)
+        except AccountGoneError:
+            if job.state is not JobState.SUBMITTING or job.attempts > 0:
+                raise
+            # its server's key changed just as it left the queue, before anything was sent: send it on the new one
+            provider, account = await self.providers.resolve(job.guild_id, job.provider)
+            await self.jobs.update(job.id, account=account)
+            return provider
 
     async def _submit(self, job: Job, provider: Provider) -> Job | None:
         # A job this worker just took from the queue was never sent; any other (resumed after a restart, or a
@@ -416,7 +441,7 @@ class Worker:
                 await self.jobs.transition(job.id, [JobState.FAILED], JobState.FAILED, settle=Settlement(), **done)
                 continue
             try:
-                provider = await self.providers.for_guild(job.guild_id, job.provider)
+                provider = await self.providers.for_job(job.guild_id, job.provider, job.account)
                 result = await provider.poll(self._submission(job))
             except ProviderError as error:
                 log.info("late check of job %s: %s", job.id, error)

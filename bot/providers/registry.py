@@ -2,8 +2,12 @@
 
 A server may bring its own key for a provider (bot.provider_keys). Its jobs then run on an instance built with
 that key by the factory from bot.services (the bot's settings for everything else: base URL, model, concurrency),
-cached per (server, provider, key version) and closed when the key changes, is removed, or the registry closes.
-A server's key also makes a provider available to that server when the bot itself has no key for it.
+cached per (server, provider, key version). A server's key also makes a provider available to that server when
+the bot itself has no key for it.
+
+A shot stays on the account it was sent with (`Job.account`): the provider only answers for a task to the account
+that made it. So a key that is replaced or removed while shots sent with it are rendering is retired, not
+dropped: its instance (and its sealed row, bot.provider_keys) are kept until those shots end, then closed.
 """
 
 from __future__ import annotations
@@ -14,9 +18,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from bot.errors import InvalidInputError
-from bot.providers.base import Provider
+from bot.providers.base import FinalError, Provider
 
 log = logging.getLogger(__name__)
+
+BOT_ACCOUNT = ""  # Job.account of a shot sent with the bot's own key
 
 # name, key fields -> a provider on the bot's settings with those keys (bot.services.provider_factory)
 ProviderFactory = Callable[[str, Mapping[str, str]], Provider]
@@ -36,7 +42,15 @@ class ServerKeySource(Protocol):
 
     async def server_key(self, guild_id: int, provider: str) -> ServerKey | None: ...
 
+    async def retired_key(self, guild_id: int, provider: str, version: str) -> ServerKey | None: ...
+
+    async def purge_retired(self) -> list[tuple[int, str, str]]: ...
+
     async def keyed_providers(self, guild_id: int) -> list[str]: ...
+
+
+class AccountGoneError(FinalError):
+    """The server key a shot was sent with is no longer kept (only when it was never in use by the shot)."""
 
 
 class ProviderRegistry:
@@ -56,6 +70,7 @@ class ProviderRegistry:
         self.keyable = frozenset(keyable)
         self.server_keys = server_keys
         self._per_guild: dict[tuple[int, str], tuple[str, Provider]] = {}  # (guild, name) -> (key version, it)
+        self._retired: dict[tuple[int, str, str], Provider] = {}  # (guild, name, key version) -> it
 
     def register(self, provider: Provider) -> None:
         self._providers[provider.capabilities.name] = provider
@@ -86,14 +101,46 @@ class ProviderRegistry:
 
     async def for_guild(self, guild_id: int, name: str | None) -> Provider:
         """The provider a server's jobs run on: built with the server's own key when it has one, else the bot's."""
+        return (await self.resolve(guild_id, name))[0]
+
+    async def resolve(self, guild_id: int, name: str | None) -> tuple[Provider, str]:
+        """`for_guild`, and which account that is: BOT_ACCOUNT, or the version of the server's key."""
         chosen = name or self.default
         if chosen in self.keyable and self._server_keys_on():
             assert self.server_keys is not None
             key = await self.server_keys.server_key(guild_id, chosen)
             if key is not None:
-                return await self._server_instance(guild_id, chosen, key)
-            await self.forget(guild_id, chosen)  # removed meanwhile: close what is left of it
-        return self.get(chosen)
+                return await self._server_instance(guild_id, chosen, key), key.version
+            if (guild_id, chosen) in self._per_guild:
+                await self.forget(guild_id, chosen)  # removed meanwhile
+        return self.get(chosen), BOT_ACCOUNT
+
+    async def for_job(self, guild_id: int, name: str, account: str | None) -> Provider:
+        """The provider on the account a shot was sent with (`Job.account`; None: not pinned, the current one)."""
+        if account is None:
+            return await self.for_guild(guild_id, name)
+        if account == BOT_ACCOUNT:
+            return self.get(name)
+        cached = self._per_guild.get((guild_id, name))
+        if cached is not None and cached[0] == account:
+            return cached[1]
+        retired = self._retired.get((guild_id, name, account))
+        if retired is not None:
+            return retired
+        if self._server_keys_on():
+            assert self.server_keys is not None
+            key = await self.server_keys.server_key(guild_id, name)
+            if key is not None and key.version == account:
+                return await self._server_instance(guild_id, name, key)
+            key = await self.server_keys.retired_key(guild_id, name, account)
+            if key is not None:
+                assert self.factory is not None
+                provider = self.factory(name, key.fields())
+                self._retired[(guild_id, name, account)] = provider
+                return provider
+        raise AccountGoneError(
+            f"The server's {name} key this shot was sent with is no longer kept, so the bot cannot reach the shot."
+        )
 
     def build(self, name: str, fields: Mapping[str, str]) -> Provider:
         """A new provider with these keys (not cached: the caller closes it). For checking a key before it is kept."""
@@ -102,10 +149,24 @@ class ProviderRegistry:
         return self.factory(name, fields)
 
     async def forget(self, guild_id: int, name: str) -> None:
-        """Close the server's instance of a provider (its key changed or was removed); the next job builds anew."""
+        """The server's key for a provider changed or was removed: the next job builds anew. The old instance
+        is retired: shots sent with it still use it, until `purge_retired` finds none left."""
         cached = self._per_guild.pop((guild_id, name), None)
         if cached is not None:
-            await cached[1].close()
+            version, provider = cached
+            self._retired.setdefault((guild_id, name, version), provider)
+        await self.purge_retired()
+
+    async def purge_retired(self) -> None:
+        """Drop the retired keys no shot needs any more, and close their instances."""
+        if not self._server_keys_on():
+            return
+        assert self.server_keys is not None
+        for guild_id, name, _version in await self.server_keys.purge_retired():
+            log.info("guild %s: the server's previous %s key is no longer needed and was deleted", guild_id, name)
+        needed = {(g, n, v) for g, n, v in self._retired if await self.server_keys.retired_key(g, n, v) is not None}
+        for gone in set(self._retired) - needed:
+            await self._retired.pop(gone).close()
 
     def all(self) -> list[Provider]:
         """The bot's own providers."""
@@ -122,6 +183,9 @@ class ProviderRegistry:
         cached, self._per_guild = list(self._per_guild.values()), {}
         for _version, provider in cached:
             await provider.close()
+        retired, self._retired = list(self._retired.values()), {}
+        for provider in retired:
+            await provider.close()
 
     def _server_keys_on(self) -> bool:
         return self.server_keys is not None and self.factory is not None
@@ -133,7 +197,8 @@ class ProviderRegistry:
         assert self.factory is not None
         provider = self.factory(name, key.fields())
         self._per_guild[(guild_id, name)] = (key.version, provider)
-        if cached is not None:  # the key was set again: the old instance goes
-            await cached[1].close()
+        if cached is not None:  # the key was set again: the old instance is retired
+            self._retired.setdefault((guild_id, name, cached[0]), cached[1])
+            await self.purge_retired()
         log.info("guild %s: %s runs with the server's own key", guild_id, name)
         return provider
