@@ -232,6 +232,7 @@ async def test_a_replaced_key_is_kept_only_while_a_shot_sent_with_it_may_still_n
 ) -> None:
     await world.keys.set(ADMIN, "kling", KLING)
     first, first_account = await world.registry.resolve(1, "kling")
+    assert isinstance(first, KeyedProvider)
     job_id = await job_on(storage, first_account)
 
     saved = await world.keys.set(ADMIN, "kling", {**KLING, "secret_key": "sk-the-new-one-0123"})
