@@ -41,7 +41,7 @@ import sqlite3
 import sys
 import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -52,6 +52,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bot.config import Settings
 from bot.instance_lock import InstanceLock, InstanceLockedError
+from storage.blobs import BlobStore
 from storage.db import bundled_migrations
 
 FORMAT = "likeness-backup"
@@ -247,24 +248,11 @@ def _describe_copy(copy_path: Path) -> tuple[int, dict[str, int]]:
     return schema, tables
 
 
-def _blob_files(root: Path) -> Iterator[tuple[str, Path]]:
-    """(digest, path) of every blob in the store's `<aa>/<bb>/<digest>` layout, in a stable order."""
-    if not root.is_dir():
-        return
-    for first in sorted(p for p in root.iterdir() if p.is_dir() and len(p.name) == 2):
-        for second in sorted(p for p in first.iterdir() if p.is_dir() and len(p.name) == 2):
-            for blob in sorted(second.iterdir()):
-                digest = blob.name
-                # temporary files of writes in progress (".tmp-...") and anything else are not blobs
-                if _DIGEST.match(digest) and digest[:2] == first.name and digest[2:4] == second.name:
-                    yield digest, blob
-
-
 def _add_blobs(archive: zipfile.ZipFile, root: Path) -> tuple[dict[str, int], list[str]]:
     """Stream every blob into the archive, stored as is. A blob whose bytes no longer match its name is left out."""
     blobs: dict[str, int] = {}
     damaged: list[str] = []
-    for digest, path in _blob_files(root):
+    for digest, path in BlobStore(root).files():
         actual, size = _sha256_of(path)  # read twice (check, then copy): a damaged blob never enters a backup
         if actual != digest:
             damaged.append(digest)

@@ -1,0 +1,100 @@
+"""Deleting what nothing refers to any more: the images of deleted characters (their views, elements and
+sheets), and blobs whose row was never written (a crash between storing an image and saving its row).
+
+"Delete for everyone" then really removes a character's images from the bot's disk, within about an hour. A blob
+is stored before the row that names it, so blobs stored in the last hour are spared (`grace`): the sweep reads
+the time before it reads which blobs are named, so a blob stored before that time has its row by then.
+Rendered clips are kept: they are the shots' results. The file work runs in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from storage import Storage
+from storage.blob_refs import referenced_blobs
+from storage.blobs import BlobStore
+
+log = logging.getLogger(__name__)
+
+SWEEP_GRACE_SECONDS = 3600.0
+SWEEP_INTERVAL_SECONDS = 3600.0
+
+
+@dataclass(frozen=True)
+class Sweep:
+    deleted: int
+    freed_bytes: int
+    kept: int  # blobs a row still names, or stored too recently to tell
+
+
+async def sweep_unreferenced(
+    storage: Storage, *, grace: float = SWEEP_GRACE_SECONDS, clock: Callable[[], float] = time.time
+) -> Sweep:
+    """Delete the blobs no row names that were last stored before `grace` seconds ago."""
+    cutoff = clock() - grace  # before reading what is named: see the module's docstring
+    named = await referenced_blobs(storage.db)
+    return await asyncio.to_thread(_delete_unnamed, storage.blobs, named, cutoff)
+
+
+def _delete_unnamed(blobs: BlobStore, named: set[str], cutoff: float) -> Sweep:
+    deleted = freed = kept = 0
+    for digest, _path in list(blobs.files()):
+        if digest in named:
+            kept += 1
+            continue
+        try:
+            size = blobs.delete_if_untouched_since(digest, cutoff)
+        except OSError as error:  # a read-only or vanishing file: the next sweep tries again
+            log.warning("could not delete the unused blob %s: %s", digest, error)
+            kept += 1
+            continue
+        if size:
+            deleted += 1
+            freed += size
+        else:
+            kept += 1
+    return Sweep(deleted, freed, kept)
+
+
+class Janitor:
+    """Sweeps unreferenced blobs now and then while the bot runs."""
+
+    def __init__(
+        self, storage: Storage, *, interval: float = SWEEP_INTERVAL_SECONDS, grace: float = SWEEP_GRACE_SECONDS
+    ) -> None:
+        self.storage = storage
+        self.interval = interval
+        self.grace = grace
+        self.last: Sweep | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="likeness-janitor")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                self.last = await sweep_unreferenced(self.storage, grace=self.grace)
+                if self.last.deleted:
+                    log.info(
+                        "deleted %d images and clips nothing refers to any more (%.1f MB)",
+                        self.last.deleted,
+                        self.last.freed_bytes / 1e6,
+                    )
+            except Exception:
+                log.exception("could not sweep unused images")
+            await asyncio.sleep(self.interval)

@@ -1,0 +1,24 @@
+"""Which blobs the database still names. Everything else in the blob store may be deleted (bot.retention)."""
+
+from __future__ import annotations
+
+from storage.db import Database
+
+# Every column that names a blob. A finished shot's bound references are not needed any more (a re-roll reads
+# the character again), so a deleted character's images go once its shots are over; results are always kept.
+_REFERENCED = """
+SELECT original_blob FROM reference_views
+UNION SELECT cleaned_blob FROM reference_views
+UNION SELECT cutout_blob FROM reference_views
+UNION SELECT original_blob FROM elements
+UNION SELECT cleaned_blob FROM elements
+UNION SELECT cutout_blob FROM elements
+UNION SELECT blob FROM sheets
+UNION SELECT result_blob FROM jobs
+UNION SELECT json_extract(b.value, '$.blob') FROM jobs AS j, json_each(j.bound) AS b
+    WHERE j.state NOT IN ('done', 'failed', 'canceled') OR j.late_check_until IS NOT NULL
+"""
+
+
+async def referenced_blobs(db: Database) -> set[str]:
+    return {str(row[0]) for row in await db.fetchall(_REFERENCED) if row[0] is not None}

@@ -1,0 +1,173 @@
+"""Deleting what nothing refers to any more: a deleted character's images go from the disk, images another
+character (or a shot still rendering) uses stay, and nothing stored in the last hour is touched."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.domain import BoundImage, JobState, ShotParams, StoredImage, View
+from bot.library import Actor, Library
+from bot.retention import Janitor, sweep_unreferenced
+from storage import Storage
+from tests.conftest import BotRunner, World
+from tests.fake_discord import FakeDiscord, FakeGuild, FakeUser
+from tests.test_e2e_animate import TRAITS
+from tests.test_e2e_references import figure_png
+
+OWNER = Actor(guild_id=1, user_id=10)
+HOUR = 3600.0
+
+
+@pytest.fixture
+async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
+    storage = await Storage.open(tmp_path / "db.sqlite3", tmp_path / "blobs")
+    try:
+        yield storage
+    finally:
+        await storage.close()
+
+
+def age(storage: Storage, *digests: str, seconds: float = 2 * HOUR) -> None:
+    """Make blobs look stored `seconds` ago."""
+    then = time.time() - seconds
+    for digest in digests:
+        os.utime(storage.blobs.path_for(digest), (then, then))
+
+
+def on_disk(storage: Storage) -> set[str]:
+    return {digest for digest, _path in storage.blobs.files()}
+
+
+async def test_only_unnamed_blobs_stored_before_the_grace_period_are_deleted(storage: Storage) -> None:
+    character = await Library(storage).create(OWNER, "Ava", "traits")
+    named = await storage.blobs.put(b"named" * 200)
+    orphan = await storage.blobs.put(b"orphan" * 200)
+    fresh_orphan = await storage.blobs.put(b"fresh" * 200)
+    await storage.sheets.save(1, character.id, 1, named)
+    age(storage, named, orphan)
+    (storage.blobs.root / "ab").mkdir(exist_ok=True)
+    stray = storage.blobs.root / "ab" / "not-a-blob.txt"  # not the store's: never touched
+    stray.write_text("mine")
+
+    swept = await sweep_unreferenced(storage)
+
+    assert (swept.deleted, swept.freed_bytes, swept.kept) == (1, 1200, 2)
+    assert on_disk(storage) == {named, fresh_orphan} and stray.exists()
+    assert await storage.blobs.get(named) == b"named" * 200
+
+
+async def test_storing_bytes_already_there_restarts_the_grace_period(storage: Storage) -> None:
+    """An upload identical to an image nothing names any more is about to be named again: it must survive."""
+    digest = await storage.blobs.put(b"same bytes" * 100)
+    age(storage, digest)
+    assert await storage.blobs.put(b"same bytes" * 100) == digest
+    assert (await sweep_unreferenced(storage)).deleted == 0
+    assert on_disk(storage) == {digest}
+
+
+async def test_a_shot_still_rendering_keeps_the_images_it_was_sent_with(storage: Storage) -> None:
+    library = Library(storage)
+    character = await library.create(OWNER, "Ava", "traits")
+    view = StoredImage(
+        original=await storage.blobs.put(b"original"),
+        cleaned=await storage.blobs.put(b"cleaned"),
+        cutout=await storage.blobs.put(b"cutout"),
+    )
+    await storage.references.set_view(1, character.id, View.FRONT, view, uploaded_by=OWNER.user_id)
+    job = await storage.jobs.create(
+        guild_id=1,
+        channel_id=5,
+        user_id=OWNER.user_id,
+        character_id=character.id,
+        character_name="Ava",
+        character_version=2,
+        kind="animate",
+        provider="local",
+        model="m",
+        action="waves",
+        prompt="p",
+        negative_prompt=None,
+        params=ShotParams(duration=5, aspect_ratio="16:9", camera="static"),
+        bound=[BoundImage(label="front", role="view", blob=view.cleaned)],
+        cost_estimate="0",
+    )
+    age(storage, view.original, view.cleaned, view.cutout)
+    assert await storage.characters.delete(1, character.id)
+
+    swept = await sweep_unreferenced(storage)
+    assert swept.deleted == 2 and on_disk(storage) == {view.cleaned}  # the queued shot still sends it
+
+    await storage.jobs.transition(job.id, [JobState.QUEUED], JobState.CANCELED)
+    assert (await sweep_unreferenced(storage)).deleted == 1 and on_disk(storage) == set()
+
+
+async def test_the_janitor_sweeps_while_the_bot_runs(storage: Storage) -> None:
+    orphan = await storage.blobs.put(b"orphan")
+    age(storage, orphan)
+    janitor = Janitor(storage, interval=0.01)
+    janitor.start()
+    try:
+        for _ in range(500):
+            if janitor.last is not None and not on_disk(storage):
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await janitor.stop()
+    assert janitor.last is not None and on_disk(storage) == set()
+
+
+# ---------------------------------------------------------------------------------------------------- end to end
+
+
+async def add_front(fake: FakeDiscord, guild: FakeGuild, user: FakeUser, name: str, png: bytes) -> None:
+    h = await fake.slash(guild, user, "character create", {"name": name, "description": TRAITS})
+    await h.wait_settled()
+    attachment = fake.upload(png, "front.png", "image/png")
+    h = await fake.slash(guild, user, "character view add", {"character": name, "view": "front", "image": attachment})
+    await h.wait_settled(timeout=30)
+    assert h.embeds and h.embeds[0]["title"].startswith("Saved"), h.content
+
+
+async def test_deleting_a_character_removes_its_images_from_the_disk(
+    fake: FakeDiscord, world: World, runner: BotRunner
+) -> None:
+    assert runner.bot is not None
+    storage = runner.bot.storage
+    janitor = runner.bot.janitor
+    await fake.wait_until(lambda: janitor.last is not None, 5, "the sweep the bot makes once it is ready")
+    await add_front(fake, world.studio_a, world.alice, "Ava", figure_png((200, 40, 40)))
+    ava_only = on_disk(storage)
+    await add_front(fake, world.studio_a, world.alice, "Bo", figure_png((40, 160, 40)))
+    await add_front(fake, world.studio_a, world.bob, "Twin", figure_png((200, 40, 40)))  # the same upload as Ava's
+    everything = on_disk(storage)
+    assert len(ava_only) == 3 and len(everything) == 6
+    age(storage, *everything)
+
+    h = await fake.slash(world.studio_a, world.alice, "character delete", {"character": "Ava"})
+    await h.wait_settled()
+    assert h.message is not None
+    delete_id = next(c["custom_id"] for row in h.components for c in row["components"] if c["style"] == 4)
+    press = await fake.press(h.message, delete_id, world.alice)
+    await press.wait_settled()
+    assert "**Ava** was deleted" in press.content
+    assert (await sweep_unreferenced(storage)).deleted == 0  # Twin uses the very same images
+
+    h = await fake.slash(world.studio_a, world.bob, "character delete", {"character": "Twin"})
+    await h.wait_settled()
+    assert h.message is not None
+    delete_id = next(c["custom_id"] for row in h.components for c in row["components"] if c["style"] == 4)
+    press = await fake.press(h.message, delete_id, world.bob)
+    await press.wait_settled()
+
+    swept = await sweep_unreferenced(storage)
+    assert swept.deleted == 3 and swept.freed_bytes > 0
+    assert on_disk(storage) == everything - ava_only
+    h = await fake.slash(world.studio_a, world.alice, "character show", {"character": "Bo"})
+    await h.wait_settled()
+    assert h.embeds and h.embeds[0]["title"] == "Bo"  # the others' images are untouched
