@@ -18,11 +18,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.budget import Budget, OverBudgetError, charge_of, to_micros
-from bot.domain import Job, JobState, ServerRules, ShotParams
+from bot.domain import Job, JobState, ServerRules
 from bot.library import Actor, Library
 from storage import Storage
 from storage.db import Transaction
 from storage.ledger import Settlement, day_of
+from tests.factories import new_job
 
 GUILD = 1
 RULES = ServerRules(daily_cap_usd=Decimal("2.00"), monthly_cap_usd=Decimal("5.00"))
@@ -74,24 +75,7 @@ async def enqueue(world: World, user: int, cost: str) -> None:
     storage = world.storage
 
     async def create(tx: Transaction) -> Job:
-        return await storage.jobs.create(
-            guild_id=GUILD,
-            channel_id=5,
-            user_id=user,
-            character_id=world.character_id,
-            character_name="Ava",
-            character_version=1,
-            kind="animate",
-            provider="scripted",
-            model="m",
-            action="a",
-            prompt="p",
-            negative_prompt=None,
-            params=ShotParams(duration=5, aspect_ratio="16:9", camera="static"),
-            bound=[],
-            cost_estimate=cost,
-            tx=tx,
-        )
+        return await new_job(storage, guild_id=GUILD, user_id=user, character_id=world.character_id, cost=cost, tx=tx)
 
     with contextlib.suppress(OverBudgetError):  # a refusal is fine; the invariants say it changed nothing
         await world.budget.reserve_for(Actor(GUILD, user), RULES, to_micros(cost), create)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.domain import JobState, ShotParams
+from bot.domain import JobState
 from bot.errors import InvalidInputError, NotAllowedError, NotFoundError
 from bot.library import Actor, Library
 from bot.provider_keys import KEY_SPECS, ProviderKeys, ServerKeyError
@@ -16,6 +16,7 @@ from bot.providers.base import FinalError, Provider, RetryableError
 from bot.providers.registry import BOT_ACCOUNT, AccountGoneError, ProviderRegistry
 from bot.secret_box import NoSecretKeyError, SecretBox, generate_key
 from storage import Storage
+from tests.factories import new_job, open_storage
 from tests.scripted_provider import Backend, ScriptedProvider
 
 ADMIN = Actor(guild_id=1, user_id=10, is_manager=True, manages_server=True)
@@ -71,11 +72,8 @@ class World:
 
 @pytest.fixture
 async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
-    storage = await Storage.open(tmp_path / "db.sqlite3", tmp_path / "blobs")
-    try:
+    async for storage in open_storage(tmp_path):
         yield storage
-    finally:
-        await storage.close()
 
 
 @pytest.fixture
@@ -205,23 +203,7 @@ async def job_on(storage: Storage, account: str | None) -> int:
     existing = await storage.db.fetchone("SELECT COUNT(*) FROM characters")
     assert existing is not None
     character = await Library(storage).create(ADMIN, f"Ava {existing[0] + 1}", "traits")
-    job = await storage.jobs.create(
-        guild_id=1,
-        channel_id=5,
-        user_id=ADMIN.user_id,
-        character_id=character.id,
-        character_name="Ava",
-        character_version=1,
-        kind="animate",
-        provider="kling",
-        model="m",
-        action="a",
-        prompt="p",
-        negative_prompt=None,
-        params=ShotParams(duration=5, aspect_ratio="16:9", camera="static"),
-        bound=[],
-        cost_estimate="0.5",
-    )
+    job = await new_job(storage, guild_id=1, user_id=ADMIN.user_id, character_id=character.id, provider="kling")
     moved = await storage.jobs.transition(job.id, [JobState.QUEUED], JobState.RUNNING, account=account, task_id="t")
     assert moved is not None
     return job.id

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from bot.domain import BoundImage, JobState, ShotParams, StoredImage, View
+from bot.domain import BoundImage, JobState, StoredImage, View
 from bot.library import Actor, Library
 from bot.retention import Janitor, sweep_unreferenced
 from storage import Storage
 from tests.conftest import BotRunner, World
+from tests.factories import new_job, open_storage
 from tests.fake_discord import FakeDiscord, FakeGuild, FakeUser
 from tests.test_e2e_animate import TRAITS
 from tests.test_e2e_references import figure_png
@@ -26,11 +27,8 @@ HOUR = 3600.0
 
 @pytest.fixture
 async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
-    storage = await Storage.open(tmp_path / "db.sqlite3", tmp_path / "blobs")
-    try:
+    async for storage in open_storage(tmp_path):
         yield storage
-    finally:
-        await storage.close()
 
 
 def age(storage: Storage, *digests: str, seconds: float = 2 * HOUR) -> None:
@@ -80,22 +78,12 @@ async def test_a_shot_still_rendering_keeps_the_images_it_was_sent_with(storage:
         cutout=await storage.blobs.put(b"cutout"),
     )
     await storage.references.set_view(1, character.id, View.FRONT, view, uploaded_by=OWNER.user_id)
-    job = await storage.jobs.create(
+    job = await new_job(
+        storage,
         guild_id=1,
-        channel_id=5,
         user_id=OWNER.user_id,
         character_id=character.id,
-        character_name="Ava",
-        character_version=2,
-        kind="animate",
-        provider="local",
-        model="m",
-        action="waves",
-        prompt="p",
-        negative_prompt=None,
-        params=ShotParams(duration=5, aspect_ratio="16:9", camera="static"),
         bound=[BoundImage(label="front", role="view", blob=view.cleaned)],
-        cost_estimate="0",
     )
     age(storage, view.original, view.cleaned, view.cutout)
     assert await storage.characters.delete(1, character.id)
@@ -134,6 +122,17 @@ async def add_front(fake: FakeDiscord, guild: FakeGuild, user: FakeUser, name: s
     assert h.embeds and h.embeds[0]["title"].startswith("Saved"), h.content
 
 
+async def delete(fake: FakeDiscord, guild: FakeGuild, user: FakeUser, name: str) -> None:
+    """/character delete, then its red "Delete for everyone" button."""
+    h = await fake.slash(guild, user, "character delete", {"character": name})
+    await h.wait_settled()
+    assert h.message is not None
+    delete_id = next(c["custom_id"] for row in h.components for c in row["components"] if c["style"] == 4)
+    press = await fake.press(h.message, delete_id, user)
+    await press.wait_settled()
+    assert f"**{name}** was deleted" in press.content
+
+
 async def test_deleting_a_character_removes_its_images_from_the_disk(
     fake: FakeDiscord, world: World, runner: BotRunner
 ) -> None:
@@ -149,21 +148,10 @@ async def test_deleting_a_character_removes_its_images_from_the_disk(
     assert len(ava_only) == 3 and len(everything) == 6
     age(storage, *everything)
 
-    h = await fake.slash(world.studio_a, world.alice, "character delete", {"character": "Ava"})
-    await h.wait_settled()
-    assert h.message is not None
-    delete_id = next(c["custom_id"] for row in h.components for c in row["components"] if c["style"] == 4)
-    press = await fake.press(h.message, delete_id, world.alice)
-    await press.wait_settled()
-    assert "**Ava** was deleted" in press.content
+    await delete(fake, world.studio_a, world.alice, "Ava")
     assert (await sweep_unreferenced(storage)).deleted == 0  # Twin uses the very same images
 
-    h = await fake.slash(world.studio_a, world.bob, "character delete", {"character": "Twin"})
-    await h.wait_settled()
-    assert h.message is not None
-    delete_id = next(c["custom_id"] for row in h.components for c in row["components"] if c["style"] == 4)
-    press = await fake.press(h.message, delete_id, world.bob)
-    await press.wait_settled()
+    await delete(fake, world.studio_a, world.bob, "Twin")
 
     swept = await sweep_unreferenced(storage)
     assert swept.deleted == 3 and swept.freed_bytes > 0
