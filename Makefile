@@ -50,6 +50,7 @@ bench: $(STAMP_DEV) $(U2NETP)
 	$(BIN)/python -m bench.queue
 	$(BIN)/python -m bench.budget
 	$(BIN)/python -m bench.backup
+	$(BIN)/python -m bench.retention
 
 # The production image (see Dockerfile); not part of `make test`, which needs no Docker.
 IMAGE ?= likeness:latest
