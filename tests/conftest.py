@@ -81,6 +81,8 @@ class BotRunner:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self, *, sync: bool = False) -> LikenessBot:
+        # two bots on one fake would both answer every interaction: the second answer fails as "already acknowledged"
+        assert self.bot is None, "the bot is already running: stop() it first (the runner fixture starts it)"
         bot = LikenessBot(self.settings)
         await bot.login(self.fake.token)
         for provider in self.providers:
