@@ -81,7 +81,7 @@ class LikenessBot(commands.AutoShardedBot):
         self.worker.metrics = self.metrics
         self.worker.per_user_by_guild = self.services.server_settings.running_caps
         self._worker_started = False
-        self.janitor = Janitor(self.services.storage)
+        self.janitor = Janitor(self.services.storage, keep_clips_days=self.settings.keep_clips_days)
         if self.settings.metrics_port is not None:
             self._metrics_server = MetricsServer(
                 self.render_metrics, self.settings.metrics_host, self.settings.metrics_port

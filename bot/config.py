@@ -122,6 +122,13 @@ class Settings(BaseSettings):
     metrics_host: str = Field(
         default="127.0.0.1", description="Address the metrics endpoint listens on (localhost: not exposed)."
     )
+    keep_clips_days: int = Field(
+        default=0,
+        ge=0,
+        le=3650,
+        description="Days a rendered clip stays in the data folder once its channel has it, posted whole "
+        "(0: keep every clip). Clips posted re-encoded or as a still are always kept.",
+    )
     shutdown_grace: float = Field(
         default=20.0,
         ge=0,

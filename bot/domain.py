@@ -238,3 +238,4 @@ class Job(Frozen):
     finished_at: float | None
     late_check_until: float | None = None  # gave up waiting; the provider may still finish it until then
     account: str | None = None  # the provider account it was sent with: BOT_ACCOUNT or a server key's version
+    result_posted_whole: bool = False  # its channel has the very clip rendered (so the data folder may drop it)

@@ -4,7 +4,9 @@ sheets), and blobs whose row was never written (a crash between storing an image
 "Delete for everyone" then really removes a character's images from the bot's disk, within about an hour. A blob
 is stored before the row that names it, so blobs stored in the last hour are spared (`grace`): the sweep reads
 the time before it reads which blobs are named, so a blob stored before that time has its row by then.
-Rendered clips are kept: they are the shots' results. The file work runs in a thread.
+Rendered clips are the shots' results and are kept, unless the admin sets LIKENESS_KEEP_CLIPS_DAYS: a clip its
+channel has, posted whole (not re-encoded, not as a still), is then dropped that many days after it was posted.
+The file work runs in a thread.
 """
 
 from __future__ import annotations
@@ -31,6 +33,13 @@ class Sweep:
     deleted: int
     freed_bytes: int
     kept: int  # blobs a row still names, or stored too recently to tell
+
+
+async def drop_posted_clips(storage: Storage, keep_days: int, *, clock: Callable[[], float] = time.time) -> int:
+    """Let go of clips posted whole more than `keep_days` ago (0: never); the next sweep deletes their files."""
+    if keep_days <= 0:
+        return 0
+    return await storage.jobs.drop_posted_clips(clock() - keep_days * 86400.0)
 
 
 async def sweep_unreferenced(
@@ -66,9 +75,15 @@ class Janitor:
     """Sweeps unreferenced blobs now and then while the bot runs."""
 
     def __init__(
-        self, storage: Storage, *, interval: float = SWEEP_INTERVAL_SECONDS, grace: float = SWEEP_GRACE_SECONDS
+        self,
+        storage: Storage,
+        *,
+        keep_clips_days: int = 0,
+        interval: float = SWEEP_INTERVAL_SECONDS,
+        grace: float = SWEEP_GRACE_SECONDS,
     ) -> None:
         self.storage = storage
+        self.keep_clips_days = keep_clips_days
         self.interval = interval
         self.grace = grace
         self.last: Sweep | None = None
@@ -88,6 +103,9 @@ class Janitor:
     async def _loop(self) -> None:
         while True:
             try:
+                dropped = await drop_posted_clips(self.storage, self.keep_clips_days)
+                if dropped:
+                    log.info("%d clips posted over %d days ago leave the data folder", dropped, self.keep_clips_days)
                 self.last = await sweep_unreferenced(self.storage, grace=self.grace)
                 if self.last.deleted:
                     log.info(

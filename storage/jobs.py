@@ -18,7 +18,8 @@ _COLUMNS = (
     "id, guild_id, channel_id, user_id, character_id, character_name, character_version, kind, provider, model, "
     "action, prompt, negative_prompt, params, bound, cost_estimate, cost_final, state, task_id, status_url, "
     "attempts, polls, next_poll_at, status_message_id, result_message_id, result_blob, error, parent_job_id, "
-    "cancel_requested, created_at, started_at, finished_at, late_check_until, account"
+    "cancel_requested, created_at, started_at, finished_at, late_check_until, account, "
+    "result_posted_whole"
 )
 _UPDATABLE = frozenset(_COLUMNS.replace(" ", "").split(",")) - {"id", "guild_id", "created_at"}
 
@@ -153,6 +154,15 @@ class JobRepository:
             (guild_id, guild_id, f"{month}-01", f"{month}-99"),
         )
         return [_job(row) for row in rows]
+
+    async def drop_posted_clips(self, finished_before: float) -> int:
+        """Forget the result blob of shots whose clip was posted whole before then (bot.retention deletes the
+        files); sheets are kept, as their figures can still be kept as views. Returns how many."""
+        return await self._db.execute(
+            "UPDATE jobs SET result_blob = NULL WHERE state = 'done' AND kind != 'sheet' AND result_posted_whole = 1 "
+            "AND result_blob IS NOT NULL AND finished_at < ?",
+            (finished_before,),
+        )
 
     async def late_checks(self) -> list[Job]:
         """Failed jobs whose render the provider may still finish (the bot gave up waiting)."""

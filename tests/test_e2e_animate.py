@@ -276,6 +276,7 @@ async def test_a_clip_over_the_upload_limit_is_reencoded_to_fit(
     job = await runner.bot.storage.jobs.get(job_id)
     assert job is not None and job.result_blob is not None
     assert len(await runner.bot.storage.blobs.get(job.result_blob)) > 70 * 1024  # the original is kept
+    assert not job.result_posted_whole  # ... even past LIKENESS_KEEP_CLIPS_DAYS: the channel has a lesser copy
 
 
 async def test_a_clip_that_cannot_fit_is_posted_as_a_still_with_a_note(
@@ -289,6 +290,9 @@ async def test_a_clip_that_cannot_fit_is_posted_as_a_still_with_a_note(
     [(name, data, _type)] = result.attachments
     assert name == f"ava-shot-{job_id}.jpg" and data[:3] == b"\xff\xd8\xff"
     assert "too large to post in this server even re-encoded" in result.content
+    assert runner.bot is not None
+    job = await runner.bot.storage.jobs.get(job_id)
+    assert job is not None and job.result_blob is not None and not job.result_posted_whole  # only here: kept
 
 
 async def test_status_edits_are_throttled_and_the_last_state_always_shows(

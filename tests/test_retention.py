@@ -13,12 +13,12 @@ import pytest
 
 from bot.domain import BoundImage, JobState, StoredImage, View
 from bot.library import Actor, Library
-from bot.retention import Janitor, sweep_unreferenced
+from bot.retention import Janitor, drop_posted_clips, sweep_unreferenced
 from storage import Storage
 from tests.conftest import BotRunner, World
 from tests.factories import new_job, open_storage
 from tests.fake_discord import FakeDiscord, FakeGuild, FakeUser
-from tests.test_e2e_animate import TRAITS
+from tests.test_e2e_animate import TRAITS, animate, ava_with_front_view, result_of, until
 from tests.test_e2e_references import figure_png
 
 OWNER = Actor(guild_id=1, user_id=10)
@@ -159,3 +159,58 @@ async def test_deleting_a_character_removes_its_images_from_the_disk(
     h = await fake.slash(world.studio_a, world.alice, "character show", {"character": "Bo"})
     await h.wait_settled()
     assert h.embeds and h.embeds[0]["title"] == "Bo"  # the others' images are untouched
+
+
+async def days_later(storage: Storage, days: float, keep_clips_days: int) -> int:
+    """What the janitor does `days` from now with LIKENESS_KEEP_CLIPS_DAYS=`keep_clips_days`: clips let go of."""
+    later = time.time() + days * 86400
+    dropped = await drop_posted_clips(storage, keep_clips_days, clock=lambda: later)
+    await sweep_unreferenced(storage, clock=lambda: later)
+    return dropped
+
+
+async def test_only_clips_posted_whole_leave_after_the_days_the_admin_set(storage: Storage) -> None:
+    character = await Library(storage).create(OWNER, "Ava", "traits")
+    clips: dict[str, str] = {}
+    for name, whole, kind in (("whole", True, "animate"), ("re-encoded", False, "animate"), ("sheet", True, "sheet")):
+        job = await new_job(storage, guild_id=1, user_id=OWNER.user_id, character_id=character.id)
+        clips[name] = await storage.blobs.put(name.encode() * 100)
+        await storage.db.execute("UPDATE jobs SET kind = ? WHERE id = ?", (kind, job.id))
+        await storage.jobs.transition(
+            job.id,
+            [JobState.QUEUED],
+            JobState.DONE,
+            result_blob=clips[name],
+            result_posted_whole=whole,
+            finished_at=time.time(),
+        )
+
+    assert await days_later(storage, 40, keep_clips_days=0) == 0  # the default keeps every clip
+    assert await days_later(storage, 20, keep_clips_days=30) == 0  # not yet
+    assert on_disk(storage) == set(clips.values())
+    assert await days_later(storage, 31, keep_clips_days=30) == 1
+    assert on_disk(storage) == {clips["re-encoded"], clips["sheet"]}
+
+
+async def test_a_clip_posted_whole_leaves_the_data_folder_after_the_days_set(
+    fake: FakeDiscord, world: World, runner: BotRunner
+) -> None:
+    await ava_with_front_view(fake, world)
+    job_id = await animate(fake, world, "waves at the camera")
+    await until(fake, lambda: bool(result_of(fake, world, job_id)), "the clip")
+    assert runner.bot is not None
+    storage = runner.bot.storage
+    for _ in range(500):  # posted; the worker marks it done just after
+        job = await storage.jobs.get(job_id)
+        if job is not None and job.state is JobState.DONE:
+            break
+        await asyncio.sleep(0.01)
+    job = await storage.jobs.get(job_id)
+    assert job is not None and job.result_blob is not None and job.result_posted_whole
+    views = on_disk(storage) - {job.result_blob}
+
+    assert await days_later(storage, 31, keep_clips_days=30) == 1
+    assert on_disk(storage) == views  # the clip went; the character's images stay
+    job = await storage.jobs.get(job_id)
+    assert job is not None and job.result_blob is None and job.state is JobState.DONE
+    assert len(result_of(fake, world, job_id)) == 1  # the channel still has it

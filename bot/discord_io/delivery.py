@@ -259,12 +259,16 @@ class DiscordDelivery:
                     break
                 data = fitted
             try:
-                return await self._send_result(job, data)
+                message_id = await self._send_result(job, data)
             except discord.HTTPException as error:
                 if error.status != 413 and error.code != REQUEST_ENTITY_TOO_LARGE:
                     raise
                 log.info("job %s: %d bytes refused as too large; trying smaller", job.id, len(data))
                 limit = int(len(data) * 0.7)  # the real limit is unknown: step down until it fits
+                continue
+            if data is video:  # the channel has the very clip: the data folder may drop it later (bot.retention)
+                await self.jobs.update(job.id, result_posted_whole=True)
+            return message_id
         return await self._send_thumbnail(job, video)
 
     def _upload_limit(self, guild_id: int) -> int:

@@ -14,3 +14,7 @@ CREATE TABLE retired_provider_keys (
     retired_at REAL NOT NULL,
     PRIMARY KEY (guild_id, provider, version)
 );
+
+-- 1 once the result was posted in its channel as the very clip that was rendered (not re-encoded smaller, not a
+-- still): only such clips may be dropped from the data folder after LIKENESS_KEEP_CLIPS_DAYS (bot.retention).
+ALTER TABLE jobs ADD COLUMN result_posted_whole INTEGER NOT NULL DEFAULT 0;
