@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from storage.db import Database
+from storage.jobs import STILL_IN_PLAY
 
 # Every column that names a blob. A finished shot's bound references are not needed any more (a re-roll reads
 # the character again), so a deleted character's images go once its shots are over; results are always kept.
-_REFERENCED = """
+_REFERENCED = f"""
 SELECT original_blob FROM reference_views
 UNION SELECT cleaned_blob FROM reference_views
 UNION SELECT cutout_blob FROM reference_views
@@ -15,8 +16,7 @@ UNION SELECT cleaned_blob FROM elements
 UNION SELECT cutout_blob FROM elements
 UNION SELECT blob FROM sheets
 UNION SELECT result_blob FROM jobs
-UNION SELECT json_extract(b.value, '$.blob') FROM jobs AS j, json_each(j.bound) AS b
-    WHERE j.state NOT IN ('done', 'failed', 'canceled') OR j.late_check_until IS NOT NULL
+UNION SELECT json_extract(b.value, '$.blob') FROM jobs AS j, json_each(j.bound) AS b WHERE {STILL_IN_PLAY}
 """
 
 

@@ -21,6 +21,10 @@ _COLUMNS = (
     "cancel_requested, created_at, started_at, finished_at, late_check_until, account, "
     "result_posted_whole"
 )
+# A job whose inputs (bound images) and provider account may still be used: not finished, or given up on but
+# looked at again later (`late_checks`; late_check_until is only ever set on failed jobs). A SQL condition on the
+# jobs table's columns, for other tables' queries to share.
+STILL_IN_PLAY = "(state NOT IN ('done', 'failed', 'canceled') OR late_check_until IS NOT NULL)"
 _UPDATABLE = frozenset(_COLUMNS.replace(" ", "").split(",")) - {"id", "guild_id", "created_at"}
 
 

@@ -8,15 +8,9 @@ import time
 from dataclasses import dataclass
 
 from storage.db import Database, Transaction
+from storage.jobs import STILL_IN_PLAY
 
 _COLUMNS = "guild_id, provider, ciphertext, set_by, set_at"
-
-# Jobs that may still talk to the provider account they were sent with: rendering, or given up on but looked at
-# again later (storage.jobs.late_checks).
-_STILL_NEEDS_ITS_ACCOUNT = (
-    "j.state IN ('submitting', 'running', 'downloading', 'delivering') "
-    "OR (j.state = 'failed' AND j.late_check_until IS NOT NULL)"
-)
 
 
 def key_version(ciphertext: bytes) -> str:
@@ -94,7 +88,7 @@ class ProviderKeyRepository:
         """Shots sent with this version of a key that may still need it."""
         row = await self._db.fetchone(
             f"SELECT COUNT(*) FROM jobs j WHERE j.guild_id = ? AND j.provider = ? AND j.account = ? "
-            f"AND ({_STILL_NEEDS_ITS_ACCOUNT})",
+            f"AND {STILL_IN_PLAY}",
             (guild_id, provider, version),
         )
         return int(row[0]) if row is not None else 0
@@ -104,7 +98,7 @@ class ProviderKeyRepository:
         rows = await self._db.execute_returning(
             "DELETE FROM retired_provider_keys AS r WHERE NOT EXISTS (SELECT 1 FROM jobs j "
             "WHERE j.guild_id = r.guild_id AND j.provider = r.provider AND j.account = r.version "
-            f"AND ({_STILL_NEEDS_ITS_ACCOUNT})) RETURNING guild_id, provider, version"
+            f"AND {STILL_IN_PLAY}) RETURNING guild_id, provider, version"
         )
         return [(int(row[0]), str(row[1]), str(row[2])) for row in rows]
 
