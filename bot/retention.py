@@ -53,7 +53,7 @@ async def sweep_unreferenced(
 
 def _delete_unnamed(blobs: BlobStore, named: set[str], cutoff: float) -> Sweep:
     deleted = freed = kept = 0
-    for digest, _path in list(blobs.files()):
+    for digest, _path in blobs.files():  # each folder is listed before its blobs are deleted
         if digest in named:
             kept += 1
             continue

@@ -6,7 +6,8 @@ from storage.db import Database
 from storage.jobs import STILL_IN_PLAY
 
 # Every column that names a blob. A finished shot's bound references are not needed any more (a re-roll reads
-# the character again), so a deleted character's images go once its shots are over; results are always kept.
+# the character again), so a deleted character's images go once its shots are over. A result stays named until
+# its job lets go of it (storage.jobs.drop_posted_clips, only with LIKENESS_KEEP_CLIPS_DAYS).
 _REFERENCED = f"""
 SELECT original_blob FROM reference_views
 UNION SELECT cleaned_blob FROM reference_views
