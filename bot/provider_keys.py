@@ -7,7 +7,7 @@ who set it and when. The registry asks this service for a server's key on every 
 server's jobs run with its key, also after a restart.
 
 A key that is replaced or removed while shots sent with it are still rendering is kept aside, sealed, until they
-end (storage.provider_keys `retire`/`purge_retired`): the provider only shows a task to the account that made it,
+end (storage.provider_keys `_retire`/`purge_retired`): the provider only shows a task to the account that made it,
 so collecting those paid renders needs that key. The admin is told how many shots that is.
 """
 
@@ -201,12 +201,11 @@ class ProviderKeys:
         sealed = self._box.seal(
             json.dumps(cleaned, separators=(",", ":")).encode(), guild_id=actor.guild_id, provider=provider
         )
-        previous = await self._storage.provider_keys.get(actor.guild_id, provider)
-        row = await self._storage.provider_keys.put(actor.guild_id, provider, sealed, actor.user_id)
+        row, replaced = await self._storage.provider_keys.put(actor.guild_id, provider, sealed, actor.user_id)
         await self._registry.forget(actor.guild_id, provider)
         await self._record(actor, "provider_key.set", provider)
         log.info("guild %s: user %s set the server's %s key", actor.guild_id, actor.user_id, provider)
-        return SavedKey(_status(row), verified, await self._in_use(previous))
+        return SavedKey(_status(row), verified, await self._in_use(actor.guild_id, provider, replaced))
 
     async def remove(self, actor: Actor, provider: str) -> RemovedKey:
         """Forget a server's key; new shots go back to the bot's key (if the bot has one)."""
@@ -218,7 +217,7 @@ class ProviderKeys:
         await self._registry.forget(actor.guild_id, provider)
         await self._record(actor, "provider_key.remove", provider)
         log.info("guild %s: user %s removed the server's %s key", actor.guild_id, actor.user_id, provider)
-        return RemovedKey(_status(row), await self._in_use(row))
+        return RemovedKey(_status(row), await self._in_use(row.guild_id, row.provider, key_version(row.ciphertext)))
 
     async def status(self, guild_id: int) -> list[KeyStatus]:
         """The server's own keys: which providers, set by whom, when."""
@@ -251,10 +250,11 @@ class ProviderKeys:
 
     # ------------------------------------------------------------------ helpers
 
-    async def _in_use(self, row: SealedProviderKey | None) -> int:
-        if row is None:
+    async def _in_use(self, guild_id: int, provider: str, version: str | None) -> int:
+        """Shots sent with that version of the server's key that still need it (0 for no key)."""
+        if version is None:
             return 0
-        return await self._storage.provider_keys.jobs_on(row.guild_id, row.provider, key_version(row.ciphertext))
+        return await self._storage.provider_keys.jobs_on(guild_id, provider, version)
 
     @staticmethod
     def _ensure_manager(actor: Actor) -> None:

@@ -54,20 +54,23 @@ class ProviderKeyRepository:
         )
         return [_row(row) for row in rows]
 
-    async def put(self, guild_id: int, provider: str, ciphertext: bytes, set_by: int) -> SealedProviderKey:
-        """Store (or replace) a server's key for a provider. A replaced key is retired (see `retire`)."""
+    async def put(
+        self, guild_id: int, provider: str, ciphertext: bytes, set_by: int
+    ) -> tuple[SealedProviderKey, str | None]:
+        """Store (or replace) a server's key for a provider: the stored key, and the version of the key it replaced
+        (retired: see `_retire`), if any."""
         async with self._db.transaction() as tx:
-            await self._retire(tx, guild_id, provider)
+            replaced = await self._retire(tx, guild_id, provider)
             rows = await tx.fetchall(
                 f"INSERT INTO provider_keys ({_COLUMNS}) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT (guild_id, provider) DO UPDATE SET ciphertext = excluded.ciphertext, "
                 f"set_by = excluded.set_by, set_at = excluded.set_at RETURNING {_COLUMNS}",
                 (guild_id, provider, ciphertext, set_by, time.time()),
             )
-        return _row(rows[0])
+        return _row(rows[0]), replaced
 
     async def delete(self, guild_id: int, provider: str) -> bool:
-        """Forget a server's key (it is retired: see `retire`); False when it had none."""
+        """Forget a server's key (it is retired: see `_retire`); False when it had none."""
         async with self._db.transaction() as tx:
             await self._retire(tx, guild_id, provider)
             changed = await tx.execute(
@@ -103,16 +106,20 @@ class ProviderKeyRepository:
         return [(int(row[0]), str(row[1]), str(row[2])) for row in rows]
 
     @staticmethod
-    async def _retire(tx: Transaction, guild_id: int, provider: str) -> None:
+    async def _retire(tx: Transaction, guild_id: int, provider: str) -> str | None:
         """Keep the current key aside, sealed as it was: shots already sent with it are collected with it (the
-        provider only shows a task to the account that made it). `purge_retired` drops it once they end."""
+        provider only shows a task to the account that made it). `purge_retired` drops it once they end.
+        Returns its version (None: the server had no key)."""
         row = await tx.fetchone(
             "SELECT ciphertext FROM provider_keys WHERE guild_id = ? AND provider = ?", (guild_id, provider)
         )
-        if row is not None:
-            ciphertext = bytes(row[0])
-            await tx.execute(
-                "INSERT OR IGNORE INTO retired_provider_keys (guild_id, provider, version, ciphertext, retired_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (guild_id, provider, key_version(ciphertext), ciphertext, time.time()),
-            )
+        if row is None:
+            return None
+        ciphertext = bytes(row[0])
+        version = key_version(ciphertext)
+        await tx.execute(
+            "INSERT OR IGNORE INTO retired_provider_keys (guild_id, provider, version, ciphertext, retired_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (guild_id, provider, version, ciphertext, time.time()),
+        )
+        return version
