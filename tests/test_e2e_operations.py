@@ -137,6 +137,8 @@ async def test_info_shows_version_uptime_queue_and_providers(
     await ava_with_front_view(fake, world)
     job_id = await animate(fake, world, "waves")
     await until(fake, lambda: bool(result_of(fake, world, job_id)), "the result")
+    # The result is posted before the job is marked done; until then it rightly counts as in progress.
+    await eventually(lambda: is_state(runner, job_id, JobState.DONE), "done")
     h = await fake.slash(world.studio_a, world.bob, "info", {})
     await h.wait_settled()
     assert h.ephemeral
