@@ -13,7 +13,7 @@ from bot.animate import ACTION_MAX, PendingShot, Shot
 from bot.app import LikenessBot
 from bot.budget import to_micros, usd
 from bot.discord_io.errors import LikenessView, report_error
-from bot.discord_io.replies import actor_of, place_of
+from bot.discord_io.replies import actor_of, modal_field, place_of
 from bot.domain import Job, JobState, Quality
 from bot.errors import UserFacingError
 from bot.jobs.delivery import Progress
@@ -190,16 +190,8 @@ def shot_modal(job: Job, *, same_shot: bool) -> discord.ui.Modal:
     return modal
 
 
-def _field_value(data: Any, custom_id: str) -> str | None:
-    for row in data.get("components", []):
-        for child in row.get("components", []):
-            if child.get("custom_id") == custom_id:
-                return child.get("value")
-    return None
-
-
 async def submit_shot_modal(interaction: discord.Interaction[Any], match: re.Match[str]) -> None:
-    action = _field_value(interaction.data or {}, SHOT_FIELD)
+    action = modal_field(interaction, SHOT_FIELD)
     if action is None:
         raise UserFacingError("That form came back empty; press the button again.")
     result = await bot_of(interaction).services.animate.again(

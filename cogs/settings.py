@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import discord
@@ -11,18 +12,21 @@ from discord.ext import commands
 from bot.app import LikenessBot
 from bot.budget import BudgetSummary, usd
 from bot.discord_io.errors import report_error
-from bot.discord_io.replies import actor_of
+from bot.discord_io.replies import actor_of, modal_field
 from bot.domain import GuildSettings, ServerRules
 from bot.prompts import NEGATIVE_PRESETS
-from bot.provider_keys import KEY_SPECS, KeySpec, ProviderKeys, still_rendering_note
+from bot.provider_keys import KEY_SPECS, KeySpec, spec_of, still_rendering_note
 from bot.server_settings import COOLDOWN_MAX, QUEUED_MAX, RUNNING_MAX, describe_negative, money
 from cogs.animate import model_autocomplete, provider_autocomplete
+from cogs.characters import bot_of
 
 LIST_ACTIONS = [
     app_commands.Choice(name="Add", value="add"),
     app_commands.Choice(name="Remove", value="remove"),
     app_commands.Choice(name="Clear", value="clear"),
 ]
+KEY_MODAL_PREFIX = "likeness:provider-key:"
+PROVIDER_KEY_MODAL = re.compile(re.escape(KEY_MODAL_PREFIX) + r"(?P<provider>[a-z]+)")
 PROVIDER_KEY_CHOICES = [app_commands.Choice(name=spec.label, value=spec.provider) for spec in KEY_SPECS.values()]
 
 
@@ -203,7 +207,22 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
     async def key_set(self, interaction: discord.Interaction[Any], provider: app_commands.Choice[str]) -> None:
         keys = self.bot.services.provider_keys
         spec = keys.check_can_set(actor_of(interaction), provider.value)  # before anyone types a key in vain
-        await interaction.response.send_modal(ProviderKeyModal(keys, spec))
+        modal = provider_key_modal(spec)
+        await interaction.response.send_modal(modal)
+        modal.stop()  # not kept in memory: the submit is handled from its custom id (see on_interaction)
+
+    @commands.Cog.listener()
+    async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
+        """A key form's submit, whenever it was opened (before a restart too)."""
+        if interaction.type is not discord.InteractionType.modal_submit:
+            return
+        match = PROVIDER_KEY_MODAL.fullmatch(str((interaction.data or {}).get("custom_id", "")))
+        if match is None:
+            return
+        try:
+            await submit_provider_key(interaction, match["provider"])
+        except Exception as exc:
+            await report_error(interaction, exc)
 
     @key.command(name="remove", description="Forget this server's own key for a provider")
     @app_commands.describe(provider="The provider whose server key is removed; its shots use the bot's key again")
@@ -231,35 +250,31 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
         )
 
 
-class ProviderKeyModal(discord.ui.Modal):
-    """The fields of a provider's key: required, never prefilled, handed to the service and not kept here."""
-
-    def __init__(self, keys: ProviderKeys, spec: KeySpec) -> None:
-        super().__init__(
-            title=f"This server's {spec.label} key"[:45], custom_id=f"likeness:provider-key:{spec.provider}"
-        )
-        self.keys = keys
-        self.spec = spec
-        self.inputs: list[discord.ui.TextInput[ProviderKeyModal]] = []
-        for field in spec.fields:
-            text: discord.ui.TextInput[ProviderKeyModal] = discord.ui.TextInput(
+def provider_key_modal(spec: KeySpec) -> discord.ui.Modal:
+    """The fields of a provider's key: required and never prefilled. Its custom id names the provider."""
+    modal = discord.ui.Modal(
+        title=f"This server's {spec.label} key"[:45], custom_id=f"{KEY_MODAL_PREFIX}{spec.provider}"
+    )
+    for field in spec.fields:
+        modal.add_item(
+            discord.ui.TextInput(
                 label=field.label, custom_id=field.name, placeholder=field.placeholder, max_length=field.max_length
             )
-            self.inputs.append(text)
-            self.add_item(text)
-
-    async def on_submit(self, interaction: discord.Interaction[Any]) -> None:
-        await interaction.response.defer(ephemeral=True, thinking=True)  # the provider may be asked to check it
-        fields = {text.custom_id: text.value for text in self.inputs}
-        saved = await self.keys.set(actor_of(interaction), self.spec.provider, fields)
-        note = "" if saved.verified is not False else f" ({self.spec.label} could not be reached to check it now.)"
-        note += still_rendering_note(saved.previous_in_use, "the previous")
-        await interaction.followup.send(
-            f"Saved the server's {self.spec.label} key; it will not be shown again.{note}", ephemeral=True
         )
+    return modal
 
-    async def on_error(self, interaction: discord.Interaction[Any], error: Exception) -> None:
-        await report_error(interaction, error)
+
+async def submit_provider_key(interaction: discord.Interaction[Any], provider: str) -> None:
+    """Hand the typed key to the service (which checks Manage Server again); it is not kept here."""
+    spec = spec_of(provider)
+    await interaction.response.defer(ephemeral=True, thinking=True)  # the provider may be asked to check it
+    fields = {field.name: modal_field(interaction, field.name) or "" for field in spec.fields}
+    saved = await bot_of(interaction).services.provider_keys.set(actor_of(interaction), provider, fields)
+    note = "" if saved.verified is not False else f" ({spec.label} could not be reached to check it now.)"
+    note += still_rendering_note(saved.previous_in_use, "the previous")
+    await interaction.followup.send(
+        f"Saved the server's {spec.label} key; it will not be shown again.{note}", ephemeral=True
+    )
 
 
 def code_safe(text: str) -> str:

@@ -9,7 +9,7 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from pydantic import SecretStr
@@ -20,7 +20,7 @@ from bot.providers.base import Provider
 from bot.providers.kling import KlingProvider
 from bot.secret_box import NO_SECRET_KEY, generate_key
 from bot.services import install_id
-from tests.conftest import BotRunner, World
+from tests.conftest import BotRunner, World, assert_no_secret_logged
 from tests.fake_discord import CommandUnavailable, FakeDiscord, FakeGuild, FakeUser
 from tests.fake_providers.kling import IMAGE2VIDEO, FakeKling
 from tests.test_e2e_animate import TRAITS, job_state, result_of
@@ -267,6 +267,25 @@ async def test_a_key_kling_refuses_or_a_malformed_one_is_not_kept(
     assert await runner.bot.services.provider_keys.status(world.studio_a.id) == []
 
 
+async def test_a_failure_while_saving_a_key_gives_an_error_id_and_never_logs_the_key(
+    kling: FakeKling, fake: FakeDiscord, world: World, runner: BotRunner, caplog: pytest.LogCaptureFixture
+) -> None:
+    await restart_with(runner, kling, secret_key=generate_key())
+    assert runner.bot is not None
+    keys_table = runner.bot.storage.provider_keys
+
+    async def broken_put(*args: object, **kwargs: object) -> NoReturn:
+        raise RuntimeError("the disk is full")
+
+    keys_table.put = broken_put  # type: ignore[method-assign]
+    answer = await set_key(fake, world.studio_a, world.mo)
+    assert answer.startswith("Something went wrong on my side and nothing was changed") and "error id" in answer
+    [logged] = [r for r in caplog.records if r.levelname == "ERROR" and r.name == "bot.discord_io.errors"]
+    assert "likeness:provider-key:kling" in logged.getMessage()  # which form failed, never what was typed in it
+    assert_no_secret_logged(caplog.records, [SERVER_ACCESS, SERVER_SECRET])
+    assert await runner.bot.services.provider_keys.status(world.studio_a.id) == []
+
+
 async def test_after_a_restart_a_job_resumes_with_the_servers_key(
     kling: FakeKling, fake: FakeDiscord, world: World, runner: BotRunner
 ) -> None:
@@ -288,6 +307,26 @@ async def test_after_a_restart_a_job_resumes_with_the_servers_key(
     assert kling.create_attempts == 1 and len(kling.tasks) == 1
     assert signers(runner, kling, job_id) == {SERVER_ACCESS}
     assert runner.settings.secret("secret_key") == key
+
+
+async def test_a_key_form_opened_before_a_restart_still_saves_the_key(
+    kling: FakeKling, fake: FakeDiscord, world: World, runner: BotRunner
+) -> None:
+    await restart_with(runner, kling, secret_key=generate_key())
+    h = await fake.slash(world.studio_a, world.mo, "settings key set", {"provider": "kling"})
+    await h.wait_settled()
+    assert h.modal is not None, h.content
+    await runner.stop()  # the admin is still pasting the key when the bot restarts
+    await start(runner)
+    submitted = await fake.submit_modal(
+        world.studio_a, world.mo, h.modal["custom_id"], {"access_key": SERVER_ACCESS, "secret_key": SERVER_SECRET}
+    )
+    await submitted.wait_settled()
+    assert submitted.ephemeral and submitted.content == SAVED
+    await character(fake, world.studio_a, world.alice)
+    job_id = await shot(fake, world.studio_a, world.alice, "on the key typed across the restart")
+    await until_done(runner, job_id)
+    assert signers(runner, kling, job_id) == {SERVER_ACCESS}
 
 
 async def test_a_server_key_brings_a_provider_the_bot_has_no_key_for(

@@ -54,6 +54,15 @@ def friendly_message(error: BaseException) -> str | None:
     return None
 
 
+def what_was_used(interaction: discord.Interaction[Any]) -> str:
+    """The command, button or form behind an interaction, for logs: its name or custom id, never what was typed
+    (a form's fields can hold a provider key)."""
+    if interaction.command is not None:
+        return interaction.command.qualified_name
+    data: Any = interaction.data or {}
+    return str(data.get("custom_id") or data.get("name") or interaction.type.name)
+
+
 async def report_error(interaction: discord.Interaction[Any], error: BaseException) -> None:
     """Tell the member what went wrong; log bugs with an id the member can give to an admin."""
     original = error.original if isinstance(error, app_commands.CommandInvokeError) else error
@@ -72,7 +81,7 @@ async def report_error(interaction: discord.Interaction[Any], error: BaseExcepti
         log.error(
             "error %s in %s (guild %s, user %s)",
             error_id,
-            interaction.command.qualified_name if interaction.command else interaction.data,
+            what_was_used(interaction),
             interaction.guild_id,
             interaction.user.id,
             exc_info=original,

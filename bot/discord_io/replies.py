@@ -52,3 +52,14 @@ def place_of(interaction: discord.Interaction[Any]) -> Place:
     parent_id = channel.parent_id if isinstance(channel, discord.Thread) else None
     nsfw = channel.is_nsfw() if isinstance(channel, discord.TextChannel | discord.Thread) else False
     return Place(channel_id=interaction.channel_id, parent_id=parent_id, nsfw=nsfw)
+
+
+def modal_field(interaction: discord.Interaction[Any], custom_id: str) -> str | None:
+    """A submitted form's field, read from the raw interaction: forms whose submit is handled from their custom id
+    (not from a Modal kept in memory) still work after a restart, and cannot arrive before the Modal is stored."""
+    data: Any = interaction.data or {}
+    for row in data.get("components", []):
+        for child in row.get("components", []):
+            if child.get("custom_id") == custom_id:
+                return child.get("value")
+    return None
