@@ -16,8 +16,16 @@ from bot.discord_io.errors import RESTARTING
 from bot.domain import JobState
 from tests.conftest import BotRunner, World
 from tests.fake_discord import FakeDiscord
-from tests.test_e2e_animate import animate, ava_with_front_view, job_state, result_of, status_of, until
-from tests.test_e2e_budget import eventually, is_state
+from tests.test_e2e_animate import (
+    animate,
+    ava_with_front_view,
+    eventually,
+    is_state,
+    job_state,
+    result_of,
+    status_of,
+    until,
+)
 from tests.test_e2e_references import figure_png
 
 
@@ -209,3 +217,37 @@ async def attempts_at_least(runner: BotRunner, job_id: int, n: int) -> bool:
     assert runner.bot is not None
     job = await runner.bot.storage.jobs.get(job_id)
     return job is not None and job.attempts >= n
+
+
+async def test_a_stop_while_the_bot_starts_its_worker_leaves_nothing_running(
+    fake: FakeDiscord,
+    world: World,
+    runner: BotRunner,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A SIGTERM right after connecting: the first ready is still settling money when the database closes."""
+    from bot.budget import Budget
+
+    await ava_with_front_view(fake, world)
+    job_id = await animate(fake, world, "queued while the bot starts")
+    await runner.stop()
+    settling, settled = asyncio.Event(), asyncio.Event()
+
+    async def slow_reconcile(self: Budget, now: float | None = None) -> int:
+        settling.set()
+        await settled.wait()  # done only after the stop: unless the stop cut it short, the worker starts then
+        return 0
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Budget, "reconcile", slow_reconcile)
+        bot = await runner.start()
+        await asyncio.wait_for(settling.wait(), 10)
+        await runner.stop()
+        settled.set()
+        await asyncio.sleep(0.3)
+    assert bot.worker._loop_task is None and bot.janitor._task is None  # pyright: ignore[reportPrivateUsage]
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text  # no job ran on a closed database
+
+    await runner.start()  # the next start does it all
+    await until(fake, lambda: bool(result_of(fake, world, job_id)), "the result")

@@ -178,7 +178,7 @@ class ProviderRegistry:
         return {key: provider for key, (_version, provider) in self._per_guild.items()}
 
     async def close(self) -> None:
-        for provider in self._providers.values():
+        for provider in list(self._providers.values()):  # awaits inside: a register meanwhile must not break it
             await provider.close()
         cached, self._per_guild = list(self._per_guild.values()), {}
         for _version, provider in cached:
