@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -76,6 +76,16 @@ async def job_state(runner: BotRunner, job_id: int) -> JobState:
     return job.state
 
 
+async def is_state(runner: BotRunner, job_id: int, state: JobState) -> bool:
+    return await job_state(runner, job_id) is state
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 20) -> None:  # noqa: ASYNC109
+    async with asyncio.timeout(timeout):
+        while not await check():  # noqa: ASYNC110 - the state lives in the database
+            await asyncio.sleep(0.02)
+
+
 async def test_animate_delivers_a_playable_clip(fake: FakeDiscord, world: World, runner: BotRunner) -> None:
     await ava_with_front_view(fake, world)
     job_id = await animate(fake, world, "waves at the camera and smiles")
@@ -102,7 +112,7 @@ async def test_queue_position_and_cap_of_one(fake: FakeDiscord, world: World, ru
     ids = [await animate(fake, world, f"shot {n}", provider="scripted") for n in range(3)]
     await until(fake, lambda: "position 2" in fields(status_of(fake, world, ids[2]))["Stage"], "queue positions")
     assert "position 1" in fields(status_of(fake, world, ids[1]))["Stage"]
-    assert backend.running_now == 1
+    await until(fake, lambda: backend.running_now == 1, "the first shot to render")
 
     h = await fake.slash(world.studio_a, world.alice, "queue show", {})
     await h.wait_settled()
@@ -141,11 +151,12 @@ async def test_restart_at_every_stage_completes_each_job_once(
     await runner.start()
 
     await until(fake, lambda: all(result_of(fake, world, j) for j in (running, submitting, queued)), "every result")
+    for job_id in (running, submitting, queued):
+        await eventually(lambda job_id=job_id: is_state(runner, job_id, JobState.DONE), f"job {job_id} done")
     await asyncio.sleep(0.3)  # nothing more arrives late
     for job_id in (running, submitting, queued):
         assert len(result_of(fake, world, job_id)) == 1, f"job {job_id} posted more than once"
         assert backend.submits[job_id] == 1, f"job {job_id} was submitted twice"
-        assert await job_state(runner, job_id) is JobState.DONE
 
 
 async def test_final_error_is_reported_with_the_providers_reason(

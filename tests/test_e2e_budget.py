@@ -6,7 +6,6 @@ import asyncio
 import csv
 import dataclasses
 import io
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -16,7 +15,7 @@ from bot.providers.base import FinalError
 from tests.conftest import BotRunner, World
 from tests.fake_discord import CommandUnavailable, FakeDiscord
 from tests.scripted_provider import Backend, ScriptedProvider
-from tests.test_e2e_animate import ava_with_front_view, job_state, result_of, until
+from tests.test_e2e_animate import ava_with_front_view, eventually, is_state, job_state, result_of, until
 
 # The scripted provider costs $0.10 a second: a 5 s shot is $0.50, a 10 s shot $1.00 (the default threshold).
 
@@ -25,12 +24,6 @@ async def run(fake: FakeDiscord, world: World, user: Any, command: str, options:
     h = await fake.slash(world.studio_a, user, command, options or {})
     await h.wait_settled(timeout=30)
     return h
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 20) -> None:  # noqa: ASYNC109
-    async with asyncio.timeout(timeout):
-        while not await check():  # noqa: ASYNC110 - the state lives in the database
-            await asyncio.sleep(0.02)
 
 
 def scripted(runner: BotRunner, backend: Backend, **kwargs: Any) -> ScriptedProvider:
@@ -283,10 +276,6 @@ async def test_settings_are_hidden_from_members_and_checked_at_run_time(
     assert runner.bot is not None
     settings = await runner.bot.storage.guilds.get(world.studio_a.id)
     assert settings.rules.monthly_cap_usd is None  # nothing changed
-
-
-async def is_state(runner: BotRunner, job_id: int, state: JobState) -> bool:
-    return await job_state(runner, job_id) is state
 
 
 async def job_total_is(runner: BotRunner, world: World, job_id: int, micros: int) -> bool:

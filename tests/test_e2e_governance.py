@@ -10,8 +10,8 @@ from bot.providers.base import FinalError
 from tests.conftest import BotRunner, World
 from tests.fake_discord import FakeDiscord
 from tests.scripted_provider import Backend
-from tests.test_e2e_animate import ava_with_front_view, fields, status_of, until
-from tests.test_e2e_budget import eventually, is_state, job_total, queued_id, run, scripted, shot
+from tests.test_e2e_animate import ava_with_front_view, eventually, fields, is_state, status_of, until
+from tests.test_e2e_budget import job_total, queued_id, run, scripted, shot
 
 BLOCKED = "This server's block list does not allow the {} you wrote. Change the wording and try again."
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from bot.domain import JobState
 from tests.conftest import BotRunner, World
 from tests.fake_discord import FakeDiscord
-from tests.test_e2e_animate import ava_with_front_view, fields, until
+from tests.test_e2e_animate import ava_with_front_view, eventually, fields, is_state, until
 
 
 def sheet_results(fake: FakeDiscord, world: World, job_id: int) -> list[Any]:
@@ -122,6 +123,7 @@ async def test_a_costly_sheet_waits_for_confirmation(
     assert press.content.startswith("Queued sheet #") and "(about $0.40)" in press.content, press.content
     job_id = int(press.content.split("#")[1].split(" ")[0])
     await until(fake, lambda: bool(sheet_results(fake, world, job_id)), "the confirmed sheet")
+    await eventually(lambda: is_state(runner, job_id, JobState.DONE), "settled")  # posted first, then settled
     ledger = await runner.bot.storage.ledger.entries(world.studio_a.id)
     # held at the estimate; charged what the provider reported billing (the local renderer reports $0)
     assert [(e.entry, e.micros) for e in ledger] == [("reserve", 400_000), ("release", -400_000), ("charge", 0)]

@@ -519,15 +519,24 @@ async def test_autocomplete(fake: FakeDiscord, world: tuple[FakeGuild, FakeUser,
 # --- components and modals -----------------------------------------------------------------------
 
 
+def keeps(bot: discord.Client, custom_id: str) -> bool:
+    """Whether discord.py keeps a (non-persistent) view item or modal with this custom id. It stores them only once
+    Discord has answered the message or callback that showed them; a person always takes longer to click."""
+    store = bot._connection._view_store  # pyright: ignore[reportPrivateUsage]
+    views = store._views.values()  # pyright: ignore[reportPrivateUsage]
+    return custom_id in store._modals or any(cid == custom_id for items in views for _kind, cid in items)  # pyright: ignore[reportPrivateUsage]
+
+
 async def test_button_updates_the_message_and_select_answers(
     fake: FakeDiscord, world: tuple[FakeGuild, FakeUser, FakeUser]
 ) -> None:
     guild, alice, bob = world
-    async with running(fake):
+    async with running(fake) as bot:
         h = await fake.slash(guild, alice, "menu")
         await h.wait_settled()
         message = h.message
         assert message is not None and message.custom_ids == ["counter:inc", "counter:pick"]
+        await fake.wait_until(lambda: keeps(bot, "counter:inc"), 5, "the bot to keep the view")
         for expected in ("count: 1", "count: 2"):
             press = await fake.press(message, "counter:inc", bob)
             await press.wait_settled()
@@ -565,11 +574,12 @@ async def test_persistent_view_and_dynamic_item_survive_a_restart(
 
 async def test_modal_submit(fake: FakeDiscord, world: tuple[FakeGuild, FakeUser, FakeUser]) -> None:
     guild, alice, _ = world
-    async with running(fake):
+    async with running(fake) as bot:
         opened = await fake.slash(guild, alice, "feedback")
         await opened.wait_settled()
         assert opened.callback_type == 9 and opened.modal is not None
         assert opened.modal["custom_id"] == "feedback"
+        await fake.wait_until(lambda: keeps(bot, "feedback"), 5, "the bot to keep the modal")
         with pytest.raises(FakeDiscordError, match="no field"):
             await fake.submit_modal(guild, alice, "feedback", {"feedback:nope": "x"})
         h = await fake.submit_modal(guild, alice, "feedback", {"feedback:text": "lovely"})
