@@ -243,6 +243,34 @@ async def test_a_replaced_key_is_kept_only_while_a_shot_sent_with_it_may_still_n
     assert await world.registry.for_job(1, "kling", None) is new
 
 
+async def test_a_key_retired_while_a_purge_runs_is_not_closed_under_its_shot(
+    world: World, storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker's purge and an admin setting a key again interleave at every await."""
+    await world.keys.set(ADMIN, "kling", KLING)
+    first, first_account = await world.registry.resolve(1, "kling")
+    await job_on(storage, first_account)
+    await world.keys.set(ADMIN, "kling", {**KLING, "secret_key": "sk-the-second-0123"})  # retires the first
+    second, second_account = await world.registry.resolve(1, "kling")
+    await job_on(storage, second_account)
+    assert isinstance(first, KeyedProvider) and isinstance(second, KeyedProvider)
+
+    looked_up = world.keys.retired_key
+    interleaved = False
+
+    async def retired_key(guild_id: int, provider: str, version: str) -> object:
+        nonlocal interleaved
+        if not interleaved:  # while the pass looks up the first key, the admin sets a third
+            interleaved = True
+            await world.keys.set(ADMIN, "kling", {**KLING, "secret_key": "sk-the-third-01234"})
+        return await looked_up(guild_id, provider, version)
+
+    monkeypatch.setattr(world.keys, "retired_key", retired_key)
+    await world.registry.purge_retired()
+    assert interleaved and not first.closed and not second.closed  # each still has a shot rendering on it
+    assert await world.registry.for_job(1, "kling", second_account) is second
+
+
 async def test_removing_a_key_a_shot_still_uses_says_so(world: World, storage: Storage) -> None:
     await world.keys.set(ADMIN, "kling", KLING)
     _provider, account = await world.registry.resolve(1, "kling")

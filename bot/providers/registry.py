@@ -164,9 +164,13 @@ class ProviderRegistry:
         assert self.server_keys is not None
         for guild_id, name, _version in await self.server_keys.purge_retired():
             log.info("guild %s: the server's previous %s key is no longer needed and was deleted", guild_id, name)
-        needed = {(g, n, v) for g, n, v in self._retired if await self.server_keys.retired_key(g, n, v) is not None}
-        for gone in set(self._retired) - needed:
-            await self._retired.pop(gone).close()
+        # Only the keys retired when this pass begins are judged: one retired meanwhile (a key set again while
+        # this runs) was not looked up, and its shots may still need it.
+        for key in list(self._retired):
+            if await self.server_keys.retired_key(*key) is None:
+                provider = self._retired.pop(key, None)
+                if provider is not None:  # a pass running alongside may have closed it already
+                    await provider.close()
 
     def all(self) -> list[Provider]:
         """The bot's own providers."""
