@@ -203,6 +203,9 @@ class ShotParams(Frozen):
     notes: list[str] = []
 
 
+BOT_ACCOUNT = ""  # Job.account of a shot sent with the bot's own key
+
+
 class Job(Frozen):
     id: int
     guild_id: int

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from bot.domain import JobState
+from bot.domain import BOT_ACCOUNT, JobState
 from bot.errors import InvalidInputError, NotAllowedError, NotFoundError
 from bot.library import Actor, Library
 from bot.provider_keys import KEY_SPECS, ProviderKeys, ServerKeyError
 from bot.providers.base import FinalError, Provider, RetryableError
-from bot.providers.registry import BOT_ACCOUNT, AccountGoneError, ProviderRegistry
+from bot.providers.registry import AccountGoneError, ProviderRegistry
 from bot.secret_box import NoSecretKeyError, SecretBox, generate_key
 from storage import Storage
 from tests.factories import new_job, open_storage

@@ -83,3 +83,20 @@ def test_a_server_with_its_own_key_has_its_own_account() -> None:
     started = [j.id for j in jobs_to_start(queued, active, limits, {})]
     assert started == [3, 4]  # guild 1 waits for the bot's account; guild 2 fills its own (2 at once)
     assert limits.account(queued[0]) == "kling" and limits.account(queued[1]) == (2, "kling")
+
+
+def test_a_shot_counts_against_the_account_it_was_sent_with() -> None:
+    """Server 2 removed its key while a shot sent with it renders: that shot keeps the server's account busy,
+    not the bot's, and server 2's next shots go on the bot's account."""
+    limits = Limits(provider_caps={"kling": 1}, per_user=5)  # server 2 has no key any more
+    on_old_key = job(1, guild=2, provider="kling", state=JobState.RUNNING).model_copy(update={"account": "v1"})
+    queued = [job(2, guild=2, provider="kling"), job(3, guild=1, provider="kling")]
+    assert [j.id for j in jobs_to_start(queued, [on_old_key], limits, {})] == [2]  # the bot's one slot is free
+    assert limits.account(on_old_key) == (2, "kling") and limits.account_cap((2, "kling")) == 1
+
+    on_bots_key = job(4, guild=3, provider="kling", state=JobState.RUNNING).model_copy(update={"account": ""})
+    keyed = Limits(provider_caps={"kling": 1}, per_user=5, server_accounts={(3, "kling"): 2})
+    # Server 3 set its key after this shot left on the bot's key: it fills the bot's slot, not the server's.
+    assert keyed.account(on_bots_key) == "kling"
+    assert [j.id for j in jobs_to_start([job(5, guild=3, provider="kling")], [on_bots_key], keyed, {})] == [5]
+    assert jobs_to_start([job(6, guild=1, provider="kling")], [on_bots_key], keyed, {}) == []

@@ -11,7 +11,7 @@ from collections import Counter, defaultdict, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from bot.domain import Job
+from bot.domain import BOT_ACCOUNT, Job
 
 
 @dataclass(frozen=True)
@@ -23,13 +23,16 @@ class Limits:
     server_accounts: Mapping[tuple[int, str], int] = field(default_factory=dict)
 
     def account(self, job: Job) -> tuple[int, str] | str:
-        """Whose provider account a job runs on: its server's (own key) or the bot's (by provider name)."""
+        """Whose provider account a job runs on: its server's (own key) or the bot's (by provider name). A job
+        that left the queue runs on the account it was sent with, even if its server's key changed since."""
         key = (job.guild_id, job.provider)
+        if job.account is not None:
+            return job.provider if job.account == BOT_ACCOUNT else key
         return key if key in self.server_accounts else job.provider
 
     def account_cap(self, account: tuple[int, str] | str) -> int:
-        if isinstance(account, tuple):
-            return self.server_accounts[account]
+        if isinstance(account, tuple):  # a server's key removed while its shots render: the provider's usual cap
+            return self.server_accounts.get(account, self.provider_caps.get(account[1], 1))
         return self.provider_caps.get(account, 1)
 
     def user_cap(self, guild_id: int) -> int:

@@ -17,12 +17,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from bot.domain import BOT_ACCOUNT
 from bot.errors import InvalidInputError
 from bot.providers.base import FinalError, Provider
 
 log = logging.getLogger(__name__)
 
-BOT_ACCOUNT = ""  # Job.account of a shot sent with the bot's own key
 
 # name, key fields -> a provider on the bot's settings with those keys (bot.services.provider_factory)
 ProviderFactory = Callable[[str, Mapping[str, str]], Provider]
