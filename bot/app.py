@@ -84,7 +84,11 @@ class LikenessBot(commands.AutoShardedBot):
         self.worker.per_user_by_guild = self.services.server_settings.running_caps
         self._worker_started = False
         self._starting: asyncio.Task[Any] | None = None  # the first ready's start of the worker, while it runs
-        self.janitor = Janitor(self.services.storage, keep_clips_days=self.settings.keep_clips_days)
+        self.janitor = Janitor(
+            self.services.storage,
+            keep_clips_days=self.settings.keep_clips_days,
+            keep_audit_days=self.settings.keep_audit_days,
+        )
         if self.settings.metrics_port is not None:
             self._metrics_server = MetricsServer(
                 self.render_metrics, self.settings.metrics_host, self.settings.metrics_port

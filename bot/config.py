@@ -129,6 +129,13 @@ class Settings(BaseSettings):
         description="Days a rendered clip stays in the data folder once its channel has it, posted whole "
         "(0: keep every clip). Clips posted re-encoded or as a still are always kept.",
     )
+    keep_audit_days: int = Field(
+        default=0,
+        ge=0,
+        le=3650,
+        description="Days the audit log keeps an entry (refusals, with the text refused, and settings changes); "
+        "0: keep them all.",
+    )
     shutdown_grace: float = Field(
         default=20.0,
         ge=0,

@@ -6,7 +6,7 @@ is stored before the row that names it, so blobs stored in the last hour are spa
 the time before it reads which blobs are named, so a blob stored before that time has its row by then.
 Rendered clips are the shots' results and are kept, unless the admin sets LIKENESS_KEEP_CLIPS_DAYS: a clip its
 channel has, posted whole (not re-encoded, not as a still), is then dropped that many days after it was posted.
-The file work runs in a thread.
+The audit log keeps the text it refused; LIKENESS_KEEP_AUDIT_DAYS bounds how long. The file work runs in a thread.
 """
 
 from __future__ import annotations
@@ -42,6 +42,14 @@ async def drop_posted_clips(storage: Storage, keep_days: int, *, clock: Callable
     return await storage.jobs.drop_posted_clips(clock() - keep_days * 86400.0)
 
 
+async def drop_old_audit(storage: Storage, keep_days: int, *, clock: Callable[[], float] = time.time) -> int:
+    """Delete audit entries older than `keep_days` (0: never): refused prompts are members' words, kept no longer
+    than the admin chose."""
+    if keep_days <= 0:
+        return 0
+    return await storage.audit.drop_before(clock() - keep_days * 86400.0)
+
+
 async def sweep_unreferenced(
     storage: Storage, *, grace: float = SWEEP_GRACE_SECONDS, clock: Callable[[], float] = time.time
 ) -> Sweep:
@@ -72,18 +80,22 @@ def _delete_unnamed(blobs: BlobStore, named: set[str], cutoff: float) -> Sweep:
 
 
 class Janitor:
-    """Sweeps unreferenced blobs now and then while the bot runs."""
+    """Now and then while the bot runs: forgets old audit entries and clips, and sweeps unreferenced blobs."""
 
     def __init__(
         self,
         storage: Storage,
         *,
         keep_clips_days: int = 0,
+        keep_audit_days: int = 0,
         interval: float = SWEEP_INTERVAL_SECONDS,
         grace: float = SWEEP_GRACE_SECONDS,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.storage = storage
         self.keep_clips_days = keep_clips_days
+        self.keep_audit_days = keep_audit_days
+        self.clock = clock
         self.interval = interval
         self.grace = grace
         self.last: Sweep | None = None
@@ -100,19 +112,26 @@ class Janitor:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    async def run_once(self) -> None:
+        """One pass: old audit entries, then clips let go of, then the files nothing names."""
+        forgotten = await drop_old_audit(self.storage, self.keep_audit_days, clock=self.clock)
+        if forgotten:
+            log.info("%d audit entries over %d days old were deleted", forgotten, self.keep_audit_days)
+        dropped = await drop_posted_clips(self.storage, self.keep_clips_days, clock=self.clock)
+        if dropped:
+            log.info("%d clips posted over %d days ago leave the data folder", dropped, self.keep_clips_days)
+        self.last = await sweep_unreferenced(self.storage, grace=self.grace, clock=self.clock)
+        if self.last.deleted:
+            log.info(
+                "deleted %d images and clips nothing refers to any more (%.1f MB)",
+                self.last.deleted,
+                self.last.freed_bytes / 1e6,
+            )
+
     async def _loop(self) -> None:
         while True:
             try:
-                dropped = await drop_posted_clips(self.storage, self.keep_clips_days)
-                if dropped:
-                    log.info("%d clips posted over %d days ago leave the data folder", dropped, self.keep_clips_days)
-                self.last = await sweep_unreferenced(self.storage, grace=self.grace)
-                if self.last.deleted:
-                    log.info(
-                        "deleted %d images and clips nothing refers to any more (%.1f MB)",
-                        self.last.deleted,
-                        self.last.freed_bytes / 1e6,
-                    )
+                await self.run_once()
             except Exception:
                 log.exception("could not sweep unused images")
             await asyncio.sleep(self.interval)

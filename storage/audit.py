@@ -27,3 +27,7 @@ class AuditRepository:
             (guild_id, before_id if before_id is not None else 2**63 - 1, limit),
         )
         return [AuditEntry.model_validate(dict(row)) for row in rows]
+
+    async def drop_before(self, cutoff: float) -> int:
+        """Delete the entries made before `cutoff` (a Unix time), every server's; how many went."""
+        return await self._db.execute("DELETE FROM audit_log WHERE created_at < ?", (cutoff,))

@@ -13,7 +13,7 @@ import pytest
 
 from bot.domain import BoundImage, JobState, StoredImage, View
 from bot.library import Actor, Library
-from bot.retention import Janitor, drop_posted_clips, sweep_unreferenced
+from bot.retention import Janitor, drop_old_audit, drop_posted_clips, sweep_unreferenced
 from storage import Storage
 from tests.conftest import BotRunner, World
 from tests.factories import new_job, open_storage
@@ -108,6 +108,20 @@ async def test_the_janitor_sweeps_while_the_bot_runs(storage: Storage) -> None:
     finally:
         await janitor.stop()
     assert janitor.last is not None and on_disk(storage) == set()
+
+
+async def test_audit_entries_older_than_the_days_set_are_deleted(storage: Storage) -> None:
+    now = time.time()
+    for guild_id, days_ago in ((1, 100), (1, 10), (2, 95), (2, 0)):
+        await storage.audit.record(guild_id=guild_id, user_id=5, action="refused.word", detail=f"{days_ago} days")
+        await storage.db.execute(
+            "UPDATE audit_log SET created_at = ? WHERE id = (SELECT MAX(id) FROM audit_log)", (now - days_ago * 86400,)
+        )
+    assert await drop_old_audit(storage, 0, clock=lambda: now) == 0  # the default keeps everything
+    assert await drop_old_audit(storage, 90, clock=lambda: now) == 2  # every server's
+    kept = [(e.guild_id, e.detail) for g in (1, 2) for e in await storage.audit.recent(g)]
+    assert kept == [(1, "10 days"), (2, "0 days")]
+    assert await drop_old_audit(storage, 90, clock=lambda: now) == 0
 
 
 # ---------------------------------------------------------------------------------------------------- end to end
@@ -214,3 +228,35 @@ async def test_a_clip_posted_whole_leaves_the_data_folder_after_the_days_set(
     job = await storage.jobs.get(job_id)
     assert job is not None and job.result_blob is None and job.state is JobState.DONE
     assert len(result_of(fake, world, job_id)) == 1  # the channel still has it
+
+
+async def test_the_audit_log_forgets_refused_words_after_the_days_set(
+    fake: FakeDiscord, world: World, runner: BotRunner
+) -> None:
+    await runner.stop()
+    runner.settings = runner.settings.model_copy(update={"keep_audit_days": 90})
+    bot = await runner.start()
+    await ava_with_front_view(fake, world)
+
+    async def audit() -> str:
+        h = await fake.slash(world.studio_a, world.mo, "settings audit", {})
+        await h.wait_settled()
+        return h.embeds[0]["description"]
+
+    h = await fake.slash(
+        world.studio_a, world.mo, "settings blocklist", {"action": "add", "kind": "word", "value": "gore"}
+    )
+    await h.wait_settled()
+    h = await fake.slash(world.studio_a, world.alice, "animate", {"character": "Ava", "prompt": "walks in gore"})
+    await h.wait_settled()
+    assert h.ephemeral and "block list does not allow the prompt" in h.content, h.content
+    assert "walks in gore" in await audit()
+
+    bot.janitor.clock = lambda: time.time() + 89 * 86400
+    await bot.janitor.run_once()
+    assert "walks in gore" in await audit()  # not yet
+    bot.janitor.clock = lambda: time.time() + 91 * 86400
+    await bot.janitor.run_once()
+    assert await audit() == "Nothing yet: refusals and settings changes show here."
+    settings = await bot.storage.guilds.get(world.studio_a.id)
+    assert settings.rules.blocked_words == ["gore"]  # the log is forgotten, not the setting it recorded
