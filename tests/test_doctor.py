@@ -29,6 +29,7 @@ from bot.doctor import (
     Probes,
     Status,
     application_result,
+    channel_permissions,
     exit_status,
     format_report,
     report_json,
@@ -37,12 +38,14 @@ from bot.doctor import (
     token_problem,
     token_user_id,
 )
+from bot.domain import GuildSettings, ServerRules
 from bot.models import model_file
 from storage.db import Database, bundled_migrations
+from storage.guilds import GuildSettingsRepository
 from tests.cli import run_likeness
 from tests.conftest import World, installed_models_dir
 from tests.fake_discord import FakeDiscord
-from tests.fake_discord.world import Perm
+from tests.fake_discord.world import Overwrite, Perm
 from tests.fake_providers.fal import FakeFal
 from tests.fake_providers.kling import FakeKling
 from tests.fake_providers.runway import FakeRunway
@@ -104,6 +107,18 @@ async def migrated(path: Path, version: int | None = None) -> None:
         await db.close()
 
 
+async def allow_channels(settings: Settings, allowed: dict[int, list[int]]) -> None:
+    """Each server's generation-channel allow list, saved as `/settings channels` does (migrating the database)."""
+    await migrated(settings.db_path)
+    db = await Database.open(settings.db_path)
+    try:
+        repository = GuildSettingsRepository(db)
+        for guild_id, channel_ids in allowed.items():
+            await repository.save(GuildSettings(guild_id=guild_id, rules=ServerRules(allowed_channels=channel_ids)))
+    finally:
+        await db.close()
+
+
 @asynccontextmanager
 async def providers() -> AsyncIterator[tuple[FakeKling, FakeFal, FakeRunway]]:
     kling, fal = FakeKling(), FakeFal()
@@ -149,6 +164,7 @@ async def test_healthy_run_is_all_ok(fake: FakeDiscord, world: World, tmp_path: 
         "Discord application",
         "Discord servers",
         "Slash commands",
+        "Generation channels",
         "Kling",
         "fal.ai",
         "Runway",
@@ -161,6 +177,7 @@ async def test_healthy_run_is_all_ok(fake: FakeDiscord, world: World, tmp_path: 
     assert "no privileged intent is needed" in checks["Discord application"].found
     assert "in 2 servers" in checks["Discord servers"].found
     assert "/animate" in checks["Slash commands"].found
+    assert "2 servers have no allow list" in checks["Generation channels"].found
     for name in ("Kling", "fal.ai", "Runway"):
         assert checks[name].data["ttfb_ms"] > 0
         assert "first byte in" in checks[name].found
@@ -301,6 +318,156 @@ def test_invite_permissions_are_the_readmes() -> None:
     assert INVITE_PERMISSIONS == 274878024704
     readme = Path(__file__).resolve().parent.parent / "README.md"
     assert f"permissions={INVITE_PERMISSIONS}" in readme.read_text(encoding="utf-8")
+
+
+# ------------------------------------------------------------------------------------------ allowed channels
+
+
+async def test_allowed_channels_the_bot_can_use(fake: FakeDiscord, world: World, tmp_path: Path) -> None:
+    renders = fake.add_channel(world.studio_a, "renders")
+    settings = make_settings(tmp_path, fake.token)
+    await allow_channels(settings, {world.studio_a.id: [world.studio_a.channel_id, renders]})
+    results = await run_checks(settings, quick=False, probes=PLENTY)
+
+    channels = by_name(results)["Generation channels"]
+    assert channels.status is Status.OK
+    assert "in each of the 2 allowed channels of 1 server" in channels.found
+    assert "1 server has no allow list" in channels.found
+    assert {r.path for r in fake.requests_to("GET", "/channels/{channel_id}")} == {
+        f"/channels/{world.studio_a.channel_id}",
+        f"/channels/{renders}",
+    }
+    # The server and the bot's roles there are asked once for both channels.
+    assert [r.path for r in fake.requests_to("GET", "/guilds/{guild_id}")] == [f"/guilds/{world.studio_a.id}"]
+    members = fake.requests_to("GET", "/guilds/{guild_id}/members/{user_id}")
+    assert [r.path for r in members] == [f"/guilds/{world.studio_a.id}/members/{fake.bot_user.id}"]
+    assert_no_secrets(results, fake.token)
+
+
+async def test_allowed_channel_whose_overwrite_denies_attach_files(
+    fake: FakeDiscord, world: World, tmp_path: Path
+) -> None:
+    studio_a = world.studio_a
+    deny_files = Overwrite(id=studio_a.bot_role_id, type=0, deny=Perm.ATTACH_FILES)
+    renders = fake.add_channel(studio_a, "renders", overwrites=[deny_files])
+    settings = make_settings(tmp_path, fake.token)
+    await allow_channels(settings, {studio_a.id: [studio_a.channel_id, renders]})
+    results = await run_checks(settings, quick=False, probes=PLENTY)
+
+    checks = by_name(results)
+    assert checks["Discord servers"].status is Status.OK  # server-wide the bot has everything
+    channels = checks["Generation channels"]
+    assert channels.status is Status.FAILURE
+    assert "1 of 2 allowed channels" in channels.found
+    assert "Studio A #renders: missing Attach Files" in channels.found and "#general" not in channels.found
+    assert "settings > Permissions, allow the bot's role: Attach Files" in channels.fix
+    assert "/settings channels" in channels.fix
+    assert channels.data == {"channels": 2, "servers": 1, "problems": 1}
+    assert exit_status(results) == 1
+    assert_no_secrets(results, fake.token)
+
+
+async def test_allowed_channel_gone_or_hidden(fake: FakeDiscord, world: World, tmp_path: Path) -> None:
+    deleted = fake.world.snowflake()  # an id Discord does not know (any more)
+    hidden = fake.add_channel(world.studio_b, "staff", visible_to_bot=False)
+    settings = make_settings(tmp_path, fake.token)
+    await allow_channels(settings, {world.studio_b.id: [deleted, hidden]})
+    results = await run_checks(settings, quick=False, probes=PLENTY)
+
+    channels = by_name(results)["Generation channels"]
+    assert channels.status is Status.FAILURE
+    assert f"Studio B channel {deleted}: the channel is gone or hidden from the bot" in channels.found
+    assert f"Studio B channel {hidden}: the channel is gone or hidden from the bot" in channels.found
+    assert "View Channels" in channels.fix and "/settings channels Clear" in channels.fix
+    assert exit_status(results) == 1
+
+
+async def test_servers_without_an_allow_list_are_not_asked_channel_by_channel(
+    fake: FakeDiscord, world: World, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path, fake.token)
+    left = fake.world.snowflake()  # a server the bot has left: its allow list no longer matters
+    await allow_channels(settings, {world.studio_a.id: [], left: [fake.world.snowflake()]})
+    results = await run_checks(settings, quick=False, probes=PLENTY)
+
+    channels = by_name(results)["Generation channels"]
+    assert channels.status is Status.OK
+    assert "2 servers have no allow list: members are warned in place" in channels.found
+    assert fake.requests_to("GET", "/channels/{channel_id}") == []
+    assert fake.requests_to("GET", "/guilds/{guild_id}/members/{user_id}") == []
+
+
+async def test_allowed_channels_skipped_without_a_readable_database(
+    fake: FakeDiscord, world: World, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path, fake.token)
+    missing = by_name(await run_checks(settings, quick=False, probes=PLENTY))["Generation channels"]
+    assert missing.status is Status.SKIPPED and "no database yet" in missing.found
+    assert not settings.db_path.exists()  # looked, did not create
+
+    settings.db_path.write_bytes(b"this is not sqlite" * 100)
+    garbage = by_name(await run_checks(settings, quick=False, probes=PLENTY))["Generation channels"]
+    assert garbage.status is Status.SKIPPED and "cannot read the allow lists" in garbage.found
+    assert settings.db_path.read_bytes() == b"this is not sqlite" * 100
+
+
+async def test_allowed_channels_skipped_when_the_login_fails(fake: FakeDiscord, world: World, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, wrong_token(fake))
+    await allow_channels(settings, {world.studio_a.id: [world.studio_a.channel_id]})
+    channels = by_name(await run_checks(settings, quick=False, probes=PLENTY))["Generation channels"]
+    assert channels.status is Status.SKIPPED and "needs a token Discord accepts" in channels.found
+    assert fake.requests_to("GET", "/channels/{channel_id}") == []
+
+
+def test_channel_permissions_follow_discords_algorithm() -> None:
+    guild_id, bot_id, bot_role, artists = 100, 200, 300, 400
+    needed = Perm.VIEW_CHANNEL | Perm.SEND_MESSAGES | Perm.EMBED_LINKS | Perm.ATTACH_FILES | Perm.READ_MESSAGE_HISTORY
+    guild = {
+        "id": str(guild_id),
+        "owner_id": "999",
+        "roles": [
+            {"id": str(guild_id), "permissions": str(needed)},  # @everyone
+            {"id": str(bot_role), "permissions": "0"},
+            {"id": str(artists), "permissions": str(Perm.MANAGE_MESSAGES)},
+        ],
+    }
+
+    def overwrite(target: int, kind: int, allow: int = 0, deny: int = 0) -> dict[str, Any]:
+        return {"id": str(target), "type": kind, "allow": str(allow), "deny": str(deny)}
+
+    def granted(roles: list[int], *overwrites: dict[str, Any], server: dict[str, Any] = guild) -> int:
+        return channel_permissions(server, [str(role) for role in roles], bot_id, overwrites)
+
+    assert granted([bot_role]) == needed  # @everyone's permissions, no overwrite
+    assert granted([bot_role, artists]) == needed | Perm.MANAGE_MESSAGES  # OR of the roles
+    # @everyone denied Attach Files in the channel: the bot loses it ...
+    everyone_deny = overwrite(guild_id, 0, deny=Perm.ATTACH_FILES)
+    assert granted([bot_role], everyone_deny) == needed & ~Perm.ATTACH_FILES
+    # ... unless one of its roles is allowed it there (role overwrites come after @everyone's).
+    assert granted([bot_role], everyone_deny, overwrite(bot_role, 0, allow=Perm.ATTACH_FILES)) == needed
+    # Role overwrites are merged: a deny on one role and an allow on another gives the allow.
+    merged = granted(
+        [bot_role, artists],
+        overwrite(bot_role, 0, deny=Perm.EMBED_LINKS),
+        overwrite(artists, 0, allow=Perm.EMBED_LINKS),
+    )
+    assert merged & Perm.EMBED_LINKS
+    # The member's own overwrite comes last, over its roles'.
+    role_allow = overwrite(bot_role, 0, allow=Perm.EMBED_LINKS)
+    assert not granted([bot_role], role_allow, overwrite(bot_id, 1, deny=Perm.EMBED_LINKS)) & Perm.EMBED_LINKS
+    assert granted([bot_role], everyone_deny, overwrite(bot_id, 1, allow=Perm.ATTACH_FILES)) == needed
+    # An overwrite for a role the bot does not have, or for another member, changes nothing.
+    assert granted([bot_role], overwrite(artists, 0, deny=needed), overwrite(bot_id + 1, 1, deny=needed)) == needed
+    # Implicit denials: no View Channels, nothing; no Send Messages, no Embed Links nor Attach Files.
+    assert granted([bot_role], overwrite(bot_role, 0, deny=Perm.VIEW_CHANNEL)) == 0
+    no_send = granted([bot_role], overwrite(bot_role, 0, deny=Perm.SEND_MESSAGES))
+    assert no_send & needed == Perm.VIEW_CHANNEL | Perm.READ_MESSAGE_HISTORY
+    # ADMINISTRATOR (from any role) and ownership grant everything, overwrites notwithstanding.
+    admin = {**guild, "roles": [*guild["roles"], {"id": "500", "permissions": str(Perm.ADMINISTRATOR)}]}
+    deny_all = overwrite(guild_id, 0, deny=needed)
+    assert granted([bot_role, 500], deny_all, server=admin) & needed == needed
+    assert granted([bot_role], deny_all, server={**guild, "owner_id": str(bot_id)}) & needed == needed
+    assert granted([bot_role], deny_all) == 0
 
 
 # ------------------------------------------------------------------------------------------------- commands

@@ -90,6 +90,19 @@ class DiscordProbe:
             found = await self._call(self._http.get_guild_commands(application_id, guild_id))
         return cast(list[dict[str, Any]], found)
 
+    async def channel(self, channel_id: int) -> dict[str, Any]:
+        """`GET /channels/{channel_id}`: its `name`, `type`, `guild_id` and `permission_overwrites` (403 or 404 when
+        it is gone or hidden from the bot)."""
+        return cast(dict[str, Any], await self._call(self._http.get_channel(channel_id)))
+
+    async def guild(self, guild_id: int) -> dict[str, Any]:
+        """`GET /guilds/{guild_id}`: its `name`, `owner_id` and `roles` (each with its `permissions`)."""
+        return cast(dict[str, Any], await self._call(self._http.get_guild(guild_id, with_counts=False)))
+
+    async def member(self, guild_id: int, user_id: int) -> dict[str, Any]:
+        """`GET /guilds/{guild_id}/members/{user_id}`: the member's `roles` there."""
+        return cast(dict[str, Any], await self._call(self._http.get_member(guild_id, user_id)))
+
     async def _ask(self, route: Route) -> Any:
         return await self._call(self._http.request(route))
 

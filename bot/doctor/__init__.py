@@ -4,8 +4,9 @@ Offline checks (`local`), which are also all that `--quick` runs (the Docker HEA
 loading, well under a second): the token's shape, the settings, the database (schema version, writability), free
 disk space, the background-removal model (present, checksum; the full run also loads it), the bot's process. The
 full run adds, with short timeouts and concurrently (`online`): Discord (the token, the application, every server
-and the bot's permissions there, the slash commands) and every provider the bot has keys for (a free
-authenticated call, timed to its first byte).
+and the bot's permissions there, the slash commands, the bot's permissions in each channel a server's allow list
+names for generation commands, read from the database without changing it) and every provider the bot has keys
+for (a free authenticated call, timed to its first byte).
 
 Every check returns `CheckResult`s (`results`); `run_checks` runs them; `report.main` prints them, as lines or as
 JSON. Exit status: 0 when nothing failed (warnings allowed), 1 otherwise. No line ever holds a secret: everything
@@ -21,6 +22,7 @@ from bot.doctor.local import (
     DISK_FAILURE_BYTES,
     DISK_WARNING_BYTES,
     FALLBACK_MODEL,
+    allow_lists,
     check_database,
     check_disk,
     check_model,
@@ -35,6 +37,7 @@ from bot.doctor.online import (
     DISCORD_CHECKS,
     INVITE_PERMISSIONS,
     application_result,
+    channel_permissions,
     check_discord,
     check_providers,
 )
@@ -50,6 +53,7 @@ __all__ = [
     "Probes",
     "Status",
     "application_result",
+    "channel_permissions",
     "exit_status",
     "format_report",
     "main",
@@ -80,11 +84,11 @@ async def run_checks(settings: Settings, quick: bool, probes: Probes | None = No
     import bot.discord_io.probe
     import bot.services  # noqa: F401
 
-    discord = (
-        check_discord(settings.token(), probes.discord_timeout)
-        if token.status is Status.OK
-        else _skip_discord("needs a well-formed DISCORD_TOKEN")
-    )
+    if token.status is Status.OK:
+        lists = await asyncio.to_thread(allow_lists, settings)  # read-only, before any timer starts
+        discord = check_discord(settings.token(), probes.discord_timeout, lists)
+    else:
+        discord = _skip_discord("needs a well-formed DISCORD_TOKEN")
     discord_results, providers = await asyncio.gather(discord, check_providers(settings, probes.provider_timeout))
     # After the network checks: loading the model keeps the CPU busy, which would inflate their timings.
     model = await check_model(settings, load=True, quick=False)

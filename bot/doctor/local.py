@@ -1,6 +1,7 @@
 """The offline checks, which are also all that `likeness doctor --quick` runs (no network, no model loading):
 the token's shape, the settings, the database (schema version, writability), free disk space, the
-background-removal model (present, checksum; `load=True` also opens it) and whether `likeness run` is running."""
+background-removal model (present, checksum; `load=True` also opens it) and whether `likeness run` is running.
+Also `allow_lists`, the servers' generation-channel allow lists that the online channel check needs."""
 
 from __future__ import annotations
 
@@ -13,10 +14,14 @@ import sqlite3
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
+
+from pydantic import ValidationError
 
 from bot.config import Settings, SettingsError
 from bot.doctor.results import CheckResult, failure, ok, warning
+from bot.domain import ServerRules
 from bot.models import ModelError, file_md5, model_file, model_spec
 from storage.db import bundled_migrations
 
@@ -191,6 +196,25 @@ def _version_after_write_test(path: Path) -> int:
         return version
     finally:
         conn.close()
+
+
+def allow_lists(settings: Settings) -> dict[int, list[int]] | str:
+    """Every server's generation-channel allow list (`/settings channels`; servers without one left out), read
+    with the database opened read-only: never migrated nor written. Or why it cannot be read. Blocking: run it
+    in a thread."""
+    path = settings.db_path.resolve()
+    if not path.is_file():
+        return f"no database yet at {path}, so no server has an allow list"
+    try:
+        with closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=DB_BUSY_SECONDS)) as conn:
+            rows = conn.execute(
+                "SELECT guild_id, rules FROM guild_settings WHERE rules IS NOT NULL ORDER BY guild_id"
+            ).fetchall()
+        found = {int(guild_id): ServerRules.model_validate_json(rules).allowed_channels for guild_id, rules in rows}
+    except (sqlite3.Error, ValidationError) as error:
+        said = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return f"cannot read the allow lists in {path} ({said})"
+    return {guild_id: channels for guild_id, channels in found.items() if channels}
 
 
 # ------------------------------------------------------------------------------------------------------- disk

@@ -1,12 +1,12 @@
 """The checks that ask over the network, with short timeouts: Discord (the token, the application, every server
-and the bot's permissions there, the slash commands) and every provider the bot has keys for (a free
-authenticated call, timed to its first byte)."""
+and the bot's permissions there, the slash commands, the bot's permissions in each allowed generation channel)
+and every provider the bot has keys for (a free authenticated call, timed to its first byte)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from bot.config import Settings, SettingsError
@@ -32,6 +32,13 @@ REQUIRED_PERMISSIONS: dict[int, str] = {
 THREAD_PERMISSIONS: dict[int, str] = {1 << 38: "Send Messages in Threads"}  # only for commands used in threads
 INVITE_PERMISSIONS = sum(REQUIRED_PERMISSIONS) + sum(THREAD_PERMISSIONS)
 ADMINISTRATOR = 1 << 3
+ALL_PERMISSIONS = (1 << 64) - 1  # what the owner and ADMINISTRATOR have: every bit, present and future
+VIEW_CHANNEL = 1 << 10
+SEND_MESSAGES = 1 << 11
+# Implicitly denied without Send Messages: TTS, Embed Links, Attach Files, Mention Everyone
+# (https://discord.com/developers/docs/topics/permissions#implicit-permissions).
+NEEDS_SEND_MESSAGES = (1 << 12) | (1 << 14) | (1 << 15) | (1 << 17)
+ROLE_OVERWRITE, MEMBER_OVERWRITE = 0, 1  # a channel overwrite's `type`
 
 # Application flags (https://discord.com/developers/docs/resources/application#application-object-flags).
 PRIVILEGED_INTENT_FLAGS: dict[str, int] = {
@@ -50,7 +57,10 @@ PROVIDER_SETTINGS: dict[str, tuple[str, str]] = {  # provider -> (display name, 
 
 # ---------------------------------------------------------------------------------------------------- Discord
 
-DISCORD_CHECKS = ("Discord login", "Discord application", "Discord servers", "Slash commands")
+DISCORD_CHECKS = ("Discord login", "Discord application", "Discord servers", "Slash commands", "Generation channels")
+GONE_OR_HIDDEN = "the channel is gone or hidden from the bot"
+
+T = TypeVar("T")
 
 
 def invite_url(application_id: int | str) -> str:
@@ -60,8 +70,10 @@ def invite_url(application_id: int | str) -> str:
     )
 
 
-async def check_discord(token: str, wait: float) -> list[CheckResult]:
-    """The token at Discord, the application's settings, every server's permissions, the slash commands."""
+async def check_discord(token: str, wait: float, allow_lists: dict[int, list[int]] | str) -> list[CheckResult]:
+    """The token at Discord, the application's settings, every server's permissions, the slash commands, the
+    bot's permissions in each allowed generation channel. `allow_lists`: each server's (`local.allow_lists`), or
+    why they could not be read."""
     from bot.discord_io.probe import DiscordAnswerError, DiscordProbe, DiscordRefusedToken, DiscordUnreachable
 
     async with DiscordProbe() as probe:
@@ -98,9 +110,9 @@ async def check_discord(token: str, wait: float) -> list[CheckResult]:
         )
         errors = (DiscordAnswerError, DiscordUnreachable, DiscordRefusedToken, TimeoutError)
 
-        async def asked(name: str, check: Callable[[], Awaitable[CheckResult]]) -> CheckResult:
+        async def asked(name: str, check: Callable[[], Awaitable[CheckResult]], timed: bool = True) -> CheckResult:
             try:
-                async with asyncio.timeout(wait):
+                async with asyncio.timeout(wait if timed else None):
                     return await check()
             except errors as error:
                 return warning(name, f"Discord did not answer: {_reason(error, wait)}.", "Run doctor again later.")
@@ -114,14 +126,20 @@ async def check_discord(token: str, wait: float) -> list[CheckResult]:
         app = await asked("Discord application", app_check)
         app_id = application.get("id") or user["id"]
         guilds: list[dict[str, Any]] = []
+        listed: list[list[dict[str, Any]]] = []  # the bot's servers, once Discord listed them
 
         async def servers_check() -> CheckResult:
             guilds.extend(await probe.guilds())
+            listed.append(guilds)
             return servers_result(guilds, app_id)
 
         servers = await asked("Discord servers", servers_check)
         commands = await asked("Slash commands", lambda: commands_result(probe, app_id, guilds))
-        return [login, app, servers, commands]
+        known = listed[0] if listed else None
+        channels = await asked(  # one timeout per question: a server may allow many channels
+            "Generation channels", lambda: channels_result(probe, allow_lists, known, user["id"], wait), timed=False
+        )
+        return [login, app, servers, commands, channels]
 
 
 def _reason(error: BaseException, timeout: float) -> str:
@@ -228,6 +246,127 @@ async def commands_result(probe: DiscordProbe, application_id: int | str, guilds
         "Run `likeness sync` to register them for every server (it may take up to an hour to appear).",
         commands=max(counts),
     )
+
+
+def channel_permissions(
+    guild: Mapping[str, Any], member_roles: Iterable[int | str], member_id: int, overwrites: Iterable[Mapping[str, Any]]
+) -> int:
+    """A member's permissions in a channel, computed as Discord documents it (topics/permissions): @everyone's and
+    the member's roles' permissions OR-ed (the owner and ADMINISTRATOR get everything), then the channel's
+    overwrites, each deny then allow: @everyone's, the member's roles' together, the member's own; then the
+    implicit denials (no View Channels: nothing; no Send Messages: no embeds, files, TTS or @everyone).
+    `guild`: GET /guilds/{id} (`id`, `owner_id`, `roles`); `overwrites`: the channel's `permission_overwrites`."""
+    guild_id = int(guild["id"])
+    if int(guild.get("owner_id") or 0) == member_id:
+        return ALL_PERMISSIONS
+    role_ids = {int(role_id) for role_id in member_roles} - {guild_id}
+    roles = {int(role["id"]): int(role.get("permissions") or 0) for role in guild.get("roles") or []}
+    permissions = roles.get(guild_id, 0)
+    for role_id in role_ids:
+        permissions |= roles.get(role_id, 0)
+    if permissions & ADMINISTRATOR:
+        return ALL_PERMISSIONS
+    by_target = {
+        (int(o["type"]), int(o["id"])): (int(o.get("allow") or 0), int(o.get("deny") or 0)) for o in overwrites
+    }
+    allow, deny = by_target.get((ROLE_OVERWRITE, guild_id), (0, 0))
+    permissions = (permissions & ~deny) | allow
+    allow = deny = 0
+    for role_id in role_ids:
+        role_allow, role_deny = by_target.get((ROLE_OVERWRITE, role_id), (0, 0))
+        allow, deny = allow | role_allow, deny | role_deny
+    permissions = (permissions & ~deny) | allow
+    allow, deny = by_target.get((MEMBER_OVERWRITE, member_id), (0, 0))
+    permissions = (permissions & ~deny) | allow
+    if not permissions & VIEW_CHANNEL:
+        return 0
+    return permissions if permissions & SEND_MESSAGES else permissions & ~NEEDS_SEND_MESSAGES
+
+
+async def _within(wait: float, pending: Awaitable[T]) -> T:
+    async with asyncio.timeout(wait):
+        return await pending
+
+
+async def channels_result(
+    probe: DiscordProbe,
+    allow_lists: dict[int, list[int]] | str,
+    guilds: list[dict[str, Any]] | None,
+    bot_id: int,
+    wait: float,
+) -> CheckResult:
+    """The bot's permissions in every channel a server allows generation commands in. `guilds`: the bot's servers
+    (None when Discord did not list them): an allow list kept for a server the bot has left is not checked."""
+    from bot.discord_io.probe import DiscordAnswerError
+
+    name = "Generation channels"
+    if isinstance(allow_lists, str):
+        return skipped(name, allow_lists)
+    names = {int(guild["id"]): str(guild.get("name")) for guild in guilds or []}
+    lists = {gid: ids for gid, ids in allow_lists.items() if guilds is None or gid in names}
+    looked_up: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}  # guild id -> (guild, the bot as member)
+    problems: list[str] = []
+    missing_labels: set[str] = set()
+    gone = 0
+
+    def server(guild_id: int) -> str:
+        looked = looked_up.get(guild_id, ({}, {}))[0].get("name")
+        return names.get(guild_id) or (str(looked) if looked else f"server {guild_id}")
+
+    for guild_id, channel_ids in lists.items():
+        for channel_id in channel_ids:
+            try:
+                channel = await _within(wait, probe.channel(channel_id))
+            except DiscordAnswerError as error:
+                if error.status not in (403, 404):
+                    raise
+                gone += 1
+                problems.append(f"{server(guild_id)} channel {channel_id}: {GONE_OR_HIDDEN}")
+                continue
+            home = int(channel.get("guild_id") or guild_id)
+            if home not in looked_up:
+                guild = await _within(wait, probe.guild(home))
+                looked_up[home] = guild, await _within(wait, probe.member(home, bot_id))
+            guild, member = looked_up[home]
+            granted = channel_permissions(
+                guild, member.get("roles") or [], bot_id, channel.get("permission_overwrites") or []
+            )
+            missing = [label for bit, label in REQUIRED_PERMISSIONS.items() if not granted & bit]
+            if missing:
+                missing_labels.update(missing)
+                shown = f"#{channel['name']}" if channel.get("name") else f"channel {channel_id}"
+                problems.append(f"{server(guild_id)} {shown}: missing {', '.join(missing)}")
+    checked = sum(len(ids) for ids in lists.values())
+    unlisted = len(names) - len(lists)  # 0 when Discord did not list the servers
+    count = {"channels": checked, "servers": len(lists), "problems": len(problems)}
+    if problems:
+        fixes: list[str] = []
+        if missing_labels:
+            needed = ", ".join(label for label in REQUIRED_PERMISSIONS.values() if label in missing_labels)
+            fixes.append(
+                f"In the channel's settings > Permissions, allow the bot's role: {needed}; or remove it from the "
+                "allow list with /settings channels."
+            )
+        if gone:
+            fixes.append(
+                "For a channel gone or hidden: if it exists, allow the bot's role View Channels there (its settings "
+                "> Permissions); if it was deleted, /settings channels Clear, then Add the channels to keep."
+            )
+        return failure(
+            name,
+            f"{len(problems)} of {checked} allowed channels cannot take generation commands: {_listed(problems)}.",
+            " ".join(fixes),
+            **count,
+        )
+    found: list[str] = []
+    if checked:
+        needed = ", ".join(REQUIRED_PERMISSIONS.values())
+        every = "the 1 allowed channel" if checked == 1 else f"each of the {checked} allowed channels"
+        found.append(f"the bot has {needed} in {every} of {len(lists)} server{'s' if len(lists) != 1 else ''}")
+    if unlisted:
+        have = "server has" if unlisted == 1 else "servers have"
+        found.append(f"{unlisted} {have} no allow list: members are warned in place")
+    return ok(name, "; ".join(found) or "no server has an allow list", **count)
 
 
 # -------------------------------------------------------------------------------------------------- providers
