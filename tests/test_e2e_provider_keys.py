@@ -23,7 +23,7 @@ from bot.services import install_id
 from tests.conftest import BotRunner, World, assert_no_secret_logged
 from tests.fake_discord import CommandUnavailable, FakeDiscord, FakeGuild, FakeUser
 from tests.fake_providers.kling import IMAGE2VIDEO, FakeKling
-from tests.test_e2e_animate import TRAITS, job_state, result_of
+from tests.test_e2e_animate import TRAITS, eventually, job_state, result_of
 from tests.test_e2e_references import figure_png
 
 
@@ -439,12 +439,12 @@ async def test_a_shot_finishes_on_the_key_it_was_sent_with_when_the_key_changes(
             "SELECT COUNT(*) FROM ledger WHERE job_id = ? AND entry = 'charge'", (job_id,)
         )
         assert charged is not None and charged[0] == 1
+
     # Once the shots ended, the replaced and removed keys are deleted, not kept "just in case".
-    for _ in range(250):  # the worker deletes them as each job ends
-        if await retired_keys(runner) == 0:
-            break
-        await asyncio.sleep(0.02)
-    assert await retired_keys(runner) == 0
+    async def none_retired() -> bool:  # the worker deletes them as each job ends
+        return await retired_keys(runner) == 0
+
+    await eventually(none_retired, "the retired keys to be deleted", timeout=5)
     accounts = [(await stored_job(runner, job_id)).account for job_id in (first, second, third)]
     assert accounts[0] and accounts[1] and accounts[0] != accounts[1] and accounts[2] == ""  # "" is the bot's key
 

@@ -18,7 +18,7 @@ from storage import Storage
 from tests.conftest import BotRunner, World
 from tests.factories import new_job, open_storage
 from tests.fake_discord import FakeDiscord, FakeGuild, FakeUser
-from tests.test_e2e_animate import TRAITS, animate, ava_with_front_view, result_of, until
+from tests.test_e2e_animate import TRAITS, animate, ava_with_front_view, eventually, is_state, result_of, until
 from tests.test_e2e_references import figure_png
 
 OWNER = Actor(guild_id=1, user_id=10)
@@ -214,11 +214,7 @@ async def test_a_clip_posted_whole_leaves_the_data_folder_after_the_days_set(
     await until(fake, lambda: bool(result_of(fake, world, job_id)), "the clip")
     assert runner.bot is not None
     storage = runner.bot.storage
-    for _ in range(500):  # posted; the worker marks it done just after
-        job = await storage.jobs.get(job_id)
-        if job is not None and job.state is JobState.DONE:
-            break
-        await asyncio.sleep(0.01)
+    await eventually(lambda: is_state(runner, job_id, JobState.DONE), "done", timeout=5)  # posted, then done
     job = await storage.jobs.get(job_id)
     assert job is not None and job.result_blob is not None and job.result_posted_whole
     views = on_disk(storage) - {job.result_blob}
