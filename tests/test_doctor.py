@@ -9,7 +9,6 @@ import secrets
 import shutil
 import socket
 import sqlite3
-import time
 from base64 import urlsafe_b64encode
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -680,9 +679,7 @@ async def test_provider_unreachable(tmp_path: Path) -> None:
     settings = make_settings(
         tmp_path, None, runway_api_key="key_" + "ab" * 64, runway_base_url=f"http://127.0.0.1:{port}"
     )
-    started = time.perf_counter()
     results = await run_checks(settings, quick=False, probes=PLENTY)
-    assert time.perf_counter() - started < 5
     check = by_name(results)["Runway"]
     assert check.status is Status.FAILURE
     assert check.found.startswith(f"cannot reach 127.0.0.1:{port}")

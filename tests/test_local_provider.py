@@ -221,7 +221,7 @@ async def test_a_task_closed_before_its_output_renders_again_after_restart(
     await wait_for(before, submission, {TaskStatus.RUNNING})
     started = time.monotonic()
     await before.close()
-    assert time.monotonic() - started < 2, "close does not wait for the delay"
+    assert time.monotonic() - started < 15, "close does not wait for the 30 s render"
     assert not output(tmp_path, 5).exists()
     assert (await before.poll(submission)).status is TaskStatus.QUEUED  # closed: nothing runs here any more
     with pytest.raises(RetryableError):
