@@ -331,6 +331,7 @@ async def test_allowed_channels_the_bot_can_use(fake: FakeDiscord, world: World,
     channels = by_name(results)["Generation channels"]
     assert channels.status is Status.OK
     assert "in each of the 2 allowed channels of 1 server" in channels.found
+    assert "Attach Files, Read Message History, Send Messages in Threads in each" in channels.found
     assert "1 server has no allow list" in channels.found
     assert {r.path for r in fake.requests_to("GET", "/channels/{channel_id}")} == {
         f"/channels/{world.studio_a.channel_id}",
@@ -364,6 +365,34 @@ async def test_allowed_channel_whose_overwrite_denies_attach_files(
     assert channels.data == {"channels": 2, "servers": 1, "problems": 1}
     assert exit_status(results) == 1
     assert_no_secrets(results, fake.token)
+
+
+async def test_allowed_channel_whose_threads_the_bot_cannot_post_in(
+    fake: FakeDiscord, world: World, tmp_path: Path
+) -> None:
+    """The allow list lets members use a channel's threads too; a bot that cannot post there is a warning (the
+    channel itself works), not a failure."""
+    studio_a = world.studio_a
+    no_threads = Overwrite(id=studio_a.id, type=0, deny=Perm.SEND_MESSAGES_IN_THREADS)  # @everyone's id is the server's
+    renders = fake.add_channel(studio_a, "renders", overwrites=[no_threads])
+    settings = make_settings(tmp_path, fake.token)
+    await allow_channels(settings, {studio_a.id: [studio_a.channel_id, renders]})
+    results = await run_checks(settings, quick=False, probes=PLENTY)
+
+    channels = by_name(results)["Generation channels"]
+    assert channels.status is Status.WARNING
+    assert "threads of 1 of 2 allowed channels cannot be answered there" in channels.found
+    assert "(the bot lacks Send Messages in Threads): Studio A #renders." in channels.found
+    assert "#general" not in channels.found
+    assert "allow the bot's role Send Messages in Threads" in channels.fix
+    assert channels.data == {"channels": 2, "servers": 1, "problems": 0}
+    assert exit_status(results) == 0
+
+    # A member overwrite for the bot that allows it again wins over the @everyone denial.
+    allow_bot = Overwrite(id=fake.bot_user.id, type=1, allow=Perm.SEND_MESSAGES_IN_THREADS)
+    fake.world.channels[renders].overwrites.append(allow_bot)
+    again = by_name(await run_checks(settings, quick=False, probes=PLENTY))["Generation channels"]
+    assert again.status is Status.OK
 
 
 async def test_allowed_channel_gone_or_hidden(fake: FakeDiscord, world: World, tmp_path: Path) -> None:

@@ -306,6 +306,7 @@ async def channels_result(
     lists = {gid: ids for gid, ids in allow_lists.items() if guilds is None or gid in names}
     looked_up: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}  # guild id -> (guild, the bot as member)
     problems: list[str] = []
+    no_threads: list[str] = []  # channels fine themselves, whose threads the bot cannot post in
     missing_labels: set[str] = set()
     gone = 0
 
@@ -332,10 +333,13 @@ async def channels_result(
                 guild, member.get("roles") or [], bot_id, channel.get("permission_overwrites") or []
             )
             missing = [label for bit, label in REQUIRED_PERMISSIONS.items() if not granted & bit]
+            thread_missing = [label for bit, label in THREAD_PERMISSIONS.items() if not granted & bit]
+            shown = f"#{channel['name']}" if channel.get("name") else f"channel {channel_id}"
             if missing:
                 missing_labels.update(missing)
-                shown = f"#{channel['name']}" if channel.get("name") else f"channel {channel_id}"
                 problems.append(f"{server(guild_id)} {shown}: missing {', '.join(missing)}")
+            elif thread_missing:  # a thread counts as its parent for the allow list, so members will use them
+                no_threads.append(f"{server(guild_id)} {shown}")
     checked = sum(len(ids) for ids in lists.values())
     unlisted = len(names) - len(lists)  # 0 when Discord did not list the servers
     count = {"channels": checked, "servers": len(lists), "problems": len(problems)}
@@ -358,9 +362,19 @@ async def channels_result(
             " ".join(fixes),
             **count,
         )
+    if no_threads:
+        thread_needed = ", ".join(THREAD_PERMISSIONS.values())
+        return warning(
+            name,
+            f"commands used in threads of {len(no_threads)} of {checked} allowed channels cannot be answered there "
+            f"(the bot lacks {thread_needed}): {_listed(no_threads)}.",
+            f"In the channel's settings > Permissions, allow the bot's role {thread_needed}; members can still use "
+            "the channel itself.",
+            **count,
+        )
     found: list[str] = []
     if checked:
-        needed = ", ".join(REQUIRED_PERMISSIONS.values())
+        needed = ", ".join([*REQUIRED_PERMISSIONS.values(), *THREAD_PERMISSIONS.values()])
         every = "the 1 allowed channel" if checked == 1 else f"each of the {checked} allowed channels"
         found.append(f"the bot has {needed} in {every} of {len(lists)} server{'s' if len(lists) != 1 else ''}")
     if unlisted:
