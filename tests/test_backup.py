@@ -164,6 +164,11 @@ async def test_backup_while_the_bot_writes_restores_a_consistent_snapshot(
         copying.append(time.monotonic())
         real_copy(source, copy)
         copying.append(time.monotonic())
+        # The backup goes on (blobs, manifest) only once the bot has committed again: so a write certainly lands
+        # while the backup runs and after its snapshot, and the restore below must not have it.
+        seen, deadline = len(committed), time.monotonic() + 30
+        while len(committed) == seen and time.monotonic() < deadline:
+            time.sleep(0.005)
 
     monkeypatch.setattr(backup_module, "_online_copy", timed_copy)
     stop = asyncio.Event()
@@ -202,6 +207,7 @@ async def test_backup_while_the_bot_writes_restores_a_consistent_snapshot(
 
     during = [t for t in committed if started < t < finished]
     assert during, "the bot committed writes while the backup ran"
+    assert [t for t in during if t > copying[1]], "including after the database was copied, before the backup ended"
     print(
         f"\nbackup: {result.seconds:.2f} s, archive {result.archive_bytes / 1e6:.1f} MB "
         f"(database {result.manifest.database.bytes / 1e6:.1f} MB, {len(result.manifest.blobs)} blobs "

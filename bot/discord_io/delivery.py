@@ -206,13 +206,14 @@ class DiscordDelivery:
             job, progress = fresh, Progress()  # a later state overtook this edit: show that instead
         assert job.status_message_id is not None
         message = self._channel(job.channel_id).get_partial_message(job.status_message_id)
-        self._last_edit[job_id] = time.monotonic()
         try:
             await message.edit(embed=status_embed(job, progress, time.time()))
         except discord.NotFound:
             log.info("the status message of job %s was deleted; not editing it again", job_id)
         except discord.HTTPException as error:
             log.warning("could not edit the status of job %s: %s", job_id, error)
+        finally:  # counted from when Discord answered, so edits reach it at least the interval apart
+            self._last_edit[job_id] = time.monotonic()
         if job.state.finished:
             self._forget(job_id)
 
