@@ -50,7 +50,7 @@ from tests.fake_providers.kling import FakeKling
 from tests.fake_providers.runway import FakeRunway
 
 LATEST = bundled_migrations()[-1].version
-PLENTY = Probes(free_bytes=lambda _path: 50 * 1024**3, discord_timeout=5.0, provider_timeout=5.0)
+PLENTY = Probes(free_bytes=lambda _path: 50 * 1024**3, discord_timeout=15.0, provider_timeout=15.0)
 
 
 def make_settings(tmp_path: Path, token: str | None, **overrides: Any) -> Settings:

@@ -224,7 +224,7 @@ async def test_interaction_answered_too_late_does_not_break_the_bot(
     fake.interaction_deadline = 0.0
     with caplog.at_level(logging.WARNING):
         h = await fake.slash(world.studio_a, world.alice, "character list", {})
-        await h.wait_response(timeout=5)
+        await h.wait_response()
     assert h.callback_status == 404
     await fake.wait_until(
         lambda: any("expired before it was answered" in r.getMessage() for r in caplog.records), 5, "the warning"

@@ -444,7 +444,7 @@ async def test_a_shot_finishes_on_the_key_it_was_sent_with_when_the_key_changes(
     async def none_retired() -> bool:  # the worker deletes them as each job ends
         return await retired_keys(runner) == 0
 
-    await eventually(none_retired, "the retired keys to be deleted", timeout=5)
+    await eventually(none_retired, "the retired keys to be deleted", timeout=20)
     accounts = [(await stored_job(runner, job_id)).account for job_id in (first, second, third)]
     assert accounts[0] and accounts[1] and accounts[0] != accounts[1] and accounts[2] == ""  # "" is the bot's key
 

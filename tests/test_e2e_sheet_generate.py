@@ -77,7 +77,7 @@ async def test_generate_through_fal_to_stored_views(fake: FakeDiscord, world: Wo
     fal = FakeFal(latency=0.001)
     fal.queue_polls, fal.progress_polls = 1, 1
     await fal.start()
-    provider = FalProvider(key=fal.key, base_url=fal.url, timeout=5.0)
+    provider = FalProvider(key=fal.key, base_url=fal.url, timeout=15.0)
     provider.capabilities = replace(provider.capabilities, typical_seconds=0.1)
     try:
         assert runner.bot is not None

@@ -116,7 +116,7 @@ async def fake() -> AsyncIterator[FakeFal]:
 
 @pytest.fixture
 async def provider(fake: FakeFal) -> AsyncIterator[FalProvider]:
-    client = FalProvider(key=fake.key, base_url=fake.url, timeout=5.0)
+    client = FalProvider(key=fake.key, base_url=fake.url, timeout=15.0)
     try:
         yield client
     finally:

@@ -107,7 +107,7 @@ async def fake() -> AsyncIterator[FakeRunway]:
 
 @pytest.fixture
 async def runway(fake: FakeRunway) -> AsyncIterator[RunwayProvider]:
-    provider = RunwayProvider(api_key=fake.api_key, base_url=fake.url, timeout=2.0)
+    provider = RunwayProvider(api_key=fake.api_key, base_url=fake.url, timeout=10.0)
     yield provider
     await provider.close()
 
@@ -726,7 +726,7 @@ async def run_through_worker(
     tmp_path: Path, fake: FakeRunway, kind: WorkKind = WorkKind.ANIMATE, labels: tuple[str, ...] = ("front",)
 ) -> tuple[Job, WatchingDelivery]:
     """One job queued in a real database and driven to its end by the real Worker, against the fake."""
-    provider = RunwayProvider(api_key=fake.api_key, base_url=fake.url, timeout=2.0)
+    provider = RunwayProvider(api_key=fake.api_key, base_url=fake.url, timeout=10.0)
     provider.capabilities = replace(provider.capabilities, typical_seconds=0.01)  # poll at once, not in a minute
     fake.pending_polls = fake.running_polls = 0  # done at the first poll: the worker's next poll is 0.5 s later
     storage = await Storage.open(tmp_path / "db.sqlite3", tmp_path / "blobs")

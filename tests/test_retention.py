@@ -153,7 +153,7 @@ async def test_deleting_a_character_removes_its_images_from_the_disk(
     assert runner.bot is not None
     storage = runner.bot.storage
     janitor = runner.bot.janitor
-    await fake.wait_until(lambda: janitor.last is not None, 5, "the sweep the bot makes once it is ready")
+    await fake.wait_until(lambda: janitor.last is not None, 15, "the sweep the bot makes once it is ready")
     await add_front(fake, world.studio_a, world.alice, "Ava", figure_png((200, 40, 40)))
     ava_only = on_disk(storage)
     await add_front(fake, world.studio_a, world.alice, "Bo", figure_png((40, 160, 40)))
@@ -214,7 +214,7 @@ async def test_a_clip_posted_whole_leaves_the_data_folder_after_the_days_set(
     await until(fake, lambda: bool(result_of(fake, world, job_id)), "the clip")
     assert runner.bot is not None
     storage = runner.bot.storage
-    await eventually(lambda: is_state(runner, job_id, JobState.DONE), "done", timeout=5)  # posted, then done
+    await eventually(lambda: is_state(runner, job_id, JobState.DONE), "done")  # posted, then done
     job = await storage.jobs.get(job_id)
     assert job is not None and job.result_blob is not None and job.result_posted_whole
     views = on_disk(storage) - {job.result_blob}

@@ -218,12 +218,12 @@ class InteractionHandle:
 
     # --- waiting -------------------------------------------------------------------------------
 
-    async def wait_response(self, timeout: float = 5.0) -> CallbackRecord:  # noqa: ASYNC109 - the harness API
+    async def wait_response(self, timeout: float = 15.0) -> CallbackRecord:  # noqa: ASYNC109 - the harness API
         """Wait until the bot called back (accepted or rejected); returns that callback."""
         await self._fake.wait_until(lambda: bool(self.callbacks), timeout, f"a callback for {self!r}", poll=None)
         return self.callbacks[0]
 
-    async def wait_settled(self, timeout: float = 5.0) -> InteractionHandle:  # noqa: ASYNC109 - the harness API
+    async def wait_settled(self, timeout: float = 15.0) -> InteractionHandle:  # noqa: ASYNC109 - the harness API
         """Wait for a final visible state: a message/update/choices/modal, or a deferral plus an edit
         of the original response or a follow-up."""
         await self._fake.wait_until(

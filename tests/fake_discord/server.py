@@ -292,7 +292,7 @@ class FakeDiscord:
     def _ready_connections(self) -> list[GatewayConnection]:
         return [c for c in self.connections if c.ready and not c.closed and not c.ws.closed]
 
-    async def wait_for_ready(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 - the harness API
+    async def wait_for_ready(self, timeout: float = 15.0) -> None:  # noqa: ASYNC109 - the harness API
         """Until a client identified and every guild was sent to it (on every shard).
 
         The bot's own ``on_ready`` comes ``guild_ready_timeout`` later; interactions sent before
@@ -310,7 +310,7 @@ class FakeDiscord:
         self,
         *names: str,
         guild: GuildRef | None = None,
-        timeout: float = 5.0,  # noqa: ASYNC109 - the harness API
+        timeout: float = 15.0,  # noqa: ASYNC109 - the harness API
     ) -> None:
         """Until the bot synced slash commands with these names (globally, or for ``guild``)."""
 
@@ -752,7 +752,7 @@ class FakeDiscord:
         *,
         focused: str,
         channel_id: int | None = None,
-        timeout: float = 5.0,  # noqa: ASYNC109 - the harness API
+        timeout: float = 15.0,  # noqa: ASYNC109 - the harness API
     ) -> list[dict[str, Any]]:
         """Type into an autocomplete option; returns the choices the bot offered."""
         handle = await self.autocomplete_handle(guild, user, command, options, focused=focused, channel_id=channel_id)
