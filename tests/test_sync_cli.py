@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from bot.app import sync_from_cli
 from bot.config import Settings
@@ -35,3 +36,25 @@ async def test_sync_globally_then_to_one_server_then_clear(fake: FakeDiscord, wo
     assert said == f"Removed the server-specific commands from server {world.studio_a.id}."
     assert fake.commands(guild=world.studio_a) == []
     assert len(fake.commands()) == 7  # the global ones stay
+
+
+def described(node: dict[str, Any], path: str) -> list[str]:
+    """The commands, sub-commands and options under `node` whose help text is missing or discord.py's
+    placeholder ("…"), as Discord received them."""
+    lacking = [] if node.get("description", "").strip("…. ") else [path]
+    for option in node.get("options", []):
+        lacking += described(option, f"{path} {option['name']}")
+    return lacking
+
+
+async def test_every_command_and_option_has_help_text(fake: FakeDiscord, tmp_path: Path) -> None:
+    """Members see each option's description as they type; none may be blank or the placeholder."""
+    await sync_from_cli(Settings(data_dir=tmp_path, guild_ready_timeout=0.05), fake.token, None, clear=False)
+    commands = fake.commands()
+    assert len(commands) == 7
+    lacking = [path for command in commands for path in described(command, "/" + command["name"])]
+    assert lacking == []
+    options = [o for c in commands for o in c.get("options", [])]
+    assert len(options) > 20  # the walk reached the sub-commands and their options
+    placeholder = {"description": "x", "options": [{"name": "y", "description": "…"}]}  # what discord.py sends
+    assert described(placeholder, "/x") == ["/x y"]
