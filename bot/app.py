@@ -15,6 +15,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.callbacks import CallbackServer, CallbackUrls, callback_secret
 from bot.config import Settings
 from bot.discord_io.delivery import DiscordDelivery
 from bot.discord_io.errors import LikenessTree
@@ -62,6 +63,7 @@ class LikenessBot(commands.AutoShardedBot):
         self.inflight = InFlight()  # uploads in progress: a graceful stop lets them finish
         self.draining = False  # stopping: no new commands
         self._metrics_server: MetricsServer | None = None
+        self._callback_server: CallbackServer | None = None
         self.extensions_to_load = tuple(extensions)
         self.failed_extensions: dict[str, BaseException] = {}
 
@@ -89,6 +91,16 @@ class LikenessBot(commands.AutoShardedBot):
             keep_clips_days=self.settings.keep_clips_days,
             keep_audit_days=self.settings.keep_audit_days,
         )
+        if self.settings.callback_url is not None:
+            urls = CallbackUrls(self.settings.callback_url, callback_secret(self.settings.data_dir))
+            self.worker.callback_url_for = urls.url_for
+            self._callback_server = CallbackServer(
+                urls,
+                lambda _provider, job_id: self.worker.nudge(job_id),
+                self.settings.callback_host,
+                self.settings.callback_port,
+            )
+            await self._callback_server.start()
         if self.settings.metrics_port is not None:
             self._metrics_server = MetricsServer(
                 self.render_metrics, self.settings.metrics_host, self.settings.metrics_port
@@ -132,6 +144,8 @@ class LikenessBot(commands.AutoShardedBot):
                 await starting
         if self._metrics_server is not None:
             await self._metrics_server.close()
+        if self._callback_server is not None:
+            await self._callback_server.close()
         warm_up = getattr(self, "_warm_up", None)
         if warm_up is not None:
             warm_up.cancel()

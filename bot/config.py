@@ -122,6 +122,17 @@ class Settings(BaseSettings):
     metrics_host: str = Field(
         default="127.0.0.1", description="Address the metrics endpoint listens on (localhost: not exposed)."
     )
+    callback_url: str | None = Field(
+        default=None,
+        description="Public base URL (https://...) that reaches the callback listener, for Kling and fal.ai to say "
+        "a render finished, so it posts at once; empty: providers are polled only.",
+    )
+    callback_host: str = Field(
+        default="127.0.0.1", description="Address the callback listener binds (put an HTTPS reverse proxy in front)."
+    )
+    callback_port: int = Field(
+        default=8788, ge=0, le=65535, description="Port the callback listener binds, when LIKENESS_CALLBACK_URL is set."
+    )
     keep_clips_days: int = Field(
         default=0,
         ge=0,
@@ -154,6 +165,16 @@ class Settings(BaseSettings):
         known = {"local", "kling", "fal", "runway"}
         if value not in known:
             raise ValueError(f"must be one of {', '.join(sorted(known))}")
+        return value
+
+    @field_validator("callback_url")
+    @classmethod
+    def _http_callback_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip().rstrip("/")
+        if not value.startswith(("https://", "http://")) or "?" in value or "#" in value:
+            raise ValueError("must be an http(s) URL with no query, like https://likeness.example.org")
         return value
 
     @field_validator("secret_key")

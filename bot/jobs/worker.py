@@ -93,10 +93,14 @@ class Worker:
         self._last_start: dict[int, float] = {}  # guild -> when it last started a job (fairness)
         self._estimates: dict[tuple[str, str, int], float] = {}  # learned render seconds
         self._artifacts: dict[int, tuple[Artifact, ...]] = {}
-        self._job_wakes: dict[int, asyncio.Event] = {}
+        self._job_wakes: dict[int, asyncio.Event] = {}  # poked: look at the job again now (a cancel)
+        self._nudges: dict[int, asyncio.Event] = {}  # called back by the provider: poll now (bot.callbacks)
+        self._early_nudges: set[int] = set()  # called back before this worker drove the job (just after a start)
         self._announced_places: dict[int, int | None] = {}
         self._fresh: set[int] = set()  # jobs taken from the queue by this worker and not yet sent
         self.per_user_by_guild: Callable[[], dict[int, int]] = dict  # servers' own running caps
+        # (provider, job id) -> the URL the provider may call back on, for providers that take one; None: poll only
+        self.callback_url_for: Callable[[str, int], str] | None = None
         self.metrics = Metrics(clock)
         self._resolved_accounts: set[tuple[int, str]] = set()
 
@@ -127,6 +131,15 @@ class Worker:
         self._wake.set()
         if job_id is not None and job_id in self._job_wakes:
             self._job_wakes[job_id].set()
+
+    def nudge(self, job_id: int) -> None:
+        """The provider called back about this job's task: poll it now rather than at its next poll time. A
+        nudge that comes while the job is being polled is kept for the next wait, and one that comes before the
+        worker resumed the job (the listener starts first) is kept until it does."""
+        if (event := self._nudges.get(job_id)) is not None:
+            event.set()
+        elif len(self._early_nudges) < 10_000:  # only signed callbacks get here; still, bounded
+            self._early_nudges.add(job_id)
 
     async def positions(self) -> dict[int, int]:
         """Place in line of every queued job, as the scheduler will start them."""
@@ -223,6 +236,10 @@ class Worker:
         if job.id in self._drivers:
             return
         self._job_wakes[job.id] = asyncio.Event()
+        self._nudges[job.id] = nudge = asyncio.Event()
+        if job.id in self._early_nudges:
+            self._early_nudges.discard(job.id)
+            nudge.set()
         self._drivers[job.id] = asyncio.create_task(self._run_job(job), name=f"likeness-job-{job.id}")
 
     async def _run_job(self, job: Job) -> None:
@@ -250,6 +267,7 @@ class Worker:
         finally:
             self._drivers.pop(job.id, None)
             self._job_wakes.pop(job.id, None)
+            self._nudges.pop(job.id, None)
             self._artifacts.pop(job.id, None)
             self._wake.set()  # a slot is free
 
@@ -306,7 +324,7 @@ class Worker:
         )
 
     async def _poll(self, job: Job, provider: Provider) -> Job | None:
-        await self._sleep_until(job, job.next_poll_at or self.clock())
+        await self._sleep_until(job, job.next_poll_at or self.clock(), nudgeable=True)
         fresh = await self.jobs.get(job.id)
         if fresh is None or fresh.state is not JobState.RUNNING:
             return fresh
@@ -490,6 +508,11 @@ class Worker:
             images=tuple(images),
             caption=job.action,
             mode=job.params.mode,
+            callback_url=(
+                self.callback_url_for(job.provider, job.id)
+                if self.callback_url_for is not None and provider.capabilities.callbacks
+                else None
+            ),
         )
 
     @staticmethod
@@ -533,19 +556,29 @@ class Worker:
         remaining = max(0.0, self._estimate(job) - elapsed)
         return Progress(eta_seconds=remaining, progress=result.progress)
 
-    async def _sleep_until(self, job: Job, when: float) -> None:
-        """Sleep until `when`, or until the job is poked (a cancel)."""
+    async def _sleep_until(self, job: Job, when: float, *, nudgeable: bool = False) -> None:
+        """Sleep until `when`, or until the job is poked (a cancel), or, when `nudgeable` (waiting to poll), until
+        its provider calls back. Retry back-offs are not nudgeable: a callback does not lift a rate limit."""
+        nudge = self._nudges.get(job.id) if nudgeable else None
         delay = when - self.clock()
-        if delay <= 0:
+        if delay <= 0 or (nudge is not None and nudge.is_set()):
+            if nudge is not None:
+                nudge.clear()
             return
-        event = self._job_wakes.get(job.id)
-        if event is None:
+        poke = self._job_wakes.get(job.id)
+        if poke is not None:
+            poke.clear()
+        waits = [asyncio.ensure_future(event.wait()) for event in (poke, nudge) if event is not None]
+        if not waits:
             await asyncio.sleep(delay)
             return
-        event.clear()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(delay):
-                await event.wait()
+        try:
+            await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+        if nudge is not None:
+            nudge.clear()  # the poll that follows answers it
 
     async def _move(
         self,

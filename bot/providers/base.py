@@ -63,6 +63,7 @@ class Capabilities:
     cancel_stops_billing: bool = True  # False where a canceled task still renders and is billed (Kling)
     modes: tuple[str, ...] = ()  # quality modes where the provider has them (Kling: "std", "pro")
     image_model: str | None = None  # the model used for WorkKind.SHEET, when the provider makes images
+    callbacks: bool = False  # takes a per-task callback URL (RenderRequest.callback_url): a nudge to poll now
 
     @property
     def label(self) -> str:
@@ -92,6 +93,7 @@ class RenderRequest:
     images: tuple[ReferenceImage, ...]
     caption: str = ""  # a short human caption (the member's action), for providers that draw one
     mode: str | None = None  # one of Capabilities.modes, or None for the provider's default
+    callback_url: str | None = None  # where the provider may say the task changed (Capabilities.callbacks)
 
 
 @dataclass(frozen=True)

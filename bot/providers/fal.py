@@ -214,6 +214,7 @@ class FalProvider:
             needs_key=True,
             typical_seconds=TYPICAL_SECONDS,
             image_model=image_model,
+            callbacks=True,
         )
 
     # ----------------------------------------------------------------------------------------------------------
@@ -223,7 +224,9 @@ class FalProvider:
         endpoint = self._validate(request)
         content = await asyncio.to_thread(self._encoded_body, request)  # base64 + JSON of a few MB: off the loop
         url = f"{self._base_url}/{endpoint}"
-        response = await self._request("POST", url, content=content, submitting=True)
+        # fal POSTs the result there on completion: the bot takes it as a nudge to poll now (bot.callbacks)
+        params = {"fal_webhook": request.callback_url} if request.callback_url else None
+        response = await self._request("POST", url, content=content, params=params, submitting=True)
         if not response.is_success:
             raise self._http_error(response, stage="submit", endpoint=endpoint)
         data = _json_object(response)

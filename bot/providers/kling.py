@@ -25,9 +25,10 @@ read on every answer, not only the status. Neither the key, the secret nor a tok
 or a log line.
 
 Kling has no cancel endpoint: `cancel` is a no-op, the task finishes (and is billed) at Kling.
-Callbacks (`callback_url`) are sent to Kling when configured; the bot itself polls, and `parse_callback`
-reads a callback body into the same `PollResult` for a future webhook route (deliveries may repeat or arrive
-out of order: keep the newest `updated_at`, and confirm by polling, as Kling advises).
+Callbacks: a shot's `callback_url` (RenderRequest.callback_url, when the bot has a public callback URL) goes
+to Kling, which POSTs the task on every status change. The bot takes a callback only as a nudge to poll the
+task now (bot.callbacks): deliveries may repeat, arrive out of order or be forged, and Kling advises confirming
+by polling. `parse_callback` reads a callback body into the same `PollResult`.
 """
 
 from __future__ import annotations
@@ -345,6 +346,7 @@ class KlingProvider:
             modes=MODES,
             cancel_stops_billing=False,  # no cancel endpoint: the task renders and is billed
             image_model=image_model,
+            callbacks=True,
         )
 
     # ----------------------------------------------------------------------------------------------------------
@@ -542,7 +544,7 @@ class KlingProvider:
             camera = CAMERA_CONFIG.get(request.camera)
             if camera is not None and (request.model, mode, request.duration) in CAMERA_CONTROL_SUPPORT:
                 body["camera_control"] = {"type": "simple", "config": {axis: camera.get(axis, 0) for axis in _AXES}}
-        return endpoint, self._common(body, request.job_id)
+        return endpoint, self._common(body, request)
 
     async def _omni(self, request: RenderRequest) -> tuple[str, dict[str, Any]]:
         """The omni-video endpoint and body; first makes sure the character's element exists (see the module doc)."""
@@ -562,7 +564,7 @@ class KlingProvider:
         body["mode"] = request.mode or self._mode
         body["aspect_ratio"] = request.aspect_ratio  # required: no first frame is given
         body["duration"] = str(request.duration)
-        return self._common(body, request.job_id)
+        return self._common(body, request)
 
     def element_external_id(self, views: tuple[ReferenceImage, ...] | list[ReferenceImage]) -> str:
         """The element's `external_task_id`: the install's prefix and a hash of the views' bytes, in order."""
@@ -616,12 +618,12 @@ class KlingProvider:
             "n": 1,
             "aspect_ratio": "16:9",
         }
-        return IMAGE_GENERATIONS, self._common(body, request.job_id)
+        return IMAGE_GENERATIONS, self._common(body, request)
 
-    def _common(self, body: dict[str, Any], job_id: int) -> dict[str, Any]:
-        body["external_task_id"] = self.external_id(job_id)
-        if self._callback_url:
-            body["callback_url"] = self._callback_url
+    def _common(self, body: dict[str, Any], request: RenderRequest) -> dict[str, Any]:
+        body["external_task_id"] = self.external_id(request.job_id)
+        if callback := request.callback_url or self._callback_url:
+            body["callback_url"] = callback
         return body
 
     async def _lookup(self, endpoint: str, external: str) -> Submission | None:

@@ -15,6 +15,9 @@
 - Switches for a test: `fail_next`, `rate_limit_submits` (+ `retry_after`), `rate_limit_polls`, `server_errors`,
   `storm()`, `result_size`, `chunked_results`, `expire_files()`, `foreign_urls`, `locked_balance`, `stall_next`,
   `flag_nsfw`, `latency`. Every request is recorded in `requests`.
+- Webhooks: a submit with `?fal_webhook=<url>` is, when `webhook_after` is set, completed that many seconds later
+  whatever the polls, and its end is POSTed to the URL as fal does (`{request_id, gateway_request_id, status:
+  "OK"|"ERROR", payload, error}`); each delivery's URL and answer status land in `webhook_deliveries`.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from aiohttp import web
+from aiohttp import ClientError, ClientSession, web
 from PIL import Image, ImageDraw
 
 from bot.imaging import video
@@ -177,6 +180,7 @@ class QueuedRequest:
     polls: int = 0
     failure: Failure | None = None
     output: dict[str, Any] | None = None
+    webhook: str | None = None  # ?fal_webhook= of the submit
 
 
 @dataclass
@@ -351,6 +355,9 @@ class FakeFal:
         self.locked_balance = False
         self.flag_nsfw = False  # image outputs come back flagged by the safety checker
         self.stall_next = 0.0  # extra seconds before the next queue answer (client timeouts)
+        self.webhook_after: float | None = None  # seconds after a submit with a webhook that it completes
+        self.webhook_deliveries: list[tuple[str, int]] = []  # (url, the receiver's status)
+        self._webhook_tasks: set[asyncio.Task[None]] = set()
         self._storm_until = 0.0
         self._storm_pass_every = 10
         self._storm_count = 0
@@ -378,6 +385,8 @@ class FakeFal:
         self._port = sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
+        for task in self._webhook_tasks:
+            task.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -492,10 +501,14 @@ class FakeFal:
         if self.validate_at_submit and (problems := validate(endpoint, body)):
             return web.json_response({"detail": problems}, status=422)
         request_id = str(uuid.uuid4())
-        queued = QueuedRequest(request_id, app_id(endpoint), endpoint, body)
+        queued = QueuedRequest(request_id, app_id(endpoint), endpoint, body, webhook=request.query.get("fal_webhook"))
         if self.fail_next:
             queued.failure = self.fail_next.pop(0)
         self.queued[request_id] = queued
+        if queued.webhook and self.webhook_after is not None:
+            task = asyncio.get_running_loop().create_task(self._complete_and_call_back(queued, self.webhook_after))
+            self._webhook_tasks.add(task)
+            task.add_done_callback(self._webhook_tasks.discard)
         origin = "http://files.fal.invalid:9" if self.foreign_urls else self.url
         base = f"{origin}{self.url_prefix}/{queued.app}/requests/{request_id}"
         answer = {
@@ -536,6 +549,27 @@ class FakeFal:
             body["error"] = queued.failure.status_error()
             body["error_type"] = queued.failure.error_type
         return web.json_response(body, headers={"x-fal-request-id": queued.request_id})
+
+    async def _complete_and_call_back(self, queued: QueuedRequest, after: float) -> None:
+        await asyncio.sleep(after)
+        if queued.state == "canceled":
+            return
+        if queued.state != "done":
+            self._finish(queued)
+        assert queued.webhook is not None
+        failed = queued.failure is not None
+        body = {
+            "request_id": queued.request_id,
+            "gateway_request_id": queued.request_id,
+            "status": "ERROR" if failed else "OK",
+            "payload": {"detail": queued.failure.detail} if queued.failure is not None else queued.output,
+            "error": queued.failure.status_error() if queued.failure is not None else None,
+        }
+        try:
+            async with ClientSession() as session, session.post(queued.webhook, json=body) as answer:
+                self.webhook_deliveries.append((queued.webhook, answer.status))
+        except (OSError, ClientError):
+            self.webhook_deliveries.append((queued.webhook, 0))
 
     def _urls(self, queued: QueuedRequest) -> dict[str, str]:
         base = f"{self.url}{self.url_prefix}/{queued.app}/requests/{queued.request_id}"

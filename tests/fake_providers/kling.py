@@ -21,7 +21,8 @@ constants, so a wrong constant in bot/providers/kling.py shows up as a refused r
 - Results are served by the fake itself at `/results/<task_id>.<ext>` (no auth, like a CDN); they can be
   expired (403), padded past a size, or sent chunked without a length.
 - Callbacks: the bare task object is POSTed to `callback_url` on every status change; deliveries can be
-  duplicated, held and sent in reverse order at the end, or dropped.
+  duplicated, held and sent in reverse order at the end, or dropped. With `finish_after` set, a task also ends
+  that many seconds after its create without being polled (as a real render does), and calls back then.
 - Switches for tests: `concurrency_limit` (+ `busy_http_status` 429 or 200 for 1303), `submit_errors` and
   `query_errors` (forced answers, e.g. 1302, 1102, 1301, 5001), `storm()` (1303 to a share of creates for a
   while), `fail_with`/`fail_next` (HTTP-200 failures), `lose_submits` (the task is created, then the answer is
@@ -288,6 +289,7 @@ class FakeKling:
         self.callback_duplicates = 1  # each callback is posted this many times
         self.reorder_callbacks = False  # callbacks are held and posted newest first when the task ends
         self.drop_callbacks = False
+        self.finish_after: float | None = None  # seconds after its create that a task ends on its own
         # records
         self.requests: list[Recorded] = []
         self.tasks: dict[str, FakeTask] = {}
@@ -483,6 +485,10 @@ class FakeKling:
         task = self._new_task(route, body, sizes)
         task.account = record.account
         self._status_changed(task)
+        if self.finish_after is not None and not task.is_element:
+            timer = asyncio.get_running_loop().create_task(self._finish_later(task, self.finish_after))
+            self._background.add(timer)
+            timer.add_done_callback(self._background.discard)
         await self.hold_submits.wait()
         if self.lose_submits > 0:
             self.lose_submits -= 1
@@ -795,6 +801,15 @@ class FakeKling:
         std, pro = VIDEO_RATES.get(model, (0.5, 0.5))
         seconds = int(body.get("duration", "5"))
         return f"{(pro if body.get('mode') == 'pro' else std) * seconds:g}"
+
+    async def _finish_later(self, task: FakeTask, after: float) -> None:
+        await asyncio.sleep(after)
+        self.end_now(task)
+
+    def end_now(self, task: FakeTask) -> None:
+        """The render ends now, unpolled (succeeds, or fails as set up), and calls back as Kling does."""
+        task.polls = max(task.polls, self.polls_to_finish)
+        self._advance(task)
 
     def _advance(self, task: FakeTask) -> None:
         if not task.active:

@@ -1,0 +1,145 @@
+"""The callback listener over a real socket: signed URLs, what nudges the worker and what does not."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import stat
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
+
+import httpx
+import pytest
+
+from bot.callbacks import BODY_MAX, CallbackServer, CallbackUrls, callback_secret, worth_polling
+from bot.domain import Job
+from bot.jobs.worker import Worker
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def urls(tmp_path: Path) -> CallbackUrls:
+    return CallbackUrls("https://likeness.example.org/", callback_secret(tmp_path))
+
+
+@pytest.fixture
+async def listening(urls: CallbackUrls) -> AsyncIterator[tuple[CallbackServer, list[tuple[str, int]], Clock, str]]:
+    nudged: list[tuple[str, int]] = []
+    clock = Clock()
+    server = CallbackServer(urls, lambda provider, job: nudged.append((provider, job)), "127.0.0.1", 0, clock=clock)
+    await server.start()
+    try:
+        yield server, nudged, clock, f"http://127.0.0.1:{server.port}"
+    finally:
+        await server.close()
+
+
+def kling_task(status: str) -> dict[str, object]:
+    return {"task_id": "880001", "task_status": status, "updated_at": 1, "task_info": {"external_task_id": "7"}}
+
+
+def local(urls: CallbackUrls, address: str, provider: str, job_id: int) -> str:
+    """The URL a provider was given, reaching this listener (as the reverse proxy would route it)."""
+    return urls.url_for(provider, job_id).replace("https://likeness.example.org", address)
+
+
+def test_the_secret_is_made_once_kept_private_and_reused(tmp_path: Path) -> None:
+    first = callback_secret(tmp_path)
+    assert len(first) == 32 and callback_secret(tmp_path) == first
+    assert stat.S_IMODE((tmp_path / "callback-secret").stat().st_mode) == 0o600
+    assert callback_secret(tmp_path / "elsewhere") != first
+
+
+def test_each_shot_has_its_own_url(urls: CallbackUrls) -> None:
+    url = urls.url_for("kling", 7)
+    assert url.startswith("https://likeness.example.org/callbacks/kling/7/") and "//callbacks" not in url
+    token = url.rsplit("/", 1)[1]
+    assert len(token) == 32 and urls.verify("kling", 7, token)
+    assert not urls.verify("kling", 8, token) and not urls.verify("fal", 7, token)
+    assert not urls.verify("kling", 7, token[:-1] + ("0" if token[-1] != "0" else "1"))
+
+
+def test_only_an_end_of_a_kling_task_is_worth_an_early_poll() -> None:
+    assert worth_polling("kling", json.dumps(kling_task("succeed")).encode())
+    assert worth_polling("kling", json.dumps(kling_task("failed")).encode())
+    assert not worth_polling("kling", json.dumps(kling_task("processing")).encode())
+    assert not worth_polling("kling", json.dumps(kling_task("submitted")).encode())
+    assert worth_polling("kling", b"not json")  # unreadable: the poll is the check
+    assert worth_polling("fal", b"{}")  # fal calls back once, at the end
+
+
+async def test_a_signed_callback_nudges_once_per_interval(
+    urls: CallbackUrls, listening: tuple[CallbackServer, list[tuple[str, int]], Clock, str]
+) -> None:
+    server, nudged, clock, address = listening
+    async with httpx.AsyncClient() as client:
+        done = kling_task("succeed")
+        assert (await client.post(local(urls, address, "kling", 7), json=done)).status_code == 200
+        assert (await client.post(local(urls, address, "kling", 7), json=done)).status_code == 200  # a duplicate
+        assert nudged == [("kling", 7)]
+        clock.now += 2.0
+        assert (await client.post(local(urls, address, "kling", 7), json=done)).status_code == 200
+        assert (await client.post(local(urls, address, "fal", 8), json={"status": "OK"})).status_code == 200
+    assert nudged == [("kling", 7), ("kling", 7), ("fal", 8)]
+    assert (server.accepted, server.refused) == (4, 0)
+
+
+async def test_progress_callbacks_are_answered_without_a_poll(
+    urls: CallbackUrls, listening: tuple[CallbackServer, list[tuple[str, int]], Clock, str]
+) -> None:
+    _server, nudged, _clock, address = listening
+    async with httpx.AsyncClient() as client:
+        answer = await client.post(local(urls, address, "kling", 7), json=kling_task("processing"))
+    assert answer.status_code == 200 and nudged == []
+
+
+async def test_forged_and_malformed_callbacks_change_nothing(
+    urls: CallbackUrls, listening: tuple[CallbackServer, list[tuple[str, int]], Clock, str]
+) -> None:
+    server, nudged, _clock, address = listening
+    good = local(urls, address, "kling", 7)
+    token = good.rsplit("/", 1)[1]
+    async with httpx.AsyncClient() as client:
+        assert (await client.post(f"{address}/callbacks/kling/7/{'0' * 32}", json={})).status_code == 404
+        assert (await client.post(f"{address}/callbacks/kling/8/{token}", json={})).status_code == 404  # another job
+        assert (await client.post(f"{address}/callbacks/fal/7/{token}", json={})).status_code == 404
+        assert (await client.post(f"{address}/callbacks/kling/x7/{token}", json={})).status_code == 404
+        assert (await client.get(good)).status_code == 405
+        huge = await client.post(good, content=b"x" * (BODY_MAX + 1), headers={"Content-Type": "application/json"})
+        assert huge.status_code == 413
+    assert nudged == []
+    assert server.refused == 3
+
+
+async def test_a_nudge_ends_a_wait_to_poll_even_one_that_came_during_the_poll_but_never_a_back_off() -> None:
+    worker = Worker(cast(Any, None), cast(Any, None), cast(Any, None), cast(Any, None), clock=time.monotonic)
+    job = cast(Job, SimpleNamespace(id=5))
+    worker._nudges[5], worker._job_wakes[5] = asyncio.Event(), asyncio.Event()  # pyright: ignore[reportPrivateUsage]
+    sleep_until = worker._sleep_until  # pyright: ignore[reportPrivateUsage]
+
+    worker.nudge(5)  # arrives while the job is being polled: kept for the next wait, which it ends at once
+    await asyncio.wait_for(sleep_until(job, time.monotonic() + 600, nudgeable=True), 10)
+
+    waiting = asyncio.create_task(sleep_until(job, time.monotonic() + 600, nudgeable=True))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    worker.nudge(5)  # arrives during the wait
+    await asyncio.wait_for(waiting, 10)
+
+    worker.nudge(5)  # a back-off after a rate limit is waited out whatever the provider says meanwhile
+    started = time.monotonic()
+    await sleep_until(job, started + 0.3)
+    assert time.monotonic() - started >= 0.29
+
+    worker.nudge(6)  # before the worker drives job 6 (just after a start): kept for when it does
+    assert 6 in worker._early_nudges  # pyright: ignore[reportPrivateUsage]

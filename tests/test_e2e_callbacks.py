@@ -1,0 +1,149 @@
+"""Provider callbacks through the real bot: with LIKENESS_CALLBACK_URL set, Kling and fal.ai call the bot back when a
+render ends, and the shot is picked up at once instead of at its next poll (here: minutes away), across a restart
+too; a callback with a wrong token changes nothing."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+import httpx
+import pytest
+
+from bot.callbacks import CallbackUrls, callback_secret
+from bot.domain import JobState
+from bot.providers.fal import FalProvider
+from bot.providers.kling import KlingProvider
+from tests.conftest import BotRunner, World
+from tests.fake_discord import FakeDiscord
+from tests.fake_providers.fal import FakeFal
+from tests.fake_providers.kling import IMAGE2VIDEO, FakeKling, sample_video
+from tests.test_e2e_animate import animate, ava_with_front_view, eventually, is_state, result_of, until
+from tests.test_e2e_kling import ACCESS, SECRET
+
+POLL_IN_TEN_MINUTES = 600.0  # the providers' first-guess render time: no poll comes during a test
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def with_callbacks(runner: BotRunner) -> str:
+    """Restart the bot as an admin would set it up behind a reverse proxy; returns the public base URL."""
+    await runner.stop()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    runner.settings = runner.settings.model_copy(update={"callback_url": base + "/", "callback_port": port})
+    await runner.start()
+    return base
+
+
+def slow_kling(runner: BotRunner, kling: FakeKling) -> KlingProvider:
+    provider = KlingProvider(base_url=kling.base_url, access_key=ACCESS, secret_key=SECRET)
+    provider.capabilities = replace(provider.capabilities, typical_seconds=POLL_IN_TEN_MINUTES)
+    runner.providers.append(provider)
+    assert runner.bot is not None
+    runner.bot.services.providers.register(provider)
+    return provider
+
+
+@pytest.fixture
+async def kling() -> AsyncIterator[FakeKling]:
+    fake = FakeKling(access_key=ACCESS, secret_key=SECRET)
+    await fake.start()
+    try:
+        yield fake
+    finally:
+        await fake.stop()
+
+
+@pytest.fixture
+async def fal() -> AsyncIterator[FakeFal]:
+    fake = FakeFal()
+    await fake.start()
+    try:
+        yield fake
+    finally:
+        await fake.stop()
+
+
+async def test_kling_calls_back_and_the_clip_posts_at_once_even_across_a_restart(
+    kling: FakeKling,
+    fake: FakeDiscord,
+    world: World,
+    runner: BotRunner,
+) -> None:
+    base = await with_callbacks(runner)
+    slow_kling(runner, kling)
+    await ava_with_front_view(fake, world)
+    job_id = await animate(fake, world, "waves from the balcony", provider="kling")
+    await eventually(lambda: is_state(runner, job_id, JobState.RUNNING), "the shot to be rendering at Kling")
+
+    # The task carries this shot's own callback URL, signed with the secret kept in the data folder.
+    [body] = kling.bodies(IMAGE2VIDEO)
+    urls = CallbackUrls(base, callback_secret(runner.settings.data_dir))
+    assert body["callback_url"] == urls.url_for("kling", job_id)
+    assert body["callback_url"].startswith(f"{base}/callbacks/kling/{job_id}/")
+
+    # Someone who guesses the route but not the token gets a 404, and the bot does not poll for it.
+    async with httpx.AsyncClient() as client:
+        forged = await client.post(f"{base}/callbacks/kling/{job_id}/{'0' * 32}", json={"task_status": "succeed"})
+    assert forged.status_code == 404
+
+    # A restart while it renders: the URL given to Kling before it still works after it.
+    await runner.restart()
+    slow_kling(runner, kling)
+    [task] = kling.tasks.values()
+    kling.end_now(task)  # the render ends; Kling calls back (processing, then succeed)
+
+    await until(fake, lambda: bool(result_of(fake, world, job_id)), "the clip, picked up on the callback")
+    [result] = result_of(fake, world, job_id)
+    assert [data for _name, data, _type in result.attachments] == [sample_video()]
+    assert [status for url, _body, status in kling.callbacks if url == body["callback_url"]][-1] == 200
+    queries = [r for r in kling.api_requests("GET", IMAGE2VIDEO) if r.path.endswith(f"/{task.task_id}")]
+    assert len(queries) == 1  # one poll, on the callback; the scheduled one was ten minutes away
+    await eventually(lambda: is_state(runner, job_id, JobState.DONE), "the shot to be done")
+
+
+async def test_fal_calls_back_on_completion_and_the_clip_posts_at_once(
+    fal: FakeFal, fake: FakeDiscord, world: World, runner: BotRunner
+) -> None:
+    base = await with_callbacks(runner)
+    provider = FalProvider(key=fal.key, base_url=fal.url, timeout=15.0)
+    provider.capabilities = replace(provider.capabilities, typical_seconds=POLL_IN_TEN_MINUTES)
+    runner.providers.append(provider)
+    assert runner.bot is not None
+    runner.bot.services.providers.register(provider)
+    fal.webhook_after = 0.3  # the request completes on its own and fal POSTs the result to the webhook
+    await ava_with_front_view(fake, world)
+    job_id = await animate(fake, world, "turns to the window", provider="fal")
+
+    await until(fake, lambda: bool(result_of(fake, world, job_id)), "the fal clip, picked up on the webhook")
+    [submit] = [r for r in fal.requests if r.method == "POST" and "/requests/" not in r.path]
+    urls = CallbackUrls(base, callback_secret(runner.settings.data_dir))
+    assert submit.query["fal_webhook"] == urls.url_for("fal", job_id)
+    assert fal.webhook_deliveries == [(urls.url_for("fal", job_id), 200)]
+    statuses = [r for r in fal.requests if r.method == "GET" and r.path.endswith("/status")]
+    assert len(statuses) == 1  # polled once, on the webhook
+    await eventually(lambda: is_state(runner, job_id, JobState.DONE), "the shot to be done")
+
+
+async def test_without_a_callback_url_nothing_listens_and_no_url_is_sent(
+    kling: FakeKling,
+    fake: FakeDiscord,
+    world: World,
+    runner: BotRunner,
+) -> None:
+    assert runner.settings.callback_url is None
+    provider = slow_kling(runner, kling)
+    provider.capabilities = replace(provider.capabilities, typical_seconds=0.2)  # polled, as ever
+    await ava_with_front_view(fake, world)
+    job_id = await animate(fake, world, "waves", provider="kling")
+    await until(fake, lambda: bool(result_of(fake, world, job_id)), "the polled clip")
+    [body] = kling.bodies(IMAGE2VIDEO)
+    assert "callback_url" not in body
+    assert not (runner.settings.data_dir / "callback-secret").exists()
+    assert runner.bot is not None and runner.bot._callback_server is None  # pyright: ignore[reportPrivateUsage]
