@@ -30,6 +30,7 @@ from bot.providers.base import FinalError, TaskStatus
 log = logging.getLogger(__name__)
 
 BODY_MAX = 1024 * 1024  # larger bodies are refused (413) unread
+HELLO = "likeness callbacks\n"
 ENDS = (TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELED)
 TOKEN_CHARS = 32  # hex characters of the HMAC kept in the URL: 128 bits
 
@@ -117,6 +118,7 @@ class CallbackServer:
     async def start(self) -> None:
         app = web.Application(client_max_size=BODY_MAX)
         app.router.add_post("/callbacks/{provider}/{job_id:[0-9]+}/{token}", self._handle)
+        app.router.add_get("/callbacks", self._hello)  # for `likeness doctor`: the public URL reaches this bot
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         self._site = web.TCPSite(self._runner, self._host, self._port)
@@ -127,6 +129,9 @@ class CallbackServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    async def _hello(self, _request: web.Request) -> web.Response:
+        return web.Response(status=200, text=HELLO)
 
     async def _handle(self, request: web.Request) -> web.Response:
         provider = request.match_info["provider"]

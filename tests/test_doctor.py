@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from bot.app import sync_from_cli
+from bot.callbacks import CallbackServer, CallbackUrls, callback_secret
 from bot.config import Settings
 from bot.doctor import (
     DISK_FAILURE_BYTES,
@@ -837,3 +838,43 @@ def test_bot_process_is_found_by_its_command_line(tmp_path: Path) -> None:
     (tmp_path / "self").mkdir()
     assert running_bots(tmp_path) == [1, 20]
     assert running_bots(tmp_path / "absent") is None
+
+
+# ------------------------------------------------------------------------------------------ provider callbacks
+
+
+async def test_callbacks_reach_the_running_bots_listener(tmp_path: Path) -> None:
+    port = closed_port()
+    settings = make_settings(tmp_path, None, callback_url=f"http://127.0.0.1:{port}", callback_port=port)
+    listener = CallbackServer(
+        CallbackUrls(f"http://127.0.0.1:{port}", callback_secret(tmp_path)), lambda _p, _j: None, "127.0.0.1", port
+    )
+    await listener.start()
+    try:
+        results = await run_checks(settings, quick=False, probes=PLENTY)
+    finally:
+        await listener.close()
+    check = by_name(results)["Provider callbacks"]
+    assert check.status is Status.OK
+    assert check.found == f"http://127.0.0.1:{port}/callbacks reaches the bot's callback listener"
+    assert listener.refused == 0  # the doctor's visit is not mistaken for a forged callback
+
+    quick = await run_checks(settings, quick=True, probes=PLENTY)
+    assert "Provider callbacks" not in by_name(quick)  # no network with --quick
+
+
+async def test_callbacks_that_reach_nothing_or_something_else_are_a_warning(fake: FakeDiscord, tmp_path: Path) -> None:
+    port = closed_port()
+    settings = make_settings(tmp_path, None, callback_url=f"http://127.0.0.1:{port}/", callback_port=8788)
+    results = await run_checks(settings, quick=False, probes=PLENTY)
+    nothing = by_name(results)["Provider callbacks"]
+    assert nothing.status is Status.WARNING
+    assert nothing.found.startswith(f"http://127.0.0.1:{port}/callbacks cannot be reached (")
+    assert "Kling and fal.ai cannot call back" in nothing.found
+    assert "to the bot's listener at 127.0.0.1:8788, with the bot running" in nothing.fix
+    assert exit_status([nothing]) == 0  # shots are still polled
+
+    elsewhere = make_settings(tmp_path, None, callback_url=fake.base_url)  # a proxy routing to some other service
+    other = by_name(await run_checks(elsewhere, quick=False, probes=PLENTY))["Provider callbacks"]
+    assert other.status is Status.WARNING
+    assert other.found.startswith(f"{fake.base_url}/callbacks answers 404, not as the bot's callback listener does")

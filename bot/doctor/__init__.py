@@ -38,6 +38,7 @@ from bot.doctor.online import (
     INVITE_PERMISSIONS,
     application_result,
     channel_permissions,
+    check_callbacks,
     check_discord,
     check_providers,
 )
@@ -89,10 +90,14 @@ async def run_checks(settings: Settings, quick: bool, probes: Probes | None = No
         discord = check_discord(settings.token(), probes.discord_timeout, lists)
     else:
         discord = _skip_discord("needs a well-formed DISCORD_TOKEN")
-    discord_results, providers = await asyncio.gather(discord, check_providers(settings, probes.provider_timeout))
+    discord_results, providers, callbacks = await asyncio.gather(
+        discord,
+        check_providers(settings, probes.provider_timeout),
+        check_callbacks(settings, probes.provider_timeout),
+    )
     # After the network checks: loading the model keeps the CPU busy, which would inflate their timings.
     model = await check_model(settings, load=True, quick=False)
-    return redact([*results, model, *discord_results, *providers], _secrets(settings))
+    return redact([*results, model, *discord_results, *providers, *callbacks], _secrets(settings))
 
 
 async def _skip_discord(why: str) -> list[CheckResult]:

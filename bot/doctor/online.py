@@ -482,3 +482,29 @@ async def _ping(provider: Provider) -> float:
     if ping is None:
         raise AssertionError(f"{type(provider).__name__} has no ping()")
     return float(await ping())
+
+
+async def check_callbacks(settings: Settings, wait: float) -> list[CheckResult]:
+    """With LIKENESS_CALLBACK_URL set: that the public URL reaches a running bot's callback listener. Only a
+    warning when it does not: shots are then polled, as without callbacks."""
+    import httpx
+
+    from bot.callbacks import HELLO
+
+    if settings.callback_url is None:
+        return []
+    name = "Provider callbacks"
+    url = f"{settings.callback_url}/callbacks"
+    fix = (
+        f"Route {settings.callback_url}/callbacks/ through your HTTPS reverse proxy to the bot's listener at "
+        f"{settings.callback_host}:{settings.callback_port}, with the bot running; or unset LIKENESS_CALLBACK_URL."
+    )
+    try:
+        async with httpx.AsyncClient(timeout=wait, follow_redirects=True) as client:
+            answer = await client.get(url)
+    except httpx.HTTPError as error:
+        why = _reason(error, wait) if not isinstance(error, httpx.TimeoutException) else f"no answer within {wait:g} s"
+        return [warning(name, f"{url} cannot be reached ({why}): Kling and fal.ai cannot call back.", fix)]
+    if answer.status_code == 200 and answer.text == HELLO:
+        return [ok(name, f"{url} reaches the bot's callback listener")]
+    return [warning(name, f"{url} answers {answer.status_code}, not as the bot's callback listener does.", fix)]
