@@ -51,6 +51,7 @@ bench: $(STAMP_DEV) $(U2NETP)
 	$(BIN)/python -m bench.budget
 	$(BIN)/python -m bench.backup
 	$(BIN)/python -m bench.retention
+	$(BIN)/python -m bench.callbacks
 
 # The production image (see Dockerfile); not part of `make test`, which needs no Docker.
 IMAGE ?= likeness:latest

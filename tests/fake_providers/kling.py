@@ -289,7 +289,8 @@ class FakeKling:
         self.callback_duplicates = 1  # each callback is posted this many times
         self.reorder_callbacks = False  # callbacks are held and posted newest first when the task ends
         self.drop_callbacks = False
-        self.finish_after: float | None = None  # seconds after its create that a task ends on its own
+        # seconds (or a function giving them, per task) after its create that a task ends on its own
+        self.finish_after: float | Callable[[], float] | None = None
         # records
         self.requests: list[Recorded] = []
         self.tasks: dict[str, FakeTask] = {}
@@ -486,7 +487,8 @@ class FakeKling:
         task.account = record.account
         self._status_changed(task)
         if self.finish_after is not None and not task.is_element:
-            timer = asyncio.get_running_loop().create_task(self._finish_later(task, self.finish_after))
+            after = self.finish_after() if callable(self.finish_after) else self.finish_after
+            timer = asyncio.get_running_loop().create_task(self._finish_later(task, after))
             self._background.add(timer)
             timer.add_done_callback(self._background.discard)
         await self.hold_submits.wait()
