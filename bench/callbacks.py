@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from bot.callbacks import CallbackServer, CallbackUrls, callback_secret
-from bot.domain import BoundImage, Job, ShotParams
+from bot.domain import BoundImage, Job
 from bot.jobs.delivery import NoDelivery
 from bot.jobs.worker import Worker, WorkerConfig
 from bot.providers.kling import KlingProvider
 from bot.providers.registry import ProviderRegistry
 from storage import Storage
+from tests.factories import new_job
 from tests.fake_providers.kling import IMAGE2VIDEO, FakeKling, sample_image
 
 JOBS = 60
@@ -79,22 +80,14 @@ async def run(with_callbacks: bool) -> dict[str, Any]:
         character = await storage.characters.create(1, "Ava", "tall, red hair", owner_id=1)
         front = await storage.blobs.put(sample_image())
         for n in range(JOBS):
-            await storage.jobs.create(
+            await new_job(
+                storage,
                 guild_id=1 + n % 10,
-                channel_id=1,
                 user_id=n,
                 character_id=character.id,
-                character_name="Ava",
-                character_version=1,
-                kind="animate",
                 provider="kling",
                 model="kling-v1-6",
-                action=f"shot {n}",
-                prompt="Ava waves",
-                negative_prompt=None,
-                params=ShotParams(duration=5, aspect_ratio="16:9", camera="static"),
                 bound=[BoundImage(label="front", role="view", blob=front)],
-                cost_estimate="0",
             )
         await worker.start()
         await asyncio.wait_for(delivery.all_done.wait(), 300)

@@ -20,7 +20,7 @@ from tests.fake_discord import FakeDiscord
 from tests.fake_providers.fal import FakeFal
 from tests.fake_providers.kling import IMAGE2VIDEO, FakeKling, sample_video
 from tests.test_e2e_animate import animate, ava_with_front_view, eventually, is_state, result_of, until
-from tests.test_e2e_kling import ACCESS, SECRET
+from tests.test_e2e_kling import ACCESS, SECRET, running_kling
 
 POLL_IN_TEN_MINUTES = 600.0  # the providers' first-guess render time: no poll comes during a test
 
@@ -52,12 +52,8 @@ def slow_kling(runner: BotRunner, kling: FakeKling) -> KlingProvider:
 
 @pytest.fixture
 async def kling() -> AsyncIterator[FakeKling]:
-    fake = FakeKling(access_key=ACCESS, secret_key=SECRET)
-    await fake.start()
-    try:
+    async with running_kling() as fake:
         yield fake
-    finally:
-        await fake.stop()
 
 
 @pytest.fixture

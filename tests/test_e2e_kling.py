@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from decimal import Decimal
@@ -20,14 +21,21 @@ ACCESS = "ak-likeness-e2e"
 SECRET = "sk-likeness-e2e-0123456789abcdef0123456789"
 
 
-@pytest.fixture
-async def kling() -> AsyncIterator[FakeKling]:
+@contextlib.asynccontextmanager
+async def running_kling() -> AsyncIterator[FakeKling]:
+    """The fake Kling with the bot's test keys, serving on a free port."""
     fake = FakeKling(access_key=ACCESS, secret_key=SECRET)
     await fake.start()
     try:
         yield fake
     finally:
         await fake.stop()
+
+
+@pytest.fixture
+async def kling() -> AsyncIterator[FakeKling]:
+    async with running_kling() as fake:
+        yield fake
 
 
 def use_kling(runner: BotRunner, kling: FakeKling) -> KlingProvider:
