@@ -141,5 +141,8 @@ async def test_a_nudge_ends_a_wait_to_poll_even_one_that_came_during_the_poll_bu
     await sleep_until(job, started + 0.3)
     assert time.monotonic() - started >= 0.29
 
-    worker.nudge(6)  # before the worker drives job 6 (just after a start): kept for when it does
+    worker.nudge(6)  # before the worker drives job 6 (just after a start): kept for when it does, a while
     assert 6 in worker._early_nudges  # pyright: ignore[reportPrivateUsage]
+    worker._early_nudges[6] -= 121  # pyright: ignore[reportPrivateUsage]
+    worker.nudge(7)  # (a late duplicate for a finished job, say): old ones are forgotten as new ones come
+    assert set(worker._early_nudges) == {7}  # pyright: ignore[reportPrivateUsage]

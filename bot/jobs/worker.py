@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 
 RATE_LIMIT_PATIENCE = 5  # a full provider is a queue: rate-limit retries get this many times the attempts
 
+EARLY_NUDGE_SECONDS = 120.0  # a callback before the worker resumed its job (after a start) counts this long
 ACTIVE = (JobState.SUBMITTING, JobState.RUNNING, JobState.DOWNLOADING, JobState.DELIVERING)
 
 
@@ -95,7 +96,7 @@ class Worker:
         self._artifacts: dict[int, tuple[Artifact, ...]] = {}
         self._job_wakes: dict[int, asyncio.Event] = {}  # poked: look at the job again now (a cancel)
         self._nudges: dict[int, asyncio.Event] = {}  # called back by the provider: poll now (bot.callbacks)
-        self._early_nudges: set[int] = set()  # called back before this worker drove the job (just after a start)
+        self._early_nudges: dict[int, float] = {}  # job -> when it was called back before this worker drove it
         self._announced_places: dict[int, int | None] = {}
         self._fresh: set[int] = set()  # jobs taken from the queue by this worker and not yet sent
         self.per_user_by_guild: Callable[[], dict[int, int]] = dict  # servers' own running caps
@@ -138,8 +139,13 @@ class Worker:
         worker resumed the job (the listener starts first) is kept until it does."""
         if (event := self._nudges.get(job_id)) is not None:
             event.set()
-        elif len(self._early_nudges) < 10_000:  # only signed callbacks get here; still, bounded
-            self._early_nudges.add(job_id)
+            return
+        # Kept a little while only: most are late duplicates for jobs already finished. Bounded, though only
+        # signed callbacks get here.
+        now = self.clock()
+        self._early_nudges = {j: t for j, t in self._early_nudges.items() if now - t < EARLY_NUDGE_SECONDS}
+        if len(self._early_nudges) < 10_000:
+            self._early_nudges[job_id] = now
 
     async def positions(self) -> dict[int, int]:
         """Place in line of every queued job, as the scheduler will start them."""
@@ -237,8 +243,7 @@ class Worker:
             return
         self._job_wakes[job.id] = asyncio.Event()
         self._nudges[job.id] = nudge = asyncio.Event()
-        if job.id in self._early_nudges:
-            self._early_nudges.discard(job.id)
+        if self.clock() - self._early_nudges.pop(job.id, -math.inf) < EARLY_NUDGE_SECONDS:
             nudge.set()
         self._drivers[job.id] = asyncio.create_task(self._run_job(job), name=f"likeness-job-{job.id}")
 
