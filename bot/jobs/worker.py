@@ -97,6 +97,7 @@ class Worker:
         self._job_wakes: dict[int, asyncio.Event] = {}  # poked: look at the job again now (a cancel)
         self._nudges: dict[int, asyncio.Event] = {}  # called back by the provider: poll now (bot.callbacks)
         self._early_nudges: dict[int, float] = {}  # job -> when it was called back before this worker drove it
+        self._late_nudged: set[int] = set()  # called back while not driven: maybe a render the bot gave up on
         self._announced_places: dict[int, int | None] = {}
         self._fresh: set[int] = set()  # jobs taken from the queue by this worker and not yet sent
         self.per_user_by_guild: Callable[[], dict[int, int]] = dict  # servers' own running caps
@@ -136,10 +137,13 @@ class Worker:
     def nudge(self, job_id: int) -> None:
         """The provider called back about this job's task: poll it now rather than at its next poll time. A
         nudge that comes while the job is being polled is kept for the next wait, and one that comes before the
-        worker resumed the job (the listener starts first) is kept until it does."""
+        worker resumed the job (the listener starts first) is kept until it does. For a render the bot gave up
+        on, it brings that job's late check forward."""
         if (event := self._nudges.get(job_id)) is not None:
             event.set()
             return
+        self._late_nudged.add(job_id)
+        self._wake.set()
         # Kept a little while only: most are late duplicates for jobs already finished. Bounded, though only
         # signed callbacks get here.
         now = self.clock()
@@ -165,8 +169,12 @@ class Worker:
                     await self._announce_positions()
                 if time.monotonic() - last_late_check >= self.config.late_check_interval:
                     last_late_check = time.monotonic()
+                    self._late_nudged.clear()  # every late job is looked at now
                     await self._late_checks()
                     await self.providers.purge_retired()
+                elif self._late_nudged:
+                    nudged, self._late_nudged = self._late_nudged, set()
+                    await self._late_checks(only=nudged)
             except Exception:
                 log.exception("the worker could not start queued jobs")
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that lands as the event fires
@@ -454,10 +462,11 @@ class Worker:
             finished_at=self.clock(),
         )
 
-    async def _late_checks(self) -> None:
-        """Look again at renders the bot gave up on: charge and post a late success, release the rest."""
+    async def _late_checks(self, only: set[int] | None = None) -> None:
+        """Look again at renders the bot gave up on (`only`: those called back): charge and post a late success,
+        release the rest."""
         for job in await self.jobs.late_checks():
-            if job.id in self._drivers:
+            if job.id in self._drivers or (only is not None and job.id not in only):
                 continue
             done = {"late_check_until": None}
             if job.late_check_until is not None and self.clock() > job.late_check_until:
