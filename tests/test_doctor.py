@@ -15,10 +15,11 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from bot.app import sync_from_cli
-from bot.callbacks import CallbackServer, CallbackUrls, callback_secret
+from bot.callbacks import HELLO, CallbackServer, CallbackUrls, callback_secret
 from bot.config import Settings
 from bot.doctor import (
     DISK_FAILURE_BYTES,
@@ -855,9 +856,14 @@ async def test_callbacks_reach_the_running_bots_listener(tmp_path: Path) -> None
     finally:
         await listener.close()
     check = by_name(results)["Provider callbacks"]
-    assert check.status is Status.OK
-    assert check.found == f"http://127.0.0.1:{port}/callbacks reaches the bot's callback listener"
     assert listener.refused == 0  # the doctor's visit is not mistaken for a forged callback
+    # Reached from this machine, but a loopback address is no use to Kling or fal.ai.
+    assert check.status is Status.WARNING
+    assert check.found == (
+        f"http://127.0.0.1:{port}/callbacks reaches the bot's callback listener from here, but 127.0.0.1 is a "
+        "local address, out of Kling's and fal.ai's reach."
+    )
+    assert "https:// address of your reverse proxy as the internet sees it" in check.fix
 
     quick = await run_checks(settings, quick=True, probes=PLENTY)
     assert "Provider callbacks" not in by_name(quick)  # no network with --quick
@@ -878,3 +884,29 @@ async def test_callbacks_that_reach_nothing_or_something_else_are_a_warning(fake
     other = by_name(await run_checks(elsewhere, quick=False, probes=PLENTY))["Provider callbacks"]
     assert other.status is Status.WARNING
     assert other.found.startswith(f"{fake.base_url}/callbacks answers 404, not as the bot's callback listener does")
+
+
+@pytest.mark.parametrize(
+    ("public", "status", "says"),
+    [
+        ("https://likeness.example.org", Status.OK, "reaches the bot's callback listener"),
+        ("http://likeness.example.org", Status.WARNING, "plain http: fal.ai takes https webhooks only"),
+        ("https://192.168.1.20", Status.WARNING, "192.168.1.20 is a local address"),
+        ("https://bot.lan", Status.WARNING, "bot.lan is a local address"),
+    ],
+)
+async def test_callbacks_must_be_reachable_by_the_providers(
+    tmp_path: Path, public: str, status: Status, says: str
+) -> None:
+    """The proxy's public name, as an admin sets it: what the doctor reaches there is the listener's hello."""
+    seen: list[str] = []
+
+    def proxy(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return httpx.Response(200, text=HELLO)
+
+    settings = make_settings(tmp_path, None, callback_url=public)
+    probes = Probes(free_bytes=PLENTY.free_bytes, callback_transport=httpx.MockTransport(proxy))
+    check = by_name(await run_checks(settings, quick=False, probes=probes))["Provider callbacks"]
+    assert seen == [f"{public}/callbacks"]
+    assert check.status is status and says in check.found

@@ -93,7 +93,7 @@ async def run_checks(settings: Settings, quick: bool, probes: Probes | None = No
     discord_results, providers, callbacks = await asyncio.gather(
         discord,
         check_providers(settings, probes.provider_timeout),
-        check_callbacks(settings, probes.provider_timeout),
+        check_callbacks(settings, probes.provider_timeout, probes.callback_transport),
     )
     # After the network checks: loading the model keeps the CPU busy, which would inflate their timings.
     model = await check_model(settings, load=True, quick=False)

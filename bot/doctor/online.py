@@ -484,9 +484,10 @@ async def _ping(provider: Provider) -> float:
     return float(await ping())
 
 
-async def check_callbacks(settings: Settings, wait: float) -> list[CheckResult]:
-    """With LIKENESS_CALLBACK_URL set: that the public URL reaches a running bot's callback listener. Only a
-    warning when it does not: shots are then polled, as without callbacks."""
+async def check_callbacks(settings: Settings, wait: float, transport: Any = None) -> list[CheckResult]:
+    """With LIKENESS_CALLBACK_URL set: that the URL reaches a running bot's callback listener, and that it is one
+    Kling and fal.ai can use (https, not a local address: the doctor reaching it from this machine proves
+    nothing for them). Only warnings: shots are polled anyway."""
     import httpx
 
     from bot.callbacks import HELLO
@@ -500,11 +501,38 @@ async def check_callbacks(settings: Settings, wait: float) -> list[CheckResult]:
         f"{settings.callback_host}:{settings.callback_port}, with the bot running; or unset LIKENESS_CALLBACK_URL."
     )
     try:
-        async with httpx.AsyncClient(timeout=wait, follow_redirects=True) as client:
+        async with httpx.AsyncClient(timeout=wait, follow_redirects=True, transport=transport) as client:
             answer = await client.get(url)
     except httpx.HTTPError as error:
         why = _reason(error, wait) if not isinstance(error, httpx.TimeoutException) else f"no answer within {wait:g} s"
         return [warning(name, f"{url} cannot be reached ({why}): Kling and fal.ai cannot call back.", fix)]
-    if answer.status_code == 200 and answer.text == HELLO:
-        return [ok(name, f"{url} reaches the bot's callback listener")]
-    return [warning(name, f"{url} answers {answer.status_code}, not as the bot's callback listener does.", fix)]
+    if answer.status_code != 200 or answer.text != HELLO:
+        return [warning(name, f"{url} answers {answer.status_code}, not as the bot's callback listener does.", fix)]
+    if (unusable := _out_of_providers_reach(settings.callback_url)) is not None:
+        return [
+            warning(
+                name,
+                f"{url} reaches the bot's callback listener from here, but {unusable}.",
+                "Set LIKENESS_CALLBACK_URL to the https:// address of your reverse proxy as the internet sees it.",
+            )
+        ]
+    return [ok(name, f"{url} reaches the bot's callback listener")]
+
+
+def _out_of_providers_reach(base_url: str) -> str | None:
+    """Why providers on the internet could not call this URL back, if they could not."""
+    import ipaddress
+
+    parts = urlsplit(base_url)
+    host = (parts.hostname or "").lower()
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        local = host == "localhost" or host.endswith((".localhost", ".local", ".internal", ".lan"))
+    else:
+        local = not address.is_global
+    if local:
+        return f"{host} is a local address, out of Kling's and fal.ai's reach"
+    if parts.scheme != "https":
+        return "it is plain http: fal.ai takes https webhooks only, and the URL tokens would travel in clear"
+    return None

@@ -39,6 +39,8 @@ class Probes:
     free_bytes: Callable[[Path], int] = field(default=lambda path: shutil.disk_usage(path).free)
     discord_timeout: float = DISCORD_TIMEOUT
     provider_timeout: float = PROVIDER_TIMEOUT
+    # how the callback check reaches LIKENESS_CALLBACK_URL (an httpx transport); None: the network
+    callback_transport: Any = None
 
 
 def ok(name: str, found: str, **data: Any) -> CheckResult:
