@@ -99,6 +99,7 @@ class LikenessBot(commands.AutoShardedBot):
                 lambda _provider, job_id: self.worker.nudge(job_id),
                 self.settings.callback_host,
                 self.settings.callback_port,
+                count=self.metrics.callback,
             )
             await self._callback_server.start()
         if self.settings.metrics_port is not None:

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 BODY_MAX = 1024 * 1024  # larger bodies are refused (413) unread
 HELLO = "likeness callbacks\n"
+KNOWN = ("kling", "fal")  # the providers that call back
 ENDS = (TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELED)
 TOKEN_CHARS = 32  # hex characters of the HMAC kept in the URL: 128 bits
 
@@ -81,6 +82,7 @@ def worth_polling(provider: str, body: bytes) -> bool:
 
 
 Nudge = Callable[[str, int], None]  # (provider, job id): poll that job now
+Count = Callable[[str, str], None]  # (provider, outcome): polled, progress, duplicate or refused (bot.metrics)
 
 
 class CallbackServer:
@@ -96,6 +98,7 @@ class CallbackServer:
         *,
         min_interval: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
+        count: Count | None = None,
     ) -> None:
         self._urls = urls
         self._nudge = nudge
@@ -103,6 +106,7 @@ class CallbackServer:
         self._port = port
         self._min_interval = min_interval
         self._clock = clock
+        self._count = count or (lambda _provider, _outcome: None)
         self._last_nudge: dict[int, float] = {}
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
@@ -138,16 +142,21 @@ class CallbackServer:
         job_id = int(request.match_info["job_id"])
         if not self._urls.verify(provider, job_id, request.match_info["token"]):
             self.refused += 1
+            self._count(provider if provider in KNOWN else "other", "refused")  # forged names make no new label
             log.warning("refused a callback for job %s from %s: wrong token", job_id, request.remote)
             return web.Response(status=404, text="not found\n")
         self.accepted += 1
         if not worth_polling(provider, await request.read()):
+            self._count(provider, "progress")
             return web.Response(status=200, text="ok\n")
         now = self._clock()
         if now - self._last_nudge.get(job_id, -self._min_interval) >= self._min_interval:
             self._last_nudge[job_id] = now
             log.info("job %s: %s called back; polling it now", job_id, provider)
+            self._count(provider, "polled")
             self._nudge(provider, job_id)
+        else:
+            self._count(provider, "duplicate")
         if len(self._last_nudge) > 10_000:  # forget old jobs; one nudge more for them is harmless
             self._last_nudge = {j: t for j, t in self._last_nudge.items() if now - t < self._min_interval}
         return web.Response(status=200, text="ok\n")

@@ -57,11 +57,15 @@ class Metrics:
         self.job_seconds: dict[str, Histogram] = {}  # provider -> queued-to-finished time
         self.errors: Counter[str] = Counter()  # where: command, job, provider
         self.providers: dict[str, ProviderHealth] = {}
+        self.callbacks: Counter[tuple[str, str]] = Counter()  # (provider, outcome), see bot.callbacks
 
     def job_finished(self, job: Job) -> None:
         self.jobs_finished[(job.provider, job.state.value)] += 1
         if job.finished_at is not None:
             self.job_seconds.setdefault(job.provider, Histogram()).observe(max(0.0, job.finished_at - job.created_at))
+
+    def callback(self, provider: str, outcome: str) -> None:
+        self.callbacks[(provider, outcome)] += 1
 
     def error(self, where: str) -> None:
         self.errors[where] += 1
@@ -114,6 +118,16 @@ class Metrics:
                 for p, h in sorted(self.providers.items())
             ),
         ]
+        if self.callbacks:
+            lines += [
+                "# HELP likeness_callbacks_total Provider callbacks received, by provider and outcome (polled: the "
+                "task was polled at once; progress: not an end; duplicate: within 2 s of the last; refused: bad token).",
+                "# TYPE likeness_callbacks_total counter",
+                *(
+                    f'likeness_callbacks_total{{provider="{p}",outcome="{o}"}} {n}'
+                    for (p, o), n in sorted(self.callbacks.items())
+                ),
+            ]
         if latency is not None:
             lines += [
                 "# HELP likeness_gateway_latency_seconds Discord gateway heartbeat latency.",

@@ -7,6 +7,7 @@ import json
 import stat
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -32,14 +33,31 @@ def urls(tmp_path: Path) -> CallbackUrls:
     return CallbackUrls("https://likeness.example.org/", callback_secret(tmp_path))
 
 
+@dataclass
+class Listening:
+    server: CallbackServer
+    address: str  # where it listens, as the reverse proxy would reach it
+    clock: Clock
+    nudged: list[tuple[str, int]] = field(default_factory=list)  # (provider, job) the worker was told to poll
+    counted: list[tuple[str, str]] = field(default_factory=list)  # (provider, outcome) told to the metrics
+
+
 @pytest.fixture
-async def listening(urls: CallbackUrls) -> AsyncIterator[tuple[CallbackServer, list[tuple[str, int]], Clock, str]]:
+async def listening(urls: CallbackUrls) -> AsyncIterator[Listening]:
     nudged: list[tuple[str, int]] = []
+    counted: list[tuple[str, str]] = []
     clock = Clock()
-    server = CallbackServer(urls, lambda provider, job: nudged.append((provider, job)), "127.0.0.1", 0, clock=clock)
+    server = CallbackServer(
+        urls,
+        lambda provider, job: nudged.append((provider, job)),
+        "127.0.0.1",
+        0,
+        clock=clock,
+        count=lambda provider, outcome: counted.append((provider, outcome)),
+    )
     await server.start()
     try:
-        yield server, nudged, clock, f"http://127.0.0.1:{server.port}"
+        yield Listening(server, f"http://127.0.0.1:{server.port}", clock, nudged, counted)
     finally:
         await server.close()
 
@@ -78,10 +96,8 @@ def test_only_an_end_of_a_kling_task_is_worth_an_early_poll() -> None:
     assert worth_polling("fal", b"{}")  # fal calls back once, at the end
 
 
-async def test_a_signed_callback_nudges_once_per_interval(
-    urls: CallbackUrls, listening: tuple[CallbackServer, list[tuple[str, int]], Clock, str]
-) -> None:
-    server, nudged, clock, address = listening
+async def test_a_signed_callback_nudges_once_per_interval(urls: CallbackUrls, listening: Listening) -> None:
+    server, nudged, clock, address = listening.server, listening.nudged, listening.clock, listening.address
     async with httpx.AsyncClient() as client:
         done = kling_task("succeed")
         assert (await client.post(local(urls, address, "kling", 7), json=done)).status_code == 200
@@ -92,33 +108,34 @@ async def test_a_signed_callback_nudges_once_per_interval(
         assert (await client.post(local(urls, address, "fal", 8), json={"status": "OK"})).status_code == 200
     assert nudged == [("kling", 7), ("kling", 7), ("fal", 8)]
     assert (server.accepted, server.refused) == (4, 0)
+    assert listening.counted == [("kling", "polled"), ("kling", "duplicate"), ("kling", "polled"), ("fal", "polled")]
 
 
-async def test_progress_callbacks_are_answered_without_a_poll(
-    urls: CallbackUrls, listening: tuple[CallbackServer, list[tuple[str, int]], Clock, str]
-) -> None:
-    _server, nudged, _clock, address = listening
+async def test_progress_callbacks_are_answered_without_a_poll(urls: CallbackUrls, listening: Listening) -> None:
+    nudged, address = listening.nudged, listening.address
     async with httpx.AsyncClient() as client:
         answer = await client.post(local(urls, address, "kling", 7), json=kling_task("processing"))
     assert answer.status_code == 200 and nudged == []
+    assert listening.counted == [("kling", "progress")]
 
 
-async def test_forged_and_malformed_callbacks_change_nothing(
-    urls: CallbackUrls, listening: tuple[CallbackServer, list[tuple[str, int]], Clock, str]
-) -> None:
-    server, nudged, _clock, address = listening
+async def test_forged_and_malformed_callbacks_change_nothing(urls: CallbackUrls, listening: Listening) -> None:
+    server, nudged, address = listening.server, listening.nudged, listening.address
     good = local(urls, address, "kling", 7)
     token = good.rsplit("/", 1)[1]
     async with httpx.AsyncClient() as client:
         assert (await client.post(f"{address}/callbacks/kling/7/{'0' * 32}", json={})).status_code == 404
         assert (await client.post(f"{address}/callbacks/kling/8/{token}", json={})).status_code == 404  # another job
         assert (await client.post(f"{address}/callbacks/fal/7/{token}", json={})).status_code == 404
+        assert (await client.post(f"{address}/callbacks/evil/7/{token}", json={})).status_code == 404
         assert (await client.post(f"{address}/callbacks/kling/x7/{token}", json={})).status_code == 404
         assert (await client.get(good)).status_code == 405
         huge = await client.post(good, content=b"x" * (BODY_MAX + 1), headers={"Content-Type": "application/json"})
         assert huge.status_code == 413
     assert nudged == []
-    assert server.refused == 3
+    assert server.refused == 4
+    # the metrics get no label per forged provider name; the bad job id and the 405/413 never reach the check
+    assert listening.counted == [("kling", "refused"), ("kling", "refused"), ("fal", "refused"), ("other", "refused")]
 
 
 async def test_a_nudge_ends_a_wait_to_poll_even_one_that_came_during_the_poll_but_never_a_back_off() -> None:

@@ -102,6 +102,10 @@ async def test_kling_calls_back_and_the_clip_posts_at_once_even_across_a_restart
     queries = [r for r in kling.api_requests("GET", IMAGE2VIDEO) if r.path.endswith(f"/{task.task_id}")]
     assert len(queries) == 1  # one poll, on the callback; the scheduled one was ten minutes away
     await eventually(lambda: is_state(runner, job_id, JobState.DONE), "the shot to be done")
+    assert runner.bot is not None  # admins see the callbacks in the metrics (this bot's life: since the restart)
+    metrics = await runner.bot.render_metrics()
+    assert 'likeness_callbacks_total{provider="kling",outcome="polled"} 1' in metrics
+    assert 'likeness_callbacks_total{provider="kling",outcome="progress"} 1' in metrics  # "processing"
 
 
 async def test_fal_calls_back_on_completion_and_the_clip_posts_at_once(
