@@ -12,7 +12,7 @@ from discord.ext import commands
 from bot.animate import ACTION_MAX, PendingShot, Shot
 from bot.app import LikenessBot
 from bot.budget import to_micros, usd
-from bot.discord_io.errors import LikenessView, report_error
+from bot.discord_io.errors import LikenessView, handle_form, report_error
 from bot.discord_io.replies import actor_of, modal_field, place_of
 from bot.domain import Job, JobState, Quality
 from bot.errors import UserFacingError
@@ -265,15 +265,7 @@ class Animate(commands.Cog):
     @commands.Cog.listener()
     async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
         """Edit prompt / Next shot forms, whenever they were opened (before a restart too)."""
-        if interaction.type is not discord.InteractionType.modal_submit:
-            return
-        match = SHOT_MODAL.fullmatch(str((interaction.data or {}).get("custom_id", "")))
-        if match is None:
-            return
-        try:
-            await submit_shot_modal(interaction, match)
-        except Exception as exc:
-            await report_error(interaction, exc)
+        await handle_form(interaction, SHOT_MODAL, lambda match: submit_shot_modal(interaction, match))
 
     @app_commands.command(name="animate", description="Queue an animated shot of a character")
     @app_commands.describe(

@@ -11,7 +11,7 @@ from discord.ext import commands
 
 from bot.app import LikenessBot
 from bot.budget import BudgetSummary, usd
-from bot.discord_io.errors import report_error
+from bot.discord_io.errors import handle_form
 from bot.discord_io.replies import actor_of, modal_field
 from bot.domain import GuildSettings, ServerRules
 from bot.prompts import NEGATIVE_PRESETS
@@ -214,15 +214,9 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
     @commands.Cog.listener()
     async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
         """A key form's submit, whenever it was opened (before a restart too)."""
-        if interaction.type is not discord.InteractionType.modal_submit:
-            return
-        match = PROVIDER_KEY_MODAL.fullmatch(str((interaction.data or {}).get("custom_id", "")))
-        if match is None:
-            return
-        try:
-            await submit_provider_key(interaction, match["provider"])
-        except Exception as exc:
-            await report_error(interaction, exc)
+        await handle_form(
+            interaction, PROVIDER_KEY_MODAL, lambda match: submit_provider_key(interaction, match["provider"])
+        )
 
     @key.command(name="remove", description="Forget this server's own key for a provider")
     @app_commands.describe(provider="The provider whose server key is removed; its shots use the bot's key again")

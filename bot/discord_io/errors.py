@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import re
 import secrets
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import discord
@@ -91,6 +93,27 @@ async def report_error(interaction: discord.Interaction[Any], error: BaseExcepti
             f"admin this error id: `{error_id}`."
         )
     await reply_ephemeral(interaction, message)
+
+
+async def handle_form(
+    interaction: discord.Interaction[Any],
+    custom_id: re.Pattern[str],
+    handle: Callable[[re.Match[str]], Awaitable[None]],
+) -> None:
+    """Hand a form (modal) submit whose custom id matches to `handle`, reporting its errors like a command's.
+
+    Forms are handled from their custom id, not from a Modal kept in memory: discord.py keeps a Modal only once
+    Discord has answered the callback that opened it, and not across a restart, so a fast or late submit would
+    otherwise go unanswered."""
+    if interaction.type is not discord.InteractionType.modal_submit:
+        return
+    match = custom_id.fullmatch(str((interaction.data or {}).get("custom_id", "")))
+    if match is None:
+        return
+    try:
+        await handle(match)
+    except Exception as exc:
+        await report_error(interaction, exc)
 
 
 RESTARTING = "Likeness is restarting; try again in a minute. Nothing was changed."
