@@ -22,8 +22,9 @@ under a temporary name beside its destination, fsynced, then renamed: it is whol
 Restore takes the instance lock (the bot must be stopped), checks the whole archive into a staging folder
 inside the data directory (names, manifest, schema, the database's sha256 and integrity, every blob's
 content against its name), and only then moves the current database and blobs to
-`<data_dir>/before-restore-<time>/` and the restored ones into place. Nothing is deleted. Migrations run
-as usual at the next start.
+`<data_dir>/before-restore-<time>/` and the restored ones into place. Nothing is deleted. Ids continue from
+the replaced database's counters, never reused (see `_keep_ids_moving_forward`). Migrations run as usual at
+the next start.
 
 Both are blocking: from async code use `backup_async` (a thread).
 """
@@ -291,6 +292,7 @@ def restore(settings: Settings, path: Path, confirm: Callable[[Manifest], bool] 
             staging = data_dir / f".restore-{stamp}-{os.getpid()}"
             try:
                 _extract_verified(archive, manifest, staging)
+                _keep_ids_moving_forward(staging / "likeness.sqlite3", _id_counters(settings.db_path))
                 moved_aside = _swap_in(settings, staging, stamp)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
@@ -444,6 +446,34 @@ def _check_restored_database(database: Path, manifest: Manifest) -> None:
         )
     if schema > latest_schema():
         raise RestoreError(f"The database in the archive is at schema {schema}, newer than this Likeness knows.")
+
+
+def _id_counters(db_path: Path) -> dict[str, int]:
+    """The AUTOINCREMENT counters of the database being replaced (none if there is none, or it cannot be read)."""
+    if not db_path.is_file():
+        return {}
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True)) as conn:
+            return {str(name): int(seq) for name, seq in conn.execute("SELECT name, seq FROM sqlite_sequence")}
+    except sqlite3.Error:
+        return {}
+
+
+def _keep_ids_moving_forward(restored: Path, replaced: dict[str, int]) -> None:
+    """Ids never go back to ones already handed out: jobs made after the backup were sent to providers under
+    their ids (Kling finds a task by it) and have buttons in Discord that carry them. So the restored database
+    continues each counter from the higher of its own and the replaced database's."""
+    if not replaced:
+        return
+    with contextlib.closing(sqlite3.connect(restored, isolation_level=None)) as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        conn.execute("BEGIN")
+        for name, seq in replaced.items():
+            if name not in tables:
+                continue
+            if conn.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = ?", (seq, name)).rowcount == 0:
+                conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (name, seq))
+        conn.execute("COMMIT")
 
 
 def _swap_in(settings: Settings, staging: Path, stamp: str) -> Path | None:

@@ -41,6 +41,7 @@ from bot.instance_lock import InstanceLock, InstanceLockedError
 from storage import Storage
 from tests.cli import run_likeness
 from tests.conftest import BotRunner, World
+from tests.factories import new_job
 from tests.fake_discord import FakeDiscord
 from tests.test_e2e_references import add_view, figure_png, new_character
 
@@ -261,7 +262,13 @@ async def test_backup_while_the_bot_writes_restores_a_consistent_snapshot(
     assert over.moved_aside.name.startswith("before-restore-")
     assert table_rows(over.moved_aside / "likeness.sqlite3") == live_before_restore
     assert set(blob_files(over.moved_aside / "blobs")) == set(live_blobs)
-    assert table_rows(db_path) == restored
+    now = table_rows(db_path)
+    assert {t: rows for t, rows in now.items() if t != "sqlite_sequence"} == {
+        t: rows for t, rows in restored.items() if t != "sqlite_sequence"
+    }
+    # Ids go on from where the replaced database was: none handed out after the backup is handed out again.
+    assert dict(now["sqlite_sequence"]) == dict(live_before_restore["sqlite_sequence"])
+    assert dict(live_before_restore["sqlite_sequence"])["characters"] > dict(restored["sqlite_sequence"])["characters"]
     await runner.start()
     assert runner.bot is not None
     names = {c.name for c in await runner.bot.storage.characters.all(guild)}
@@ -312,7 +319,12 @@ def test_restore_moves_the_current_data_aside(tmp_path: Path, seeded: tuple[Sett
     result = restore(target, archive)
 
     assert result.moved_aside is not None
-    assert sorted(p.name for p in result.moved_aside.iterdir()) == ["blobs", "likeness.sqlite3", "likeness.sqlite3-wal"]
+    assert sorted(p.name for p in result.moved_aside.iterdir()) == [
+        "blobs",
+        "likeness.sqlite3",
+        "likeness.sqlite3-shm",  # made by reading its id counters (SQLite's WAL index)
+        "likeness.sqlite3-wal",
+    ]
     assert (result.moved_aside / "likeness.sqlite3").read_bytes() == old_db
     assert set(blob_files(result.moved_aside / "blobs")) == old_blobs
     assert not (target.db_path.parent / "likeness.sqlite3-wal").exists()
@@ -320,6 +332,27 @@ def test_restore_moves_the_current_data_aside(tmp_path: Path, seeded: tuple[Sett
     assert set(blob_files(target.blob_dir)) == set(blob_files(settings.blob_dir))
     assert [p.name for p in target.data_dir.iterdir() if p.name.startswith(".restore")] == []  # staging removed,
     # and the one a killed restore left behind
+
+
+def test_ids_handed_out_after_the_backup_are_not_handed_out_again(
+    tmp_path: Path, seeded: tuple[Settings, Path]
+) -> None:
+    """Shots made after the backup went to providers (Kling finds a task by its shot's id) and have buttons in
+    Discord carrying their ids: after a restore, new shots must not take those ids again."""
+    settings, archive = seeded
+
+    async def shots(count: int) -> list[int]:
+        storage = await Storage.open(settings.db_path, settings.blob_dir)
+        try:
+            character = (await storage.characters.all(1))[0]
+            return [(await new_job(storage, guild_id=1, user_id=7, character_id=character.id)).id for _ in range(count)]
+        finally:
+            await storage.close()
+
+    after_backup = asyncio.run(shots(3))  # sent to a provider, posted with buttons ...
+    restore(settings, archive)  # ... then the admin restores the backup made before them
+    [first_new] = asyncio.run(shots(1))
+    assert first_new > max(after_backup)
 
 
 def test_restored_database_is_migrated_at_next_start(tmp_path: Path, seeded: tuple[Settings, Path]) -> None:
