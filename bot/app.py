@@ -7,8 +7,9 @@ import contextlib
 import gc
 import logging
 import math
+import os
 import signal
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 import discord
@@ -16,7 +17,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.callbacks import CallbackServer, CallbackUrls, callback_secret
-from bot.config import Settings
+from bot.config import Settings, SettingsError
 from bot.discord_io.delivery import DiscordDelivery
 from bot.discord_io.errors import LikenessTree
 from bot.jobs.worker import Worker, WorkerConfig
@@ -101,12 +102,22 @@ class LikenessBot(commands.AutoShardedBot):
                 self.settings.callback_port,
                 count=self.metrics.callback,
             )
-            await self._callback_server.start()
+            await _listen(
+                self._callback_server.start(),
+                "LIKENESS_CALLBACK_PORT",
+                self.settings.callback_host,
+                self.settings.callback_port,
+            )
         if self.settings.metrics_port is not None:
             self._metrics_server = MetricsServer(
                 self.render_metrics, self.settings.metrics_host, self.settings.metrics_port
             )
-            await self._metrics_server.start()
+            await _listen(
+                self._metrics_server.start(),
+                "LIKENESS_METRICS_PORT",
+                self.settings.metrics_host,
+                self.settings.metrics_port,
+            )
         # Load the background model in the background: the first upload should not wait for it.
         self._warm_up = asyncio.create_task(self.services.remover.warm_up(), name="likeness-model-warm-up")
         for extension in self.extensions_to_load:
@@ -204,6 +215,18 @@ async def clear_guild_commands(bot: LikenessBot, guild_id: int) -> None:
     guild = discord.Object(id=guild_id)
     bot.tree.clear_commands(guild=guild)
     await bot.tree.sync(guild=guild)
+
+
+async def _listen(starting: Coroutine[Any, Any, None], variable: str, host: str, port: int) -> None:
+    """Start a listener; a port that is taken (or an address that is not this machine's) is a setting to fix."""
+    try:
+        await starting
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise SettingsError(
+            f"Some settings are not valid:\n  {variable}: cannot listen on {host}:{port} ({reason}); "
+            "choose a free port, or stop what uses it."
+        ) from None
 
 
 async def run_bot(settings: Settings, token: str) -> None:

@@ -84,7 +84,11 @@ class BotRunner:
         # two bots on one fake would both answer every interaction: the second answer fails as "already acknowledged"
         assert self.bot is None, "the bot is already running: stop() it first (the runner fixture starts it)"
         bot = LikenessBot(self.settings)
-        await bot.login(self.fake.token)
+        try:
+            await bot.login(self.fake.token)
+        except BaseException:
+            await bot.close()  # as `async with LikenessBot` does in `likeness run`: nothing is left open
+            raise
         for provider in self.providers:
             bot.services.providers.register(provider)
         if sync:  # what an admin does once with `likeness sync`

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from bot.callbacks import CallbackUrls, callback_secret
+from bot.config import SettingsError
 from bot.domain import JobState
 from bot.providers.fal import FalProvider
 from bot.providers.kling import KlingProvider
@@ -170,3 +171,20 @@ async def test_a_callback_for_a_render_the_bot_gave_up_on_posts_it_without_waiti
     await until(fake, lambda: bool(result_of(fake, world, job_id)), "the late clip, picked up on the callback")
     await eventually(lambda: is_state(runner, job_id, JobState.DONE), "the late shot to be done")
     assert len(result_of(fake, world, job_id)) == 1
+
+
+async def test_a_taken_callback_port_is_a_setting_to_fix(runner: BotRunner) -> None:
+    await runner.stop()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = int(taken.getsockname()[1])
+        runner.settings = runner.settings.model_copy(
+            update={"callback_url": "https://likeness.example.org", "callback_port": port}
+        )
+        with pytest.raises(SettingsError) as refused:
+            await runner.start()
+    assert str(refused.value) == (
+        f"Some settings are not valid:\n  LIKENESS_CALLBACK_PORT: cannot listen on 127.0.0.1:{port} (Address already "
+        "in use); choose a free port, or stop what uses it."
+    )
