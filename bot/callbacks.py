@@ -110,8 +110,6 @@ class CallbackServer:
         self._last_nudge: dict[int, float] = {}
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
-        self.accepted = 0  # callbacks with a good token (nudged or not)
-        self.refused = 0  # anything else
 
     @property
     def port(self) -> int:
@@ -141,11 +139,9 @@ class CallbackServer:
         provider = request.match_info["provider"]
         job_id = int(request.match_info["job_id"])
         if not self._urls.verify(provider, job_id, request.match_info["token"]):
-            self.refused += 1
             self._count(provider if provider in KNOWN else "other", "refused")  # forged names make no new label
             log.warning("refused a callback for job %s from %s: wrong token", job_id, request.remote)
             return web.Response(status=404, text="not found\n")
-        self.accepted += 1
         if not worth_polling(provider, await request.read()):
             self._count(provider, "progress")
             return web.Response(status=200, text="ok\n")
