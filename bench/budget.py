@@ -19,11 +19,12 @@ from decimal import Decimal
 from pathlib import Path
 
 from bot.budget import Budget, OverBudgetError, to_micros
-from bot.domain import Job, JobState, ServerRules, ShotParams
+from bot.domain import Job, JobState, ServerRules
 from bot.library import Actor, Library
 from storage import Storage
 from storage.db import Transaction
 from storage.ledger import Settlement, reserve
+from tests.factories import new_job
 
 GUILD = 1
 PAST_JOBS = 20_000
@@ -39,22 +40,14 @@ def percentile(values: list[float], share: float) -> float:
 
 
 async def create_job(tx: Transaction, storage: Storage, character_id: int, user: int) -> Job:
-    return await storage.jobs.create(
+    return await new_job(
+        storage,
         guild_id=GUILD,
-        channel_id=5,
         user_id=user,
         character_id=character_id,
-        character_name="Ava",
-        character_version=1,
-        kind="animate",
         provider="kling",
         model="kling-v2-1",
-        action="waves",
-        prompt="Ava waves",
-        negative_prompt=None,
-        params=ShotParams(duration=5, aspect_ratio="16:9", camera="static"),
-        bound=[],
-        cost_estimate=str(COST),
+        cost=str(COST),
         tx=tx,
     )
 
