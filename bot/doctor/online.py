@@ -143,7 +143,9 @@ async def check_discord(token: str, wait: float, allow_lists: dict[int, list[int
 
 
 def _reason(error: BaseException, timeout: float) -> str:
-    if isinstance(error, TimeoutError):
+    import httpx
+
+    if isinstance(error, TimeoutError | httpx.TimeoutException):
         return f"no answer within {timeout:g} s"
     return str(error) or type(error).__name__
 
@@ -504,8 +506,9 @@ async def check_callbacks(settings: Settings, wait: float, transport: Any = None
         async with httpx.AsyncClient(timeout=wait, follow_redirects=True, transport=transport) as client:
             answer = await client.get(url)
     except httpx.HTTPError as error:
-        why = _reason(error, wait) if not isinstance(error, httpx.TimeoutException) else f"no answer within {wait:g} s"
-        return [warning(name, f"{url} cannot be reached ({why}): Kling and fal.ai cannot call back.", fix)]
+        return [
+            warning(name, f"{url} cannot be reached ({_reason(error, wait)}): Kling and fal.ai cannot call back.", fix)
+        ]
     if answer.status_code != 200 or answer.text != HELLO:
         return [warning(name, f"{url} answers {answer.status_code}, not as the bot's callback listener does.", fix)]
     if (unusable := _out_of_providers_reach(settings.callback_url)) is not None:
