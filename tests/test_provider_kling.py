@@ -330,9 +330,8 @@ async def test_a_sheet_is_an_image_generation_with_the_front_as_subject(
     assert await provider.fetch(artifact) == sample_image()
 
 
-async def test_the_callback_url_is_sent_when_configured(kling: FakeKling, make: Callable[..., KlingProvider]) -> None:
-    provider = make(callback_url="https://bot.example/hooks/kling")
-    await provider.submit(shot())
+async def test_the_shots_callback_url_is_sent(kling: FakeKling, provider: KlingProvider) -> None:
+    await provider.submit(shot(callback_url="https://bot.example/hooks/kling"))
     assert kling.bodies(IMAGE2VIDEO)[0]["callback_url"] == "https://bot.example/hooks/kling"
 
 
@@ -631,9 +630,9 @@ async def test_duplicated_and_reordered_callbacks_read_to_the_same_end(
     await site.start()
     try:
         url = f"http://127.0.0.1:{runner.addresses[0][1]}/hooks/kling"
-        provider = make(callback_url=url)
+        provider = make()
         kling.callback_duplicates, kling.reorder_callbacks = 2, True
-        submission = await provider.submit(shot(31))
+        submission = await provider.submit(shot(31, callback_url=url))
         [*_, polled] = await until_done(provider, submission)
         await wait_for(lambda: len(received) == 6, "3 statuses, each delivered twice")
         updates = [parse_callback(body) for body in received]
@@ -646,7 +645,7 @@ async def test_duplicated_and_reordered_callbacks_read_to_the_same_end(
         newest = max(updates, key=lambda u: u.updated_at)
         assert newest.result == polled  # the newest delivery says what a poll says
         kling.drop_callbacks = True  # and with none at all, polling still finishes the job
-        [*_, dropped] = await until_done(provider, await provider.submit(shot(32)))
+        [*_, dropped] = await until_done(provider, await provider.submit(shot(32, callback_url=url)))
         assert dropped.status is TaskStatus.SUCCEEDED and len(received) == 6
     finally:
         await runner.cleanup()

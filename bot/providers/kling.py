@@ -282,7 +282,6 @@ class KlingProvider:
         max_concurrency: int = 5,
         timeout: float = 30.0,
         max_download_bytes: int = 200 * 1024 * 1024,
-        callback_url: str | None = None,
         clock: Callable[[], float] = time.time,
         external_id_prefix: str = "",
         owner: KeyOwner = BOT_KEYS,
@@ -310,7 +309,6 @@ class KlingProvider:
         self._mode = mode
         self._timeout = timeout
         self._max_download = max_download_bytes
-        self._callback_url = callback_url or None
         self._clock = clock
         self._prefix = external_id_prefix
         self._client: httpx.AsyncClient | None = None
@@ -622,8 +620,8 @@ class KlingProvider:
 
     def _common(self, body: dict[str, Any], request: RenderRequest) -> dict[str, Any]:
         body["external_task_id"] = self.external_id(request.job_id)
-        if callback := request.callback_url or self._callback_url:
-            body["callback_url"] = callback
+        if request.callback_url:
+            body["callback_url"] = request.callback_url
         return body
 
     async def _lookup(self, endpoint: str, external: str) -> Submission | None:
