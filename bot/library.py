@@ -5,6 +5,8 @@ Who may do what:
   owner only, or its owner and members holding one of its chosen roles; members with Manage Server see every
   character so they can moderate it. A character the actor cannot see behaves exactly like one that does not
   exist: same not-found message, absent from lists and suggestions;
+- a listing that names characters through jobs (the queue) names a job's character only to the job's author and to
+  those who can see the character (`job_names`); the others read "a private character";
 - the owner of a character, and members with Manage Server, may change or delete it;
 - a locked character can be changed only by its owner; Manage Server can still unlock it, so a
   server is never stuck with a character nobody can manage.
@@ -20,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from bot.domain import Character, Element, Page, ReferenceView, View, Visibility
+from bot.domain import Character, Element, Job, Page, ReferenceView, View, Visibility
 from bot.errors import ConflictError, InvalidInputError, NotAllowedError, NotFoundError
 from storage import Storage
 from storage.characters import NameTakenError
@@ -30,6 +32,7 @@ DESCRIPTION_MAX = 1000
 AUTOCOMPLETE_MAX = 25
 MAX_VISIBLE_ROLES = 3
 _NAME_PATTERN = re.compile(r"^[\w][\w '\-.]*$")
+HIDDEN_CHARACTER = "a private character"  # how a listing names a character the reader cannot see
 
 # Checks member-written texts (a name, a description) against the server's rules; raises a UserFacingError to refuse.
 ScreenHook = Callable[["Actor", dict[str, str | None]], Awaitable[None]]
@@ -170,6 +173,12 @@ class Library:
     async def visible(self, actor: Actor) -> list[Character]:
         """The characters of the actor's server that they can see, by name."""
         return [c for c in await self._storage.characters.all(actor.guild_id) if can_see(actor, c)]
+
+    async def job_names(self, actor: Actor, jobs: Sequence[Job]) -> dict[int, str | None]:
+        """Job id -> the name of its character as this actor may read it in a listing, or None when hidden: its
+        author knows what they queued; anyone else needs to see the character (deleted ones stay hidden)."""
+        seen = {c.id for c in await self.visible(actor)}
+        return {j.id: j.character_name if j.user_id == actor.user_id or j.character_id in seen else None for j in jobs}
 
     async def page(self, actor: Actor, number: int, per_page: int = 10) -> Page[Character]:
         characters = await self.visible(actor)

@@ -10,6 +10,7 @@ from bot.budget import to_micros, usd
 from bot.domain import AuditEntry, GuildSettings, Quality, ServerRules
 from bot.errors import InvalidInputError, NotAllowedError
 from bot.library import Actor
+from bot.limits import Place, check_channel
 from bot.moderation import LIST_MAX, checked_pattern, checked_word
 from bot.prompts import DEFAULT_NEGATIVE_PRESETS, NEGATIVE_PRESETS, clean_member_text, resolve_presets
 from bot.providers.registry import ProviderRegistry
@@ -75,15 +76,26 @@ class ServerSettings:
         return {guild: rules.max_running for guild, rules in self._rules.items() if rules.max_running}
 
     async def get(self, guild_id: int) -> GuildSettings:
+        """The settings, for the bot's own use; what a member is shown comes from `view`."""
         return await self._storage.guilds.get(guild_id)
 
+    async def view(self, actor: Actor) -> GuildSettings:
+        """The settings as /settings shows them: to members with Manage Server only."""
+        ensure_settings_rights(actor)
+        return await self._storage.guilds.get(actor.guild_id)
+
+    async def check_place(self, guild_id: int, place: Place) -> None:
+        """Refuse generating (shots, sheets) outside the server's allow list (/settings channels)."""
+        check_channel((await self._storage.guilds.get(guild_id)).rules, place)
+
     async def audit(self, actor: Actor, limit: int = 20) -> list[AuditEntry]:
-        _ensure_manager(actor)
+        ensure_settings_rights(actor)
         return await self._storage.audit.recent(actor.guild_id, limit)
 
     # ------------------------------------------------------------------ changes
 
     async def set_negative(self, actor: Actor, presets: str, extra: str | None) -> GuildSettings:
+        ensure_settings_rights(actor)  # first: a refusal must not hint at what is set
         chosen = parse_presets(presets)
         cleaned_extra = clean_member_text(extra)[:EXTRA_MAX] if extra else None
         return await self._change(
@@ -92,6 +104,7 @@ class ServerSettings:
 
     async def set_provider(self, actor: Actor, provider: str | None, model: str | None) -> GuildSettings:
         """The server's default provider (None: the bot's) and video model (None: the provider's default)."""
+        ensure_settings_rights(actor)  # first: a refusal must not hint at what is set
         if provider is not None and provider.lower() in ("default", "none"):
             provider = None
         if self._providers is not None and (provider is not None or model is not None):
@@ -104,6 +117,7 @@ class ServerSettings:
     async def set_budget(
         self, actor: Actor, *, monthly: str | None, daily: str | None, confirm_over: str | None
     ) -> GuildSettings:
+        ensure_settings_rights(actor)  # first: a refusal must not hint at what is set
         changes: dict[str, Any] = {}
         if monthly is not None:
             changes["monthly_cap_usd"] = parse_money(monthly, "monthly server budget")
@@ -122,6 +136,7 @@ class ServerSettings:
         max_running: int | None = None,
         quality: str | None = None,
     ) -> GuildSettings:
+        ensure_settings_rights(actor)  # first: a refusal must not hint at what is set
         changes: dict[str, Any] = {}
         if cooldown is not None:
             if not 0 <= cooldown <= COOLDOWN_MAX:
@@ -140,16 +155,19 @@ class ServerSettings:
         return await self._change_rules(actor, "limits", changes)
 
     async def set_channel(self, actor: Actor, action: str, channel_id: int | None) -> GuildSettings:
+        ensure_settings_rights(actor)  # first: a refusal must not hint at what is set
         rules = (await self._storage.guilds.get(actor.guild_id)).rules
         channels = _edited(rules.allowed_channels, action, channel_id, "channel", CHANNELS_MAX)
         return await self._change_rules(actor, "channels", {"allowed_channels": channels})
 
     async def set_manager_role(self, actor: Actor, action: str, role_id: int | None) -> GuildSettings:
+        ensure_settings_rights(actor)  # first: a refusal must not hint at what is set
         rules = (await self._storage.guilds.get(actor.guild_id)).rules
         roles = _edited(rules.manager_roles, action, role_id, "role", ROLES_MAX)
         return await self._change_rules(actor, "managers", {"manager_roles": roles})
 
     async def set_blocked(self, actor: Actor, action: str, kind: str, value: str | None) -> GuildSettings:
+        ensure_settings_rights(actor)  # first: a refusal must not hint at what is set
         rules = (await self._storage.guilds.get(actor.guild_id)).rules
         field = "blocked_patterns" if kind == "pattern" else "blocked_words"
         current: list[str] = list(getattr(rules, field))
@@ -180,7 +198,7 @@ class ServerSettings:
         return await self._change(actor, name, {"rules": rules})
 
     async def _change(self, actor: Actor, name: str, changes: dict[str, Any]) -> GuildSettings:
-        _ensure_manager(actor)
+        ensure_settings_rights(actor)
         current = await self._storage.guilds.get(actor.guild_id)
         updated = current.model_copy(update=changes)
         await self._storage.guilds.save(updated)
@@ -191,7 +209,8 @@ class ServerSettings:
         return updated
 
 
-def _ensure_manager(actor: Actor) -> None:
+def ensure_settings_rights(actor: Actor) -> None:
+    """The one rule for the server's settings, read or written: Manage Server (manager roles do not count)."""
     if not actor.manages_server:
         raise NotAllowedError("Only members with Manage Server can see or change the server's settings.")
 

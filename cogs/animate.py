@@ -17,6 +17,7 @@ from bot.discord_io.replies import actor_of, modal_field, place_of
 from bot.domain import Job, JobState, Quality
 from bot.errors import UserFacingError
 from bot.jobs.delivery import Progress
+from bot.library import HIDDEN_CHARACTER
 from bot.prompts import CAMERA_MOVES
 from bot.providers.base import Capabilities, WorkKind
 from cogs.characters import CharacterArg, bot_of
@@ -159,7 +160,10 @@ class ConfirmShot(
                 await animate.drop_pending(actor_of(interaction), self.pending_id)
                 await interaction.response.edit_message(content="Canceled: nothing was queued.", view=None)
                 return
-            job = await animate.confirm(actor_of(interaction), place_of(interaction), self.pending_id)
+            actor, place = actor_of(interaction), place_of(interaction)
+            # the channel rule before the pending shot is taken: a refusal leaves it waiting
+            await bot_of(interaction).services.server_settings.check_place(actor.guild_id, place)
+            job = await animate.confirm(actor, place, self.pending_id)
             await bot_of(interaction).delivery.show_status(job, Progress())
             await interaction.response.edit_message(content=queued_text(job), view=None)
         except Exception as exc:
@@ -242,6 +246,7 @@ class JobButton(
             await interaction.response.send_message(f"Deleted the result of shot #{job.id}.", ephemeral=True)
             return
         animate.ensure_owner_or(actor, job, can_moderate=actor.is_manager, what="start another take from it")
+        await bot.services.server_settings.check_place(actor.guild_id, place_of(interaction))  # before any form
         if self.action in ("edit", "next"):
             modal = shot_modal(job, same_shot=self.action == "edit")
             await interaction.response.send_modal(modal)
@@ -327,9 +332,12 @@ class Animate(commands.Cog):
         if not jobs:
             embed.description = "Nothing is waiting or rendering. Start a shot with `/animate`."
 
+        names = await self.bot.library.job_names(actor, jobs)  # private characters stay unnamed, still counted
+
         def line(job: Job) -> str:
             where = f"position {places[job.id]}" if job.id in places else job.state.label.lower()
-            return f"#{job.id} **{job.character_name}** · {where} · <@{job.user_id}>"
+            name = names[job.id]
+            return f"#{job.id} {f'**{name}**' if name else HIDDEN_CHARACTER} · {where} · <@{job.user_id}>"
 
         mine = [line(j) for j in jobs if j.user_id == actor.user_id]
         everyone = [line(j) for j in jobs]

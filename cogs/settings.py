@@ -1,4 +1,5 @@
-"""/settings: server settings for admins (hidden from others by default, and checked on every use)."""
+"""/settings: server settings for admins (hidden from others by default, and checked on every use: Discord lets
+an admin open the command to everyone in the server's integration settings, and then only the bot's check holds)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,20 @@ from discord.ext import commands
 
 from bot.app import LikenessBot
 from bot.budget import BudgetSummary, usd
-from bot.discord_io.errors import handle_form
+from bot.discord_io.errors import FriendlyError, handle_form
 from bot.discord_io.replies import actor_of, modal_field
 from bot.domain import GuildSettings, ServerRules
+from bot.errors import UserFacingError
 from bot.prompts import NEGATIVE_PRESETS
 from bot.provider_keys import KEY_SPECS, KeySpec, spec_of, still_rendering_note
-from bot.server_settings import COOLDOWN_MAX, QUEUED_MAX, RUNNING_MAX, describe_negative, money
+from bot.server_settings import (
+    COOLDOWN_MAX,
+    QUEUED_MAX,
+    RUNNING_MAX,
+    describe_negative,
+    ensure_settings_rights,
+    money,
+)
 from cogs.animate import model_autocomplete, provider_autocomplete
 from cogs.characters import bot_of
 
@@ -30,18 +39,43 @@ PROVIDER_KEY_MODAL = re.compile(re.escape(KEY_MODAL_PREFIX) + r"(?P<provider>[a-
 PROVIDER_KEY_CHOICES = [app_commands.Choice(name=spec.label, value=spec.provider) for spec in KEY_SPECS.values()]
 
 
+def check_settings_rights(interaction: discord.Interaction[Any]) -> None:
+    """Refuse a member without Manage Server, whatever Discord let through (raises a FriendlyError)."""
+    try:
+        ensure_settings_rights(actor_of(interaction))
+    except UserFacingError as exc:
+        raise FriendlyError(str(exc)) from exc
+
+
+async def settings_provider_autocomplete(
+    interaction: discord.Interaction[Any], value: str
+) -> list[app_commands.Choice[str]]:
+    """Suggestions are part of the settings too (a server's own keys show in them): none for other members."""
+    return await provider_autocomplete(interaction, value) if actor_of(interaction).manages_server else []
+
+
+async def settings_model_autocomplete(
+    interaction: discord.Interaction[Any], value: str
+) -> list[app_commands.Choice[str]]:
+    return await model_autocomplete(interaction, value) if actor_of(interaction).manages_server else []
+
+
 @app_commands.guild_only()
-@app_commands.default_permissions(manage_guild=True)
-@app_commands.checks.has_permissions(manage_guild=True)
+@app_commands.default_permissions(manage_guild=True)  # hidden by default; Discord's admins can open it to anyone
 class Settings(commands.GroupCog, group_name="settings", group_description="Server settings (Manage Server)"):
     def __init__(self, bot: LikenessBot) -> None:
         self.bot = bot
         super().__init__()
 
+    async def interaction_check(self, interaction: discord.Interaction[Any], /) -> bool:
+        """Every /settings command, key sub-commands included, checks Manage Server when it runs."""
+        check_settings_rights(interaction)
+        return True
+
     @app_commands.command(name="show", description="Show this server's settings")
     async def show(self, interaction: discord.Interaction[Any]) -> None:
         actor = actor_of(interaction)
-        settings = await self.bot.services.server_settings.get(actor.guild_id)
+        settings = await self.bot.services.server_settings.view(actor)
         summary = await self.bot.services.budget.summary(actor)
         keys = await self.bot.services.provider_keys.status(actor.guild_id)
         await interaction.response.send_message(
@@ -54,7 +88,7 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
         provider="A provider this bot has, or 'default' for the bot's default",
         model="The provider's video model (leave empty for the provider's default)",
     )
-    @app_commands.autocomplete(provider=provider_autocomplete, model=model_autocomplete)
+    @app_commands.autocomplete(provider=settings_provider_autocomplete, model=settings_model_autocomplete)
     async def provider(self, interaction: discord.Interaction[Any], provider: str, model: str | None = None) -> None:
         updated = await self.bot.services.server_settings.set_provider(actor_of(interaction), provider, model)
         chosen = updated.provider or f"{self.bot.services.providers.default} (the bot's default)"
@@ -166,7 +200,7 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
         service = self.bot.services.server_settings
         actor = actor_of(interaction)
         if action.value == "show":
-            rules = (await service.get(actor.guild_id)).rules
+            rules = (await service.view(actor)).rules
         else:
             rules = (await service.set_blocked(actor, action.value, kind.value if kind else "word", value)).rules
         await interaction.response.send_message(describe_blocklist(rules), ephemeral=True)
@@ -203,7 +237,6 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
     @key.command(name="set", description="Give this server its own key for a provider (entered privately)")
     @app_commands.describe(provider="The provider whose key this server brings; its shots then use this key")
     @app_commands.choices(provider=PROVIDER_KEY_CHOICES)
-    @app_commands.checks.has_permissions(manage_guild=True)
     async def key_set(self, interaction: discord.Interaction[Any], provider: app_commands.Choice[str]) -> None:
         keys = self.bot.services.provider_keys
         spec = keys.check_can_set(actor_of(interaction), provider.value)  # before anyone types a key in vain
@@ -221,7 +254,6 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
     @key.command(name="remove", description="Forget this server's own key for a provider")
     @app_commands.describe(provider="The provider whose server key is removed; its shots use the bot's key again")
     @app_commands.choices(provider=PROVIDER_KEY_CHOICES)
-    @app_commands.checks.has_permissions(manage_guild=True)
     async def key_remove(self, interaction: discord.Interaction[Any], provider: app_commands.Choice[str]) -> None:
         removed = await self.bot.services.provider_keys.remove(actor_of(interaction), provider.value)
         fallback = (
@@ -235,7 +267,6 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
         )
 
     @key.command(name="show", description="Which providers this server has its own key for (never the keys)")
-    @app_commands.checks.has_permissions(manage_guild=True)
     async def key_show(self, interaction: discord.Interaction[Any]) -> None:
         statuses = await self.bot.services.provider_keys.status(actor_of(interaction).guild_id)
         lines = [f"**{s.label}**: set by <@{s.set_by}> on <t:{int(s.set_at)}:D>" for s in statuses]
@@ -260,6 +291,7 @@ def provider_key_modal(spec: KeySpec) -> discord.ui.Modal:
 
 async def submit_provider_key(interaction: discord.Interaction[Any], provider: str) -> None:
     """Hand the typed key to the service (which checks Manage Server again); it is not kept here."""
+    check_settings_rights(interaction)  # a form is no command: the cog's check does not run for it
     spec = spec_of(provider)
     await interaction.response.defer(ephemeral=True, thinking=True)  # the provider may be asked to check it
     fields = {field.name: modal_field(interaction, field.name) or "" for field in spec.fields}

@@ -110,6 +110,9 @@ class Sheets(commands.Cog):
         generate: bool = False,
         style: app_commands.Range[str, 1, 200] | None = None,
     ) -> None:
+        # the allow list (/settings channels) holds for every sheet, and is checked before the public deferral:
+        # a refusal is for the member alone
+        await self.bot.services.server_settings.check_place(actor_of(interaction).guild_id, place_of(interaction))
         if generate:
             await interaction.response.defer(ephemeral=True, thinking=True)
             result = await self.bot.services.animate.queue_sheet(

@@ -10,7 +10,15 @@ from bot.providers.base import FinalError
 from tests.conftest import BotRunner, World
 from tests.fake_discord import FakeDiscord
 from tests.scripted_provider import Backend
-from tests.test_e2e_animate import ava_with_front_view, eventually, fields, is_state, status_of, until
+from tests.test_e2e_animate import (
+    ava_with_front_view,
+    eventually,
+    fields,
+    is_state,
+    result_of,
+    status_of,
+    until,
+)
 from tests.test_e2e_budget import job_total, queued_id, run, scripted, shot
 
 BLOCKED = "This server's block list does not allow the {} you wrote. Change the wording and try again."
@@ -47,12 +55,70 @@ async def test_generation_only_in_allowed_channels(fake: FakeDiscord, world: Wor
     h = await fake.slash(world.studio_a, world.alice, "sheet", {"character": "Ava", "generate": True})
     await h.wait_settled(timeout=30)
     assert h.content == f"Shots and sheets can be made only in <#{studio}> in this server."
-    # the plain sheet is not generation: it works anywhere
+    # the plain sheet too (the README: where shots and sheets may be generated), refused before any public reply
     h = await run(fake, world, world.alice, "sheet", {"character": "Ava"})
-    assert "character sheet" in h.content
+    assert h.ephemeral and h.callback_type == 4
+    assert h.content == f"Shots and sheets can be made only in <#{studio}> in this server."
+    assert runner.bot is not None
+    ava = await runner.bot.storage.characters.get_by_name(world.studio_a.id, "Ava")
+    assert ava is not None and await runner.bot.storage.sheets.get(world.studio_a.id, ava.id, ava.version) is None
+    assert not [m for m in fake.channel_messages(world.studio_a.channel_id) if "character sheet" in m.content]
+    h = await fake.slash(world.studio_a, world.alice, "sheet", {"character": "Ava"}, studio)
+    await h.wait_settled(timeout=30)
+    assert "character sheet" in h.content and not h.ephemeral
 
     await run(fake, world, world.mo, "settings channels", {"action": "clear"})
     queued_id(await shot(fake, world, "anywhere again"))
+
+
+async def test_buttons_that_generate_follow_the_channel_allow_list(
+    fake: FakeDiscord, world: World, runner: BotRunner
+) -> None:
+    scripted(runner, Backend())
+    await ava_with_front_view(fake, world)
+    job_id = queued_id(await shot(fake, world, "waves"))
+    await until(fake, lambda: bool(result_of(fake, world, job_id)), "the result in #general")
+    [result] = result_of(fake, world, job_id)
+    studio = fake.add_channel(world.studio_a, "renders")
+    await run(fake, world, world.mo, "settings channels", {"action": "add", "channel": studio})
+    refusal = f"Shots and sheets can be made only in <#{studio}> in this server."
+
+    assert runner.bot is not None
+    before = len(await runner.bot.storage.jobs.recent_in_guild(world.studio_a.id))
+    for action in ("reroll", "next", "edit"):  # refused at the press: no form to type into in vain
+        press = await fake.press(result, f"likeness:job:{action}:{job_id}", world.alice)
+        await press.wait_settled()
+        assert press.modal is None and press.ephemeral and press.content == refusal, (action, press.content)
+    assert len(await runner.bot.storage.jobs.recent_in_guild(world.studio_a.id)) == before  # nothing generated
+
+
+async def test_settings_stay_closed_when_discord_opens_them_to_everyone(
+    fake: FakeDiscord, world: World, runner: BotRunner
+) -> None:
+    await run(fake, world, world.mo, "settings blocklist", {"action": "add", "kind": "word", "value": "Gore"})
+    # an admin lets everyone use /settings in Server Settings > Integrations: Discord then lets Bob's commands through
+    fake.set_command_permissions_override(world.studio_a, "settings", allow_everyone=True)
+    refusal = "Only members with Manage Server can see or change the server's settings."
+    for command, options in [
+        ("settings show", {}),
+        ("settings blocklist", {"action": "show"}),
+        ("settings blocklist", {"action": "add", "kind": "word", "value": "gore"}),  # no "already on the list"
+        ("settings blocklist", {"action": "clear", "kind": "word"}),
+        ("settings limits", {"cooldown": 5}),
+        ("settings channels", {"action": "clear"}),
+        ("settings audit", {}),
+        ("settings key show", {}),
+    ]:
+        h = await run(fake, world, world.bob, command, options)
+        assert h.ephemeral and h.content == refusal and not h.embeds, (command, h.content, h.embeds)
+        assert "Gore" not in str(h.embeds) + h.content
+    choices = await fake.autocomplete(
+        world.studio_a, world.bob, "settings provider", {"provider": ""}, focused="provider"
+    )
+    assert choices == []
+    h = await run(fake, world, world.mo, "settings show")
+    shown = {f["name"]: f["value"] for f in h.embeds[0]["fields"]}
+    assert shown["Limits"].startswith("Cooldown: 0 s") and shown["Block list"].startswith("1 words")  # unchanged
 
 
 async def test_block_list_on_prompt_name_and_description(fake: FakeDiscord, world: World, runner: BotRunner) -> None:

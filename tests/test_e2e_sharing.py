@@ -10,6 +10,9 @@ from bot.character_card import CARD_FILE
 from bot.domain import Character, Visibility
 from tests.conftest import BotRunner, World
 from tests.fake_discord import FakeDiscord, FakeGuild, FakeRole, FakeUser
+from tests.scripted_provider import Backend
+from tests.test_e2e_animate import ava_with_front_view
+from tests.test_e2e_budget import queued_id, scripted, shot
 from tests.test_e2e_references import TRAITS, figure_png
 
 NOT_FOUND = "There is no character called **{}** in this server. `/character list` shows them all."
@@ -139,6 +142,25 @@ async def test_private_character_is_invisible_to_members(fake: FakeDiscord, worl
     h = await set_visibility(fake, world, "server", user=world.mo)
     assert "🌐 Everyone in this server" in h.content and "(v3)" in h.content
     assert await sees(fake, world, world.bob)
+
+
+async def test_the_queue_does_not_name_characters_a_member_cannot_see(
+    fake: FakeDiscord, world: World, runner: BotRunner
+) -> None:
+    backend = Backend()
+    backend.hold_render.clear()  # the shot stays in the queue while members look at it
+    scripted(runner, backend)
+    await ava_with_front_view(fake, world)
+    await set_visibility(fake, world, "private")
+    job_id = queued_id(await shot(fake, world, "waves"))
+
+    h = await run(fake, world.studio_a, world.bob, "queue show", {})
+    listing = str(h.embeds)
+    assert h.ephemeral and "Ava" not in listing, listing
+    assert f"#{job_id} a private character" in listing  # still counted: the queue is as long as it is
+    for user in (world.alice, world.mo):  # its owner, and Manage Server, who moderates it
+        h = await run(fake, world.studio_a, user, "queue show", {})
+        assert f"#{job_id} **Ava**" in str(h.embeds)
 
 
 async def test_roles_visibility(fake: FakeDiscord, world: World, runner: BotRunner) -> None:

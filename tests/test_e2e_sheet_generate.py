@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from bot.domain import JobState
+from bot.errors import InvalidInputError
 from tests.conftest import BotRunner, World
 from tests.fake_discord import FakeDiscord
 from tests.test_e2e_animate import ava_with_front_view, eventually, fields, is_state, until
@@ -127,3 +130,40 @@ async def test_a_costly_sheet_waits_for_confirmation(
     ledger = await runner.bot.storage.ledger.entries(world.studio_a.id)
     # held at the estimate; charged what the provider reported billing (the local renderer reports $0)
     assert [(e.entry, e.micros) for e in ledger] == [("reserve", 400_000), ("release", -400_000), ("charge", 0)]
+
+
+@pytest.mark.parametrize(
+    ("error", "shown"),
+    [
+        (InvalidInputError("Ava's views could not be drawn."), "Ava's views could not be drawn."),
+        (RuntimeError("disk on fire"), "Something went wrong on my side"),
+    ],
+)
+async def test_a_sheet_that_fails_after_its_public_reply_tells_only_its_member(
+    fake: FakeDiscord,
+    world: World,
+    runner: BotRunner,
+    monkeypatch: pytest.MonkeyPatch,
+    error: Exception,
+    shown: str,
+) -> None:
+    """/sheet answers publicly ("thinking..."): an error after that is the member's alone, not the channel's."""
+    await ava_with_front_view(fake, world)
+    assert runner.bot is not None
+
+    async def failing(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr(runner.bot.services.sheets, "sheet", failing)
+    h = await fake.slash(world.studio_a, world.alice, "sheet", {"character": "Ava"})
+    await h.wait_settled(timeout=30)
+    await until(fake, lambda: any(shown in m.content for m in h.followups), "the error")
+    assert h.callback_type == 5 and not h.ephemeral  # the public deferral
+    [told] = [m for m in h.followups if shown in m.content]
+    assert told.ephemeral
+    public = [
+        m
+        for m in fake.channel_messages(world.studio_a.channel_id, include_ephemeral=False)
+        if m.interaction_id == h.id and not m.deleted
+    ]
+    assert public == [], [m.content for m in public]

@@ -117,6 +117,13 @@ class TinyBot(commands.AutoShardedBot):
             await interaction.followup.send("first")
             await interaction.followup.send("secret", ephemeral=True)
 
+        @tree.command(description="Defers publicly, then asks for an ephemeral follow-up")
+        async def whisper(interaction: discord.Interaction, delete_first: bool = False) -> None:
+            await interaction.response.defer(thinking=True)
+            if delete_first:
+                await interaction.delete_original_response()
+            await interaction.followup.send("for your eyes only", ephemeral=True)
+
         @tree.command(description="Waits for the test, then answers")
         async def wait(interaction: discord.Interaction, defer: bool = False) -> None:
             try:
@@ -428,6 +435,30 @@ async def test_followups_first_replaces_thinking_message(
     assert h.content == "first"
     public = fake.channel_messages(guild.channel_id, include_ephemeral=False)
     assert [m.content for m in public] == ["first"]
+
+
+async def test_first_followup_after_a_public_deferral_is_public_whatever_it_asks(
+    fake: FakeDiscord, world: tuple[FakeGuild, FakeUser, FakeUser]
+) -> None:
+    """Discord: the first follow-up after a deferral edits the deferred message and keeps the deferral's flags (an
+    ephemeral flag is ignored); once the deferred message is deleted, a follow-up is a new message with its own."""
+    guild, alice, _ = world
+    async with running(fake):
+        h = await fake.slash(guild, alice, "whisper")
+        await h.wait_settled()
+        [followup] = h.followups
+        assert followup is h.message and not followup.ephemeral and not followup.loading
+        assert [m.content for m in fake.channel_messages(guild.channel_id, include_ephemeral=False)] == [
+            "for your eyes only"
+        ]
+
+        h = await fake.slash(guild, alice, "whisper", {"delete_first": True})
+        await h.wait_settled()
+        await fake.wait_until(lambda: bool(h.followups), 5, "the follow-up")
+        [followup] = h.followups
+        assert followup is not h.message and followup.ephemeral and h.message is not None and h.message.deleted
+    public = [m for m in fake.channel_messages(guild.channel_id, include_ephemeral=False) if not m.deleted]
+    assert [m.content for m in public] == ["for your eyes only"]  # the first command's, nothing of the second
 
 
 async def test_subcommands_groups_and_every_option_type(

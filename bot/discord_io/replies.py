@@ -34,15 +34,33 @@ def actor_of(interaction: discord.Interaction[Any]) -> Actor:
 
 
 async def reply_ephemeral(interaction: discord.Interaction[Any], content: str) -> None:
-    """An ephemeral message: the first response if none was sent yet, else a follow-up."""
+    """An ephemeral message, seen by the member alone: the first response if none was sent yet, else a follow-up
+    (after a public "thinking" deferral, a new one: see `clear_public_thinking`)."""
     try:
         if interaction.response.is_done():
+            await clear_public_thinking(interaction)
             await interaction.followup.send(content, ephemeral=True)
         else:
             await interaction.response.send_message(content, ephemeral=True)
     except discord.NotFound:
         # 10062: the interaction expired before we could answer; nothing more can be shown.
         log.warning("interaction %s expired before the reply could be sent", interaction.id)
+
+
+async def clear_public_thinking(interaction: discord.Interaction[Any]) -> None:
+    """Delete a public "thinking" message that nothing filled in yet.
+
+    On Discord the first follow-up after a deferral fills in the deferred message and keeps its flags, whatever the
+    follow-up asks: after a public deferral an "ephemeral" follow-up is seen by the whole channel. Once the deferred
+    message is deleted, a follow-up is a new message with its own flags."""
+    if interaction.response.type is not discord.InteractionResponseType.deferred_channel_message:
+        return
+    try:
+        original = await interaction.original_response()
+        if original.flags.loading and not original.flags.ephemeral:
+            await interaction.delete_original_response()
+    except discord.NotFound:
+        pass  # deleted already (by the member, or by an earlier error): the follow-up is a new message
 
 
 def place_of(interaction: discord.Interaction[Any]) -> Place:
