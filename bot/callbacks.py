@@ -9,7 +9,9 @@ believed. Deliveries repeat, arrive out of order, and anyone who can reach the l
 - a job is nudged at most once per `min_interval` seconds, so a flood of (even genuine) deliveries cannot turn
   into a flood of polls;
 - the body only decides whether a poll is worth making now: Kling calls back on every status change, and only
-  an end (succeeded, failed) is; anything unreadable is polled for, since a poll is the check.
+  an end (succeeded, failed) is; a JSON body that does not read as a task is polled for, since a poll is the
+  check. A body that is not JSON at all (or nested too deep to read, or with a number too long to convert) is
+  no provider's callback: it is answered 400 and changes nothing.
 Without LIKENESS_CALLBACK_URL nothing listens and providers are polled only, as before.
 """
 
@@ -17,15 +19,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any, cast
 
 from aiohttp import web
 
-from bot.providers.base import FinalError, TaskStatus
+from bot.providers.base import TaskStatus
 
 log = logging.getLogger(__name__)
 
@@ -69,20 +73,37 @@ class CallbackUrls:
         return hmac.compare_digest(self.token(provider, job_id), token)
 
 
-def worth_polling(provider: str, body: bytes) -> bool:
-    """Whether a callback says something a poll now would pick up (an end), as far as its body tells."""
+class UnreadableBodyError(ValueError):
+    """A callback body that is not a JSON document this listener can read."""
+
+
+def read_body(body: bytes) -> object:
+    """The JSON document of a callback body, or UnreadableBodyError: not JSON, not UTF-8, a number with more
+    digits than Python converts, or nesting deep enough to exhaust the parser's recursion."""
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise UnreadableBodyError(type(exc).__name__) from None
+
+
+def worth_polling(provider: str, body: bytes | object) -> bool:
+    """Whether a callback says something a poll now would pick up (an end), as far as its body (raw or already
+    read) tells."""
     if provider != "kling":  # fal calls back once, on completion
         return True
     from bot.providers.kling import parse_callback
 
     try:
-        return parse_callback(body).result.status in ENDS
-    except FinalError:
+        payload = read_body(body) if isinstance(body, bytes) else body
+        if not isinstance(payload, Mapping):
+            return True
+        return parse_callback(cast(Mapping[str, Any], payload)).result.status in ENDS
+    except Exception:  # the body is only a hint, never believed: whatever it holds (wrong types...), poll
         return True
 
 
 Nudge = Callable[[str, int], None]  # (provider, job id): poll that job now
-Count = Callable[[str, str], None]  # (provider, outcome): polled, progress, duplicate or refused (bot.metrics)
+Count = Callable[[str, str], None]  # (provider, outcome): polled, progress, duplicate, refused, malformed (bot.metrics)
 
 
 class CallbackServer:
@@ -142,7 +163,15 @@ class CallbackServer:
             self._count(provider if provider in KNOWN else "other", "refused")  # forged names make no new label
             log.warning("refused a callback for job %s from %s: wrong token", job_id, request.remote)
             return web.Response(status=404, text="not found\n")
-        if not worth_polling(provider, await request.read()):
+        try:
+            payload = read_body(await request.read())
+        except UnreadableBodyError as exc:
+            self._count(provider, "malformed")
+            log.warning(
+                "refused a callback for job %s from %s: its body is not readable JSON (%s)", job_id, request.remote, exc
+            )
+            return web.Response(status=400, text="not a readable JSON body\n")
+        if not worth_polling(provider, payload):
             self._count(provider, "progress")
             return web.Response(status=200, text="ok\n")
         now = self._clock()

@@ -121,7 +121,8 @@ class Metrics:
         if self.callbacks:
             lines += [
                 "# HELP likeness_callbacks_total Provider callbacks received, by provider and outcome (polled: the "
-                "task was polled at once; progress: not an end; duplicate: within 2 s of the last; refused: bad token).",
+                "task was polled at once; progress: not an end; duplicate: within 2 s of the last; refused: bad token; "
+                "malformed: a body that is not readable JSON).",
                 "# TYPE likeness_callbacks_total counter",
                 *(
                     f'likeness_callbacks_total{{provider="{p}",outcome="{o}"}} {n}'

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import stat
 import time
 from collections.abc import AsyncIterator
@@ -160,3 +161,43 @@ async def test_a_nudge_ends_a_wait_to_poll_even_one_that_came_during_the_poll_bu
     worker._early_nudges[6] -= 121  # pyright: ignore[reportPrivateUsage]
     worker.nudge(7)  # (a late duplicate for a finished job, say): old ones are forgotten as new ones come
     assert set(worker._early_nudges) == {7}  # pyright: ignore[reportPrivateUsage]
+
+
+async def test_unreadable_and_odd_bodies_are_answered_cleanly_never_500(
+    urls: CallbackUrls, listening: Listening, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Behind a valid token, a body that is not JSON (garbage, nested past the parser's recursion, a number too long
+    to convert) is refused with 400; JSON that is not a task (wrong types, infinite numbers) is only a hint: the
+    poll is the check. Nothing is a 500, and nothing logs a traceback."""
+    caplog.set_level(logging.DEBUG)
+    address = listening.address
+    unreadable = [
+        b"[" * 100_000 + b"]" * 100_000,  # deep enough to exhaust the JSON parser's recursion
+        b'{"task_id": ' + b"[" * 50_000 + b"]" * 50_000 + b"}",
+        b"not json",
+        b"\xff\xfe not utf-8",
+        b'{"task_id": "1", "updated_at": ' + b"9" * 5000 + b"}",  # past int's 4300-digit conversion limit
+        b"",
+    ]
+    odd = [  # JSON, but not a task as Kling sends it
+        b'{"task_id": "1", "updated_at": 1e999, "task_status": "succeed"}',
+        b'{"task_id": "1", "updated_at": NaN}',
+        b'{"task_id": "1", "task_status": "succeed", "task_result": {"videos": 5}}',
+        b'{"task_id": {"x": 1}, "task_status": ["succeed"], "task_info": 3}',
+        b'"just a string"',
+        b"[1, 2, 3]",
+        b"12345",
+    ]
+    async with httpx.AsyncClient() as client:
+        for provider, job in (("kling", 7), ("fal", 8)):
+            for body in unreadable:
+                answer = await client.post(local(urls, address, provider, job), content=body)
+                assert answer.status_code == 400, (provider, body[:40], answer.text)
+        for n, body in enumerate(odd):
+            listening.clock.now += 10  # each one past the nudge interval
+            answer = await client.post(local(urls, address, "kling", 100 + n), content=body)
+            assert answer.status_code == 200, (body, answer.text)
+    assert listening.nudged == [("kling", 100 + n) for n in range(len(odd))]  # the poll is the check
+    assert listening.counted.count(("kling", "malformed")) == len(unreadable)
+    assert listening.counted.count(("fal", "malformed")) == len(unreadable)
+    assert [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR] == []
