@@ -55,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Writes one .zip: an online copy of the database, every stored image and clip, and a manifest "
         "with checksums. Exit status 2 when it could not be written.",
     )
-    backup.add_argument("path", type=Path, help="NAME.zip, or a folder to write likeness-backup-<time>.zip in")
+    backup.add_argument(
+        "path", type=Path, help="NAME.zip, or an existing folder to write likeness-backup-<time>.zip in"
+    )
     restore = commands.add_parser(
         "restore",
         help="replace the database and images with a backup (the bot must be stopped)",

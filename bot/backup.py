@@ -206,11 +206,18 @@ async def backup_async(settings: Settings, path: Path) -> BackupResult:
 
 
 def _archive_path(path: Path) -> Path:
-    """`x.zip` is the archive itself; anything else is a folder (made if needed) for a dated archive."""
-    if path.is_dir() or (not path.exists() and path.suffix.lower() != ".zip"):
+    """An existing folder gets a dated archive; `x.zip` is the archive itself. Anything else is refused rather
+    than guessed at (`x.tar` is not made into a folder)."""
+    if path.is_dir():
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         return path / f"likeness-backup-{stamp}.zip"
-    return path
+    if path.suffix.lower() == ".zip":
+        return path
+    what = "is not a folder" if path.exists() else "does not exist"
+    raise BackupError(
+        f"{path} {what} and is not a .zip name. Give either a folder that exists (likeness-backup-<time>.zip is "
+        f"written in it; `mkdir -p {path}` first to make one) or a file name ending in .zip (that file is written)."
+    )
 
 
 def _online_copy(source_path: Path, copy_path: Path) -> None:
@@ -273,8 +280,13 @@ def restore(settings: Settings, path: Path, confirm: Callable[[Manifest], bool] 
     refused, RestoreCanceledError when `confirm` (asked after the archive's manifest was checked) says no.
     """
     started = time.monotonic()
+    if path.is_dir():
+        raise RestoreError(
+            f"{path} is a folder; give the archive itself, a .zip file written by `likeness backup` "
+            f"(such as {path / 'likeness-backup-<time>.zip'})."
+        )
     if not path.is_file():
-        raise RestoreError(f"{path} is not a file.")
+        raise RestoreError(f"{path} does not exist; give the path of a .zip archive written by `likeness backup`.")
     data_dir = settings.data_dir
     with InstanceLock(data_dir):
         try:

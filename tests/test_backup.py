@@ -614,7 +614,8 @@ def test_a_second_likeness_run_on_the_same_data_dir_is_refused(tmp_path: Path) -
 def test_cli_backup_and_restore(tmp_path: Path) -> None:
     settings = asyncio.run(seed_data_dir(tmp_path / "data"))
     env = {"LIKENESS_DATA_DIR": str(settings.data_dir)}
-    out = tmp_path / "backups"  # a folder, made as needed
+    out = tmp_path / "backups"  # a folder that exists
+    out.mkdir()
     made = run_likeness(tmp_path, "backup", str(out), env=env)
     assert made.returncode == 0, made.stderr
     [archive] = out.iterdir()
@@ -673,3 +674,34 @@ def test_restore_asks_on_a_terminal(
     assert restore_command(target, archive, assume_yes=False, interactive=True, ask=answer("yes")) == 0
     assert questions == ["Restore it? [y/N] "] * 2
     assert target.db_path.exists()
+
+
+def test_cli_refuses_a_path_that_is_neither_a_folder_nor_a_zip_name(tmp_path: Path) -> None:
+    """`likeness backup x.tar` used to make a folder named x.tar with the archive inside: now only the two forms it
+    names are taken, and anything else is refused with both; restore says what it wants when given a folder or a
+    missing file."""
+    settings = asyncio.run(seed_data_dir(tmp_path / "data"))
+    env = {"LIKENESS_DATA_DIR": str(settings.data_dir)}
+    (tmp_path / "notes.txt").write_text("mine")
+    for wrong, what in (("x.tar", "does not exist"), ("backups", "does not exist"), ("notes.txt", "is not a folder")):
+        refused = run_likeness(tmp_path, "backup", wrong, env=env)
+        assert refused.returncode == 2, refused.stdout
+        assert refused.stderr.strip() == (
+            f"{wrong} {what} and is not a .zip name. Give either a folder that exists (likeness-backup-<time>.zip is "
+            f"written in it; `mkdir -p {wrong}` first to make one) or a file name ending in .zip (that file is "
+            "written)."
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "notes.txt"]  # nothing made
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    made = run_likeness(tmp_path, "backup", "nightly.ZIP", env=env)
+    assert made.returncode == 0 and (tmp_path / "nightly.ZIP").is_file(), made.stderr
+
+    folder = run_likeness(tmp_path, "restore", "data", "--yes", env=env)
+    assert folder.returncode == 2 and folder.stderr.strip() == (
+        "Refusing to restore: data is a folder; give the archive itself, a .zip file written by `likeness backup` "
+        "(such as data/likeness-backup-<time>.zip)."
+    )
+    missing = run_likeness(tmp_path, "restore", "x.zip", "--yes", env=env)
+    assert missing.returncode == 2 and missing.stderr.strip() == (
+        "Refusing to restore: x.zip does not exist; give the path of a .zip archive written by `likeness backup`."
+    )
