@@ -897,3 +897,37 @@ def test_a_start_never_makes_an_empty_database_where_one_is_missing(
     assert not target.db_path.exists()
     doctor = run_likeness(tmp_path, "doctor", "--quick", env={"LIKENESS_DATA_DIR": str(target.data_dir)})
     assert doctor.returncode == 1 and "the database is missing" in doctor.stdout, doctor.stdout
+
+
+def test_a_database_on_another_disk_is_staged_beside_it_and_survives_a_kill_too(
+    tmp_path: Path, three_characters: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LIKENESS_DATABASE_PATH on another disk than the data folder: a rename between them would be a copy, so the
+    staged database is copied beside the live one first and the old one goes aside there; the swap stays renames."""
+    live = asyncio.run(seed_data_dir(tmp_path / "live", blobs=2, characters=1))
+    elsewhere = tmp_path / "db-disk" / "likeness.sqlite3"
+    elsewhere.parent.mkdir()
+    live.db_path.rename(elsewhere)
+    target = Settings(data_dir=live.data_dir, database_path=elsewhere)
+    old_db = table_rows(elsewhere)
+    monkeypatch.setattr(backup_module, "_same_disk", lambda a, b: False)
+
+    def killed(point: str) -> None:
+        if point == "database in":
+            raise SystemExit(9)  # no cleanup of the staged copy: it is marked
+
+    monkeypatch.setattr(backup_module, "_reached", killed)
+    with pytest.raises(SystemExit):
+        restore(target, three_characters)
+    mark = json.loads((target.data_dir / "restore-in-progress.json").read_text())
+    assert Path(mark["staged_db"]).parent == elsewhere.parent.resolve() and not Path(mark["staged_db"]).exists()
+
+    monkeypatch.setattr(backup_module, "_reached", lambda point: None)
+    finished = backup_module.finish_interrupted_restore(target)
+    assert finished is not None and sorted(row[2] for row in table_rows(elsewhere)["characters"]) == THREE
+    [db_aside] = elsewhere.parent.glob("before-restore-*")
+    assert table_rows(db_aside / "likeness.sqlite3") == old_db
+    [aside] = target.data_dir.glob("before-restore-*")
+    assert len(blob_files(aside / "blobs")) == 2 and len(blob_files(target.blob_dir)) == 4
+    assert not (target.data_dir / "restore-in-progress.json").exists()
+    assert [p.name for p in elsewhere.parent.iterdir() if p.name.startswith(".")] == []
