@@ -55,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Writes one .zip: an online copy of the database, every stored image and clip, and a manifest "
         "with checksums. Exit status 2 when it could not be written.",
     )
-    backup.add_argument("path", type=Path, help="NAME.zip, or a folder to write likeness-backup-<time>.zip in")
+    backup.add_argument(
+        "path", type=Path, help="NAME.zip, or an existing folder to write likeness-backup-<time>.zip in"
+    )
     restore = commands.add_parser(
         "restore",
         help="replace the database and images with a backup (the bot must be stopped)",
@@ -153,8 +155,17 @@ def main(argv: list[str] | None = None) -> int:
         settings, token = _settings_and_token()
         if command == "run":
             from bot.app import run_bot
+            from bot.backup import ensure_database_present, finish_interrupted_restore
 
             with InstanceLock(settings.data_dir):  # one bot per data directory, for the whole life of the process
+                finished = finish_interrupted_restore(settings)  # or refuses, saying what to run
+                if finished is not None:
+                    print(
+                        f"Finished {finished.describe()}, which had been interrupted; what it replaced is in "
+                        f"{finished.aside}.",
+                        file=sys.stderr,
+                    )
+                ensure_database_present(settings)
                 asyncio.run(run_bot(settings, token))
             return 0
         if command == "sync":
@@ -172,6 +183,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
+        from bot.backup import MissingDatabaseError, RestorePendingError
+
+        if isinstance(exc, RestorePendingError | MissingDatabaseError):  # a restore mark, or a database gone
+            print(exc, file=sys.stderr)
+            return 2
         # discord.LoginFailure without importing discord here: say what the admin can do.
         if type(exc).__name__ == "LoginFailure":
             print(

@@ -26,6 +26,15 @@ content against its name), and only then moves the current database and blobs to
 the replaced database's counters, never reused (see `_keep_ids_moving_forward`). Migrations run as usual at
 the next start.
 
+The swap is crash-safe. Before the first file moves, `<data_dir>/restore-in-progress.json` is written
+atomically (the restore mark: the verified staged copy, its sha256 and image count, every move planned); every
+move is a rename, skipped when already done; the mark goes last. So a restore killed at any point leaves the
+mark, and while it exists nothing opens the database: `likeness run` finishes the swap from the staged copy
+(after checking it is the verified one) and a new restore finishes it first; doctor and backup refuse. A staged
+copy that is no longer whole is never used nor deleted: `likeness run` refuses, naming the restore to run again,
+which puts back what was moved and keeps that copy (`restore-interrupted-<time>/`). And a start that finds
+stored images but no database refuses instead of creating an empty one (`ensure_database_present`).
+
 Both are blocking: from async code use `backup_async` (a thread).
 """
 
@@ -131,6 +140,7 @@ class RestoreResult:
     manifest: Manifest
     moved_aside: Path | None  # where the previous database and blobs are now; None when there were none
     seconds: float
+    finished_interrupted: RestoreMark | None = None  # an interrupted restore this one finished first
 
 
 def likeness_version() -> str:
@@ -151,6 +161,10 @@ def latest_schema() -> int:
 def backup(settings: Settings, path: Path) -> BackupResult:
     """Write one archive of the database and blobs to `path` (`.zip`), or into the folder `path`. Blocking."""
     started = time.monotonic()
+    try:
+        refuse_if_restore_pending(settings)
+    except RestorePendingError as exc:
+        raise BackupError(f"{exc} Back up once it is done.") from None
     db_path = settings.db_path
     if not db_path.is_file():
         raise BackupError(
@@ -206,11 +220,18 @@ async def backup_async(settings: Settings, path: Path) -> BackupResult:
 
 
 def _archive_path(path: Path) -> Path:
-    """`x.zip` is the archive itself; anything else is a folder (made if needed) for a dated archive."""
-    if path.is_dir() or (not path.exists() and path.suffix.lower() != ".zip"):
+    """An existing folder gets a dated archive; `x.zip` is the archive itself. Anything else is refused rather
+    than guessed at (`x.tar` is not made into a folder)."""
+    if path.is_dir():
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         return path / f"likeness-backup-{stamp}.zip"
-    return path
+    if path.suffix.lower() == ".zip":
+        return path
+    what = "is not a folder" if path.exists() else "does not exist"
+    raise BackupError(
+        f"{path} {what} and is not a .zip name. Give either a folder that exists (likeness-backup-<time>.zip is "
+        f"written in it; `mkdir -p {path}` first to make one) or a file name ending in .zip (that file is written)."
+    )
 
 
 def _online_copy(source_path: Path, copy_path: Path) -> None:
@@ -273,8 +294,13 @@ def restore(settings: Settings, path: Path, confirm: Callable[[Manifest], bool] 
     refused, RestoreCanceledError when `confirm` (asked after the archive's manifest was checked) says no.
     """
     started = time.monotonic()
+    if path.is_dir():
+        raise RestoreError(
+            f"{path} is a folder; give the archive itself, a .zip file written by `likeness backup` "
+            f"(such as {path / 'likeness-backup-<time>.zip'})."
+        )
     if not path.is_file():
-        raise RestoreError(f"{path} is not a file.")
+        raise RestoreError(f"{path} does not exist; give the path of a .zip archive written by `likeness backup`.")
     data_dir = settings.data_dir
     with InstanceLock(data_dir):
         try:
@@ -286,17 +312,20 @@ def restore(settings: Settings, path: Path, confirm: Callable[[Manifest], bool] 
             _check_free_space(data_dir, manifest)
             if confirm is not None and not confirm(manifest):
                 raise RestoreCanceledError("Restore canceled; nothing was changed.")
-            for stale in data_dir.glob(".restore-*"):  # left by a restore that was killed (we hold the lock)
+            finished = _settle_interrupted_restore(settings)
+            for stale in data_dir.glob(".restore-*"):  # unmarked: a killed extraction, never swapped (we hold the lock)
                 shutil.rmtree(stale, ignore_errors=True)
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
             staging = data_dir / f".restore-{stamp}-{os.getpid()}"
             try:
                 _extract_verified(archive, manifest, staging)
                 _keep_ids_moving_forward(staging / "likeness.sqlite3", _id_counters(settings.db_path))
-                moved_aside = _swap_in(settings, staging, stamp)
+                mark = _mark_restore(settings, staging, stamp, path)
+                moved_aside = _swap_in(mark)
             finally:
-                shutil.rmtree(staging, ignore_errors=True)
-    return RestoreResult(manifest, moved_aside, time.monotonic() - started)
+                if not restore_mark_path(data_dir).exists():  # a marked staging copy is never deleted here
+                    shutil.rmtree(staging, ignore_errors=True)
+    return RestoreResult(manifest, moved_aside, time.monotonic() - started, finished)
 
 
 def read_manifest(path: Path) -> Manifest:
@@ -476,45 +505,6 @@ def _keep_ids_moving_forward(restored: Path, replaced: dict[str, int]) -> None:
         conn.execute("COMMIT")
 
 
-def _swap_in(settings: Settings, staging: Path, stamp: str) -> Path | None:
-    """Move the current database (with its -wal/-shm) and blobs aside, then the staged ones into place."""
-    db_path = settings.db_path
-    current = [
-        p for p in (db_path, *(db_path.with_name(db_path.name + s) for s in ("-wal", "-shm", "-journal"))) if p.exists()
-    ]
-    if settings.blob_dir.exists():
-        current.append(settings.blob_dir)
-    aside: Path | None = None
-    moved: list[tuple[Path, Path]] = []
-    try:
-        if current:
-            aside = _fresh_dir(settings.data_dir / f"before-restore-{stamp}")
-            for item in current:
-                destination = aside / item.name
-                shutil.move(item, destination)
-                moved.append((destination, item))
-        db_path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(staging / "likeness.sqlite3", db_path)
-        if (staging / "blobs").exists():
-            shutil.move(staging / "blobs", settings.blob_dir)
-        _fsync_dir(settings.data_dir)
-        _fsync_dir(db_path.parent)
-    except OSError as exc:
-        # Put back what was moved, so the bot finds its data as it was.
-        for destination, original in reversed(moved):
-            with contextlib.suppress(OSError):
-                if original.exists() and original.is_file():
-                    original.unlink()
-                elif original.exists():
-                    shutil.rmtree(original)
-                shutil.move(destination, original)
-        raise RestoreError(
-            f"Putting the restored files in place failed ({exc.strerror or exc}); the previous database and "
-            f"images were put back" + (f" (if anything is missing, it is in {aside})" if aside else "") + "."
-        ) from exc
-    return aside
-
-
 def _fresh_dir(base: Path) -> Path:
     for n in range(1, 1000):
         candidate = base if n == 1 else base.with_name(f"{base.name}-{n}")
@@ -524,6 +514,300 @@ def _fresh_dir(base: Path) -> Path:
             continue
         return candidate
     raise RestoreError(f"Too many folders named {base.name}-*; tidy {base.parent} first.")
+
+
+# ---------------------------------------------------------------------------------------------------- restore mark
+
+MARK_NAME = "restore-in-progress.json"
+
+
+class RestorePendingError(Exception):
+    """A restore was interrupted and its swap cannot be finished here; the message says what to run."""
+
+
+class MissingDatabaseError(Exception):
+    """The data folder clearly had a database (images, a restore mark) and it is gone: never start on an empty one."""
+
+
+class RestoreMark(BaseModel):
+    """`<data_dir>/restore-in-progress.json`: written (atomically) once the staged copy is complete and verified,
+    before anything is moved; removed once everything is in place. While it exists, nothing opens the database:
+    `likeness run` and a new restore finish the swap from the staged copy, the rest refuse."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["likeness-restore-mark"] = "likeness-restore-mark"
+    archive: str  # what was being restored
+    started_at: str
+    staging: str  # the staged copy's folder
+    staged_db: str  # the verified restored database (in `staging`, or beside db_path if that is another disk)
+    staged_blobs: str | None  # the restored blob store (None: the backup had no images)
+    db_sha256: Sha256 = Field(pattern=r"^[0-9a-f]{64}$")  # of staged_db, ids already moved forward
+    blob_count: int = Field(ge=0)
+    blob_bytes: int = Field(ge=0)
+    db_path: str
+    blob_dir: str
+    aside: str  # before-restore-<time>/: where the current files go
+    moves: list[tuple[str, str]]  # (current path, where it goes aside), in order
+
+    def describe(self) -> str:
+        return f"the restore of {self.archive} started {self.started_at}"
+
+
+def restore_mark_path(data_dir: Path) -> Path:
+    return data_dir / MARK_NAME
+
+
+def read_restore_mark(data_dir: Path) -> RestoreMark | None:
+    """The mark of an interrupted (or running) restore, or None. Raises RestorePendingError if it is unreadable."""
+    path = restore_mark_path(data_dir)
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise RestorePendingError(f"Cannot read the restore mark {path.resolve()}: {exc.strerror or exc}.") from exc
+    try:
+        return RestoreMark.model_validate_json(text)
+    except ValidationError as exc:
+        raise RestorePendingError(
+            f"A restore was interrupted ({path.resolve()} exists) and its mark cannot be read ({exc.errors()[0]['msg']})."
+            f" Look in {data_dir.resolve()} for before-restore-* (the previous database and images) and .restore-* "
+            "(the staged copy); then run `likeness restore <the backup .zip> --yes` again, after removing the mark."
+        ) from None
+
+
+def _write_restore_mark(data_dir: Path, mark: RestoreMark) -> None:
+    path = restore_mark_path(data_dir)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    with partial.open("w", encoding="utf-8") as out:
+        out.write(mark.model_dump_json(indent=1))
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(partial, path)
+    _fsync_dir(data_dir)
+
+
+def _remove_restore_mark(data_dir: Path) -> None:
+    restore_mark_path(data_dir).unlink(missing_ok=True)
+    _fsync_dir(data_dir)
+
+
+def _reached(point: str) -> None:
+    """Each step of the swap passes here; tests make a process die at one (see tests/test_backup.py)."""
+
+
+def _same_disk(a: Path, b: Path) -> bool:
+    return a.stat().st_dev == b.stat().st_dev
+
+
+def _mark_restore(settings: Settings, staging: Path, stamp: str, archive: Path) -> RestoreMark:
+    """Plan the swap of the verified staged copy and write it down before the first file moves."""
+    data_dir, db_path = settings.data_dir, settings.db_path
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    staged_db = staging / "likeness.sqlite3"
+    aside = _fresh_dir(data_dir / f"before-restore-{stamp}")
+    db_aside = aside
+    if not _same_disk(db_path.parent, data_dir):  # every move must be a rename, which is atomic: same disk
+        beside = db_path.with_name(f".{db_path.name}.restore-{stamp}")
+        shutil.copyfile(staged_db, beside)
+        _fsync_file(beside)
+        staged_db.unlink()
+        staged_db = beside
+        db_aside = _fresh_dir(db_path.parent / f"before-restore-{stamp}")
+    db_sha, _ = _sha256_of(staged_db)
+    blobs = list(BlobStore(staging / "blobs").files())
+    current = [
+        p for p in (db_path, *(db_path.with_name(db_path.name + s) for s in ("-wal", "-shm", "-journal"))) if p.exists()
+    ]
+    moves = [(str(p), str(db_aside / p.name)) for p in current]
+    if settings.blob_dir.exists():
+        moves.append((str(settings.blob_dir), str(aside / settings.blob_dir.name)))
+    mark = RestoreMark(
+        archive=str(archive.resolve()),
+        started_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        staging=str(staging.resolve()),
+        staged_db=str(staged_db.resolve()),
+        staged_blobs=str((staging / "blobs").resolve()) if (staging / "blobs").exists() else None,
+        db_sha256=db_sha,
+        blob_count=len(blobs),
+        blob_bytes=sum(path.stat().st_size for _, path in blobs),
+        db_path=str(db_path.resolve()),
+        blob_dir=str(settings.blob_dir.resolve()),
+        aside=str(aside.resolve()),
+        moves=moves,
+    )
+    _write_restore_mark(data_dir, mark)
+    _reached("marked")
+    return mark
+
+
+def _swap_in(mark: RestoreMark) -> Path | None:
+    """Move the current database (with its -wal/-shm) and blobs aside, then the staged ones into place; then
+    remove the mark and the staging folder. Every step is a rename and is skipped when already done, so an
+    interrupted swap is finished by running this again. On an error, what was moved is put back."""
+    data_dir = Path(mark.aside).parent
+    try:
+        _move_pending(mark)
+    except OSError as exc:
+        try:
+            _roll_back(mark)
+        except OSError:  # the mark stays: the next start or restore finishes or reports it
+            raise RestoreError(
+                f"Putting the restored files in place failed ({exc.strerror or exc}), and so did putting the previous "
+                f"ones back; nothing was deleted. {_pending_advice(mark)}"
+            ) from exc
+        _remove_restore_mark(data_dir)
+        raise RestoreError(
+            f"Putting the restored files in place failed ({exc.strerror or exc}); the previous database and "
+            f"images were put back (if anything is missing, it is in {mark.aside})."
+        ) from exc
+    shutil.rmtree(mark.staging, ignore_errors=True)  # empty by now; before the mark goes, so none is ever left
+    _reached("staging removed")
+    _remove_restore_mark(data_dir)
+    aside = Path(mark.aside)
+    if not mark.moves and aside.is_dir() and not any(aside.iterdir()):  # nothing was there (a fresh data folder)
+        aside.rmdir()
+        return None
+    return aside
+
+
+def _move_pending(mark: RestoreMark) -> None:
+    staged_db, db_path = Path(mark.staged_db), Path(mark.db_path)
+    for current, aside in mark.moves:
+        if Path(current).exists() and not Path(aside).exists():
+            Path(aside).parent.mkdir(parents=True, exist_ok=True)
+            os.rename(current, aside)
+            _reached(f"aside {Path(current).name}")
+    if staged_db.exists():
+        if db_path.exists():  # the previous database was not moved aside: never overwrite it
+            raise OSError(f"{db_path} is still there")
+        os.rename(staged_db, db_path)
+        _reached("database in")
+    if mark.staged_blobs is not None and Path(mark.staged_blobs).exists():
+        os.rename(mark.staged_blobs, mark.blob_dir)
+        _reached("images in")
+    for folder in {Path(mark.aside).parent, db_path.parent, Path(mark.blob_dir).parent}:
+        _fsync_dir(folder)
+    _reached("synced")
+
+
+def _roll_back(mark: RestoreMark) -> None:
+    """Undo the moves of a swap: restored files back to the staging copy, the previous ones back in place."""
+    moved_aside = {current: Path(aside).exists() for current, aside in mark.moves}
+    db_path, blob_dir = Path(mark.db_path), Path(mark.blob_dir)
+    if db_path.exists() and not Path(mark.staged_db).exists() and moved_aside.get(mark.db_path, True):
+        os.rename(db_path, mark.staged_db)
+    blobs_moved = moved_aside.get(mark.blob_dir, True)
+    if mark.staged_blobs and blob_dir.exists() and not Path(mark.staged_blobs).exists() and blobs_moved:
+        os.rename(blob_dir, mark.staged_blobs)
+    for current, aside in reversed(mark.moves):
+        if Path(aside).exists() and not Path(current).exists():
+            os.rename(aside, current)
+    for folder in {Path(mark.aside), *(Path(aside).parent for _, aside in mark.moves)}:
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only when empty: all was put back
+
+
+def _staged_problem(mark: RestoreMark) -> str | None:
+    """Why the staged copy (where it is now: staged, or already moved into place) cannot finish the swap, or None."""
+    staged_db = Path(mark.staged_db)
+    database = staged_db if staged_db.exists() else Path(mark.db_path)
+    try:
+        if not database.is_file() or _sha256_of(database)[0] != mark.db_sha256:
+            return f"the staged database {staged_db} is missing or not the one that was verified"
+        if mark.staged_blobs is not None:
+            blobs = Path(mark.staged_blobs) if Path(mark.staged_blobs).exists() else Path(mark.blob_dir)
+            found = list(BlobStore(blobs).files())
+            if len(found) != mark.blob_count or sum(p.stat().st_size for _, p in found) != mark.blob_bytes:
+                return f"the staged images in {mark.staged_blobs} are not all there"
+    except OSError as exc:
+        return f"the staged copy cannot be read ({exc.strerror or exc})"
+    return None
+
+
+def _pending_advice(mark: RestoreMark) -> str:
+    return (
+        f"The previous database and images are in {mark.aside} (whatever was moved so far). Run `likeness restore "
+        f"{mark.archive} --yes` to restore that backup again (it first puts back what was moved), then start the bot."
+    )
+
+
+def finish_interrupted_restore(settings: Settings) -> RestoreMark | None:
+    """At the start of `likeness run` (the instance lock held): finish the swap of an interrupted restore from its
+    verified staged copy, and return its mark; None when there is none. Raises RestorePendingError, saying what to
+    run, when the staged copy is not whole."""
+    mark = read_restore_mark(settings.data_dir)
+    if mark is None:
+        return None
+    problem = _staged_problem(mark)
+    if problem is not None:
+        raise RestorePendingError(
+            f"{mark.describe().capitalize()} was interrupted, and it cannot be finished: {problem}. "
+            + _pending_advice(mark)
+        )
+    try:
+        _swap_in(mark)
+    except RestoreError as exc:
+        raise RestorePendingError(
+            f"{mark.describe().capitalize()} was interrupted; finishing it failed: {exc}"
+        ) from exc
+    return mark
+
+
+def _settle_interrupted_restore(settings: Settings) -> RestoreMark | None:
+    """Before a new restore: finish an interrupted one if its staged copy is whole; otherwise put back what it moved
+    and keep its staged copy (renamed restore-interrupted-<time>, never deleted). Returns the mark it finished."""
+    mark = read_restore_mark(settings.data_dir)
+    if mark is None:
+        return None
+    if _staged_problem(mark) is None:
+        _swap_in(mark)
+        return mark
+    try:
+        _roll_back(mark)
+        if Path(mark.staging).exists():
+            kept = _fresh_dir(settings.data_dir / f"restore-interrupted-{mark.started_at.replace(':', '')}")
+            kept.rmdir()
+            os.rename(mark.staging, kept)
+    except OSError as exc:
+        raise RestoreError(
+            f"{mark.describe().capitalize()} was interrupted, and putting back what it moved failed "
+            f"({exc.strerror or exc}); nothing was deleted. Put {mark.aside}'s files back in {settings.data_dir} by "
+            f"hand, remove {restore_mark_path(settings.data_dir)}, then restore again."
+        ) from exc
+    _remove_restore_mark(settings.data_dir)
+    return None
+
+
+def refuse_if_restore_pending(settings: Settings) -> None:
+    """For whatever opens the database without the instance lock (backup, the bot's services): a restore mark means
+    the database is mid-swap."""
+    mark = read_restore_mark(settings.data_dir)
+    if mark is not None:
+        raise RestorePendingError(
+            f"{mark.describe().capitalize()} is in progress or was interrupted "
+            f"({restore_mark_path(settings.data_dir).resolve()} exists), so the database is not opened. If no restore "
+            "is running, `likeness run` finishes it from its verified staged copy when it starts."
+        )
+
+
+def had_a_database(settings: Settings) -> bool:
+    """Whether the data folder shows it had a database: stored images, or a restore mark."""
+    return restore_mark_path(settings.data_dir).exists() or next(BlobStore(settings.blob_dir).files(), None) is not None
+
+
+def ensure_database_present(settings: Settings) -> None:
+    """Refuse to start (and create an empty database) where the data folder clearly had one that is gone."""
+    refuse_if_restore_pending(settings)
+    if settings.db_path.exists() or not had_a_database(settings):
+        return
+    raise MissingDatabaseError(
+        f"There is no database at {settings.db_path.resolve()}, but {settings.blob_dir.resolve()} holds stored images: "
+        "the database is missing, and starting would create an empty one (every character gone). Restore a backup "
+        "(`likeness restore <the backup .zip> --yes`), or put the database back (look for before-restore-* in "
+        f"{settings.data_dir.resolve()}). To start afresh on purpose, move {settings.blob_dir.resolve()} away first."
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
@@ -625,9 +909,14 @@ def restore_command(
     except RestoreCanceledError as exc:
         print(exc, file=sys.stderr)
         return 2
-    except (InstanceLockedError, RestoreError) as exc:
+    except (InstanceLockedError, RestoreError, RestorePendingError) as exc:
         print(f"Refusing to restore: {exc}", file=sys.stderr)
         return 2
+    if result.finished_interrupted is not None:
+        print(
+            f"First finished {result.finished_interrupted.describe()}, which had been interrupted; what it replaced "
+            f"is in {result.finished_interrupted.aside}."
+        )
     print(f"Restored {path} into {data_dir} in {result.seconds:.1f} s; it was {result.manifest.describe()}.")
     if result.moved_aside is not None:
         print(f"The previous database and images are in {result.moved_aside.resolve()}.")

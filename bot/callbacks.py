@@ -9,23 +9,30 @@ believed. Deliveries repeat, arrive out of order, and anyone who can reach the l
 - a job is nudged at most once per `min_interval` seconds, so a flood of (even genuine) deliveries cannot turn
   into a flood of polls;
 - the body only decides whether a poll is worth making now: Kling calls back on every status change, and only
-  an end (succeeded, failed) is; anything unreadable is polled for, since a poll is the check.
+  an end (succeeded, failed) is; a JSON body that does not read as a task is polled for, since a poll is the
+  check. A body that is not JSON at all (or nested too deep to read, or with a number too long to convert) is
+  no provider's callback: it is answered 400 and changes nothing.
 Without LIKENESS_CALLBACK_URL nothing listens and providers are polled only, as before.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import json
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
+from typing import Any, cast
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 
-from bot.providers.base import FinalError, TaskStatus
+from bot.listeners import ConnectionSlots, Deadline, ListenerLimits, shed
+from bot.providers.base import TaskStatus
 
 log = logging.getLogger(__name__)
 
@@ -69,25 +76,85 @@ class CallbackUrls:
         return hmac.compare_digest(self.token(provider, job_id), token)
 
 
-def worth_polling(provider: str, body: bytes) -> bool:
-    """Whether a callback says something a poll now would pick up (an end), as far as its body tells."""
+class UnreadableBodyError(ValueError):
+    """A callback body that is not a JSON document this listener can read."""
+
+
+def read_body(body: bytes) -> object:
+    """The JSON document of a callback body, or UnreadableBodyError: not JSON, not UTF-8, a number with more
+    digits than Python converts, or nesting deep enough to exhaust the parser's recursion."""
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise UnreadableBodyError(type(exc).__name__) from None
+
+
+def worth_polling(provider: str, body: bytes | object) -> bool:
+    """Whether a callback says something a poll now would pick up (an end), as far as its body (raw or already
+    read) tells."""
     if provider != "kling":  # fal calls back once, on completion
         return True
     from bot.providers.kling import parse_callback
 
     try:
-        return parse_callback(body).result.status in ENDS
-    except FinalError:
+        payload = read_body(body) if isinstance(body, bytes) else body
+        if not isinstance(payload, Mapping):
+            return True
+        return parse_callback(cast(Mapping[str, Any], payload)).result.status in ENDS
+    except Exception:  # the body is only a hint, never believed: whatever it holds (wrong types...), poll
         return True
 
 
 Nudge = Callable[[str, int], None]  # (provider, job id): poll that job now
-Count = Callable[[str, str], None]  # (provider, outcome): polled, progress, duplicate or refused (bot.metrics)
+Count = Callable[[str, str], None]  # (provider, outcome): polled, progress, duplicate, refused, malformed (bot.metrics)
+
+
+class _GuardedHandler(RequestHandler):
+    """aiohttp's connection handler with the listener's cap and deadlines (bot.listeners): a connection past the
+    cap is answered 503 and closed; one whose head or body is too slow is aborted."""
+
+    def __init__(self, manager: web.Server, slots: ConnectionSlots, limits: ListenerLimits, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._slots = slots
+        self._limits = limits
+        self._deadline: Deadline | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if not self._slots.take():
+            shed(transport)
+            return
+        self._deadline = Deadline(transport)
+        self._deadline.arm(self._limits.header_seconds)
+
+    def head_received(self) -> None:
+        """The request's head is in: the body (and the answer) now have their own deadline."""
+        if self._deadline is not None:
+            self._deadline.arm(self._limits.body_seconds)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+            self._slots.give_back()
+        super().connection_lost(exc)
+
+
+@web.middleware
+async def _one_request_per_connection(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    if isinstance(request.protocol, _GuardedHandler):
+        request.protocol.head_received()
+    response = await handler(request)
+    response.force_close()  # no keep-alive: each connection's deadlines cover exactly one request
+    return response
 
 
 class CallbackServer:
     """POST /callbacks/<provider>/<job id>/<token>: checks the token, then nudges the worker. Bind it to
-    localhost behind a reverse proxy that terminates HTTPS (see the README)."""
+    localhost behind a reverse proxy that terminates HTTPS (see the README). Slow or too many clients are shed
+    (bot.listeners)."""
 
     def __init__(
         self,
@@ -99,8 +166,11 @@ class CallbackServer:
         min_interval: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
         count: Count | None = None,
+        limits: ListenerLimits | None = None,
     ) -> None:
         self._urls = urls
+        self._limits = limits or ListenerLimits()
+        self._slots = ConnectionSlots(self._limits.max_connections)
         self._nudge = nudge
         self._host = host
         self._port = port
@@ -109,28 +179,48 @@ class CallbackServer:
         self._count = count or (lambda _provider, _outcome: None)
         self._last_nudge: dict[int, float] = {}
         self._runner: web.AppRunner | None = None
-        self._site: web.TCPSite | None = None
+        self._server: asyncio.Server | None = None
 
     @property
     def port(self) -> int:
-        assert self._runner is not None
-        [address] = self._runner.addresses[:1]
-        return int(address[1])
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def open_connections(self) -> int:
+        return self._slots.open
 
     async def start(self) -> None:
-        app = web.Application(client_max_size=BODY_MAX)
+        app = web.Application(client_max_size=BODY_MAX, middlewares=[_one_request_per_connection])
         app.router.add_post("/callbacks/{provider}/{job_id:[0-9]+}/{token}", self._handle)
         app.router.add_get("/callbacks", self._hello)  # for `likeness doctor`: the public URL reaches this bot
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        self._site = web.TCPSite(self._runner, self._host, self._port)
-        await self._site.start()
+        self._runner = runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )  # a stalled client never holds up a stop
+        await runner.setup()
+        manager = runner.server
+        assert manager is not None
+        loop = asyncio.get_running_loop()
+
+        def connection() -> _GuardedHandler:  # what aiohttp's TCPSite would make, plus the cap and the deadlines
+            return _GuardedHandler(manager, self._slots, self._limits, loop=loop, access_log=None)
+
+        try:
+            self._server = await loop.create_server(connection, self._host, self._port)
+        except BaseException:
+            await self.close()
+            raise
         log.info("provider callbacks on http://%s:%s/callbacks/", self._host, self.port)
 
     async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
         if self._runner is not None:
-            await self._runner.cleanup()
+            await self._runner.cleanup()  # closes the connections still open
             self._runner = None
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
 
     async def _hello(self, _request: web.Request) -> web.Response:
         return web.Response(status=200, text=HELLO)
@@ -142,7 +232,15 @@ class CallbackServer:
             self._count(provider if provider in KNOWN else "other", "refused")  # forged names make no new label
             log.warning("refused a callback for job %s from %s: wrong token", job_id, request.remote)
             return web.Response(status=404, text="not found\n")
-        if not worth_polling(provider, await request.read()):
+        try:
+            payload = read_body(await request.read())
+        except UnreadableBodyError as exc:
+            self._count(provider, "malformed")
+            log.warning(
+                "refused a callback for job %s from %s: its body is not readable JSON (%s)", job_id, request.remote, exc
+            )
+            return web.Response(status=400, text="not a readable JSON body\n")
+        if not worth_polling(provider, payload):
             self._count(provider, "progress")
             return web.Response(status=200, text="ok\n")
         now = self._clock()

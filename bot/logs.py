@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -38,8 +39,26 @@ def set_logging_context(**fields: object) -> None:
     log_context.set({**log_context.get(), **fields})
 
 
+# A URL's query is where capabilities travel: fal's `?fal_webhook=<our callback URL with its token>`, Discord's
+# signed attachment links (`?ex=&is=&hm=`), presigned result downloads. Our own callback URLs carry their token
+# in the path. Neither is ever worth a log line, so both are blanked wherever a URL appears.
+_URL_QUERY = re.compile(r"(?i)\b(https?://[^\s?#'\"<>]*)\?[^\s#'\"<>]*")
+_CALLBACK_TOKEN = re.compile(r"(?i)(/callbacks/[a-z0-9_-]+/[0-9]+/)[^/\s?#'\"<>]+")
+_CALLBACK_TOKEN_ENCODED = re.compile(r"(?i)(%2Fcallbacks%2F[a-z0-9_-]+%2F[0-9]+%2F)[^%&\s'\"<>]+")
+
+
+def redact_capabilities(text: str) -> str:
+    """The text with every URL's query string and every callback token replaced by [redacted]."""
+    if "http" not in text and "callbacks" not in text.lower():
+        return text
+    text = _URL_QUERY.sub(rf"\1?{REDACTED}", text)
+    text = _CALLBACK_TOKEN.sub(rf"\1{REDACTED}", text)
+    return _CALLBACK_TOKEN_ENCODED.sub(rf"\1{REDACTED}", text)
+
+
 class SecretFilter(logging.Filter):
-    """Replaces each registered secret in a record's rendered message with [redacted]."""
+    """Replaces each registered secret, every URL query string and every callback token in a record's rendered
+    message with [redacted]."""
 
     def __init__(self, secrets: list[str]) -> None:
         super().__init__()
@@ -48,11 +67,9 @@ class SecretFilter(logging.Filter):
     def redact(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, REDACTED)
-        return text
+        return redact_capabilities(text)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self._secrets:
-            return True
         message = record.getMessage()
         redacted = self.redact(message)
         if redacted != message:
@@ -127,3 +144,20 @@ def setup_logging(
     # discord.py's gateway chatter is useful only when debugging the connection itself, and at DEBUG it dumps
     # whole events (a modal's fields included), so it never goes below INFO.
     logging.getLogger("discord.gateway").setLevel(max(logging.getLevelName(level), logging.INFO))
+    # httpx logs every request's URL at INFO, and aiohttp's access log (off in our listeners) every path: their
+    # records are redacted where they are made, so no handler (a library's, a test's) ever sees a token.
+    for name in ("httpx", "httpcore", "aiohttp.access", "aiohttp.client"):
+        source = logging.getLogger(name)
+        if not any(isinstance(f, CapabilityFilter) for f in source.filters):
+            source.addFilter(CapabilityFilter())
+
+
+class CapabilityFilter(logging.Filter):
+    """Blanks URL query strings and callback tokens in the records of one logger (see `redact_capabilities`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = redact_capabilities(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True

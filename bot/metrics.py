@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from bot.domain import Job
+from bot.listeners import ConnectionSlots, ListenerLimits, shed
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,8 @@ class Metrics:
         if self.callbacks:
             lines += [
                 "# HELP likeness_callbacks_total Provider callbacks received, by provider and outcome (polled: the "
-                "task was polled at once; progress: not an end; duplicate: within 2 s of the last; refused: bad token).",
+                "task was polled at once; progress: not an end; duplicate: within 2 s of the last; refused: bad token; "
+                "malformed: a body that is not readable JSON).",
                 "# TYPE likeness_callbacks_total counter",
                 *(
                     f'likeness_callbacks_total{{provider="{p}",outcome="{o}"}} {n}'
@@ -141,13 +143,20 @@ Collect = Callable[[], Awaitable[str]]
 
 
 class MetricsServer:
-    """GET /metrics over plain HTTP/1.1 (one request per connection), for a Prometheus scraper."""
+    """GET /metrics over plain HTTP/1.1 (one request per connection), for a Prometheus scraper. Slow or too many
+    clients are shed (bot.listeners); a GET has no body, so the head's deadline is the request's."""
 
-    def __init__(self, collect: Collect, host: str, port: int) -> None:
+    def __init__(self, collect: Collect, host: str, port: int, *, limits: ListenerLimits | None = None) -> None:
         self._collect = collect
         self._host = host
         self._port = port
+        self._limits = limits or ListenerLimits(header_seconds=5.0)
+        self._slots = ConnectionSlots(self._limits.max_connections)
         self._server: asyncio.Server | None = None
+
+    @property
+    def open_connections(self) -> int:
+        return self._slots.open
 
     @property
     def port(self) -> int:
@@ -165,8 +174,17 @@ class MetricsServer:
             self._server = None
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self._slots.take():
+            shed(writer.transport)
+            return
         try:
-            async with asyncio.timeout(5):
+            await self._answer(reader, writer)
+        finally:
+            self._slots.give_back()
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(self._limits.header_seconds):
                 head = await reader.readuntil(b"\r\n\r\n")
             request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
             method, path, *_ = [*request_line.split(" "), "", ""]

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 
 from bot.animate import AnimateService
+from bot.backup import ensure_database_present
 from bot.budget import Budget
 from bot.cards import CharacterCards
 from bot.character_card import CardLimits
@@ -177,6 +178,7 @@ class Services:
 
     @classmethod
     async def build(cls, settings: Settings) -> Services:
+        ensure_database_present(settings)  # never an empty database where one is missing or mid-restore
         storage = await Storage.open(settings.db_path, settings.blob_dir)
         providers = ProviderRegistry(
             build_providers(settings),

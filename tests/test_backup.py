@@ -614,7 +614,8 @@ def test_a_second_likeness_run_on_the_same_data_dir_is_refused(tmp_path: Path) -
 def test_cli_backup_and_restore(tmp_path: Path) -> None:
     settings = asyncio.run(seed_data_dir(tmp_path / "data"))
     env = {"LIKENESS_DATA_DIR": str(settings.data_dir)}
-    out = tmp_path / "backups"  # a folder, made as needed
+    out = tmp_path / "backups"  # a folder that exists
+    out.mkdir()
     made = run_likeness(tmp_path, "backup", str(out), env=env)
     assert made.returncode == 0, made.stderr
     [archive] = out.iterdir()
@@ -673,3 +674,260 @@ def test_restore_asks_on_a_terminal(
     assert restore_command(target, archive, assume_yes=False, interactive=True, ask=answer("yes")) == 0
     assert questions == ["Restore it? [y/N] "] * 2
     assert target.db_path.exists()
+
+
+def test_cli_refuses_a_path_that_is_neither_a_folder_nor_a_zip_name(tmp_path: Path) -> None:
+    """`likeness backup x.tar` used to make a folder named x.tar with the archive inside: now only the two forms it
+    names are taken, and anything else is refused with both; restore says what it wants when given a folder or a
+    missing file."""
+    settings = asyncio.run(seed_data_dir(tmp_path / "data"))
+    env = {"LIKENESS_DATA_DIR": str(settings.data_dir)}
+    (tmp_path / "notes.txt").write_text("mine")
+    for wrong, what in (("x.tar", "does not exist"), ("backups", "does not exist"), ("notes.txt", "is not a folder")):
+        refused = run_likeness(tmp_path, "backup", wrong, env=env)
+        assert refused.returncode == 2, refused.stdout
+        assert refused.stderr.strip() == (
+            f"{wrong} {what} and is not a .zip name. Give either a folder that exists (likeness-backup-<time>.zip is "
+            f"written in it; `mkdir -p {wrong}` first to make one) or a file name ending in .zip (that file is "
+            "written)."
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "notes.txt"]  # nothing made
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    made = run_likeness(tmp_path, "backup", "nightly.ZIP", env=env)
+    assert made.returncode == 0 and (tmp_path / "nightly.ZIP").is_file(), made.stderr
+
+    folder = run_likeness(tmp_path, "restore", "data", "--yes", env=env)
+    assert folder.returncode == 2 and folder.stderr.strip() == (
+        "Refusing to restore: data is a folder; give the archive itself, a .zip file written by `likeness backup` "
+        "(such as data/likeness-backup-<time>.zip)."
+    )
+    missing = run_likeness(tmp_path, "restore", "x.zip", "--yes", env=env)
+    assert missing.returncode == 2 and missing.stderr.strip() == (
+        "Refusing to restore: x.zip does not exist; give the path of a .zip archive written by `likeness backup`."
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- crash safety
+
+# Restores `argv[2]` into the data folder `argv[1]`, and dies (as a kill would: no cleanup, no finally) at one point:
+# just before its n-th file move ("move", n), whatever moves files (shutil.move or os.rename), or at a named step of
+# the swap ("step", name).
+DIE_DURING_RESTORE = """
+import os, shutil, sys
+from pathlib import Path
+import bot.backup as backup
+from bot.config import Settings
+
+data, archive, kind, at = sys.argv[1:5]
+moves, depth = 0, 0
+
+def counted(real):
+    def move(*args, **kwargs):
+        global moves, depth
+        if depth == 0:  # shutil.move renames too: one move, counted once
+            moves += 1
+            if kind == "move" and moves == int(at):
+                os._exit(9)
+        depth += 1
+        try:
+            return real(*args, **kwargs)
+        finally:
+            depth -= 1
+    return move
+
+os.rename, shutil.move = counted(os.rename), counted(shutil.move)
+if kind == "step":
+    backup._reached = lambda point: os._exit(9) if point == at else None
+backup.restore(Settings(data_dir=Path(data)), Path(archive))
+"""
+
+
+def restore_and_die(cwd: Path, data_dir: Path, archive: Path, kind: str, at: str) -> int:
+    clean = {k: v for k, v in os.environ.items() if k != "DISCORD_TOKEN" and not k.startswith("LIKENESS_")}
+    done = subprocess.run(
+        [sys.executable, "-c", DIE_DURING_RESTORE, str(data_dir), str(archive), kind, at],
+        cwd=cwd,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode in (0, 9), done.stderr  # died where told, or finished (no n-th move / no such step)
+    return done.returncode
+
+
+def likeness_run(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[int, list[str]]:
+    """`likeness run` as the admin starts it after the crash, up to the bot opening its database; returns its exit
+    status and the names of the characters the bot found (none when it refused to start)."""
+    from bot import app
+    from bot.__main__ import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DISCORD_TOKEN", "not-a-real-token")
+    monkeypatch.setenv("LIKENESS_DATA_DIR", str(data_dir))
+    found: list[str] = []
+
+    async def open_the_database(settings: Settings, token: str) -> None:
+        storage = await Storage.open(settings.db_path, settings.blob_dir)
+        try:
+            found.extend(sorted(c.name for c in await storage.characters.all(1)))
+        finally:
+            await storage.close()
+
+    monkeypatch.setattr(app, "run_bot", open_the_database)
+    monkeypatch.setattr("bot.__main__.setup_logging", lambda *args, **kwargs: None)
+    return main(["run"]), found
+
+
+THREE = ["Seed 0", "Seed 1", "Seed 2"]
+
+
+@pytest.fixture
+def three_characters(tmp_path: Path) -> Path:
+    """A backup of a library of three characters."""
+    settings = asyncio.run(seed_data_dir(tmp_path / "source", blobs=4, characters=3))
+    return backup(settings, tmp_path / "three.zip").path
+
+
+@pytest.mark.parametrize(
+    ("kind", "at"),
+    [
+        *(("move", str(n)) for n in range(1, 6)),  # database, its -shm and the images aside; the restored ones in
+        ("step", "marked"),
+        ("step", "aside likeness.sqlite3"),
+        ("step", "database in"),
+        ("step", "images in"),
+        ("step", "synced"),
+        ("step", "staging removed"),
+    ],
+)
+def test_a_restore_killed_at_any_point_of_the_swap_is_finished_by_the_next_start(
+    tmp_path: Path, three_characters: Path, monkeypatch: pytest.MonkeyPatch, kind: str, at: str
+) -> None:
+    target = asyncio.run(seed_data_dir(tmp_path / "live", blobs=2, characters=1))
+    old_db = table_rows(target.db_path)
+    restore_and_die(tmp_path, target.data_dir, three_characters, kind, at)
+
+    status, characters = likeness_run(tmp_path, target.data_dir, monkeypatch)
+
+    assert (status, characters) == (0, THREE)  # the swap was finished: never an empty database
+    assert not (target.data_dir / "restore-in-progress.json").exists()
+    assert [p.name for p in target.data_dir.iterdir() if p.name.startswith(".restore")] == []
+    [aside] = target.data_dir.glob("before-restore-*")  # nothing lost: the replaced library is kept
+    assert table_rows(aside / "likeness.sqlite3") == old_db
+    assert len(blob_files(aside / "blobs")) == 2 and len(blob_files(target.blob_dir)) == 4
+
+
+def test_while_a_restore_is_marked_nothing_opens_the_database_and_a_damaged_staged_copy_is_refused(
+    tmp_path: Path, three_characters: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = asyncio.run(seed_data_dir(tmp_path / "live", blobs=2, characters=1))
+    restore_and_die(tmp_path, target.data_dir, three_characters, "step", "aside blobs")  # no database in place now
+    mark = json.loads((target.data_dir / "restore-in-progress.json").read_text())
+    assert mark["archive"] == str(three_characters.resolve()) and mark["db_path"] == str(target.db_path.resolve())
+    assert Path(mark["staged_db"]).is_file() and Path(mark["staging"]).is_dir() and not target.db_path.exists()
+    env = {"LIKENESS_DATA_DIR": str(target.data_dir)}
+
+    doctor = run_likeness(tmp_path, "doctor", "--quick", env={**env, "DISCORD_TOKEN": "x" * 70})
+    assert doctor.returncode == 1 and "is in progress or was interrupted" in doctor.stdout, doctor.stdout
+    (tmp_path / "backups").mkdir()
+    made = run_likeness(tmp_path, "backup", str(tmp_path / "backups"), env=env)
+    assert made.returncode == 2 and "is in progress or was interrupted" in made.stderr
+    assert list((tmp_path / "backups").iterdir()) == [] and not target.db_path.exists()
+
+    # The staged copy is damaged meanwhile: the start refuses, names the command, and creates no database.
+    with Path(mark["staged_db"]).open("ab") as staged:
+        staged.write(b"damage")
+    status, characters = likeness_run(tmp_path, target.data_dir, monkeypatch)
+    assert (status, characters) == (2, [])
+    assert not target.db_path.exists()
+    again = run_likeness(tmp_path, "run", env={**env, "DISCORD_TOKEN": "not-a-real-token"})
+    assert again.returncode == 2 and f"Run `likeness restore {three_characters.resolve()} --yes`" in again.stderr
+    assert "it cannot be finished: the staged database" in again.stderr and not target.db_path.exists()
+
+    # The command it names: the previous data is put back, the damaged staged copy kept, the backup restored.
+    done = run_likeness(tmp_path, "restore", str(three_characters.resolve()), "--yes", env=env)
+    assert done.returncode == 0, done.stderr
+    assert likeness_run(tmp_path, target.data_dir, monkeypatch) == (0, THREE)
+    [kept] = target.data_dir.glob("restore-interrupted-*")
+    assert (kept / "likeness.sqlite3").read_bytes().endswith(b"damage")
+    [aside] = target.data_dir.glob("before-restore-*")
+    assert [row[2] for row in table_rows(aside / "likeness.sqlite3")["characters"]] == ["Seed 0"]
+
+
+def test_a_second_restore_finishes_the_interrupted_one_first_and_loses_nothing(
+    tmp_path: Path, three_characters: Path
+) -> None:
+    target = asyncio.run(seed_data_dir(tmp_path / "live", blobs=2, characters=1))
+    two = backup(asyncio.run(seed_data_dir(tmp_path / "two", blobs=1, characters=2)), tmp_path / "two.zip").path
+    restore_and_die(tmp_path, target.data_dir, three_characters, "step", "database in")
+    staged = Path(json.loads((target.data_dir / "restore-in-progress.json").read_text())["staged_blobs"])
+    assert staged.is_dir()
+
+    done = run_likeness(tmp_path, "restore", str(two), "--yes", env={"LIKENESS_DATA_DIR": str(target.data_dir)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"First finished the restore of {three_characters.resolve()} started ")
+    assert len(table_rows(target.db_path)["characters"]) == 2
+    asides = sorted(target.data_dir.glob("before-restore-*"))
+    assert sorted(len(table_rows(a / "likeness.sqlite3")["characters"]) for a in asides) == [1, 3]
+    assert not (target.data_dir / "restore-in-progress.json").exists()
+
+
+def test_a_start_never_makes_an_empty_database_where_one_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = asyncio.run(seed_data_dir(tmp_path / "live", blobs=2, characters=1))
+    target.db_path.unlink()  # lost: deleted by hand, a bad volume mount, a restore killed by an older Likeness
+    status, characters = likeness_run(tmp_path, target.data_dir, monkeypatch)
+    assert (status, characters) == (2, []) and not target.db_path.exists()
+    said = run_likeness(tmp_path, "run", env={"LIKENESS_DATA_DIR": str(target.data_dir), "DISCORD_TOKEN": "x" * 70})
+    assert said.returncode == 2 and not target.db_path.exists()
+    assert said.stderr.strip().startswith(f"There is no database at {target.db_path.resolve()}, but ")
+    assert (
+        "starting would create an empty one" in said.stderr
+        and "likeness restore <the backup .zip> --yes" in said.stderr
+    )
+
+    from bot.backup import MissingDatabaseError
+    from bot.services import Services
+
+    with pytest.raises(MissingDatabaseError):  # the bot's own start refuses too, whoever calls it
+        asyncio.run(Services.build(target))
+    assert not target.db_path.exists()
+    doctor = run_likeness(tmp_path, "doctor", "--quick", env={"LIKENESS_DATA_DIR": str(target.data_dir)})
+    assert doctor.returncode == 1 and "the database is missing" in doctor.stdout, doctor.stdout
+
+
+def test_a_database_on_another_disk_is_staged_beside_it_and_survives_a_kill_too(
+    tmp_path: Path, three_characters: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LIKENESS_DATABASE_PATH on another disk than the data folder: a rename between them would be a copy, so the
+    staged database is copied beside the live one first and the old one goes aside there; the swap stays renames."""
+    live = asyncio.run(seed_data_dir(tmp_path / "live", blobs=2, characters=1))
+    elsewhere = tmp_path / "db-disk" / "likeness.sqlite3"
+    elsewhere.parent.mkdir()
+    live.db_path.rename(elsewhere)
+    target = Settings(data_dir=live.data_dir, database_path=elsewhere)
+    old_db = table_rows(elsewhere)
+    monkeypatch.setattr(backup_module, "_same_disk", lambda a, b: False)
+
+    def killed(point: str) -> None:
+        if point == "database in":
+            raise SystemExit(9)  # no cleanup of the staged copy: it is marked
+
+    monkeypatch.setattr(backup_module, "_reached", killed)
+    with pytest.raises(SystemExit):
+        restore(target, three_characters)
+    mark = json.loads((target.data_dir / "restore-in-progress.json").read_text())
+    assert Path(mark["staged_db"]).parent == elsewhere.parent.resolve() and not Path(mark["staged_db"]).exists()
+
+    monkeypatch.setattr(backup_module, "_reached", lambda point: None)
+    finished = backup_module.finish_interrupted_restore(target)
+    assert finished is not None and sorted(row[2] for row in table_rows(elsewhere)["characters"]) == THREE
+    [db_aside] = elsewhere.parent.glob("before-restore-*")
+    assert table_rows(db_aside / "likeness.sqlite3") == old_db
+    [aside] = target.data_dir.glob("before-restore-*")
+    assert len(blob_files(aside / "blobs")) == 2 and len(blob_files(target.blob_dir)) == 4
+    assert not (target.data_dir / "restore-in-progress.json").exists()
+    assert [p.name for p in elsewhere.parent.iterdir() if p.name.startswith(".")] == []

@@ -7,10 +7,17 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
 
+import httpx
 import pytest
 
+from bot.callbacks import CallbackServer, CallbackUrls, callback_secret
 from bot.logs import REDACTED, choose_format, logging_context, set_logging_context, setup_logging
+from bot.providers.fal import FalProvider
+from tests.fake_providers.fal import FakeFal
+from tests.test_provider_fal import animate
 
 TOKEN = "MTIzNDU2Nzg5MDEyMzQ1Njc4.GhIjKl.abcdefghijklmnopqrstuvwxyz0123456789AB"
 
@@ -85,3 +92,49 @@ async def test_each_task_keeps_its_own_context() -> None:
     log.info("loop")
     records = [json.loads(line) for line in lines(stream)]
     assert {(r["message"], r.get("job_id")) for r in records} == {("polled 1", 1), ("polled 2", 2), ("loop", None)}
+
+
+@pytest.mark.usefixtures("restore_logging")
+async def test_no_token_bearing_url_reaches_the_logs(tmp_path: Path) -> None:
+    """httpx logs every request's URL at INFO: fal's submit carries `?fal_webhook=<callback URL with its token>`,
+    a Discord attachment link its signature (`?ex=&is=&hm=`), and an HTTP error names the URL in its traceback.
+    None of it reaches a log line, nor a record any other handler sees; the callback listener logs no path."""
+    stream = io.StringIO()
+    setup_logging("DEBUG", fmt="json", stream=stream)
+    seen: list[logging.LogRecord] = []
+    other = logging.Handler()  # another handler on the root, as a library or a test would add
+    other.emit = seen.append  # type: ignore[method-assign]
+    logging.getLogger().addHandler(other)
+
+    urls = CallbackUrls("https://likeness.example.org", callback_secret(tmp_path))
+    webhook = urls.url_for("fal", 7)
+    token = webhook.rsplit("/", 1)[1]
+    signature = "9f1c0e4b7d2a6f3e8c5b1a0d9e7f6c4b3a2d1e0f9c8b7a6d5e4f3c2b1a0d9e8f"
+    attachment = "ex=6750f1a2&is=674fa022&hm=" + signature
+    fal = FakeFal()
+    await fal.start()
+    listener = CallbackServer(urls, lambda _p, _j: None, "127.0.0.1", 0)
+    await listener.start()
+    provider = FalProvider(key=fal.key, base_url=fal.url, timeout=15.0)
+    try:
+        submission = await provider.submit(animate(7, callback_url=webhook))
+        await provider.poll(submission)
+        async with httpx.AsyncClient() as client:
+            answer = await client.get(f"{fal.url}/attachments/1/2/front.png?{attachment}")
+            try:
+                answer.raise_for_status()
+            except httpx.HTTPStatusError:
+                logging.getLogger("likeness.test").exception("could not download the attachment")
+            local = webhook.replace("https://likeness.example.org", f"http://127.0.0.1:{listener.port}")
+            assert (await client.post(local, json={"status": "OK"})).status_code == 200
+    finally:
+        await provider.close()
+        await listener.close()
+        await fal.stop()
+    [submit] = [r for r in fal.requests if r.method == "POST" and "/requests/" not in r.path]
+    assert submit.query["fal_webhook"] == webhook  # the provider was told the URL; only the logs are blank
+    output = stream.getvalue()
+    for text in [output, *(record.getMessage() for record in seen)]:
+        for capability in (token, quote(webhook, safe=""), signature, "fal_webhook="):
+            assert capability not in text
+    assert "HTTP Request: POST" in output and "front.png?[redacted]" in output  # the requests are still logged

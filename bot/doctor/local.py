@@ -19,6 +19,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from bot.backup import RestorePendingError, had_a_database, read_restore_mark, restore_mark_path
 from bot.config import Settings, SettingsError
 from bot.doctor.results import CheckResult, failure, ok, warning
 from bot.domain import ServerRules
@@ -141,7 +142,17 @@ def check_database(settings: Settings) -> CheckResult:
             return failure(name, f"cannot create the folder {folder}: {error.strerror}.", _ownership_fix(folder))
         if (problem := _write_problem(folder)) is not None:
             return failure(name, f"the folder {folder} is not writable ({problem}).", _ownership_fix(folder))
+    if (pending := _restore_pending(settings)) is not None:
+        return pending
     if not path.is_file():
+        if had_a_database(settings):
+            return failure(
+                name,
+                f"none at {path}, but {settings.blob_dir.resolve()} holds stored images: the database is missing, and "
+                "the bot refuses to start on an empty one.",
+                "Restore a backup (`likeness restore <the backup .zip> --yes`) or put the database back; to start "
+                f"afresh on purpose, move {settings.blob_dir.resolve()} away first.",
+            )
         return ok(name, f"none yet at {path}: created at first start (schema {latest}); its folder is writable")
     try:
         version = _version_after_write_test(path)
@@ -179,6 +190,23 @@ def check_database(settings: Settings) -> CheckResult:
             latest=latest,
         )
     return ok(name, f"schema {version} (the latest) at {path}; writable", schema=version, latest=latest)
+
+
+def _restore_pending(settings: Settings) -> CheckResult | None:
+    """A failure while a restore mark exists: the database is mid-swap (read only, never finished here)."""
+    try:
+        mark = read_restore_mark(settings.data_dir)
+    except RestorePendingError as error:
+        return failure("Database", str(error), "Follow the steps above before starting the bot.")
+    if mark is None:
+        return None
+    return failure(
+        "Database",
+        f"{mark.describe()} is in progress or was interrupted ({restore_mark_path(settings.data_dir).resolve()} "
+        "exists): the database and images are mid-swap.",
+        "If no restore is running, start the bot: `likeness run` finishes the swap from the verified staged copy, or "
+        f"says why it cannot; then `likeness restore {mark.archive} --yes` restores it again.",
+    )
 
 
 def _version_after_write_test(path: Path) -> int:
