@@ -101,7 +101,7 @@ class CharacterCards:
         if len({n.casefold() for n in element_names}) != len(element_names):
             raise CardRefusedError(f"The {CARD_FILE} of this card lists the same element twice.")
         texts: dict[str, str | None] = {"name": name, "description": description}
-        texts.update((f"element name {element_name!r}", element_name) for element_name in element_names)
+        texts.update((f"element name **{element_name}**", element_name) for element_name in element_names)
         await self._library.screen_text(actor, texts, nsfw_allowed=nsfw_allowed)
         if await self._storage.characters.clashing(actor.guild_id, name) is not None:
             raise await self._name_clash(actor, name)
