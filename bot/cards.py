@@ -136,5 +136,5 @@ class CharacterCards:
 
     async def _name_clash(self, actor: Actor, name: str) -> ConflictError:
         return await self._library.name_taken(
-            actor, name, "Import the card under another name with the `name:` option."
+            actor, name, "Import the card under another name with the `name:` option.", as_asked=True
         )

@@ -148,13 +148,19 @@ class Library:
         return character
 
     async def name_taken(
-        self, actor: Actor, name: str, hint: str = "Pick another name.", *, renamed: int | None = None
+        self,
+        actor: Actor,
+        name: str,
+        hint: str = "Pick another name.",
+        *,
+        as_asked: bool = False,
+        renamed: int | None = None,
     ) -> ConflictError:
-        """The refusal of a name the server already has, in any case or in look-alike letters (`renamed`: the
-        character that wanted it, which is not the clash)."""
+        """The refusal of a name the server already has in another case (named as it is, or `as_asked`), or in
+        look-alike letters (both named). `renamed`: the character being renamed, which is not the clash."""
         existing = await self._storage.characters.clashing(actor.guild_id, name, other_than=renamed)
         if existing is None or existing.name.casefold() == name.casefold():
-            shown = existing.name if existing else name
+            shown = name if as_asked or existing is None else existing.name
             return ConflictError(f"This server already has a character called **{shown}**. {hint}")
         return ConflictError(
             f"This server already has a character called **{existing.name}**, which looks the same as "
@@ -228,7 +234,9 @@ class Library:
                 bump_version=cleaned_description is not None and cleaned_description != character.description,
             )
         except NameTakenError:
-            raise await self.name_taken(actor, cleaned_name or character.name, renamed=character.id) from None
+            raise await self.name_taken(
+                actor, cleaned_name or character.name, as_asked=True, renamed=character.id
+            ) from None
         if updated is None:
             raise NotFoundError(f"**{character.name}** was deleted meanwhile.")
         return updated

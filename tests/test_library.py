@@ -73,7 +73,7 @@ async def test_other_servers_characters_are_invisible(library: Library) -> None:
 async def test_rename_into_taken_name_is_refused(library: Library) -> None:
     await library.create(OWNER, "Ava", "tall")
     bea = await library.create(OWNER, "Bea", "short")
-    with pytest.raises(ConflictError, match="already has a character called \\*\\*Ava\\*\\*"):
+    with pytest.raises(ConflictError, match="already has a character called \\*\\*AVA\\*\\*"):
         await library.edit(OWNER, bea, new_name="AVA")
 
 
