@@ -88,6 +88,9 @@ async def test_descriptions_and_element_names_go_through_the_screen(
     h = await shot(fake, world, "waves")
     assert h.ephemeral
     assert h.content == "The description of **Ava** looks NSFW. NSFW shots are allowed only in age-restricted channels."
+    h = await run(fake, world, world.alice, "sheet", {"character": "Ava", "generate": True})
+    assert h.ephemeral
+    assert h.content == "The description of **Ava** looks NSFW. NSFW shots are allowed only in age-restricted channels."
     options = {"character": "Ava", "prompt": "waves", "provider": "scripted"}
     h = await fake.slash(world.studio_a, world.alice, "animate", options, lounge)
     await h.wait_settled(timeout=30)

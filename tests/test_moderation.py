@@ -7,6 +7,8 @@ import re
 from collections.abc import Callable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bot.domain import ElementKind, ServerRules, View
 from bot.errors import InvalidInputError
@@ -142,3 +144,26 @@ def test_stored_texts_are_named_in_full() -> None:
     )
     screen({}, rules, nsfw_allowed=True, stored={"the description of **Ava**": "nude"})
     screen({}, ServerRules(nsfw_gate=False), nsfw_allowed=False, stored={"the description of **Ava**": "nude"})
+
+
+# What a member could put between the letters: what the prompt drops or keeps, visible or not.
+_NOISE = st.sampled_from(
+    (
+        *(" ", "<", ">", "@", "-", "_", ".", "\u200b", "\u200d", "\u2061", "\u180e", "\u202e", "\u2066"),
+        *("\x7f", "\x00", "\U000e0041", "\u3164", "\u034f", "\ufe0f", "\u00ad", "\u0301", "\uff47", "\u043e"),
+        *("x", "1"),
+    )
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(_NOISE, max_size=2), min_size=5, max_size=5))
+def test_whenever_the_provider_reads_the_word_the_screen_does(noise: list[list[str]]) -> None:
+    """Any mix of noise between the letters of a blocked word: if the compiled prompt reads the word whole, the
+    screen of the member's text refuses it."""
+    letters = ["", "g", "o", "r", "e"]
+    action = "".join(letter + "".join(extra) for letter, extra in zip(letters, noise, strict=True)) + " at dawn"
+    prompt = shot_prompt(action).prompt.casefold()
+    provider_reads = re.search(r"(?<![^\W_])g[o\u043e]r[e\u0435](?![^\W_])", prompt) is not None
+    if provider_reads:
+        assert find_blocked(action, RULES) is not None, (action, prompt)
