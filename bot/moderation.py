@@ -10,6 +10,7 @@ regular expressions run by RE2, whose time is linear in the text, so no pattern 
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from bot.errors import InvalidInputError
 from bot.library import Actor
 from bot.text import lookalike_fold, match_form, words
 from storage import Storage
+
+log = logging.getLogger(__name__)
 
 PATTERN_MAX = 200
 WORD_MAX = 60
@@ -106,9 +109,17 @@ def _has_word(runs: tuple[str, ...], word: str) -> bool:
 def _matches(pattern: str, texts: tuple[str, ...]) -> bool:
     try:
         compiled = _compiled(pattern)
-    except re2.error:
-        return False  # stored before RE2 and not valid for it: `checked_pattern` refuses such a pattern now
+    except re2.error as error:
+        # stored before patterns ran on RE2 (a lookaround, a backreference): `checked_pattern` refuses it now
+        _warn_unusable(pattern, _re2_reason(error))
+        return False
     return any(compiled.search(text) is not None for text in texts)
+
+
+@lru_cache(maxsize=256)
+def _warn_unusable(pattern: str, reason: str) -> None:
+    """Once per pattern: an old block-list pattern RE2 cannot run is skipped; its admins should replace it."""
+    log.warning("blocked pattern %r is skipped: RE2 cannot run it (%s); remove it and add an RE2 one", pattern, reason)
 
 
 def find_blocked(text: str, rules: ServerRules) -> Match | None:

@@ -167,3 +167,11 @@ def test_whenever_the_provider_reads_the_word_the_screen_does(noise: list[list[s
     provider_reads = re.search(r"(?<![^\W_])g[o\u043e]r[e\u0435](?![^\W_])", prompt) is not None
     if provider_reads:
         assert find_blocked(action, RULES) is not None, (action, prompt)
+
+
+def test_an_old_pattern_re2_cannot_run_is_skipped_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    rules = ServerRules(blocked_patterns=[r"(?<!old )bath", "gore"])  # saved before patterns ran on RE2
+    with caplog.at_level("WARNING", logger="bot.moderation"):
+        match = find_blocked("a gore bath", rules)
+    assert match is not None and match.term == "gore"
+    assert "blocked pattern '(?<!old )bath' is skipped: RE2 cannot run it" in caplog.text
