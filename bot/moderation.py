@@ -135,6 +135,20 @@ def find_blocked(text: str, rules: ServerRules) -> Match | None:
     return None
 
 
+def beyond_own_words(rules: ServerRules, own_text: str) -> ServerRules:
+    """The rules less the block-list entries that the bot's own wording matches (`own_text`: a compiled prompt
+    with the member's pieces taken out), so a blocked "camera" refuses no shot for the bot's "slow camera
+    push-in"; the member's pieces are screened by the whole list on their own."""
+    forms = _forms(own_text)
+    runs = forms.word_runs
+    return rules.model_copy(
+        update={
+            "blocked_words": [word for word in rules.blocked_words if not _has_word(runs, word)],
+            "blocked_patterns": [pattern for pattern in rules.blocked_patterns if not _matches(pattern, forms.texts)],
+        }
+    )
+
+
 def looks_nsfw(text: str) -> bool:
     return any(not NSFW_TERMS.isdisjoint(words(form)) for form in _forms(text).texts)
 

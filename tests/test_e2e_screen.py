@@ -159,3 +159,16 @@ async def test_a_catastrophic_admin_pattern_cannot_stall_anything(
     assert h.ephemeral and h.content == BLOCKED.format("prompt")
     h = await run(fake, world, world.alice, "character create", {"name": "Rex", "description": "x" * 999 + "y"})
     assert h.ephemeral and h.content == BLOCKED.format("description")
+
+
+async def test_the_bots_own_wording_is_not_refused(fake: FakeDiscord, world: World, runner: BotRunner) -> None:
+    """Every compiled prompt says "camera", "face" and "view": blocking them refuses the member's words only."""
+    scripted(runner, Backend())
+    await ava_with_front_view(fake, world)
+    await block(fake, world, "word", "camera")
+    await block(fake, world, "pattern", r"same\s+face")
+    queued_id(await shot(fake, world, "waves"))
+    h = await shot(fake, world, "looks into the camera")
+    assert h.ephemeral and h.content == BLOCKED.format("prompt")
+    h = await shot(fake, world, "keeps the same face")
+    assert h.ephemeral and h.content == BLOCKED.format("prompt")
