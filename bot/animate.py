@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -19,19 +20,13 @@ from bot.domain import BoundImage, Character, Job, JobState, Quality, ServerRule
 from bot.errors import InvalidInputError, NotAllowedError, NotFoundError
 from bot.library import Actor, Library, can_see
 from bot.limits import Place, check_channel, check_cooldown, check_queue_room
-from bot.moderation import Moderator
-from bot.prompts import (
-    CAMERA_MOVES,
-    DEFAULT_NEGATIVE_PRESETS,
-    Binding,
-    choose_references,
-    clean_member_text,
-    compile_prompt,
-)
+from bot.moderation import Moderator, beyond_own_words
+from bot.prompts import CAMERA_MOVES, DEFAULT_NEGATIVE_PRESETS, Binding, choose_references, compile_prompt
 from bot.providers.base import Capabilities, Provider, RenderRequest, WorkKind
 from bot.providers.registry import ProviderRegistry
 from bot.references import png_bytes
 from bot.sheet_split import Figure, on_white, sheet_prompt, split_sheet
+from bot.text import clean_member_text
 from storage import Storage
 from storage.db import Transaction
 from storage.ledger import Settlement
@@ -164,6 +159,8 @@ class AnimateService:
             extra_negative=", ".join(t for t in (server.negative_extra, shot.negative) if t) or None,
             provider_label=caps.label,
         )
+        typed = (action, shot.setting)
+        await self._screen_prompt(actor, place, rules, character, binding, compiled.prompt, "shot", typed)
         estimate = provider.estimate_cost(
             RenderRequest(
                 job_id=0,
@@ -205,6 +202,35 @@ class AnimateService:
             estimate=estimate,
             parent_job_id=parent_job_id,
         )
+
+    async def _screen_prompt(
+        self,
+        actor: Actor,
+        place: Place,
+        rules: ServerRules,
+        character: Character,
+        binding: Binding,
+        prompt: str,
+        what: str,
+        typed: tuple[str | None, ...],
+    ) -> None:
+        """Screen what the provider will read besides the member's own words (`typed`, screened already): the
+        character's name, traits and bound element names (written earlier, maybe by someone else, maybe in
+        another channel), then the whole compiled prompt, with the block lists and this channel's NSFW gate."""
+        name = f"**{character.name}**"
+        stored: dict[str, str | None] = {f"the name {name}": character.name}
+        stored[f"the description of {name}"] = character.description
+        elements = [ref.label for ref in binding.chosen if ref.role == "element"]
+        stored.update((f"the element **{label}** of {name}", label) for label in elements)
+        screen = self._moderator.screen
+        await screen(actor.guild_id, actor.user_id, {}, nsfw_allowed=place.nsfw, rules=rules, stored=stored)
+        own = prompt  # the bot's own wording: what is left once every member piece is taken out
+        pieces = {clean_member_text(piece) for piece in (*stored.values(), *typed) if piece}
+        for piece in sorted(pieces, key=len, reverse=True):
+            own = re.sub(re.escape(piece), "\n", own, flags=re.IGNORECASE)
+        whole: dict[str, str | None] = {f"the prompt this {what} would send": prompt}
+        own_rules = beyond_own_words(rules, own)
+        await screen(actor.guild_id, actor.user_id, {}, nsfw_allowed=place.nsfw, rules=own_rules, stored=whole)
 
     async def _enqueue(
         self,
@@ -384,6 +410,7 @@ class AnimateService:
         details = await self._library.details(actor, character)
         binding = choose_references(details.views, [], min(caps.max_reference_images, 3))
         prompt = sheet_prompt(clean_member_text(character.name), clean_member_text(character.description), style)
+        await self._screen_prompt(actor, place, rules, character, binding, prompt, "sheet", (style,))
         model = caps.image_model or caps.default_model
         estimate = provider.estimate_cost(
             RenderRequest(0, WorkKind.SHEET, model, prompt, None, 0, "16:9", "static", images=())

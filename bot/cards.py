@@ -84,9 +84,12 @@ class CharacterCards:
             )
         return ExportedCard(card_filename(character.name), data)
 
-    async def import_card(self, actor: Actor, upload: CardUpload, new_name: str | None = None) -> Character:
+    async def import_card(
+        self, actor: Actor, upload: CardUpload, new_name: str | None = None, *, nsfw_allowed: bool | None = None
+    ) -> Character:
         """Bring a card into the actor's server, owned by them, visible to the server. All or nothing: blobs
-        may be written, but the character, its views and its elements are created in one transaction."""
+        may be written, but the character, its views and its elements are created in one transaction. Its
+        name, description and element names are screened like typed ones (`nsfw_allowed`: the channel's)."""
         limits = self._limits
         check_declared_card(upload.filename, upload.size, upload.content_type, limits)
         data = await download(upload.url, upload.size, replace(limits.image, max_bytes=limits.max_bytes), self._http)
@@ -97,9 +100,11 @@ class CharacterCards:
         element_names = [clean_element_name(element.name) for element in card.elements]
         if len({n.casefold() for n in element_names}) != len(element_names):
             raise CardRefusedError(f"The {CARD_FILE} of this card lists the same element twice.")
-        await self._library.screen_text(actor, {"name": name, "description": description})
-        if await self._storage.characters.get_by_name(actor.guild_id, name) is not None:
-            raise _name_clash(name)
+        texts: dict[str, str | None] = {"name": name, "description": description}
+        texts.update((f"element name **{element_name}**", element_name) for element_name in element_names)
+        await self._library.screen_text(actor, texts, nsfw_allowed=nsfw_allowed)
+        if await self._storage.characters.clashing(actor.guild_id, name) is not None:
+            raise await self._name_clash(actor, name)
 
         stored: dict[str, str] = {}
         for path, content in parsed.images.items():
@@ -127,11 +132,9 @@ class CharacterCards:
                 ],
             )
         except NameTakenError:
-            raise _name_clash(name) from None
+            raise await self._name_clash(actor, name) from None
 
-
-def _name_clash(name: str) -> ConflictError:
-    return ConflictError(
-        f"This server already has a character called **{name}**. Import the card under another name with the "
-        "`name:` option."
-    )
+    async def _name_clash(self, actor: Actor, name: str) -> ConflictError:
+        return await self._library.name_taken(
+            actor, name, "Import the card under another name with the `name:` option.", as_asked=True
+        )

@@ -19,8 +19,9 @@ import difflib
 import re
 import unicodedata
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from bot.domain import Character, Element, Job, Page, ReferenceView, View, Visibility
 from bot.errors import ConflictError, InvalidInputError, NotAllowedError, NotFoundError
@@ -34,8 +35,14 @@ MAX_VISIBLE_ROLES = 3
 _NAME_PATTERN = re.compile(r"^[\w][\w '\-.]*$")
 HIDDEN_CHARACTER = "a private character"  # how a listing names a character the reader cannot see
 
-# Checks member-written texts (a name, a description) against the server's rules; raises a UserFacingError to refuse.
-ScreenHook = Callable[["Actor", dict[str, str | None]], Awaitable[None]]
+
+class ScreenHook(Protocol):
+    """Checks member-written texts (a name, a description) against the server's rules, with the NSFW gate when
+    `nsfw_allowed` is False (outside age-restricted channels); raises a UserFacingError to refuse."""
+
+    def __call__(
+        self, actor: Actor, texts: dict[str, str | None], *, nsfw_allowed: bool | None = None
+    ) -> Awaitable[None]: ...
 
 
 @dataclass(frozen=True)
@@ -124,23 +131,44 @@ class Library:
         # the same transaction and ids are never reused, so an entry can never be stale.
         self._references: OrderedDict[tuple[int, int], tuple[list[ReferenceView], list[Element]]] = OrderedDict()
 
-    async def screen_text(self, actor: Actor, texts: dict[str, str | None]) -> None:
-        """Let the server's screening (its block lists) refuse member-written texts, named by what they are
-        ("name", "description"); raises a UserFacingError."""
+    async def screen_text(
+        self, actor: Actor, texts: dict[str, str | None], *, nsfw_allowed: bool | None = None
+    ) -> None:
+        """Let the server's screening (its block lists, and the NSFW gate when `nsfw_allowed` is False) refuse
+        member-written texts, named by what they are ("name", "description"); raises a UserFacingError."""
         if self._screen is not None and texts:
-            await self._screen(actor, texts)
+            await self._screen(actor, texts, nsfw_allowed=nsfw_allowed)
 
-    async def create(self, actor: Actor, name: str, description: str) -> Character:
+    async def create(self, actor: Actor, name: str, description: str, *, nsfw_allowed: bool | None = None) -> Character:
+        """A new character; `nsfw_allowed` is whether the channel asked from is age-restricted (None: unknown)."""
         name, description = clean_name(name), clean_description(description)
-        await self.screen_text(actor, {"name": name, "description": description})
+        await self.screen_text(actor, {"name": name, "description": description}, nsfw_allowed=nsfw_allowed)
         try:
             character = await self._storage.characters.create(actor.guild_id, name, description, actor.user_id)
         except NameTakenError:
-            existing = await self._storage.characters.get_by_name(actor.guild_id, name)
-            shown = existing.name if existing else name
-            raise ConflictError(f"This server already has a character called **{shown}**. Pick another name.") from None
+            raise await self.name_taken(actor, name) from None
         self._remember(character, [], [])  # a new character has no views or elements yet
         return character
+
+    async def name_taken(
+        self,
+        actor: Actor,
+        name: str,
+        hint: str = "Pick another name.",
+        *,
+        as_asked: bool = False,
+        renamed: int | None = None,
+    ) -> ConflictError:
+        """The refusal of a name the server already has in another case (named as it is, or `as_asked`), or in
+        look-alike letters (both named). `renamed`: the character being renamed, which is not the clash."""
+        existing = await self._storage.characters.clashing(actor.guild_id, name, other_than=renamed)
+        if existing is None or existing.name.casefold() == name.casefold():
+            shown = name if as_asked or existing is None else existing.name
+            return ConflictError(f"This server already has a character called **{shown}**. {hint}")
+        return ConflictError(
+            f"This server already has a character called **{existing.name}**, which looks the same as "
+            f"**{name}**. {hint}"
+        )
 
     def _remember(self, character: Character, views: list[ReferenceView], elements: list[Element]) -> None:
         key = (character.id, character.version)
@@ -195,13 +223,16 @@ class Library:
         *,
         new_name: str | None = None,
         description: str | None = None,
+        nsfw_allowed: bool | None = None,
     ) -> Character:
         self.ensure_can_change(actor, character)
         if new_name is None and description is None:
             raise InvalidInputError("Tell me what to change: a new name, a new description, or both.")
         cleaned_name = clean_name(new_name) if new_name is not None else None
         cleaned_description = clean_description(description) if description is not None else None
-        await self.screen_text(actor, {"name": cleaned_name, "description": cleaned_description})
+        await self.screen_text(
+            actor, {"name": cleaned_name, "description": cleaned_description}, nsfw_allowed=nsfw_allowed
+        )
         try:
             updated = await self._storage.characters.update(
                 actor.guild_id,
@@ -212,8 +243,8 @@ class Library:
                 bump_version=cleaned_description is not None and cleaned_description != character.description,
             )
         except NameTakenError:
-            raise ConflictError(
-                f"This server already has a character called **{cleaned_name}**. Pick another name."
+            raise await self.name_taken(
+                actor, cleaned_name or character.name, as_asked=True, renamed=character.id
             ) from None
         if updated is None:
             raise NotFoundError(f"**{character.name}** was deleted meanwhile.")

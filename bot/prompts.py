@@ -20,6 +20,7 @@ from typing import Literal, Protocol
 from bot.domain import Character, Element, ElementKind, ReferenceView, View
 from bot.errors import InvalidInputError
 from bot.providers.base import ElementSyntax
+from bot.text import clean_member_text
 
 Role = Literal["view", "element"]
 
@@ -143,27 +144,7 @@ def negative_prompt(presets: Sequence[str], extra: str | None) -> str:
     return ", ".join(unique.values())
 
 
-# --- Member text ------------------------------------------------------------------------------------------------
-
-_MENTION_AT = re.compile(r"@+(?=\w)")  # "@Image3", "@Element1", a Runway "@tag", what is left of "<@123>"
-_ANGLE = re.compile(r"[<>]")  # Kling's <<<image_1>>> / <<<element_1>>> / <<<voice_1>>>
-
-
-def clean_member_text(text: str) -> str:
-    """Member text made safe for any dialect: no control characters, one space between words, no references.
-
-    NFKC and the removal of format characters (zero-width spaces, bidi controls) come first, so neither a
-    full-width look-alike of `@` or `<` nor an invisible character inside a token can hide it from the last step.
-    """
-    text = unicodedata.normalize("NFKC", text)
-    text = "".join(" " if char.isspace() else char for char in text if char.isspace() or _printable(char))
-    text = _ANGLE.sub("", text)
-    text = _MENTION_AT.sub("", text)
-    return " ".join(text.split())
-
-
-def _printable(char: str) -> bool:
-    return not unicodedata.category(char).startswith("C")
+# --- Member text: bot.text.clean_member_text, the one normalisation the prompt and the screen share -------------
 
 
 # --- Binding ----------------------------------------------------------------------------------------------------

@@ -120,10 +120,19 @@ class ReferenceService:
         return await self._current(actor, character)
 
     async def add_element(
-        self, actor: Actor, character: Character, name: str, kind: ElementKind, upload: Upload
+        self,
+        actor: Actor,
+        character: Character,
+        name: str,
+        kind: ElementKind,
+        upload: Upload,
+        *,
+        nsfw_allowed: bool | None = None,
     ) -> UploadResult:
         self._library.ensure_can_change(actor, character)
         name = clean_element_name(name)
+        # the name goes into every prompt that binds the element: screened like the member's other words
+        await self._library.screen_text(actor, {"element name": name}, nsfw_allowed=nsfw_allowed)
         if await self._storage.references.element(actor.guild_id, character.id, name) is not None:
             raise ConflictError(f"**{character.name}** already has an element called **{name}**. Pick another name.")
         stored, preview_png, decoded, result = await self._ingest(upload)

@@ -15,7 +15,7 @@ from bot.cards import CardUpload
 from bot.character_card import SUFFIX
 from bot.discord_io.embeds import character_embed, library_page_embed, upload_embed, visibility_text
 from bot.discord_io.errors import FriendlyError, LikenessView, report_error
-from bot.discord_io.replies import actor_of
+from bot.discord_io.replies import actor_of, place_of
 from bot.domain import Character, ElementKind, View, Visibility
 from bot.errors import UserFacingError
 from bot.library import DESCRIPTION_MAX, NAME_MAX
@@ -201,7 +201,9 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
         name: app_commands.Range[str, 1, NAME_MAX],
         description: app_commands.Range[str, 1, DESCRIPTION_MAX],
     ) -> None:
-        character = await self.bot.library.create(actor_of(interaction), name, description)
+        character = await self.bot.library.create(
+            actor_of(interaction), name, description, nsfw_allowed=place_of(interaction).nsfw
+        )
         details = await self.bot.library.details(actor_of(interaction), character)
         await interaction.response.send_message(
             f"✨ <@{interaction.user.id}> added **{character.name}** to the library.",
@@ -233,7 +235,11 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
         description: app_commands.Range[str, 1, DESCRIPTION_MAX] | None = None,
     ) -> None:
         updated = await self.bot.library.edit(
-            actor_of(interaction), character, new_name=new_name, description=description
+            actor_of(interaction),
+            character,
+            new_name=new_name,
+            description=description,
+            nsfw_allowed=place_of(interaction).nsfw,
         )
         details = await self.bot.library.details(actor_of(interaction), updated)
         await interaction.response.send_message(
@@ -317,7 +323,9 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
         actor = actor_of(interaction)
         upload = CardUpload(card.url, card.filename, card.size, card.content_type)
         async with self.bot.inflight.track():  # a graceful stop lets an import finish
-            character = await self.bot.services.cards.import_card(actor, upload, name)
+            character = await self.bot.services.cards.import_card(
+                actor, upload, name, nsfw_allowed=place_of(interaction).nsfw
+            )
             details = await self.bot.library.details(actor, character)
         # the (ephemeral) deferral is answered first, so the announcement below is a new, public message
         await interaction.edit_original_response(
@@ -383,7 +391,12 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
         await interaction.response.defer(ephemeral=True, thinking=True)
         async with self.bot.inflight.track():  # a graceful stop lets an upload finish
             result = await self.bot.services.references.add_element(
-                actor_of(interaction), character, name, ElementKind(kind.value), upload_of(image)
+                actor_of(interaction),
+                character,
+                name,
+                ElementKind(kind.value),
+                upload_of(image),
+                nsfw_allowed=place_of(interaction).nsfw,
             )
             await post_upload(interaction, f"the {kind.value} **{name.strip()}**", result)
 

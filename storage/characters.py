@@ -7,6 +7,7 @@ import sqlite3
 from collections.abc import Sequence
 
 from bot.domain import Character, Visibility
+from bot.text import name_skeleton
 from storage.db import Database, Transaction
 
 _COLUMNS = (
@@ -16,7 +17,8 @@ _NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
 
 
 class NameTakenError(Exception):
-    """The (case-insensitive) name is already used in this guild."""
+    """The name is already used in this guild, whatever its case, or one that looks the same (its confusables
+    skeleton, `bot.text.name_skeleton`)."""
 
 
 def name_key(name: str) -> str:
@@ -30,9 +32,13 @@ def _character(row: sqlite3.Row) -> Character:
 
 
 _INSERT = (
-    "INSERT INTO characters (guild_id, name, name_key, description, owner_id) VALUES (?, ?, ?, ?, ?) "
-    f"RETURNING {_COLUMNS}"
+    "INSERT INTO characters (guild_id, name, name_key, name_skeleton, description, owner_id) "
+    f"VALUES (?, ?, ?, ?, ?, ?) RETURNING {_COLUMNS}"
 )
+
+
+def _insert_params(guild_id: int, name: str, description: str, owner_id: int) -> tuple[object, ...]:
+    return (guild_id, name, name_key(name), name_skeleton(name), description, owner_id)
 
 
 class CharacterRepository:
@@ -41,7 +47,7 @@ class CharacterRepository:
 
     async def create(self, guild_id: int, name: str, description: str, owner_id: int) -> Character:
         try:  # one statement, one round trip to the database thread (no BEGIN/COMMIT of its own)
-            rows = await self._db.execute_returning(_INSERT, (guild_id, name, name_key(name), description, owner_id))
+            rows = await self._db.execute_returning(_INSERT, _insert_params(guild_id, name, description, owner_id))
         except sqlite3.IntegrityError as exc:
             raise NameTakenError(name) from exc
         return _character(rows[0])
@@ -50,7 +56,7 @@ class CharacterRepository:
     async def create_in(tx: Transaction, guild_id: int, name: str, description: str, owner_id: int) -> Character:
         """Insert a character inside a larger transaction (an import adds its views and elements with it)."""
         try:
-            rows = await tx.fetchall(_INSERT, (guild_id, name, name_key(name), description, owner_id))
+            rows = await tx.fetchall(_INSERT, _insert_params(guild_id, name, description, owner_id))
         except sqlite3.IntegrityError as exc:
             raise NameTakenError(name) from exc
         return _character(rows[0])
@@ -65,6 +71,16 @@ class CharacterRepository:
         row = await self._db.fetchone(
             f"SELECT {_COLUMNS} FROM characters WHERE guild_id = ? AND name_key = ?",
             (guild_id, name_key(name)),
+        )
+        return _character(row) if row else None
+
+    async def clashing(self, guild_id: int, name: str, *, other_than: int | None = None) -> Character | None:
+        """The character whose name `name` may not take: the same name in another case, or a look-alike
+        (`other_than`: a character to leave out, the one being renamed)."""
+        row = await self._db.fetchone(
+            f"SELECT {_COLUMNS} FROM characters WHERE guild_id = ? AND id IS NOT ? "
+            "AND (name_key = ? OR name_skeleton = ?) ORDER BY name_key = ? DESC LIMIT 1",
+            (guild_id, other_than, name_key(name), name_skeleton(name), name_key(name)),
         )
         return _character(row) if row else None
 
@@ -94,8 +110,8 @@ class CharacterRepository:
         assignments: list[str] = [f"updated_at = {_NOW}"]
         params: list[object] = []
         if name is not None:
-            assignments += ["name = ?", "name_key = ?"]
-            params += [name, name_key(name)]
+            assignments += ["name = ?", "name_key = ?", "name_skeleton = ?"]
+            params += [name, name_key(name), name_skeleton(name)]
         if description is not None:
             assignments.append("description = ?")
             params.append(description)

@@ -22,6 +22,8 @@ from typing import Any
 
 import aiosqlite
 
+from bot.text import name_skeleton
+
 Params = Sequence[Any] | dict[str, Any]
 
 _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
@@ -69,6 +71,8 @@ class Database:
         await conn.execute("PRAGMA foreign_keys = ON")
         await conn.execute("PRAGMA busy_timeout = 5000")
         await conn.execute("PRAGMA synchronous = NORMAL")
+        # migration 010 fills the look-alike key of existing names with the same function the code uses
+        await conn.create_function("likeness_name_skeleton", 1, name_skeleton, deterministic=True)
         return cls(conn, path)
 
     async def close(self) -> None:

@@ -131,7 +131,7 @@ async def test_visibility_rules(library: Library) -> None:
 async def test_screening_hook_sees_names_and_descriptions(tmp_path: Path) -> None:
     screened: list[tuple[int, list[str]]] = []
 
-    async def screen(actor: Actor, texts: dict[str, str | None]) -> None:
+    async def screen(actor: Actor, texts: dict[str, str | None], *, nsfw_allowed: bool | None = None) -> None:
         screened.append((actor.guild_id, [t for t in texts.values() if t is not None]))
         if "forbidden" in " ".join(t for t in texts.values() if t):
             raise InvalidInputError("blocked")

@@ -110,6 +110,42 @@ async def test_character_names_unique_per_guild_any_case(tmp_path: Path) -> None
     await storage.close()
 
 
+async def test_character_names_unique_per_guild_by_look(tmp_path: Path) -> None:
+    storage = await Storage.open(tmp_path / "db.sqlite3", tmp_path / "blobs")
+    ava = await storage.characters.create(1, "Ava", "tall", owner_id=10)
+    for look_alike in ("\u0410va", "\u0391VA", "\uff21va"):  # a Cyrillic A, a Greek Alpha, a full-width A
+        with pytest.raises(NameTakenError):
+            await storage.characters.create(1, look_alike, "short", owner_id=11)
+        assert await storage.characters.clashing(1, look_alike) == ava
+    await storage.characters.create(2, "\u0410va", "short", owner_id=11)  # another server: fine
+    bea = await storage.characters.create(1, "Bea", "short", owner_id=11)
+    with pytest.raises(NameTakenError):  # a rename too
+        await storage.characters.update(1, bea.id, name="\u0410va")
+    assert await storage.characters.clashing(1, "Bea", other_than=bea.id) is None
+    assert await storage.characters.count(1) == 2
+    await storage.close()
+
+
+async def test_the_name_skeleton_migration_fills_existing_rows(tmp_path: Path) -> None:
+    db = await Database.open(tmp_path / "db.sqlite3")
+    before = next(index for index, migration in enumerate(MIGRATIONS) if migration.name.endswith("_name_skeletons.sql"))
+    await db.migrate(MIGRATIONS[:before])
+    for number, (guild, name) in enumerate([(1, "Ava"), (1, "\u0410va"), (1, "Bob"), (2, "\u0410VA")], start=1):
+        await db.execute(
+            "INSERT INTO characters (id, guild_id, name, name_key, description, owner_id) VALUES (?, ?, ?, ?, '', 1)",
+            (number, guild, name, name.casefold()),
+        )
+    await db.migrate()
+    rows = await db.fetchall("SELECT id, name_skeleton FROM characters ORDER BY id")
+    # look-alikes made before the rule both stay: the oldest holds the skeleton
+    assert [tuple(row) for row in rows] == [(1, "ava"), (2, None), (3, "bob"), (4, "ava")]
+    await db.close()
+    storage = await Storage.open(tmp_path / "db.sqlite3", tmp_path / "blobs")
+    with pytest.raises(NameTakenError):
+        await storage.characters.create(1, "\u0391va", "new", owner_id=1)
+    await storage.close()
+
+
 def test_blob_store_is_content_addressed_and_atomic(tmp_path: Path) -> None:
     store = BlobStore(tmp_path)
     data = os.urandom(4096)
