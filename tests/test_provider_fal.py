@@ -32,6 +32,7 @@ from bot.prompts import reference_tokens
 from bot.providers.base import (
     Artifact,
     FinalError,
+    OutcomeUnknownError,
     PollResult,
     Provider,
     ReferenceImage,
@@ -550,12 +551,14 @@ async def test_an_ingress_error_on_the_result_is_retryable(fake: FakeFal, provid
 
 
 async def test_timeouts_are_retryable(fake: FakeFal) -> None:
+    """A poll that times out is simply asked again; a submit that times out may have been queued at fal, which
+    cannot be asked: its outcome is unknown (the worker never re-sends it on its own)."""
     provider = FalProvider(key=fake.key, base_url=fake.url, timeout=0.1)
     try:
         fake.stall_next = 0.5
-        with pytest.raises(RetryableError) as caught:
+        with pytest.raises(OutcomeUnknownError) as caught:
             await provider.submit(animate())
-        assert caught.value.code == "timeout" and "may have been queued" in caught.value.detail
+        assert caught.value.code == "timeout" and "fal may have queued it" in caught.value.detail
         submission = await provider.submit(animate(job_id=2))
         fake.stall_next = 0.5
         with pytest.raises(RetryableError):
