@@ -268,7 +268,7 @@ class Worker:
         set_logging_context(job_id=job.id, guild_id=job.guild_id)  # this task's log lines say which job
         try:
             current: Job | None = job
-            while current is not None and not current.state.finished:
+            while current is not None and current.state.active:  # finished, or left to a manager (unsure)
                 current = await self._step(current)
             if current is not None and current.account:  # a server key replaced meanwhile may be unneeded now
                 await self.providers.purge_retired()
