@@ -288,7 +288,7 @@ class DiscordDelivery:
                 nonce=f"un{job.id}-{job.attempts}-{int(job.started_at or 0)}",
                 allowed_mentions=discord.AllowedMentions(
                     everyone=False,
-                    users=[discord.Object(user) for user in dict.fromkeys([job.user_id, *([owner] if owner else [])])],
+                    users=[discord.Object(user) for user in {job.user_id, *([owner] if owner else [])}],
                     roles=[discord.Object(r) for r in roles],
                 ),
             )

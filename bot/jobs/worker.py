@@ -462,20 +462,16 @@ class Worker:
 
     async def _retry_later(self, job: Job, error: RetryableError) -> Job | None:
         now = self.clock()
-        if error.rate_limited:  # a full or busy provider (or a full disk): wait, until the overall deadline
-            since = job.waiting_since if job.waiting_since is not None else now
-            if now - since >= self.config.max_wait_seconds:
-                return await self._waited_too_long(job, error)
-            attempts, fields = job.attempts, {"waiting_since": since}
-            # no Retry-After: ask again sooner at first, then at most once a minute
-            delay = error.retry_after if error.retry_after is not None else min(60.0, max(2.0, (now - since) / 2))
-        else:
-            attempts, fields = job.attempts + 1, {}
-            if attempts >= self.config.max_attempts:
-                return await self._fail(
-                    job, FinalError(f"{error.message} I tried {attempts} times and gave up.", detail=error.detail)
-                )
-            delay = error.retry_after if error.retry_after is not None else min(60.0, 2.0**attempts)
+        since = job.waiting_since if job.waiting_since is not None else now
+        decision = next_retry(error, job.attempts, now - since, self.config)
+        if decision is None and error.rate_limited:
+            return await self._waited_too_long(job, error)
+        if decision is None:
+            return await self._fail(
+                job, FinalError(f"{error.message} I tried {job.attempts + 1} times and gave up.", detail=error.detail)
+            )
+        attempts, delay = decision
+        fields = {"waiting_since": since} if error.rate_limited else {}
         delay *= 1 + random.random() * 0.2  # jitter: retries of many jobs do not land together
         log.info("job %s: %s; retry %s in %.1f s", job.id, error, attempts, delay)
         if job.state is JobState.DOWNLOADING:
@@ -684,6 +680,23 @@ class Worker:
             await self.delivery.show_status(job, progress or Progress())
         except Exception:  # a status edit must never stop a paid job
             log.exception("could not update the status of job %s", job.id)
+
+
+def next_retry(error: RetryableError, attempts: int, waited: float, config: WorkerConfig) -> tuple[int, float] | None:
+    """After a retryable error: (attempts counted, seconds to wait before the jitter), or None to give up.
+
+    A full or busy provider (`rate_limited`: 429, 503, Kling 1302/1303; also a full disk) is a queue: it does not
+    count as an attempt, and is waited for (its Retry-After, else sooner at first, then once a minute) until
+    `waited` in a row reaches `max_wait_seconds`. Any other error counts, and `max_attempts` in a row end the job.
+    (bench/provider_*.py drive their jobs with this too.)"""
+    if error.rate_limited:
+        if waited >= config.max_wait_seconds:
+            return None
+        return attempts, error.retry_after if error.retry_after is not None else min(60.0, max(2.0, waited / 2))
+    attempts += 1
+    if attempts >= config.max_attempts:
+        return None
+    return attempts, error.retry_after if error.retry_after is not None else min(60.0, 2.0**attempts)
 
 
 def _storage_error(job: Job, error: OSError) -> RetryableError:
