@@ -354,7 +354,7 @@ class Animate(commands.Cog):
     async def queue_show(self, interaction: discord.Interaction[Any]) -> None:
         actor = actor_of(interaction)
         jobs = await self.bot.storage.jobs.in_states(
-            [JobState.QUEUED, *[s for s in JobState if s.active]], guild_id=actor.guild_id
+            [JobState.QUEUED, *[s for s in JobState if s.active], JobState.UNSURE], guild_id=actor.guild_id
         )
         places = await self.bot.worker.positions()
         embed = discord.Embed(title="Render queue", colour=discord.Colour(0x5B8DEF))
