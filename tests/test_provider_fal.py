@@ -721,3 +721,27 @@ async def test_the_worker_drives_fal_across_a_restart(tmp_path: Path, fake: Fake
         assert len(sent["elements"]) == 2 and sent["elements"][0]["frontal_image_url"].startswith("data:image/")
     finally:
         await storage.close()
+
+
+# ------------------------------------------------------------------------------------------------ unknown outcomes
+
+
+async def test_which_submit_failures_leave_the_outcome_unknown(fake: FakeFal, provider: FalProvider) -> None:
+    """fal cannot be asked whether it queued a shot: a 5xx other than 503 (it may have queued it) is an unknown
+    outcome; a 503 or 429 is "busy" (not taken, waited for); no connection at all is a plain retry."""
+    fake.server_errors = 1  # an ingress 502
+    with pytest.raises(OutcomeUnknownError) as unknown:
+        await provider.submit(animate())
+    assert unknown.value.code == "server_error"
+    fake.rate_limit_submits = 1
+    with pytest.raises(RetryableError) as busy:
+        await provider.submit(animate())
+    assert busy.value.rate_limited and not isinstance(busy.value, OutcomeUnknownError)
+    assert provider.capabilities.findable is False and await provider.find(1) is None
+    closed = FalProvider(key=fake.key, base_url="http://127.0.0.1:9", timeout=1.0)  # nothing listens there
+    try:
+        with pytest.raises(RetryableError) as refused:
+            await closed.submit(animate())
+        assert refused.value.code == "network" and not isinstance(refused.value, OutcomeUnknownError)
+    finally:
+        await closed.close()

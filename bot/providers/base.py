@@ -1,10 +1,12 @@
 """What every render provider declares and implements, and the typed errors it raises.
 
 A provider knows no Discord and no database. The worker drives it: `submit` once per job (with the job's
-idempotency key, so a crash between submit and saving the task id never submits twice: `find` looks the
-task up by that key), then `poll` until the task ends, then `fetch` the result at once (provider URLs
-expire). Errors are typed: retryable ones are retried by the worker with backoff, final ones end the job
-with the provider's own message shown to the member.
+idempotency key: where the provider can look a task up by it, `Capabilities.findable`, a crash between submit and
+saving the task id never submits twice, as `find` finds it; where it cannot, such a job waits for a manager), then
+`poll` until the task ends, then `fetch` the result at once (provider URLs expire). Errors are typed: retryable
+ones are retried by the worker with backoff (a full or busy provider, `rate_limited`, is waited for), a submit
+whose outcome is unknown is OutcomeUnknownError, final ones end the job with the provider's own message shown to
+the member.
 """
 
 from __future__ import annotations
