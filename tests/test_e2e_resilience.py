@@ -128,6 +128,7 @@ async def test_a_restart_while_the_disk_is_full_recovers_the_clip(
     job_id = await animate(fake, world, "stored after a restart", provider="scripted")
     await until(fake, lambda: refused >= 2, "the store to be refused twice")
     assert await is_state(runner, job_id, JobState.DOWNLOADING)  # paid, kept, waiting for room
+    await until(fake, lambda: "waiting for disk space" in stage(fake, world, job_id), "the status to say why")
     await runner.restart()  # a new bot, with room on the disk again
     await until(fake, lambda: bool(result_of(fake, world, job_id)), "the clip after the restart")
     await eventually(lambda: is_state(runner, job_id, JobState.DONE), "the shot to be done")

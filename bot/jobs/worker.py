@@ -480,8 +480,7 @@ class Worker:
         if updated is None:
             return None
         if error.rate_limited:
-            note = DISK if error.code == "storage" else None if job.state is JobState.DELIVERING else CAPACITY
-            await self._announce(updated, Progress(waiting=note or "waiting to post"))
+            await self._announce(updated, Progress(waiting=_waiting_for(job, error)))
         await self._sleep_until(updated, self.clock() + delay)
         return await self.jobs.get(job.id)
 
@@ -699,25 +698,36 @@ def next_retry(error: RetryableError, attempts: int, waited: float, config: Work
     return attempts, error.retry_after if error.retry_after is not None else min(60.0, 2.0**attempts)
 
 
+def _waiting_for(job: Job, error: RetryableError) -> str:
+    """What the status says while a job waits: for the provider, for disk space, or to post (Discord, an admin)."""
+    if error.code == "disk_full":
+        return DISK
+    if error.code == "io" or job.state is JobState.DELIVERING:
+        return "trying again shortly"
+    return CAPACITY
+
+
 def _storage_error(job: Job, error: OSError) -> RetryableError:
-    """An OSError while storing, reading or posting a paid result, as a wait: it is retried with back-off."""
+    """An OSError while storing, reading or posting a paid result, as a wait: it is retried with back-off, in the
+    same state (so after a restart too)."""
     full = error.errno in (errno.ENOSPC, errno.EDQUOT)
     if full:
         log.error(
-            "job %s: the disk is full (ENOSPC) while keeping its result: %s. Free space in the data folder; the "
-            "result is kept at the provider and the bot tries again.",
+            "job %s: the disk is full (ENOSPC) while keeping its result (%s): free space in the data folder; the job "
+            "stays %s and is tried again",
             job.id,
             error,
+            job.state.value,
         )
     else:
-        log.error("job %s: could not store or read its result (%s); the bot tries again", job.id, error)
+        log.error("job %s: could not store, read or post its result (%s); tried again", job.id, error)
     message = (
         "The bot's disk is full, so the result could not be kept yet." if full else "The result could not be kept."
     )
     return RetryableError(
         f"{message} It is tried again until it works.",
         detail=f"{type(error).__name__}: {error.strerror or error}",
-        code="storage",
+        code="disk_full" if full else "io",
         rate_limited=True,
     )
 
