@@ -148,6 +148,7 @@ VALIDATION_CODES = frozenset({1200, 1201, 1202, 1203})
 SAFETY_CODES = frozenset({1300, 1301})
 BUSY_CODES = frozenset({1302, 1303})
 SERVER_CODES = frozenset({5000, 5001, 5002})
+UNAVAILABLE_CODES = frozenset({5001, 5002})  # temporarily unavailable (maintenance), internal timeout (backlog)
 _MAX_BUSY_DELAY = 30.0
 _RISK_WORDS = ("risk", "safety", "sensitive", "inappropriate", "violat", "moderat", "nsfw", "policy")
 _NOT_FOUND_WORDS = ("not found", "not exist", "does not exist", "no such")
@@ -798,6 +799,7 @@ class KlingProvider:
                 detail=said,
                 code=tag,
                 retry_after=_retry_after(response),
+                rate_limited=code in UNAVAILABLE_CODES,  # maintenance or a backlog: waited for, like a full account
             )
         if status == 404 or code == 1203 or any(word in said.lower() for word in _NOT_FOUND_WORDS):
             return _NotFound(VALIDATION_MESSAGE, detail=said, code=tag)
