@@ -81,6 +81,12 @@ class Settings(BaseSettings):
         le=168,
         description="Hours a shot waits, in a row, for a full or busy provider (or a full disk) before it fails.",
     )
+    download_deadline: float = Field(
+        default=600.0,
+        ge=1,
+        le=7200,
+        description="Seconds a whole result download may take; past it the download is tried again.",
+    )
     status_edit_interval: float = Field(
         default=5.0, ge=0, le=120, description="Seconds between two edits of one status message (Discord limits)."
     )
