@@ -172,16 +172,23 @@ async def test_a_lost_submit_answer_waits_for_a_manager_and_is_sent_again_once(
 async def test_a_manager_releases_a_shot_the_provider_may_have(
     fake: FakeDiscord, world: World, runner: BotRunner, paid: Remote
 ) -> None:
+    helpers = fake.add_role(world.studio_a, "Helpers")  # a manager role, without Manage Server
+    carol = fake.add_user("carol")
+    fake.add_member(world.studio_a, carol, roles=[helpers])
+    h = await fake.slash(world.studio_a, world.mo, "settings managers", {"action": "add", "role": helpers})
+    await h.wait_settled()
+    assert h.content == f"Manager roles: <@&{helpers.id}>."
     job_id = await unsure_shot(fake, world, runner, paid)
     await until(fake, lambda: bool(notices(fake, world, job_id)), "the notice to the managers")
     [notice] = notices(fake, world, job_id)
+    assert f"<@&{helpers.id}>" in notice.content and f"<@{world.alice.id}>" in notice.content
 
     canceled = await fake.slash(world.studio_a, world.alice, "queue cancel", {"job": job_id})
     await canceled.wait_settled()
     assert canceled.ephemeral and "a manager decides" in canceled.content
     assert await is_state(runner, job_id, JobState.UNSURE)
 
-    press = await fake.press(notice, f"likeness:unsure:release:{job_id}", world.alice)  # the owner of Studio A
+    press = await fake.press(notice, f"likeness:unsure:release:{job_id}", carol)  # a manager by role
     await press.wait_settled()
     assert press.ephemeral and press.content.startswith(f"Released shot #{job_id}"), press.content
     await eventually(lambda: is_state(runner, job_id, JobState.FAILED), "the shot to be released")
