@@ -1,9 +1,11 @@
 """The fal.ai provider's cost on the client, against the fake fal queue (tests/fake_providers/fal.py) served by its
 own thread and event loop, so the fake's CPU is not counted.
 
-Jobs are driven the way the worker drives them: a RetryableError is retried after its Retry-After, else after a
-doubling backoff (the worker's min(60, 2**attempts) seconds, scaled down 100x here), and a job is given up after 6
-retryable errors in a row (WorkerConfig.max_attempts), 30 when they are rate limits (RATE_LIMIT_PATIENCE). The fake finishes a request on its third status poll (one IN_QUEUE,
+Jobs are driven the way the worker drives them (bot.jobs.worker.next_retry): a RetryableError is retried after its
+Retry-After, else after the worker's back-off (scaled down 100x here); a 429 "busy" waits without counting as an
+attempt (until the worker's max_wait_seconds, scaled), other errors give the job up after 6 in a row
+(WorkerConfig.max_attempts); a submit whose outcome is unknown is never re-sent (left to a manager: `unsure`).
+The fake finishes a request on its third status poll (one IN_QUEUE,
 one IN_PROGRESS, then COMPLETED), so the floor is 1 submit + 3 polls + 1 result + 1 download per job.
 
 Figures: HTTP requests per completed job, client CPU per job (process CPU minus the fake thread's CPU), and a
@@ -24,16 +26,24 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image, ImageDraw
 
-from bot.providers.base import ProviderError, ReferenceImage, RenderRequest, RetryableError, TaskStatus, WorkKind
+from bot.jobs.worker import WorkerConfig, next_retry
+from bot.providers.base import (
+    OutcomeUnknownError,
+    ProviderError,
+    ReferenceImage,
+    RenderRequest,
+    RetryableError,
+    TaskStatus,
+    WorkKind,
+)
 from bot.providers.fal import DEFAULT_VIDEO_MODEL, FalProvider
 from tests.fake_providers.fal import MEDIA_PATH, FakeFal, serve_in_thread
 
 T = TypeVar("T")
 
 CONCURRENCY = 10  # jobs in flight at once (an account past fal's starting concurrency of 2)
-MAX_ATTEMPTS = 6  # WorkerConfig.max_attempts
-RATE_LIMIT_PATIENCE = 5  # bot/jobs/worker.py: rate-limit errors get this many times the attempts
-BACKOFF_SCALE = 0.01  # the worker's min(60, 2**attempts) seconds, scaled down
+WORKER = WorkerConfig()  # max_attempts, max_wait_seconds
+BACKOFF_SCALE = 0.01  # the worker's back-off and deadline, scaled down
 POLL_INTERVAL = 0.005
 STORM_SECONDS = 0.3
 STORM_PASS_EVERY = 10
@@ -80,19 +90,23 @@ class Driver:
         self.provider = provider
         self.retries = 0
         self.gave_up = 0
+        self.unsure = 0
 
     async def retried(self, step: Callable[[], Awaitable[T]]) -> T:
-        attempts = 0
+        attempts, since = 0, time.monotonic()
         while True:
             try:
                 return await step()
+            except OutcomeUnknownError:
+                self.unsure += 1
+                raise
             except RetryableError as error:
-                attempts += 1
                 self.retries += 1
-                if attempts >= MAX_ATTEMPTS * (RATE_LIMIT_PATIENCE if error.rate_limited else 1):
+                decision = next_retry(error, attempts, (time.monotonic() - since) / BACKOFF_SCALE, WORKER)
+                if decision is None:
                     self.gave_up += 1
                     raise
-                delay = error.retry_after if error.retry_after is not None else min(60.0, 2.0**attempts)
+                attempts, delay = decision
                 await asyncio.sleep(delay * BACKOFF_SCALE * (1 + random.random() * 0.2))
 
     async def job(self, request: RenderRequest) -> bool:
@@ -175,6 +189,7 @@ async def run(latency: float = 0.005, jobs: int = 50) -> dict[str, object]:
             "completed": storm_completed,
             "lost": jobs - storm_completed,
             "gave_up": storm_driver.gave_up,
+            "unsure": storm_driver.unsure,
             "submits_refused_429": fake.rate_limited - refused_before,
             "retries": storm_driver.retries,
             "submits_accepted": storm_accepted,

@@ -1,5 +1,7 @@
 """The Runway provider against the fake Runway server (tests/fake_providers/runway.py), driven like the worker
-drives a provider: submit, poll until done, fetch, retrying RetryableError with backoff (Retry-After first).
+drives a provider: submit, poll until done, fetch, retrying RetryableError as the worker does (`next_retry`: a
+429/503 "busy" waits without counting as an attempt, other errors count; its back-off scaled down 100x), and never
+re-sending a submit whose outcome is unknown (the worker leaves it to a manager: counted as `unsure`).
 
 The fake runs on its own event loop in its own thread, so the client CPU measured here (the calling thread's
 CPU time) does not include the server's work. Each task takes 1 PENDING poll and 2 RUNNING polls.
@@ -27,8 +29,10 @@ from typing import TypeVar
 from PIL import Image, ImageDraw, ImageFilter
 
 from bot.imaging.prep import prepare_for_provider
+from bot.jobs.worker import WorkerConfig, next_retry
 from bot.providers.base import (
     FinalError,
+    OutcomeUnknownError,
     ReferenceImage,
     RenderRequest,
     RetryableError,
@@ -40,9 +44,8 @@ from tests.fake_providers.runway import FakeRunway, in_thread
 
 T = TypeVar("T")
 
-MAX_ATTEMPTS = 6  # the worker's default: retryable errors in a row before a job fails
-BACKOFF_BASE = 0.01  # seconds; the worker uses 2**attempt seconds, scaled down for the fake's speed
-BACKOFF_CAP = 0.5
+WORKER = WorkerConfig()  # the worker's defaults: max_attempts, max_wait_seconds
+SCALE = 0.01  # the worker's own back-off (when no Retry-After is given) and deadline, scaled down for the fake
 RESULT_BYTES = 2_000_000  # about a 5 s 720p clip
 PROMPT = "@front (front view) shows Ava: tall woman, red bob, green eyes. Waves at the camera. Slow camera push-in."
 
@@ -54,6 +57,7 @@ class Tally:
     retries: int = 0
     longest_retry_run: int = 0
     polls: int = 0
+    unsure: int = 0  # submits whose outcome was unknown: left to a manager, never re-sent
 
 
 def reference_image() -> ReferenceImage:
@@ -72,18 +76,23 @@ def reference_image() -> ReferenceImage:
 
 
 async def with_retries(call: Callable[[], Awaitable[T]], tally: Tally) -> T:
-    """One worker step: retry RetryableError with backoff (Retry-After when given, else exponential, jittered)."""
-    attempts = 0
+    """One worker step: retry RetryableError as the worker does (bot.jobs.worker.next_retry), jittered."""
+    attempts, retries, since = 0, 0, time.monotonic()
     while True:
         try:
             return await call()
+        except OutcomeUnknownError:
+            raise  # never sent again without a manager
         except RetryableError as error:
-            attempts += 1
+            retries += 1
             tally.retries += 1
-            tally.longest_retry_run = max(tally.longest_retry_run, attempts)
-            if attempts >= MAX_ATTEMPTS:
-                raise FinalError(f"{error.message} I tried {attempts} times and gave up.") from error
-            delay = error.retry_after if error.retry_after is not None else min(BACKOFF_CAP, BACKOFF_BASE * 2**attempts)
+            tally.longest_retry_run = max(tally.longest_retry_run, retries)
+            decision = next_retry(error, attempts, (time.monotonic() - since) / SCALE, WORKER)
+            if decision is None:
+                raise FinalError(f"{error.message} I tried {retries} times and gave up.") from error
+            attempts, delay = decision
+            if error.retry_after is None:
+                delay *= SCALE
             await asyncio.sleep(delay * (1 + random.random() * 0.2))
 
 
@@ -113,6 +122,8 @@ async def one_job(provider: RunwayProvider, job_id: int, image: ReferenceImage, 
         if len(data) != RESULT_BYTES:
             raise FinalError(f"short download: {len(data)} bytes")
         tally.completed += 1
+    except OutcomeUnknownError:
+        tally.unsure += 1
     except FinalError as error:
         tally.failed.append(error.message)
 
@@ -141,6 +152,7 @@ async def batch(
         "lost": jobs - tally.completed,
         "orphan_tasks": created - tally.completed,
         "failures": sorted(set(tally.failed)),
+        "unsure": tally.unsure,
         "requests_per_completed_job": round((len(fake.requests) - requests_before) / done, 2),
         "polls_per_completed_job": round(tally.polls / done, 2),
         "retries": tally.retries,
@@ -171,7 +183,7 @@ async def run(latency: float = 0.005, jobs: int = 50) -> dict[str, object]:
         "latency_s": latency,
         "reference_image_bytes": len(image.data),
         "result_bytes": RESULT_BYTES,
-        "backoff": {"base_s": BACKOFF_BASE, "cap_s": BACKOFF_CAP, "max_attempts": MAX_ATTEMPTS},
+        "backoff": {"scale": SCALE, "max_attempts": WORKER.max_attempts, "max_wait_s": WORKER.max_wait_seconds},
         "steady": steady,
         "storm": storm,
     }

@@ -361,6 +361,11 @@ class AnimateService:
         self.ensure_owner_or(actor, job, can_moderate=actor.is_manager, what="cancel it")
         if job.state.finished:
             raise InvalidInputError(f"Shot #{job.id} is already {job.state.value}.")
+        if job.state is JobState.UNSURE:
+            raise InvalidInputError(
+                f"Shot #{job.id} may already be at the provider: a manager decides with the **Send again** and "
+                "**Release** buttons on its status message."
+            )
         canceled = await self._storage.jobs.transition(
             job.id, [JobState.QUEUED], JobState.CANCELED, settle=Settlement(), finished_at=self._clock()
         )
@@ -370,6 +375,52 @@ class AnimateService:
         self._wake(job.id)
         assert canceled is not None
         return canceled
+
+    async def decide_unsure(self, actor: Actor, job_id: int, *, send_again: bool) -> Job:
+        """A manager's choice for a shot the provider may have: send it once more (back to the queue, sent when a
+        slot is free) or release its money (nothing charged). Whoever's update matched decided; a second press
+        finds the job no longer unsure."""
+        job = await self.job_for(actor, job_id)
+        if not actor.is_manager:
+            raise NotAllowedError(
+                f"Only a manager (Manage Server or a manager role) can decide what happens to shot #{job.id}."
+            )
+        if job.state is not JobState.UNSURE:
+            raise InvalidInputError(
+                f"Shot #{job.id} is no longer waiting for a manager (it is {job.state.label.lower()})."
+            )
+        who = f"<@{actor.user_id}>"
+        if send_again:
+            moved = await self._storage.jobs.transition(
+                job.id,
+                [JobState.UNSURE],
+                JobState.QUEUED,
+                submit_sent=0,
+                attempts=0,
+                error=None,
+                started_at=None,
+                next_poll_at=None,
+                waiting_since=None,
+            )
+        else:
+            moved = await self._storage.jobs.transition(
+                job.id,
+                [JobState.UNSURE],
+                JobState.FAILED,
+                settle=Settlement(),  # its hold released, nothing charged
+                error=f"Released by {who}: not sent again, and nothing was charged for it.",
+                finished_at=self._clock(),
+            )
+        if moved is None:
+            raise InvalidInputError(f"Shot #{job.id} is no longer waiting for a manager: someone decided already.")
+        await self._storage.audit.record(
+            guild_id=actor.guild_id,
+            user_id=actor.user_id,
+            action="shot.resend" if send_again else "shot.release",
+            detail=f"#{job.id} ({job.provider}, {job.cost_estimate} USD held)",
+        )
+        self._wake(job.id)
+        return moved
 
     async def again(
         self, actor: Actor, place: Place, job_id: int, *, action: str | None = None, same_shot: bool = True

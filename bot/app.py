@@ -71,7 +71,10 @@ class LikenessBot(commands.AutoShardedBot):
     async def setup_hook(self) -> None:
         self.services = await Services.build(self.settings)
         self.delivery = DiscordDelivery(
-            self, self.services.storage.jobs, min_edit_interval=self.settings.status_edit_interval
+            self,
+            self.services.storage.jobs,
+            min_edit_interval=self.settings.status_edit_interval,
+            manager_roles=lambda guild_id: self.services.server_settings.cached_rules(guild_id).manager_roles,
         )
         self.worker = Worker(
             self.services.storage.jobs,
@@ -79,7 +82,9 @@ class LikenessBot(commands.AutoShardedBot):
             self.services.providers,
             self.delivery,
             WorkerConfig(
-                per_user=self.settings.per_user_running, position_interval=max(self.settings.status_edit_interval, 0.05)
+                per_user=self.settings.per_user_running,
+                position_interval=max(self.settings.status_edit_interval, 0.05),
+                max_wait_seconds=self.settings.max_wait_hours * 3600,
             ),
         )
         self.services.animate.set_wake(self.worker.wake)

@@ -75,6 +75,18 @@ class Settings(BaseSettings):
     max_queued_per_user: int = Field(
         default=10, ge=1, le=500, description="Shots one member may have waiting or rendering at once."
     )
+    max_wait_hours: float = Field(
+        default=6.0,
+        gt=0,
+        le=168,
+        description="Hours a shot waits, in a row, for a full or busy provider (or a full disk) before it fails.",
+    )
+    download_deadline: float = Field(
+        default=600.0,
+        ge=1,
+        le=7200,
+        description="Seconds a whole result download may take; past it the download is tried again.",
+    )
     status_edit_interval: float = Field(
         default=5.0, ge=0, le=120, description="Seconds between two edits of one status message (Discord limits)."
     )

@@ -161,6 +161,9 @@ class JobState(StrEnum):
     RUNNING = "running"
     DOWNLOADING = "downloading"
     DELIVERING = "delivering"
+    # The submit may have reached a provider that cannot be asked (fal, Runway): never re-sent on its own; the
+    # money stays held and a manager chooses to send it again or to release it. Holds no provider slot.
+    UNSURE = "unsure"
     DONE = "done"
     FAILED = "failed"
     CANCELED = "canceled"
@@ -182,6 +185,7 @@ class JobState(StrEnum):
             JobState.RUNNING: "Rendering",
             JobState.DOWNLOADING: "Downloading the result",
             JobState.DELIVERING: "Posting the result",
+            JobState.UNSURE: "Waiting for a manager: the provider may have it",
             JobState.DONE: "Done",
             JobState.FAILED: "Failed",
             JobState.CANCELED: "Canceled",
@@ -242,3 +246,5 @@ class Job(Frozen):
     late_check_until: float | None = None  # gave up waiting; the provider may still finish it until then
     account: str | None = None  # the provider account it was sent with: BOT_ACCOUNT or a server key's version
     result_posted_whole: bool = False  # its channel has the very clip rendered (so the data folder may drop it)
+    submit_sent: bool = False  # a submit may be at the provider with no answer recorded (set before it is sent)
+    waiting_since: float | None = None  # waiting for provider capacity (or disk space) since then, in a row

@@ -97,6 +97,7 @@ def build_provider(
             max_concurrency=settings.kling_concurrency,
             external_id_prefix=install_id(settings),
             owner=owner,
+            download_deadline=settings.download_deadline,
         )
     if name == "fal":
         from bot.providers.fal import FalProvider
@@ -106,6 +107,7 @@ def build_provider(
             base_url=settings.fal_base_url,
             max_concurrency=settings.fal_concurrency,
             owner=owner,
+            download_deadline=settings.download_deadline,
         )
     if name == "runway":
         from bot.providers.runway import RunwayProvider
@@ -115,6 +117,7 @@ def build_provider(
             base_url=settings.runway_base_url,
             max_concurrency=settings.runway_concurrency,
             owner=owner,
+            download_deadline=settings.download_deadline,
         )
     raise ValueError(f"{name!r} is not a provider that takes keys")
 

@@ -257,15 +257,49 @@ class JobButton(
         )
 
 
+class UnsureButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"likeness:unsure:(?P<action>resend|release):(?P<id>\d+)"
+):
+    """Send again / Release for a shot the provider may have (JobState.UNSURE). The custom id carries the job id,
+    so the buttons work after a restart; only a manager may press (checked by the service on every press), and the
+    job leaves `unsure` once, so a double press decides once."""
+
+    def __init__(self, action: str, job_id: int) -> None:
+        super().__init__(discord.ui.Button(custom_id=f"likeness:unsure:{action}:{job_id}"))
+        self.action = action
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> UnsureButton:
+        return cls(match["action"], int(match["id"]))
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        try:
+            bot = bot_of(interaction)
+            send_again = self.action == "resend"
+            job = await bot.services.animate.decide_unsure(actor_of(interaction), self.job_id, send_again=send_again)
+            await bot.delivery.show_status(job, Progress())
+            text = (
+                f"Shot #{job.id} goes back to the queue and will be sent to {job.provider} once more."
+                if send_again
+                else f"Released shot #{job.id}: it is not sent again and nothing is charged for it."
+            )
+            await interaction.response.send_message(text, ephemeral=True)
+        except Exception as exc:
+            await report_error(interaction, exc)
+
+
 class Animate(commands.Cog):
     def __init__(self, bot: LikenessBot) -> None:
         self.bot = bot
 
     async def cog_load(self) -> None:
-        self.bot.add_dynamic_items(JobButton, ConfirmShot)
+        self.bot.add_dynamic_items(JobButton, ConfirmShot, UnsureButton)
 
     async def cog_unload(self) -> None:
-        self.bot.remove_dynamic_items(JobButton, ConfirmShot)
+        self.bot.remove_dynamic_items(JobButton, ConfirmShot, UnsureButton)
 
     @commands.Cog.listener()
     async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
@@ -325,7 +359,7 @@ class Animate(commands.Cog):
     async def queue_show(self, interaction: discord.Interaction[Any]) -> None:
         actor = actor_of(interaction)
         jobs = await self.bot.storage.jobs.in_states(
-            [JobState.QUEUED, *[s for s in JobState if s.active]], guild_id=actor.guild_id
+            [JobState.QUEUED, *[s for s in JobState if s.active], JobState.UNSURE], guild_id=actor.guild_id
         )
         places = await self.bot.worker.positions()
         embed = discord.Embed(title="Render queue", colour=discord.Colour(0x5B8DEF))

@@ -26,6 +26,7 @@ from bot.text import name_skeleton
 
 Params = Sequence[Any] | dict[str, Any]
 
+FOREIGN_KEYS_OFF = "-- migrate: foreign_keys off"  # the first line of a migration that rebuilds a referred-to table
 _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 
 
@@ -98,16 +99,31 @@ class Database:
             if migration.version <= current:
                 continue
             async with self._lock:
-                # executescript commits on its own, so the script runs inside its own BEGIN/COMMIT.
-                script = f"BEGIN IMMEDIATE;\n{migration.sql}\nPRAGMA user_version = {migration.version};\nCOMMIT;"
-                try:
-                    await self._conn.executescript(script)
-                except Exception:
-                    if self._conn.in_transaction:
-                        await self._conn.rollback()
-                    raise
+                await self._apply(migration)
             applied.append(migration.version)
         return applied
+
+    async def _apply(self, migration: Migration) -> None:
+        # executescript commits on its own, so the script runs inside its own BEGIN/COMMIT. A migration that rebuilds
+        # a table others refer to runs with foreign keys off and checks them before committing (SQLite's documented
+        # procedure for changing a table's constraints); the pragma only takes effect outside a transaction.
+        rebuild = migration.sql.startswith(FOREIGN_KEYS_OFF)
+        if rebuild:
+            await self._conn.execute("PRAGMA foreign_keys = OFF")
+        try:
+            await self._conn.executescript(
+                f"BEGIN IMMEDIATE;\n{migration.sql}\nPRAGMA user_version = {migration.version};"
+            )
+            if rebuild and await self._conn.execute_fetchall("PRAGMA foreign_key_check"):
+                raise RuntimeError(f"migration {migration.name} would break the database's foreign keys")
+            await self._conn.commit()
+        except Exception:
+            if self._conn.in_transaction:
+                await self._conn.rollback()
+            raise
+        finally:
+            if rebuild:
+                await self._conn.execute("PRAGMA foreign_keys = ON")
 
     async def execute(self, sql: str, params: Params = ()) -> int:
         """Run one statement; returns lastrowid for inserts, else the rows changed."""

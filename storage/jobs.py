@@ -19,7 +19,7 @@ _COLUMNS = (
     "action, prompt, negative_prompt, params, bound, cost_estimate, cost_final, state, task_id, status_url, "
     "attempts, polls, next_poll_at, status_message_id, result_message_id, result_blob, error, parent_job_id, "
     "cancel_requested, created_at, started_at, finished_at, late_check_until, account, "
-    "result_posted_whole"
+    "result_posted_whole, submit_sent, waiting_since"
 )
 # A job whose inputs (bound images) and provider account may still be used: not finished, or given up on but
 # looked at again later (`late_checks`; late_check_until is only ever set on failed jobs). A SQL condition on the
@@ -183,10 +183,10 @@ class JobRepository:
         return float(row[0]) if row[0] is not None else None
 
     async def count_waiting(self, guild_id: int, user_id: int, tx: Transaction | None = None) -> int:
-        """The member's jobs queued or holding a provider slot in this server."""
+        """The member's jobs queued, holding a provider slot, or waiting for a manager in this server."""
         sql = (
             "SELECT COUNT(*) FROM jobs WHERE guild_id = ? AND user_id = ? "
-            "AND state IN ('queued', 'submitting', 'running', 'downloading', 'delivering')"
+            "AND state IN ('queued', 'submitting', 'running', 'downloading', 'delivering', 'unsure')"
         )
         [row] = await self._rows(sql, (guild_id, user_id), tx)
         return int(row[0])

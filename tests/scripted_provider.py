@@ -91,6 +91,7 @@ class ScriptedProvider:
             max_concurrency=max_concurrency,
             cost=CostModel(per_second={"scripted-1": Decimal("0.10")}),
             typical_seconds=0.1,
+            findable=True,  # its `find` looks the task up by job id, like Kling's external_task_id
         )
 
     async def submit(self, request: RenderRequest) -> Submission:

@@ -623,6 +623,17 @@ async def test_disk_space_thresholds(tmp_path: Path, free: int, status: Status) 
         assert DISK_FAILURE_BYTES == 100 * 1024**2
 
 
+async def test_a_full_disk_is_named_as_such(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk of the data folder is full (as the OS reports it): the doctor says so, and what it means for renders."""
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda _path: usage._replace(free=4096))
+    results = await run_checks(make_settings(tmp_path, None), quick=True, probes=Probes())
+    check = by_name(results)["Disk space"]
+    assert check.status is Status.FAILURE and check.data["free_bytes"] == 4096
+    assert check.found.startswith("the disk is full") and "ENOSPC" in check.found
+    assert "finished clips wait" in check.found and "LIKENESS_DATA_DIR" in check.fix
+
+
 # ---------------------------------------------------------------------------------------------------- model
 
 

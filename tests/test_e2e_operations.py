@@ -200,7 +200,7 @@ async def test_a_result_the_channel_refuses_is_kept_and_posted_once_allowed(
     assert "I can't post in this channel" in h.content  # the member knows why nothing appears yet
     job_id = int(h.content.split("#")[1].split(" ")[0])
     assert runner.bot is not None
-    await eventually(lambda: attempts_at_least(runner, job_id, 2), "refused posts")
+    await eventually(lambda: waiting_to_post(runner, job_id), "a refused post")  # a wait, not a failed attempt
     assert await job_state(runner, job_id) is JobState.DELIVERING
 
     fake.world.channels[studio].overwrites.clear()  # an admin grants the permission
@@ -213,10 +213,10 @@ async def test_a_result_the_channel_refuses_is_kept_and_posted_once_allowed(
     assert len(posted) == 1
 
 
-async def attempts_at_least(runner: BotRunner, job_id: int, n: int) -> bool:
+async def waiting_to_post(runner: BotRunner, job_id: int) -> bool:
     assert runner.bot is not None
     job = await runner.bot.storage.jobs.get(job_id)
-    return job is not None and job.attempts >= n
+    return job is not None and job.state is JobState.DELIVERING and job.waiting_since is not None
 
 
 async def test_a_stop_while_the_bot_starts_its_worker_leaves_nothing_running(

@@ -32,6 +32,7 @@ from bot.prompts import reference_tokens
 from bot.providers.base import (
     Artifact,
     FinalError,
+    OutcomeUnknownError,
     PollResult,
     Provider,
     ReferenceImage,
@@ -550,12 +551,14 @@ async def test_an_ingress_error_on_the_result_is_retryable(fake: FakeFal, provid
 
 
 async def test_timeouts_are_retryable(fake: FakeFal) -> None:
+    """A poll that times out is simply asked again; a submit that times out may have been queued at fal, which
+    cannot be asked: its outcome is unknown (the worker never re-sends it on its own)."""
     provider = FalProvider(key=fake.key, base_url=fake.url, timeout=0.1)
     try:
         fake.stall_next = 0.5
-        with pytest.raises(RetryableError) as caught:
+        with pytest.raises(OutcomeUnknownError) as caught:
             await provider.submit(animate())
-        assert caught.value.code == "timeout" and "may have been queued" in caught.value.detail
+        assert caught.value.code == "timeout" and "fal may have queued it" in caught.value.detail
         submission = await provider.submit(animate(job_id=2))
         fake.stall_next = 0.5
         with pytest.raises(RetryableError):
@@ -718,3 +721,27 @@ async def test_the_worker_drives_fal_across_a_restart(tmp_path: Path, fake: Fake
         assert len(sent["elements"]) == 2 and sent["elements"][0]["frontal_image_url"].startswith("data:image/")
     finally:
         await storage.close()
+
+
+# ------------------------------------------------------------------------------------------------ unknown outcomes
+
+
+async def test_which_submit_failures_leave_the_outcome_unknown(fake: FakeFal, provider: FalProvider) -> None:
+    """fal cannot be asked whether it queued a shot: a 5xx other than 503 (it may have queued it) is an unknown
+    outcome; a 503 or 429 is "busy" (not taken, waited for); no connection at all is a plain retry."""
+    fake.server_errors = 1  # an ingress 502
+    with pytest.raises(OutcomeUnknownError) as unknown:
+        await provider.submit(animate())
+    assert unknown.value.code == "server_error"
+    fake.rate_limit_submits = 1
+    with pytest.raises(RetryableError) as busy:
+        await provider.submit(animate())
+    assert busy.value.rate_limited and not isinstance(busy.value, OutcomeUnknownError)
+    assert provider.capabilities.findable is False and await provider.find(1) is None
+    closed = FalProvider(key=fake.key, base_url="http://127.0.0.1:9", timeout=1.0)  # nothing listens there
+    try:
+        with pytest.raises(RetryableError) as refused:
+            await closed.submit(animate())
+        assert refused.value.code == "network" and not isinstance(refused.value, OutcomeUnknownError)
+    finally:
+        await closed.close()

@@ -28,6 +28,7 @@ from bot.prompts import Binding, choose_references, compile_prompt, reference_to
 from bot.providers.base import (
     Artifact,
     FinalError,
+    OutcomeUnknownError,
     PollResult,
     Provider,
     ReferenceImage,
@@ -798,3 +799,25 @@ async def test_worker_shows_a_failed_task_and_its_cost(tmp_path: Path, fake: Fak
     assert "(provider said: The output did not pass content moderation.)" in job.error
     assert job.cost_final == "0.25"  # moderated runs are billed
     assert len(fake.tasks) == 1  # a failed task is not resubmitted by the worker
+
+
+async def test_which_create_failures_leave_the_outcome_unknown(fake: FakeRunway, runway: RunwayProvider) -> None:
+    """Runway cannot be asked whether it made a task: a 500/502/504 or an unreadable success is an unknown outcome;
+    a 503 or 429 is "busy" (not taken, waited for); polls keep plain retries."""
+    for status in (500, 502, 504):
+        fake.server_errors_next, fake.server_error_status = 1, status
+        with pytest.raises(OutcomeUnknownError):
+            await runway.submit(animate())
+    fake.server_errors_next, fake.server_error_status = 1, 503
+    with pytest.raises(RetryableError) as busy:
+        await runway.submit(animate())
+    assert busy.value.rate_limited and not isinstance(busy.value, OutcomeUnknownError)
+    fake.malformed_next = 1
+    with pytest.raises(OutcomeUnknownError):
+        await runway.submit(animate())
+    submission = await runway.submit(animate())
+    fake.server_errors_next, fake.server_error_status = 1, 500
+    with pytest.raises(RetryableError) as polled:
+        await runway.poll(submission)
+    assert not isinstance(polled.value, OutcomeUnknownError)
+    assert runway.capabilities.findable is False

@@ -74,6 +74,44 @@ async def test_upgrade_from_every_earlier_version(tmp_path: Path, start: int) ->
     await db.close()
 
 
+async def test_the_jobs_rebuild_keeps_jobs_and_their_money(tmp_path: Path) -> None:
+    """Migration 010 rebuilds the jobs table the ledger refers to: rows, ledger links and foreign keys survive, and a
+    job caught mid-submit is marked as possibly sent (looked up, or left to a manager, never simply re-sent)."""
+    db = await Database.open(tmp_path / "db.sqlite3")
+    await db.migrate(MIGRATIONS[:9])
+    for statement in SEED_AT[1]:
+        await db.execute(statement)
+    columns = (
+        "guild_id, channel_id, user_id, character_id, character_name, character_version, kind, provider, model, "
+        "action, prompt, params, bound, cost_estimate, state, created_at"
+    )
+    for job_id, state in ((1, "submitting"), (2, "running"), (3, "done")):
+        await db.execute(
+            f"INSERT INTO jobs (id, {columns}) VALUES (?, 1, 5, 42, 7, 'Ava', 1, 'animate', 'fal', 'm', 'waves', "
+            "'p', '{}', '[]', '0.56', ?, 1.0)",
+            (job_id, state),
+        )
+        await db.execute(
+            "INSERT INTO ledger (guild_id, user_id, job_id, entry, micros, day, created_at) "
+            "VALUES (1, 42, ?, 'reserve', 560000, '2026-12-03', 1.0)",
+            (job_id,),
+        )
+    assert await db.migrate() == [10]
+    rows = await db.fetchall("SELECT id, state, submit_sent, waiting_since FROM jobs ORDER BY id")
+    assert [tuple(r) for r in rows] == [(1, "submitting", 1, None), (2, "running", 0, None), (3, "done", 0, None)]
+    assert await db.fetchall("PRAGMA foreign_key_check") == []
+    assert (await db.fetchone("PRAGMA foreign_keys") or [0])[0] == 1
+    await db.execute("UPDATE jobs SET state = 'unsure' WHERE id = 1")  # the new state is allowed
+    with pytest.raises(Exception, match="FOREIGN KEY"):
+        await db.execute(
+            "INSERT INTO ledger (guild_id, user_id, job_id, entry, micros, day, created_at) "
+            "VALUES (1, 42, 99, 'reserve', 1, '2026-12-03', 1.0)"
+        )
+    with pytest.raises(Exception, match="CHECK"):
+        await db.execute("UPDATE jobs SET state = 'lost' WHERE id = 2")
+    await db.close()
+
+
 async def test_failed_migration_rolls_back_whole(tmp_path: Path) -> None:
     db = await Database.open(tmp_path / "db.sqlite3")
     await db.migrate(MIGRATIONS[:1])

@@ -11,6 +11,7 @@ import asyncio
 import io
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import discord
@@ -33,11 +34,13 @@ STATE_EMOJI = {
     JobState.RUNNING: "🎬",
     JobState.DOWNLOADING: "📥",
     JobState.DELIVERING: "📤",
+    JobState.UNSURE: "⚠️",
     JobState.DONE: "✅",
     JobState.FAILED: "❌",
     JobState.CANCELED: "🚫",
 }
 JOB_BUTTON = "likeness:job:{action}:{job_id}"
+UNSURE_BUTTON = "likeness:unsure:{action}:{job_id}"  # a manager's choice for a submit the provider may have
 MIN_UPLOAD_TRY = 48 * 1024  # below this a clip is not worth posting: thumbnail and note instead
 REQUEST_ENTITY_TOO_LARGE = 40005
 
@@ -88,6 +91,20 @@ def sheet_view(job_id: int, figures: list[Figure]) -> discord.ui.View:
     return view
 
 
+def unsure_view(job_id: int) -> discord.ui.View:
+    """Send again / Release under the status of a job the provider may have; handled by a persistent DynamicItem
+    (cogs.animate.UnsureButton) that checks manager rights on every press."""
+    view = discord.ui.View(timeout=None)
+    for action, label, style in (
+        ("resend", "Send again", discord.ButtonStyle.danger),
+        ("release", "Release", discord.ButtonStyle.secondary),
+    ):
+        view.add_item(
+            discord.ui.Button(label=label, style=style, custom_id=UNSURE_BUTTON.format(action=action, job_id=job_id))
+        )
+    return view
+
+
 def result_view(job_id: int) -> discord.ui.View:
     """The buttons under a result; their custom ids carry the job id, handled by persistent DynamicItems."""
     view = discord.ui.View(timeout=None)
@@ -114,6 +131,8 @@ def status_embed(job: Job, progress: Progress, now: float) -> discord.Embed:
         stage += f" · position {progress.position}"
     if job.state is JobState.RUNNING and progress.progress is not None:
         stage += f" · {round(progress.progress * 100)}%"
+    if progress.waiting and not job.state.finished:
+        stage += f" · {progress.waiting}"
     embed.add_field(name="Stage", value=stage)
     if progress.eta_seconds is not None and not job.state.finished:
         embed.add_field(name="Ready", value=f"<t:{int(now + progress.eta_seconds)}:R> (estimate)")
@@ -134,6 +153,8 @@ def status_embed(job: Job, progress: Progress, now: float) -> discord.Embed:
         embed.add_field(name="Notes", value="\n".join(f"• {n}" for n in params.notes)[:1024], inline=False)
     if job.state is JobState.FAILED and job.error:
         embed.add_field(name="Why it failed", value=job.error[:1024], inline=False)
+    if job.state is JobState.UNSURE and job.error:
+        embed.add_field(name="Why it waits", value=job.error[:1024], inline=False)
     embed.set_footer(text=f"Job #{job.id} · cancel with /queue cancel {job.id}")
     return embed
 
@@ -146,9 +167,17 @@ def result_text(job: Job) -> str:
 
 
 class DiscordDelivery:
-    def __init__(self, client: discord.Client, jobs: JobRepository, *, min_edit_interval: float = 5.0) -> None:
+    def __init__(
+        self,
+        client: discord.Client,
+        jobs: JobRepository,
+        *,
+        min_edit_interval: float = 5.0,
+        manager_roles: Callable[[int], list[int]] = lambda _guild_id: [],
+    ) -> None:
         self.client = client
         self.jobs = jobs
+        self.manager_roles = manager_roles  # a server's manager roles (/settings managers), told of unsure jobs
         self.min_edit_interval = min_edit_interval
         self._last_edit: dict[int, float] = {}
         self._pending: dict[int, tuple[Job, Progress]] = {}
@@ -161,6 +190,8 @@ class DiscordDelivery:
     # ------------------------------------------------------------------ status
 
     async def show_status(self, job: Job, progress: Progress) -> None:
+        if job.state is JobState.UNSURE:
+            await self._tell_managers(job)
         lock = self._locks.setdefault(job.id, asyncio.Lock())
         async with lock:
             current = await self.jobs.get(job.id) or job
@@ -207,7 +238,9 @@ class DiscordDelivery:
         assert job.status_message_id is not None
         message = self._channel(job.channel_id).get_partial_message(job.status_message_id)
         try:
-            await message.edit(embed=status_embed(job, progress, time.time()))
+            # the buttons of a manager's choice only while it is to be made
+            view = unsure_view(job.id) if job.state is JobState.UNSURE else None
+            await message.edit(embed=status_embed(job, progress, time.time()), view=view)
         except discord.NotFound:
             log.info("the status message of job %s was deleted; not editing it again", job_id)
         except discord.HTTPException as error:
@@ -229,6 +262,38 @@ class DiscordDelivery:
     def _forget(self, job_id: int) -> None:
         self._last_edit.pop(job_id, None)
         self._locks.pop(job_id, None)
+
+    async def _tell_managers(self, job: Job) -> None:
+        """Tell the member and the server's managers (its manager roles, else its owner) that a shot waits for their
+        choice: a reply to the status, whose buttons decide. Once per time the job becomes unsure."""
+        guild = self.client.get_guild(job.guild_id)
+        roles = self.manager_roles(job.guild_id)
+        owner = guild.owner_id if guild is not None and not roles else None
+        who = " ".join([*(f"<@&{r}>" for r in roles), *([f"<@{owner}>"] if owner else [])]) or "A manager"
+        reference: Any = None
+        if job.status_message_id:
+            reference = discord.MessageReference(
+                message_id=job.status_message_id, channel_id=job.channel_id, fail_if_not_exists=False
+            )
+        content = (
+            f"⚠️ <@{job.user_id}>, shot #{job.id} of **{job.character_name}** may have reached {job.provider}, which "
+            f"cannot be asked whether it did. It is not sent again on its own; its money stays held. {who}: choose "
+            "**Send again** (it may be billed twice) or **Release** (nothing charged) with the buttons below."
+        )
+        try:
+            await self._channel(job.channel_id).send(
+                content,
+                view=unsure_view(job.id),
+                reference=reference,
+                nonce=f"un{job.id}-{job.attempts}-{int(job.started_at or 0)}",
+                allowed_mentions=discord.AllowedMentions(
+                    everyone=False,
+                    users=[discord.Object(user) for user in {job.user_id, *([owner] if owner else [])}],
+                    roles=[discord.Object(r) for r in roles],
+                ),
+            )
+        except discord.HTTPException as error:
+            log.warning("job %s: could not tell the managers it waits for them: %s", job.id, error)
 
     # ------------------------------------------------------------------ results
 

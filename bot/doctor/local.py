@@ -274,9 +274,12 @@ def check_disk(settings: Settings, free_bytes: Callable[[Path], int]) -> CheckRe
     fix = "Free some space there, or move LIKENESS_DATA_DIR to a larger disk (stop the bot, move the folder, set it)."
     if free < DISK_FAILURE_BYTES:
         return failure(
-            name, f"only {found} (under {human_bytes(DISK_FAILURE_BYTES)}: uploads and renders will fail).", fix,
+            name,
+            f"the disk is full: only {found} (under {human_bytes(DISK_FAILURE_BYTES)}: uploads and renders will fail "
+            "with ENOSPC; finished clips wait, kept at the provider, and are stored and posted once there is room).",
+            fix,
             free_bytes=free,
-        )  # fmt: skip
+        )
     if free < DISK_WARNING_BYTES:
         return warning(name, f"only {found} (under {human_bytes(DISK_WARNING_BYTES)}).", fix, free_bytes=free)
     return ok(name, found, free_bytes=free)

@@ -15,6 +15,7 @@ class Progress:
     position: int | None = None  # place in line while queued (1 = next)
     eta_seconds: float | None = None  # until the result, best guess
     progress: float | None = None  # 0..1 when the provider reports it
+    waiting: str | None = None  # why the job is waiting in its state: "waiting for provider capacity"
 
 
 class Delivery(Protocol):

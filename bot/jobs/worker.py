@@ -4,18 +4,26 @@ One asyncio task per job that holds a provider slot. Every step is written to th
 next begins, so a crash at any point resumes where it was:
 - `queued` -> `submitting` pins the provider account the job is sent with (`Job.account`: the bot's key or the
   server's key of that moment); every later step uses that account, even if the server's key changes meanwhile;
-- `submitting`: the provider is first asked for a task with this job's idempotency key (`find`), and only
-  submitted to when it has none, so a job is never submitted twice;
+- `submitting`: `submit_sent` is written before a submit goes out and cleared once its answer (or a refusal that
+  proves it never arrived) is recorded. A job whose submit may have reached the provider is never simply sent
+  again: a provider that can look the job up (`find`, Kling's external_task_id) is asked first; one that cannot
+  (fal, Runway) leaves the job `unsure`, its money held, until a manager sends it again or releases it (a free
+  provider is just sent again);
 - `running`: polling resumes from the stored task id;
 - `downloading`: the provider is polled again for the result's (fresh) URL;
 - `delivering`: the result is looked for in the channel before posting, and posting is idempotent, and
   the result message id is written in the same statement that marks the job done.
+
+A provider that is full or busy (429, 503, Kling 1302/1303) is a queue, not a failure: the job waits its
+retry-after in the same state, counted against `max_wait_seconds` in a row rather than `max_attempts`, and so
+does a paid result that cannot be stored or posted for a while (a full disk, any OSError).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import io
 import logging
 import math
@@ -37,6 +45,7 @@ from bot.metrics import Metrics
 from bot.providers.base import (
     Artifact,
     FinalError,
+    OutcomeUnknownError,
     PollResult,
     Provider,
     ProviderError,
@@ -54,7 +63,8 @@ from storage.ledger import Settlement
 
 log = logging.getLogger(__name__)
 
-RATE_LIMIT_PATIENCE = 5  # a full provider is a queue: rate-limit retries get this many times the attempts
+CAPACITY = "waiting for provider capacity"  # what the status says while a full or busy provider is waited for
+DISK = "waiting for disk space"
 
 EARLY_NUDGE_SECONDS = 120.0  # a callback before the worker resumed its job (after a start) counts this long
 ACTIVE = (JobState.SUBMITTING, JobState.RUNNING, JobState.DOWNLOADING, JobState.DELIVERING)
@@ -69,6 +79,7 @@ class WorkerConfig:
     position_interval: float = 5.0  # how often queue positions are re-announced
     late_check_interval: float = 300.0  # how often renders the bot gave up on are looked at again
     late_check_window: float = 86400.0  # ... and for how long after giving up
+    max_wait_seconds: float = 6 * 3600.0  # a full or busy provider (or a full disk) is waited for this long in a row
 
 
 class Worker:
@@ -99,7 +110,6 @@ class Worker:
         self._early_nudges: dict[int, float] = {}  # job -> when it was called back before this worker drove it
         self._late_nudged: set[int] = set()  # called back while not driven: maybe a render the bot gave up on
         self._announced_places: dict[int, int | None] = {}
-        self._fresh: set[int] = set()  # jobs taken from the queue by this worker and not yet sent
         self.per_user_by_guild: Callable[[], dict[int, int]] = dict  # servers' own running caps
         # (provider, job id) -> the URL the provider may call back on, for providers that take one; None: poll only
         self.callback_url_for: Callable[[str, int], str] | None = None
@@ -214,10 +224,9 @@ class Worker:
             except ProviderError:
                 account = None  # the server's key does not open: the job's first step says so to the member
             started = await self._move(
-                job.id, [JobState.QUEUED], JobState.SUBMITTING, started_at=self.clock(), account=account
+                job.id, [JobState.QUEUED], JobState.SUBMITTING, started_at=self.clock(), account=account, submit_sent=0
             )
             if started is not None:
-                self._fresh.add(job.id)
                 self._last_start[job.guild_id] = self.clock()
                 self._announced_places.pop(job.id, None)
                 self._drive(started)
@@ -259,7 +268,7 @@ class Worker:
         set_logging_context(job_id=job.id, guild_id=job.guild_id)  # this task's log lines say which job
         try:
             current: Job | None = job
-            while current is not None and not current.state.finished:
+            while current is not None and current.state.active:  # finished, or left to a manager (unsure)
                 current = await self._step(current)
             if current is not None and current.account:  # a server key replaced meanwhile may be unneeded now
                 await self.providers.purge_retired()
@@ -288,6 +297,9 @@ class Worker:
         try:
             # inside the try: a server key that no longer opens is a final error the member can read
             provider = await self._provider_of(job)
+            if job.state is JobState.SUBMITTING and job.submit_sent and self._needs_manager(job, provider):
+                # the process stopped while a submit was out (or its outcome was unknown): the provider may have it
+                return await self._unsure(job, None)
             if job.cancel_requested and job.state in (JobState.SUBMITTING, JobState.RUNNING):
                 return await self._cancel(job, provider)
             if job.state is JobState.SUBMITTING:
@@ -304,6 +316,11 @@ class Worker:
             return await self._retry_later(job, error)
         except FinalError as error:
             return await self._fail(job, error)
+        except OSError as error:
+            if job.state not in (JobState.DOWNLOADING, JobState.DELIVERING):
+                raise
+            # A paid result survives a bad moment: a full disk, a file that could not be written or read
+            return await self._retry_later(job, _storage_error(job, error))
         raise RuntimeError(f"job {job.id} is {job.state}, which the worker does not drive")
 
     async def _provider_of(self, job: Job) -> Provider:
@@ -311,7 +328,7 @@ class Worker:
         try:
             return await self.providers.for_job(job.guild_id, job.provider, job.account)
         except AccountGoneError:
-            if job.state is not JobState.SUBMITTING or job.attempts > 0:
+            if job.state is not JobState.SUBMITTING or job.submit_sent:
                 raise
             # its server's key changed just as it left the queue, before anything was sent: send it on the new one
             provider, account = await self.providers.resolve(job.guild_id, job.provider)
@@ -319,13 +336,22 @@ class Worker:
             return provider
 
     async def _submit(self, job: Job, provider: Provider) -> Job | None:
-        # A job this worker just took from the queue was never sent; any other (resumed after a restart, or a
-        # retry after an unclear answer) may have been: ask the provider first, so nothing is paid twice.
-        fresh = job.id in self._fresh and job.attempts == 0
-        self._fresh.discard(job.id)
-        submission = None if fresh else await provider.find(job.id)
+        # A submit may have been sent before (a restart, an answer lost): ask the provider first, so nothing is paid
+        # twice. A provider that cannot be asked was handled in `_step` (the job is left to a manager).
+        submission = await provider.find(job.id) if job.submit_sent and provider.capabilities.findable else None
         if submission is None:
-            submission = await provider.submit(await self._request(job, provider))
+            request = await self._request(job, provider)
+            await self.jobs.update(job.id, submit_sent=1)  # written before the request goes out
+            try:
+                submission = await provider.submit(request)
+            except OutcomeUnknownError as error:
+                if self._needs_manager(job, provider):
+                    return await self._unsure(job, error)
+                raise  # retried; the next attempt looks it up first (or a free render is simply sent again)
+            except ProviderError:
+                if not provider.capabilities.findable:  # a refusal: it certainly did not arrive
+                    await self.jobs.update(job.id, submit_sent=0)
+                raise
         return await self._move(
             job.id,
             [JobState.SUBMITTING],
@@ -333,8 +359,26 @@ class Worker:
             task_id=submission.task_id,
             status_url=submission.status_url,
             attempts=0,
+            submit_sent=0,
             next_poll_at=self.clock() + self._first_poll_delay(job),
         )
+
+    @staticmethod
+    def _needs_manager(job: Job, provider: Provider) -> bool:
+        """A submit that may have arrived cannot be looked up, and sending it again may bill it twice."""
+        return not provider.capabilities.findable and to_micros(job.cost_estimate) > 0
+
+    async def _unsure(self, job: Job, error: ProviderError | None) -> Job | None:
+        """Leave a submit that may have reached the provider to a manager: never re-sent on its own, money held."""
+        what = error.message if error is not None else "The bot stopped while this shot was being sent."
+        detail = f" (provider said: {error.detail})" if error is not None and error.detail else ""
+        log.warning("job %s: the provider may have this shot (%s%s); waiting for a manager", job.id, what, detail)
+        message = (
+            f"{what}{detail} The provider may have received it and may bill it, but it cannot be asked, so it is not "
+            "sent again on its own: a manager chooses **Send again** (sent once more, which may bill it twice) or "
+            "**Release** (not sent again, nothing charged). Its money stays held until then."
+        )
+        return await self._move(job.id, [JobState.SUBMITTING], JobState.UNSURE, error=message, next_poll_at=None)
 
     async def _poll(self, job: Job, provider: Provider) -> Job | None:
         await self._sleep_until(job, job.next_poll_at or self.clock(), nudgeable=True)
@@ -374,7 +418,9 @@ class Worker:
             )
         if job.started_at and self.clock() - job.started_at > self.config.max_render_seconds:
             return await self._give_up(job.model_copy(update={"polls": polls}))
-        updated = await self.jobs.update(job.id, polls=polls, attempts=0, next_poll_at=self._next_poll(job, polls))
+        updated = await self.jobs.update(
+            job.id, polls=polls, attempts=0, waiting_since=None, next_poll_at=self._next_poll(job, polls)
+        )
         if updated:
             await self._announce(updated, self._running_progress(updated, result))
         return updated
@@ -415,20 +461,36 @@ class Worker:
         )
 
     async def _retry_later(self, job: Job, error: RetryableError) -> Job | None:
-        attempts = job.attempts + 1
-        limit = self.config.max_attempts * (RATE_LIMIT_PATIENCE if error.rate_limited else 1)
-        if attempts >= limit:
+        now = self.clock()
+        since = job.waiting_since if job.waiting_since is not None else now
+        decision = next_retry(error, job.attempts, now - since, self.config)
+        if decision is None and error.rate_limited:
+            return await self._waited_too_long(job, error)
+        if decision is None:
             return await self._fail(
-                job, FinalError(f"{error.message} I tried {attempts} times and gave up.", detail=error.detail)
+                job, FinalError(f"{error.message} I tried {job.attempts + 1} times and gave up.", detail=error.detail)
             )
-        delay = error.retry_after if error.retry_after is not None else min(60.0, 2.0**attempts)
+        attempts, delay = decision
+        fields = {"waiting_since": since} if error.rate_limited else {}
         delay *= 1 + random.random() * 0.2  # jitter: retries of many jobs do not land together
         log.info("job %s: %s; retry %s in %.1f s", job.id, error, attempts, delay)
-        updated = await self.jobs.update(job.id, attempts=attempts, next_poll_at=self.clock() + delay)
+        if job.state is JobState.DOWNLOADING:
+            self._artifacts.pop(job.id, None)  # the next attempt asks the provider for the result's URL again
+        updated = await self.jobs.update(job.id, attempts=attempts, next_poll_at=now + delay, **fields)
         if updated is None:
             return None
+        if error.rate_limited:
+            await self._announce(updated, Progress(waiting=_waiting_for(job, error)))
         await self._sleep_until(updated, self.clock() + delay)
         return await self.jobs.get(job.id)
+
+    async def _waited_too_long(self, job: Job, error: RetryableError) -> Job | None:
+        hours = self.config.max_wait_seconds / 3600
+        waited = f"{hours:g} hours" if hours >= 1 else f"{self.config.max_wait_seconds:g} seconds"
+        reason = f"{error.message} The bot waited {waited} in a row and stopped waiting."
+        if job.state is JobState.RUNNING:  # the task exists: the provider may still finish (and bill) it
+            return await self._give_up(job, reason)
+        return await self._fail(job, FinalError(reason, detail=error.detail, code=error.code))
 
     async def _fail(self, job: Job, error: ProviderError) -> Job | None:
         # A render that succeeded was charged when it did; losing it afterwards (download, posting) is still billed.
@@ -448,15 +510,14 @@ class Worker:
             finished_at=self.clock(),
         )
 
-    async def _give_up(self, job: Job) -> Job | None:
+    async def _give_up(self, job: Job, reason: str = "The provider did not finish this shot in time.") -> Job | None:
         """Stop waiting for a render that takes too long. The provider may still finish (and bill) it, so its
         money stays held and it is looked at again for a while: a late success is charged and posted."""
         return await self._move(
             job.id,
             [JobState.RUNNING],
             JobState.FAILED,
-            error="The provider did not finish this shot in time, so the bot stopped waiting. If the provider still "
-            "finishes it today, it will be posted here.",
+            error=f"{reason} The bot stopped waiting. If the provider still finishes it today, it will be posted here.",
             polls=job.polls,
             late_check_until=self.clock() + self.config.late_check_window,
             finished_at=self.clock(),
@@ -605,6 +666,7 @@ class Worker:
     ) -> Job | None:
         """Change a job's state in the database (settling its money in the same transaction), then show it:
         every transition reaches the status message."""
+        fields.setdefault("waiting_since", None)  # a step forward ends any wait for capacity
         moved = await self.jobs.transition(job_id, allowed_from, to, settle=settle, **fields)
         if moved is not None and moved.state.finished:
             self.metrics.job_finished(moved)
@@ -617,6 +679,57 @@ class Worker:
             await self.delivery.show_status(job, progress or Progress())
         except Exception:  # a status edit must never stop a paid job
             log.exception("could not update the status of job %s", job.id)
+
+
+def next_retry(error: RetryableError, attempts: int, waited: float, config: WorkerConfig) -> tuple[int, float] | None:
+    """After a retryable error: (attempts counted, seconds to wait before the jitter), or None to give up.
+
+    A full or busy provider (`rate_limited`: 429, 503, Kling 1302/1303; also a full disk) is a queue: it does not
+    count as an attempt, and is waited for (its Retry-After, else sooner at first, then once a minute) until
+    `waited` in a row reaches `max_wait_seconds`. Any other error counts, and `max_attempts` in a row end the job.
+    (bench/provider_*.py drive their jobs with this too.)"""
+    if error.rate_limited:
+        if waited >= config.max_wait_seconds:
+            return None
+        return attempts, error.retry_after if error.retry_after is not None else min(60.0, max(2.0, waited / 2))
+    attempts += 1
+    if attempts >= config.max_attempts:
+        return None
+    return attempts, error.retry_after if error.retry_after is not None else min(60.0, 2.0**attempts)
+
+
+def _waiting_for(job: Job, error: RetryableError) -> str:
+    """What the status says while a job waits: for the provider, for disk space, or to post (Discord, an admin)."""
+    if error.code == "disk_full":
+        return DISK
+    if error.code == "io" or job.state is JobState.DELIVERING:
+        return "trying again shortly"
+    return CAPACITY
+
+
+def _storage_error(job: Job, error: OSError) -> RetryableError:
+    """An OSError while storing, reading or posting a paid result, as a wait: it is retried with back-off, in the
+    same state (so after a restart too)."""
+    full = error.errno in (errno.ENOSPC, errno.EDQUOT)
+    if full:
+        log.error(
+            "job %s: the disk is full (ENOSPC) while keeping its result (%s): free space in the data folder; the job "
+            "stays %s and is tried again",
+            job.id,
+            error,
+            job.state.value,
+        )
+    else:
+        log.error("job %s: could not store, read or post its result (%s); tried again", job.id, error)
+    message = (
+        "The bot's disk is full, so the result could not be kept yet." if full else "The result could not be kept."
+    )
+    return RetryableError(
+        f"{message} It is tried again until it works.",
+        detail=f"{type(error).__name__}: {error.strerror or error}",
+        code="disk_full" if full else "io",
+        rate_limited=True,
+    )
 
 
 def _billed(job: Job, result: PollResult) -> str:

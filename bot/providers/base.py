@@ -1,10 +1,12 @@
 """What every render provider declares and implements, and the typed errors it raises.
 
 A provider knows no Discord and no database. The worker drives it: `submit` once per job (with the job's
-idempotency key, so a crash between submit and saving the task id never submits twice: `find` looks the
-task up by that key), then `poll` until the task ends, then `fetch` the result at once (provider URLs
-expire). Errors are typed: retryable ones are retried by the worker with backoff, final ones end the job
-with the provider's own message shown to the member.
+idempotency key: where the provider can look a task up by it, `Capabilities.findable`, a crash between submit and
+saving the task id never submits twice, as `find` finds it; where it cannot, such a job waits for a manager), then
+`poll` until the task ends, then `fetch` the result at once (provider URLs expire). Errors are typed: retryable
+ones are retried by the worker with backoff (a full or busy provider, `rate_limited`, is waited for), a submit
+whose outcome is unknown is OutcomeUnknownError, final ones end the job with the provider's own message shown to
+the member.
 """
 
 from __future__ import annotations
@@ -64,6 +66,9 @@ class Capabilities:
     modes: tuple[str, ...] = ()  # quality modes where the provider has them (Kling: "std", "pro")
     image_model: str | None = None  # the model used for WorkKind.SHEET, when the provider makes images
     callbacks: bool = False  # takes a per-task callback URL (RenderRequest.callback_url): a nudge to poll now
+    # `find` really looks a task up by our job id (Kling's external_task_id): a submit whose outcome is unknown is
+    # looked up before it is sent again. False (fal, Runway): it can't be, so such a submit waits for a manager.
+    findable: bool = False
 
     @property
     def label(self) -> str:
@@ -173,6 +178,14 @@ class RetryableError(ProviderError):
         # A rate or concurrency limit (429, Kling 1302/1303): the provider is full, not failing, so the
         # worker waits much longer before it gives up on the job.
         self.rate_limited = rate_limited
+
+
+class OutcomeUnknownError(RetryableError):
+    """A submit that may have reached the provider and been accepted (and billed), with no answer to say so: a
+    read timeout, a connection dropped after the request was sent, a 5xx other than 503, an unreadable success.
+    The worker never sends it again on its own unless the provider can look the job up (`Capabilities.findable`)
+    or the render is free. Errors where the request certainly did not arrive (connect errors, 4xx, a 429 or 503
+    "busy") stay plain RetryableError or FinalError."""
 
 
 class FinalError(ProviderError):

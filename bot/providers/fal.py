@@ -27,7 +27,10 @@ Reference images travel inline as base64 data URIs. fal documents uploads to its
 images keep the bot free of a second, stateful upload API. The images are kept within 2 MB each (after the
 worker's provider prep) so a shot of 7 references stays a request of at most ~19 MB.
 
-`find` cannot look a task up by our job id (see `find`), so a submit whose answer was lost can be sent again.
+`find` cannot look a task up by our job id (see `find`). So a submit whose outcome is unknown (a read timeout, a
+connection dropped after the request went out, a 5xx other than 503, an unreadable success) raises
+OutcomeUnknownError, and the worker never sends it again without a manager's press; a refusal that proves it did not
+arrive (no connection, a 4xx, a 429 or 503 "busy") stays a plain error and is retried or reported.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ from bot.providers.base import (
     ElementSyntax,
     FinalError,
     KeyOwner,
+    OutcomeUnknownError,
     PollResult,
     ProviderError,
     ReferenceImage,
@@ -65,7 +69,7 @@ from bot.providers.base import (
     TaskStatus,
     WorkKind,
 )
-from bot.providers.http import KEY_REFUSED, TooLargeError, read_capped, timed_request
+from bot.providers.http import KEY_REFUSED, TooLargeError, may_have_arrived, read_capped, timed_request
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +177,10 @@ class FalProvider:
         timeout: float = 30.0,
         max_download_bytes: int = 200 * 1024 * 1024,
         owner: KeyOwner = BOT_KEYS,
+        download_deadline: float = 600.0,
     ) -> None:
+        """`download_deadline`: seconds a whole result download may take (each read has `timeout`); past it the
+        download is retried, so a host that drips bytes cannot hold a job and its slot."""
         if not key.strip():
             raise ValueError("a fal.ai key is needed")
         self._owner = owner
@@ -191,6 +198,7 @@ class FalProvider:
         self.video_model = video_model
         self.image_model = image_model
         self._max_download = max_download_bytes
+        self._download_deadline = download_deadline
         self._client = httpx.AsyncClient(timeout=httpx.Timeout(timeout), follow_redirects=False)
         self.capabilities = Capabilities(
             name="fal",
@@ -215,6 +223,7 @@ class FalProvider:
             typical_seconds=TYPICAL_SECONDS,
             image_model=image_model,
             callbacks=True,
+            findable=False,  # no lookup by our job id: a submit whose outcome is unknown waits for a manager
         )
 
     # ----------------------------------------------------------------------------------------------------------
@@ -229,7 +238,10 @@ class FalProvider:
         response = await self._request("POST", url, content=content, params=params, submitting=True)
         if not response.is_success:
             raise self._http_error(response, stage="submit", endpoint=endpoint)
-        data = _json_object(response)
+        try:
+            data = _json_object(response)
+        except RetryableError as error:  # a success we cannot read: fal may well have queued it
+            raise OutcomeUnknownError(error.message, detail=error.detail, code="bad_answer") from None
         request_id = str(data.get("request_id") or "").strip()
         if not request_id:
             raise FinalError(
@@ -243,10 +255,10 @@ class FalProvider:
 
     async def find(self, job_id: int) -> Submission | None:
         """Always None: fal's queue has no lookup by a client's key and no idempotency key or metadata field on
-        submit (reference/providers.md §2.2), so a task submitted before a crash cannot be found by our job id.
-        Two windows remain: a submit whose answer never arrived (a timeout after fal queued it), and a crash
-        between the answer and the worker saving it. The worker then submits again, and fal renders (and bills)
-        that shot twice. Once the answer is stored, the task is followed by its stored URLs, never resubmitted."""
+        submit (reference/providers.md §2.2), so a task submitted before a crash cannot be found by our job id
+        (`Capabilities.findable` is False). A submit whose answer never arrived, or a crash between the answer and
+        the worker saving it, leaves the job to a manager (JobState.UNSURE) rather than paying twice. Once the
+        answer is stored, the task is followed by its stored URLs, never resubmitted."""
         return None
 
     async def poll(self, submission: Submission) -> PollResult:
@@ -292,7 +304,10 @@ class FalProvider:
             f"The result from fal.ai is larger than this bot accepts ({limit_mb:g} MB).", code="too_large"
         )
         try:
-            async with self._client.stream("GET", url, follow_redirects=True) as response:
+            async with (
+                asyncio.timeout(self._download_deadline),
+                self._client.stream("GET", url, follow_redirects=True) as response,
+            ):
                 if response.status_code in (403, 404, 410):
                     raise FinalError(
                         "The result's download link at fal.ai has expired; the clip is no longer available.",
@@ -305,6 +320,11 @@ class FalProvider:
                     data = await read_capped(response, self._max_download)
                 except TooLargeError:
                     raise too_large from None
+        except TimeoutError:
+            raise RetryableError(
+                f"Downloading the result from fal.ai took longer than {self._download_deadline:g} s; I'll try again.",
+                code="download_deadline",
+            ) from None
         except httpx.TimeoutException as error:
             raise RetryableError(
                 "Downloading the result from fal.ai timed out; I'll try again.", detail=type(error).__name__
@@ -491,15 +511,17 @@ class FalProvider:
             headers["Content-Type"] = "application/json"
         try:
             return await self._client.request(method, url, content=content, params=params, headers=headers)
-        except httpx.TimeoutException as error:
-            # A submit that timed out may still have been queued at fal: the retry can render the shot twice.
-            note = " (it may have been queued; fal has no way to check)" if submitting else ""
-            raise RetryableError(
-                "fal.ai did not answer in time; I'll try again.",
-                detail=f"{type(error).__name__}{note}",
-                code="timeout",
-            ) from error
         except httpx.TransportError as error:
+            if submitting and may_have_arrived(error):  # fal may have queued it: never simply sent again
+                raise OutcomeUnknownError(
+                    "fal.ai did not answer after the shot was sent.",
+                    detail=f"{type(error).__name__}: fal may have queued it, and cannot be asked",
+                    code="timeout" if isinstance(error, httpx.TimeoutException) else "network",
+                ) from error
+            if isinstance(error, httpx.TimeoutException):
+                raise RetryableError(
+                    "fal.ai did not answer in time; I'll try again.", detail=type(error).__name__, code="timeout"
+                ) from error
             raise RetryableError(
                 "Could not reach fal.ai; I'll try again.", detail=type(error).__name__, code="network"
             ) from error
@@ -640,6 +662,20 @@ class FalProvider:
                 code=(_text(body.get("error_type")) if isinstance(body, dict) else "") or "rate_limited",
                 retry_after=_retry_after(response.headers.get("retry-after")),
                 rate_limited=full,
+            )
+        if code == 503:  # busy: fal did not take the request
+            return RetryableError(
+                "fal.ai is busy right now; I'll try again shortly.",
+                detail=words or f"HTTP {code}",
+                code=(_text(body.get("error_type")) if isinstance(body, dict) else "") or "unavailable",
+                retry_after=_retry_after(response.headers.get("retry-after")),
+                rate_limited=True,
+            )
+        if code >= 500 and stage == "submit":  # it may have been queued before fal failed to answer
+            return OutcomeUnknownError(
+                "fal.ai had a server problem while taking the shot.",
+                detail=words or f"HTTP {code}",
+                code=(_text(body.get("error_type")) if isinstance(body, dict) else "") or "server_error",
             )
         if code >= 500:
             return RetryableError(

@@ -31,6 +31,15 @@ async def read_capped(response: httpx.Response, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
+def may_have_arrived(error: BaseException) -> bool:
+    """Whether a request that failed with `error` may still have reached the server whole (and been acted on).
+    Only failures before anything was sent are certain: no connection (refused, DNS, TLS, connect timeout), no
+    free connection in the pool, a proxy or a URL that could not be used. A read or write timeout, a connection
+    that dropped after the request went out, an overall deadline: the server may have it."""
+    certain = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError, httpx.UnsupportedProtocol)
+    return not isinstance(error, certain)
+
+
 # `ProviderError.code` of a `ping()` whose key the provider refused (401, or its own auth code).
 KEY_REFUSED = "key_refused"
 

@@ -148,6 +148,7 @@ VALIDATION_CODES = frozenset({1200, 1201, 1202, 1203})
 SAFETY_CODES = frozenset({1300, 1301})
 BUSY_CODES = frozenset({1302, 1303})
 SERVER_CODES = frozenset({5000, 5001, 5002})
+UNAVAILABLE_CODES = frozenset({5001, 5002})  # temporarily unavailable (maintenance), internal timeout (backlog)
 _MAX_BUSY_DELAY = 30.0
 _RISK_WORDS = ("risk", "safety", "sensitive", "inappropriate", "violat", "moderat", "nsfw", "policy")
 _NOT_FOUND_WORDS = ("not found", "not exist", "does not exist", "no such")
@@ -285,6 +286,7 @@ class KlingProvider:
         clock: Callable[[], float] = time.time,
         external_id_prefix: str = "",
         owner: KeyOwner = BOT_KEYS,
+        download_deadline: float = 600.0,
     ) -> None:
         """`external_id_prefix` is put before the job id in `external_task_id`: give each install its own, so a
         fresh database (job ids from 1 again) never finds an old install's tasks on the same account."""
@@ -309,6 +311,7 @@ class KlingProvider:
         self._mode = mode
         self._timeout = timeout
         self._max_download = max_download_bytes
+        self._download_deadline = download_deadline  # a whole result download; each read has `timeout`
         self._clock = clock
         self._prefix = external_id_prefix
         self._client: httpx.AsyncClient | None = None
@@ -345,6 +348,7 @@ class KlingProvider:
             cancel_stops_billing=False,  # no cancel endpoint: the task renders and is billed
             image_model=image_model,
             callbacks=True,
+            findable=True,  # external_task_id: a submit whose answer was lost is looked up, never paid twice
         )
 
     # ----------------------------------------------------------------------------------------------------------
@@ -415,7 +419,10 @@ class KlingProvider:
         too_large = FinalError(f"Kling's result is larger than the bot accepts ({limit_mb}).", code="too_large")
         try:
             # No Authorization header: result links are public CDN URLs, and the token stays with the API host.
-            async with self._http().stream("GET", artifact.url, follow_redirects=True) as response:
+            async with (
+                asyncio.timeout(self._download_deadline),
+                self._http().stream("GET", artifact.url, follow_redirects=True) as response,
+            ):
                 status = response.status_code
                 if status in (403, 404, 410):
                     raise FinalError(EXPIRED_MESSAGE, detail=f"HTTP {status}", code="expired")
@@ -431,6 +438,11 @@ class KlingProvider:
                     data = await read_capped(response, self._max_download)
                 except TooLargeError:
                     raise too_large from None
+        except TimeoutError:
+            raise RetryableError(
+                f"Kling's download took longer than {self._download_deadline:g} s; the bot will try again.",
+                code="download_deadline",
+            ) from None
         except httpx.TimeoutException as error:
             raise RetryableError(
                 "Kling's download did not answer in time; the bot will try again.", detail=type(error).__name__
@@ -779,7 +791,7 @@ class KlingProvider:
             )
         if code in SAFETY_CODES:
             return FinalError(SAFETY_MESSAGE, detail=said, code=tag)
-        if code in BUSY_CODES or (code is None and status == 429):
+        if code in BUSY_CODES or (code is None and status in (429, 503)):
             return self._busy_error(code, said, tag, response, job_id)
         if code in SERVER_CODES or status >= 500:
             return RetryableError(
@@ -787,6 +799,7 @@ class KlingProvider:
                 detail=said,
                 code=tag,
                 retry_after=_retry_after(response),
+                rate_limited=code in UNAVAILABLE_CODES,  # maintenance or a backlog: waited for, like a full account
             )
         if status == 404 or code == 1203 or any(word in said.lower() for word in _NOT_FOUND_WORDS):
             return _NotFound(VALIDATION_MESSAGE, detail=said, code=tag)

@@ -127,6 +127,7 @@ class LocalProvider:
             typical_seconds=max(0.0, delay) + _TYPICAL_RENDER_SECONDS,
             display_name="Local",
             image_model=SHEET_MODEL,
+            findable=True,  # a task's folder is named by its job id
         )
         self._tasks = Path(work_dir) / "tasks"
         self._delay = max(0.0, delay)

@@ -9,7 +9,10 @@
 - Result URLs expire within 24-48 h: the worker downloads at once, and a later poll gives fresh URLs.
 
 Errors: 400/401/403/404 are final (with Runway's own words as the detail, the key never echoed); 408/409/429
-and 5xx, timeouts and network errors are retryable (Retry-After honoured). A FAILED task is always final for
+and 5xx, timeouts and network errors are retryable (Retry-After honoured), 429 and 503 as "busy" (the worker
+waits for capacity). Runway cannot be asked whether a task was created for a job (no idempotency key, no task
+list), so a create whose outcome is unknown (a timeout or a dropped connection after it was sent, a 5xx other
+than 503, an unreadable success) raises OutcomeUnknownError: the worker never sends it again on its own. A FAILED task is always final for
 the worker (it cannot be polled back to life): its message says when re-rolling the shot may work, and the
 error code keeps Runway's `failureCode`.
 """
@@ -41,6 +44,7 @@ from bot.providers.base import (
     CostModel,
     FinalError,
     KeyOwner,
+    OutcomeUnknownError,
     PollResult,
     ReferenceImage,
     RenderRequest,
@@ -49,7 +53,7 @@ from bot.providers.base import (
     TaskStatus,
     WorkKind,
 )
-from bot.providers.http import KEY_REFUSED, TooLargeError, read_capped, timed_request
+from bot.providers.http import KEY_REFUSED, TooLargeError, may_have_arrived, read_capped, timed_request
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +104,9 @@ class RunwayProvider:
         timeout: float = 30.0,
         max_download_bytes: int = 200 * 1024 * 1024,
         owner: KeyOwner = BOT_KEYS,
+        download_deadline: float | None = None,
     ) -> None:
+        """`download_deadline`: seconds a whole result download may take (default ten `timeout`s)."""
         if not api_key.strip():
             raise ValueError("a Runway API key is needed")
         self._owner = owner
@@ -137,12 +143,14 @@ class RunwayProvider:
             ),
             typical_seconds=TYPICAL_SECONDS,
             image_model=image_model,
+            findable=False,  # no lookup by our job id: a create whose outcome is unknown waits for a manager
         )
         self._api_key = api_key.strip()
         self._base_url = base_url.rstrip("/")
         self._video_model = video_model
         self._image_model = image_model
         self._timeout = timeout
+        self._download_deadline = download_deadline or timeout * _DOWNLOAD_DEADLINE_FACTOR
         self._max_download_bytes = max_download_bytes
         self._api_headers = {
             "Authorization": f"Bearer {self._api_key}",
@@ -171,8 +179,8 @@ class RunwayProvider:
         else:
             raise FinalError(f"Runway cannot make {request.kind.value} jobs.", code="invalid")
         # No retry here: a POST that timed out may still have created (and billed) a task, and Runway has no
-        # idempotency key to find it by (see `find`). The worker decides whether to send it again.
-        data = await self._api("POST", path, json_body=body)
+        # idempotency key to find it by (see `find`): such a POST raises OutcomeUnknownError (never re-sent).
+        data = await self._api("POST", path, json_body=body, creating=True)
         task_id = data.get("id")
         if not isinstance(task_id, str) or not task_id:
             # The task may exist; sending it again could bill twice, so this is not retryable.
@@ -186,8 +194,8 @@ class RunwayProvider:
 
     async def find(self, job_id: int) -> Submission | None:
         # Runway takes no idempotency key or metadata on a task and has no endpoint that lists tasks, so a task
-        # submitted just before a crash (before the worker saved its id) cannot be found again: the worker will
-        # submit once more, and that orphan task runs and is billed. A documented risk of this provider.
+        # submitted just before a crash (before the worker saved its id) cannot be found again
+        # (`Capabilities.findable` is False): the worker leaves such a job to a manager instead of paying twice.
         return None
 
     async def poll(self, submission: Submission) -> PollResult:
@@ -224,7 +232,7 @@ class RunwayProvider:
             raise FinalError("This result link is not a web address.", code="bad_url")
         self._check_open()
         try:
-            async with asyncio.timeout(self._timeout * _DOWNLOAD_DEADLINE_FACTOR):
+            async with asyncio.timeout(self._download_deadline):
                 return await self._download(artifact.url)
         except (TimeoutError, httpx.TimeoutException):
             raise RetryableError("Downloading the result from Runway timed out.", code="timeout") from None
@@ -336,22 +344,41 @@ class RunwayProvider:
             raise RetryableError("The Runway connection is shutting down; try again in a moment.", code="closing")
 
     async def _api(
-        self, method: str, path: str, *, json_body: dict[str, Any] | None = None, expect_json: bool = True
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: dict[str, Any] | None = None,
+        expect_json: bool = True,
+        creating: bool = False,
     ) -> dict[str, Any]:
-        """One API call: the JSON object it answered, or a typed error. Every call has an overall deadline."""
+        """One API call: the JSON object it answered, or a typed error. Every call has an overall deadline.
+        `creating`: a POST that makes a paid task, whose unknown outcome is OutcomeUnknownError."""
         self._check_open()
         try:
             async with asyncio.timeout(self._timeout):
                 response = await self._client.request(
                     method, self._base_url + path, json=json_body, headers=self._api_headers
                 )
-        except (TimeoutError, httpx.TimeoutException):
-            raise RetryableError("Runway did not answer in time.", code="timeout") from None
-        except httpx.TransportError as error:
+        except (TimeoutError, httpx.TransportError) as error:
+            if creating and may_have_arrived(error):
+                raise OutcomeUnknownError(
+                    "Runway did not answer after the shot was sent.",
+                    detail=f"{type(error).__name__}: Runway may have started it, and cannot be asked",
+                    code="timeout" if isinstance(error, TimeoutError | httpx.TimeoutException) else "network",
+                ) from None
+            if isinstance(error, TimeoutError | httpx.TimeoutException):
+                raise RetryableError("Runway did not answer in time.", code="timeout") from None
             raise RetryableError(
                 "I couldn't reach Runway.", detail=self._redact(type(error).__name__), code="network"
             ) from None
         if response.status_code >= 300:
+            if creating and response.status_code >= 500 and response.status_code != 503:
+                raise OutcomeUnknownError(
+                    "Runway had a server problem while taking the shot.",
+                    detail=self._redact(_error_text(response)) or f"HTTP {response.status_code}",
+                    code=f"http_{response.status_code}",
+                )
             self._raise_for(response)
         if not expect_json or response.status_code == 204:
             return {}
@@ -360,7 +387,8 @@ class RunwayProvider:
         except (json.JSONDecodeError, UnicodeDecodeError):
             data = None
         if not isinstance(data, dict):
-            raise RetryableError(
+            unreadable = OutcomeUnknownError if creating else RetryableError  # a success: the task may exist
+            raise unreadable(
                 "Runway gave an answer I don't understand.",
                 detail=self._redact(_clip(response.text)),
                 code="bad_response",
@@ -392,6 +420,14 @@ class RunwayProvider:
                 "I'll try again later.",
                 detail=said,
                 code="rate_limited",
+                retry_after=retry_after(response.headers),
+                rate_limited=True,
+            )
+        if status == 503:  # busy: Runway did not take the request
+            raise RetryableError(
+                "Runway is busy or having trouble right now.",
+                detail=said or f"HTTP {status}",
+                code=f"http_{status}",
                 retry_after=retry_after(response.headers),
                 rate_limited=True,
             )

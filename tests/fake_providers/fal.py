@@ -355,6 +355,11 @@ class FakeFal:
         self.locked_balance = False
         self.flag_nsfw = False  # image outputs come back flagged by the safety checker
         self.stall_next = 0.0  # extra seconds before the next queue answer (client timeouts)
+        # the next N submits are queued (and would be billed) but their answer never comes until stop(): a lost answer
+        self.lose_submit_answers = 0
+        self._answers_lost = asyncio.Event()
+        self.drip_downloads = 0  # the next N result downloads send one byte every `drip_seconds` (a slow host)
+        self.drip_seconds = 0.05
         self.webhook_after: float | None = None  # seconds after a submit with a webhook that it completes
         self.webhook_deliveries: list[tuple[str, int]] = []  # (url, the receiver's status)
         self._webhook_tasks: set[asyncio.Task[None]] = set()
@@ -385,6 +390,7 @@ class FakeFal:
         self._port = sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
+        self._answers_lost.set()
         for task in self._webhook_tasks:
             task.cancel()
         if self._runner is not None:
@@ -471,7 +477,11 @@ class FakeFal:
                 return self._cancel(queued)
             return web.json_response({"detail": "Method not allowed"}, status=405)
         if request.method == "POST":
-            return self._submit(request, path.lstrip("/"), body, raw)
+            answer = self._submit(request, path.lstrip("/"), body, raw)
+            if answer.status == 200 and self.lose_submit_answers > 0:
+                self.lose_submit_answers -= 1
+                await self._answers_lost.wait()  # queued at fal; the client gives up waiting for the answer
+            return answer
         return web.json_response({"detail": "Not found"}, status=404)
 
     def _rate_limited(self) -> web.Response:
@@ -628,6 +638,16 @@ class FakeFal:
         media = self.files.get(token)
         if media is None or media.expired:
             return web.json_response({"detail": "File not found"}, status=404)
+        if self.drip_downloads > 0:
+            self.drip_downloads -= 1
+            response = web.StreamResponse(headers={"Content-Type": media.content_type})
+            response.enable_chunked_encoding()
+            await response.prepare(request)
+            for index in range(len(media.data)):  # one byte at a time: each read is quick, the whole never ends
+                await response.write(media.data[index : index + 1])
+                await asyncio.sleep(self.drip_seconds)
+            await response.write_eof()
+            return response
         if not self.chunked_results:
             return web.Response(body=media.data, content_type=media.content_type)
         response = web.StreamResponse(headers={"Content-Type": media.content_type})

@@ -175,6 +175,9 @@ class FakeRunway:
         self.server_error_retry_after: str | None = None
         self.stall_next = 0
         self.stall_seconds = 1.0
+        # the next N creates make (and would bill) a task but their answer never comes until stop(): a lost answer
+        self.lose_create_answers = 0
+        self._answers_lost = asyncio.Event()
         self.malformed_next = 0
         self.output_errors_next = 0  # the result host answers 503 this many times
         self.output_size: int | None = None  # pad results to this many bytes
@@ -221,6 +224,7 @@ class FakeRunway:
         return self.url
 
     async def stop(self) -> None:
+        self._answers_lost.set()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -332,7 +336,11 @@ class FakeRunway:
         self._check_prompt(body.get("promptText"), required=False)
         self._check_seed(body.get("seed"))
         self._rate_limit()
-        return self._create("image_to_video", body)
+        created = self._create("image_to_video", body)
+        if self.lose_create_answers > 0:
+            self.lose_create_answers -= 1
+            await self._answers_lost.wait()  # the task exists; the client gives up waiting for the answer
+        return created
 
     async def _text_to_image(self, request: web.Request) -> web.StreamResponse:
         body = self._body(request[BODY])
