@@ -75,10 +75,10 @@ async def test_upgrade_from_every_earlier_version(tmp_path: Path, start: int) ->
 
 
 async def test_the_jobs_rebuild_keeps_jobs_and_their_money(tmp_path: Path) -> None:
-    """Migration 010 rebuilds the jobs table the ledger refers to: rows, ledger links and foreign keys survive, and a
+    """Migration 011 rebuilds the jobs table the ledger refers to: rows, ledger links and foreign keys survive, and a
     job caught mid-submit is marked as possibly sent (looked up, or left to a manager, never simply re-sent)."""
     db = await Database.open(tmp_path / "db.sqlite3")
-    await db.migrate(MIGRATIONS[:9])
+    await db.migrate(MIGRATIONS[:10])
     for statement in SEED_AT[1]:
         await db.execute(statement)
     columns = (
@@ -96,7 +96,7 @@ async def test_the_jobs_rebuild_keeps_jobs_and_their_money(tmp_path: Path) -> No
             "VALUES (1, 42, ?, 'reserve', 560000, '2026-12-03', 1.0)",
             (job_id,),
         )
-    assert await db.migrate() == [10]
+    assert await db.migrate() == [11]
     rows = await db.fetchall("SELECT id, state, submit_sent, waiting_since FROM jobs ORDER BY id")
     assert [tuple(r) for r in rows] == [(1, "submitting", 1, None), (2, "running", 0, None), (3, "done", 0, None)]
     assert await db.fetchall("PRAGMA foreign_key_check") == []
