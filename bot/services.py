@@ -6,7 +6,7 @@ import functools
 import logging
 import secrets
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -29,6 +29,7 @@ from bot.references import ReferenceService
 from bot.secret_box import SecretBox
 from bot.server_settings import ServerSettings
 from bot.sheets import SheetService
+from bot.upload_gate import UploadGate
 from storage import Storage
 
 log = logging.getLogger(__name__)
@@ -174,6 +175,7 @@ class Services:
     cards: CharacterCards
     budget: Budget
     moderator: Moderator
+    gate: UploadGate = field(default_factory=lambda: UploadGate(1))  # the memory bound on image work
 
     @classmethod
     async def build(cls, settings: Settings) -> Services:
@@ -190,8 +192,10 @@ class Services:
         moderator = Moderator(storage, rules_of=server_settings.cached_rules)
         library = Library(storage, screen=moderator.screen_member_text)
         remover = BackgroundRemover(choose_cleanup_model(settings), settings.model_dir, settings.cleanup_workers)
+        # one bound for the whole process on the memory-heavy image work: uploads, card imports and sheets
+        gate = UploadGate(settings.cleanup_workers)
         http = httpx.AsyncClient(follow_redirects=True, headers={"User-Agent": "Likeness (self-hosted Discord bot)"})
-        references = ReferenceService(storage, library, remover, intake_limits(settings), http)
+        references = ReferenceService(storage, library, remover, intake_limits(settings), http, gate)
         provider_keys = ProviderKeys(storage, secret_box(settings), providers, audit=storage.audit)
         providers.server_keys = provider_keys
         if settings.default_provider not in providers.names():
@@ -212,16 +216,17 @@ class Services:
             storage,
             library,
             references,
-            SheetService(storage),
+            SheetService(storage, gate),
             remover,
             http,
             providers,
             animate,
             server_settings,
             provider_keys,
-            CharacterCards(storage, library, CardLimits.for_images(intake_limits(settings)), http),
+            CharacterCards(storage, library, CardLimits.for_images(intake_limits(settings)), http, gate),
             budget,
             moderator,
+            gate=gate,
         )
 
     async def close(self) -> None:
