@@ -18,6 +18,7 @@ from bot.character_card import CardLimits
 from bot.config import Settings, SettingsError
 from bot.imaging.cleanup import BackgroundRemover
 from bot.imaging.intake import IntakeLimits
+from bot.imaging.scale import return_freed_memory
 from bot.library import Library
 from bot.models import model_file
 from bot.moderation import Moderator
@@ -194,6 +195,7 @@ class Services:
         remover = BackgroundRemover(choose_cleanup_model(settings), settings.model_dir, settings.cleanup_workers)
         # one bound for the whole process on the memory-heavy image work: uploads, card imports and sheets
         gate = UploadGate(settings.cleanup_workers)
+        return_freed_memory()  # and what that work frees goes back to the system, not into glibc's heaps
         http = httpx.AsyncClient(follow_redirects=True, headers={"User-Agent": "Likeness (self-hosted Discord bot)"})
         references = ReferenceService(storage, library, remover, intake_limits(settings), http, gate)
         provider_keys = ProviderKeys(storage, secret_box(settings), providers, audit=storage.audit)

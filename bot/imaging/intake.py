@@ -26,7 +26,7 @@ from PIL import (
 )
 
 from bot.errors import UserFacingError
-from bot.imaging.scale import MAX_SIDE, SHRINKABLE, fit_within, shrink
+from bot.imaging.scale import MAX_SIDE, SHRINKABLE, draft_size, shrink
 
 ACCEPTED = "PNG, JPEG, WebP, GIF or AVIF"
 ACCEPTED_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".gif", ".avif"})
@@ -323,7 +323,7 @@ def decode(data: bytes, limits: IntakeLimits) -> DecodedImage:
             notes.append(NOTE_FIRST_FRAME)
             image.seek(0)
         if source_format == "JPEG":
-            image.draft(None, fit_within(image.size, box))  # DCT scaling: decoded at 1/2, 1/4 or 1/8 already
+            image.draft(None, draft_size(image.size, box))  # DCT scaling: decoded at 1/2, 1/4 or 1/8 already
         image.load()
         orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
         sixteen_bit_png = _is_16_bit_png(source_format, data)
