@@ -216,10 +216,9 @@ async def uploads(folder: Path, files: list[Path], content_type: str) -> dict[st
     )
     seconds = time.perf_counter() - start
     methods = sorted({result.method for result in results})
-    cutouts = [
-        view.cutout_blob or "" for c in characters for view in await storage.references.current_views(GUILD, c.id)
-    ]
-    stored = max([max(Image.open(io.BytesIO(await storage.blobs.get(digest))).size) for digest in cutouts])
+    views = [view for c in characters for view in await storage.references.current_views(GUILD, c.id)]
+    digests = [d for view in views for d in (view.original_blob, view.cleaned_blob, view.cutout_blob) if d]
+    stored = max([max(Image.open(io.BytesIO(await storage.blobs.get(digest))).size) for digest in digests])
     await http.aclose()
     remover.close()
     await storage.close()
@@ -257,7 +256,8 @@ async def card_and_sheet(folder: Path) -> dict[str, object]:
     sheet = await SheetService(storage, gate).sheet(actor, character)
     done = time.perf_counter()
     elements = await storage.references.elements(GUILD, character.id)
-    largest = max([max(Image.open(io.BytesIO(await storage.blobs.get(e.cutout_blob or ""))).size) for e in elements])
+    digests = [d for e in elements for d in (e.original_blob, e.cleaned_blob, e.cutout_blob) if d]
+    largest = max([max(Image.open(io.BytesIO(await storage.blobs.get(digest))).size) for digest in digests])
     await http.aclose()
     await storage.close()
     return {

@@ -252,3 +252,17 @@ async def test_sheet_service_loads_thumbnails_of_the_slots_and_skips_hidden_elem
     shown = [name for name in drawn if name.startswith("prop") and drawn[name] is not None]
     assert len(shown) == strip_room(20) == 6 and all(drawn[name] == tile for name in shown)
     assert len([name for name in drawn if name.startswith("prop")]) == 20  # the others still count in "+N more"
+
+
+def test_a_big_generated_sheet_is_split_at_2048_px() -> None:
+    from bot.sheet_split import split_sheet
+
+    sheet = Image.new("RGB", (4800, 2700), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for index, colour in enumerate((RED, BLUE, GREEN)):
+        left = 400 + index * 1500
+        draw.rectangle((left, 150, left + 900, 2550), fill=colour)
+    figures = split_sheet(png_of(sheet))
+    assert [f.view.value for f in figures] == ["front", "side", "three_quarter"]
+    for figure in figures:  # decoded at 2048 x 1152: each figure ~384 x 1024 with its margin, not 900 x 2400
+        assert max(figure.cutout.size) <= 1100 and figure.box[2] <= 2048
