@@ -305,7 +305,9 @@ def _damaged() -> ImageRefusedError:
 
 
 def decode(data: bytes, limits: IntakeLimits) -> DecodedImage:
-    """Decode untrusted bytes into an upright 8-bit sRGB image, or refuse. Blocking: run it in a thread."""
+    """Decode untrusted bytes into an upright 8-bit sRGB image at most `limits.max_side` px on its long side (a
+    JPEG is decoded small by its DCT; anything else is scaled down before any conversion), or refuse. The size
+    limits (short side, canvas) apply to the picture as uploaded. Blocking: run it in a thread."""
     source_format = sniff_format(data[:64])
     if source_format is None:
         raise _refuse_unknown(data[:4096])
