@@ -52,6 +52,7 @@ bench: $(STAMP_DEV) $(U2NETP)
 	$(BIN)/python -m bench.backup
 	$(BIN)/python -m bench.retention
 	$(BIN)/python -m bench.callbacks
+	LIKENESS_TEST_MODELS_DIR=$(TEST_MODELS) $(BIN)/python -m bench.memory
 
 # The production image (see Dockerfile); not part of `make test`, which needs no Docker.
 IMAGE ?= likeness:latest

@@ -28,6 +28,7 @@ from bot.errors import ConflictError
 from bot.imaging.intake import download
 from bot.library import Actor, Library, clean_description, clean_name
 from bot.references import clean_element_name
+from bot.upload_gate import UploadGate
 from storage import Storage
 from storage.characters import NameTakenError
 from storage.references import NewElement
@@ -58,11 +59,19 @@ def card_filename(name: str) -> str:
 class CharacterCards:
     """/character export and /character import, under the library's rules (visibility, names, screening)."""
 
-    def __init__(self, storage: Storage, library: Library, limits: CardLimits, http: httpx.AsyncClient) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        library: Library,
+        limits: CardLimits,
+        http: httpx.AsyncClient,
+        gate: UploadGate | None = None,
+    ) -> None:
         self._storage = storage
         self._library = library
         self._limits = limits
         self._http = http
+        self._gate = gate or UploadGate(1)
 
     async def export(self, actor: Actor, character: Character, *, max_bytes: int) -> ExportedCard:
         """The card of a character the actor can see; `max_bytes` is what the reply may carry."""
@@ -92,8 +101,17 @@ class CharacterCards:
         name, description and element names are screened like typed ones (`nsfw_allowed`: the channel's)."""
         limits = self._limits
         check_declared_card(upload.filename, upload.size, upload.content_type, limits)
-        data = await download(upload.url, upload.size, replace(limits.image, max_bytes=limits.max_bytes), self._http)
-        parsed = await asyncio.to_thread(parse_card, data, limits)
+        async with self._gate.member(actor.user_id):  # one upload or import in flight per member
+            return await self._import(actor, upload, new_name)
+
+    async def _import(self, actor: Actor, upload: CardUpload, new_name: str | None) -> Character:
+        limits = self._limits
+        async with self._gate.slot():  # memory: the card and its images are downloaded and decoded in a slot
+            data = await download(
+                upload.url, upload.size, replace(limits.image, max_bytes=limits.max_bytes), self._http
+            )
+            parsed = await asyncio.to_thread(parse_card, data, limits)
+        del data
         card = parsed.card
         name = clean_name(new_name if new_name is not None else card.name)
         description = clean_description(card.description)

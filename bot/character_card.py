@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import re
 import zipfile
 import zlib
@@ -32,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bot.domain import Element, ElementKind, ReferenceView, View
 from bot.errors import UserFacingError
-from bot.imaging.intake import IntakeLimits, decode, sniff_format
+from bot.imaging.intake import IntakeLimits, decode, kept_bytes, sniff_format
 
 FORMAT = "likeness-character"
 FORMAT_VERSION = 1
@@ -41,6 +42,7 @@ SUFFIX = ".likeness.zip"
 MAX_ENTRIES = 64
 MAX_RATIO = 100  # uncompressed / compressed, per entry: images are stored as they are, JSON barely compresses
 MAX_CARD_JSON = 256 * 1024
+_MAX_NUMBER = 1_000_000  # no number in a card is larger (format_version is 1)
 _RATIO_FLOOR = 64 * 1024  # tiny entries may compress well without being bombs
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 _EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "GIF": "gif", "WEBP": "webp", "AVIF": "avif"}
@@ -108,7 +110,7 @@ class CardLimits:
 @dataclass(frozen=True)
 class ParsedCard:
     card: Card
-    images: dict[str, bytes]  # zip path -> bytes, every image card.json names, checked
+    images: dict[str, bytes]  # zip path -> bytes to store, every image card.json names, checked (and scaled down)
 
 
 def megabytes(size: int) -> str:
@@ -216,6 +218,7 @@ def parse_card(data: bytes, limits: CardLimits) -> ParsedCard:
     Checked, in order: a zip at all, its size, the entry count, every entry's name (no traversal, only
     card.json and images/<sha256>.<ext>), no encryption, unpacked total and ratio (bombs), card.json against
     the model, every named image present, its sha256 matching its name, and it decoding within the pixel limits.
+    An image larger than the bot needs (`IntakeLimits.max_side`) is kept scaled down, as an upload would be.
     """
     if len(data) > limits.max_bytes:
         raise CardRefusedError(f"This card is over the {megabytes(limits.max_bytes)} MB limit for character cards.")
@@ -242,8 +245,7 @@ def parse_card(data: bytes, limits: CardLimits) -> ParsedCard:
                         f"The image `{path}` doesn't match its checksum: the card was changed or damaged, "
                         "so I won't import it. Export the character again."
                     )
-                _check_image(path, content, limits)
-                images[path] = content
+                images[path] = _checked_image(path, content, limits)
     return ParsedCard(card, images)
 
 
@@ -298,16 +300,57 @@ def _read(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
         raise CardRefusedError(f"`{info.filename[:80]}` in this card is damaged. Export the character again.") from exc
 
 
+def _absurd_number(literal: str) -> CardRefusedError:
+    shown = literal if len(literal) <= 24 else f"{literal[:12]}…({len(literal):,} characters)"
+    return CardRefusedError(
+        f"The {CARD_FILE} of this card holds the number `{shown}`, which no character card has "
+        f"(numbers in a card are small: at most {_MAX_NUMBER:,}). It may not come from `/character export`."
+    )
+
+
+def _card_int(literal: str) -> int:
+    """json's parse_int: a card's numbers are small; a huge one is refused before Python converts it (a
+    5000-digit integer would raise a bare ValueError past the int-string limit)."""
+    if len(literal.lstrip("-")) > len(str(_MAX_NUMBER)) or abs(number := int(literal)) > _MAX_NUMBER:
+        raise _absurd_number(literal)
+    return number
+
+
+def _card_float(literal: str) -> float:
+    """json's parse_float: a number too large for a float (1e999) would quietly become infinity."""
+    number = float(literal)
+    if len(literal) > 32 or not math.isfinite(number) or abs(number) > _MAX_NUMBER:
+        raise _absurd_number(literal)
+    return number
+
+
+def _card_constant(literal: str) -> float:
+    """json's parse_constant: NaN, Infinity and -Infinity are not JSON, though Python's json reads them."""
+    raise CardRefusedError(
+        f"The {CARD_FILE} of this card holds `{literal}`, which isn't a number (nor valid JSON). "
+        "It may not come from `/character export`."
+    )
+
+
 def _parse_json(raw: bytes) -> Card:
     if len(raw) > MAX_CARD_JSON:
         raise CardRefusedError(f"The {CARD_FILE} of this card is too large to be a character card.")
     try:
-        document = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        document = json.loads(
+            raw.decode("utf-8"), parse_int=_card_int, parse_float=_card_float, parse_constant=_card_constant
+        )
+    except (ValueError, RecursionError):  # bad UTF-8, bad JSON, too deep (absurd numbers: the hooks say so)
         raise CardRefusedError(f"The {CARD_FILE} of this card isn't valid JSON. Export the character again.") from None
+    try:  # a "\ud800" escape reads as half a character, which could be neither stored nor shown
+        json.dumps(document, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise CardRefusedError(
+            f"The {CARD_FILE} of this card holds a broken character (half of a UTF-16 pair, like `\\ud800`). "
+            "It may not come from `/character export`."
+        ) from None
     if isinstance(document, dict) and document.get("format") == FORMAT:
         version = document.get("format_version")
-        if isinstance(version, int) and version > FORMAT_VERSION:
+        if isinstance(version, int) and FORMAT_VERSION < version <= _MAX_NUMBER:
             raise CardRefusedError(
                 f"This card was made by a newer Likeness (card format {version}); this bot reads format "
                 f"{FORMAT_VERSION}. Ask the bot's host to update it."
@@ -328,8 +371,9 @@ def _parse_json(raw: bytes) -> Card:
     return card
 
 
-def _check_image(path: str, content: bytes, limits: CardLimits) -> None:
-    """The intake's decode (format, damage, pixel limits); a cut-out may be smaller than an upload may."""
+def _checked_image(path: str, content: bytes, limits: CardLimits) -> bytes:
+    """The intake's decode (format, damage, pixel limits; a cut-out may be smaller than an upload may), and the
+    bytes to store: the image as it is, or scaled down (as PNG, or JPEG for a JPEG) when it is larger than needed."""
     try:
         decoded = decode(content, replace(limits.image, min_side=1))
     except UserFacingError as exc:
@@ -338,3 +382,4 @@ def _check_image(path: str, content: bytes, limits: CardLimits) -> None:
         raise CardRefusedError(
             f"`{path}` in this card is not the image type its name says. Export the character again."
         )
+    return kept_bytes(content, decoded)

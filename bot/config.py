@@ -63,7 +63,11 @@ class Settings(BaseSettings):
         description="Background-removal model; falls back to u2netp when this one is not installed.",
     )
     cleanup_workers: int = Field(
-        default=2, ge=1, le=32, description="Background cleanups that may run at once (each uses the CPU cores)."
+        default=2,
+        ge=1,
+        le=32,
+        description="Background cleanups that may run at once (each uses the CPU cores); also how many uploads, "
+        "card imports and sheets are decoded at once, which bounds their memory (~200 MB each at most).",
     )
     local_delay: float = Field(
         default=3.0, ge=0, le=600, description="Extra seconds the local provider waits, like a remote render."

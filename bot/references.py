@@ -17,8 +17,9 @@ from PIL import Image
 from bot.domain import Character, Element, ElementKind, StoredImage, View
 from bot.errors import ConflictError, NotFoundError
 from bot.imaging.cleanup import BackgroundRemover, CleanupResult, preview
-from bot.imaging.intake import DecodedImage, IntakeLimits, check_declared, decode, download
+from bot.imaging.intake import DecodedImage, IntakeLimits, check_declared, decode, download, kept_bytes
 from bot.library import Actor, Library, checked_name
+from bot.upload_gate import UploadGate
 from storage import Storage
 from storage.characters import NameTakenError
 
@@ -76,24 +77,28 @@ class ReferenceService:
         remover: BackgroundRemover,
         limits: IntakeLimits,
         http: httpx.AsyncClient,
+        gate: UploadGate | None = None,
     ) -> None:
         self._storage = storage
         self._library = library
         self._remover = remover
         self._limits = limits
         self._http = http
+        self._gate = gate or UploadGate(1)
 
     async def _ingest(self, upload: Upload) -> tuple[StoredImage, bytes, DecodedImage, CleanupResult]:
         check_declared(upload.filename, upload.size, upload.content_type, self._limits)
-        data = await download(upload.url, upload.size, self._limits, self._http)
-        decoded, result = await clean_image(data, self._remover, self._limits)
+        async with self._gate.slot():  # memory: only a few downloads, decodes and cleanups at once
+            data = await download(upload.url, upload.size, self._limits, self._http)
+            decoded, result = await clean_image(data, self._remover, self._limits)
 
-        def encode() -> tuple[bytes, bytes, bytes]:
-            return png_bytes(result.white), png_bytes(result.cutout), png_bytes(preview(decoded.image, result))
+            def encode() -> tuple[bytes, bytes, bytes, bytes]:
+                white, cutout = png_bytes(result.white), png_bytes(result.cutout)
+                return kept_bytes(data, decoded), white, cutout, png_bytes(preview(decoded.image, result))
 
-        white, cutout, preview_png = await asyncio.to_thread(encode)
+            original, white, cutout, preview_png = await asyncio.to_thread(encode)
         stored = StoredImage(
-            original=await self._storage.blobs.put(data),
+            original=await self._storage.blobs.put(original),
             cleaned=await self._storage.blobs.put(white),
             cutout=await self._storage.blobs.put(cutout),
         )
@@ -107,8 +112,9 @@ class ReferenceService:
 
     async def add_view(self, actor: Actor, character: Character, view: View, upload: Upload) -> UploadResult:
         self._library.ensure_can_change(actor, character)
-        stored, preview_png, decoded, result = await self._ingest(upload)
-        await self._storage.references.set_view(actor.guild_id, character.id, view, stored, actor.user_id)
+        async with self._gate.member(actor.user_id):
+            stored, preview_png, decoded, result = await self._ingest(upload)
+            await self._storage.references.set_view(actor.guild_id, character.id, view, stored, actor.user_id)
         return UploadResult(
             await self._current(actor, character), preview_png, result.method, decoded.notes, result.warnings
         )
@@ -135,13 +141,14 @@ class ReferenceService:
         await self._library.screen_text(actor, {"element name": name}, nsfw_allowed=nsfw_allowed)
         if await self._storage.references.element(actor.guild_id, character.id, name) is not None:
             raise ConflictError(f"**{character.name}** already has an element called **{name}**. Pick another name.")
-        stored, preview_png, decoded, result = await self._ingest(upload)
-        try:
-            await self._storage.references.add_element(actor.guild_id, character.id, name, kind, stored)
-        except NameTakenError:
-            raise ConflictError(
-                f"**{character.name}** already has an element called **{name}**. Pick another name."
-            ) from None
+        async with self._gate.member(actor.user_id):
+            stored, preview_png, decoded, result = await self._ingest(upload)
+            try:
+                await self._storage.references.add_element(actor.guild_id, character.id, name, kind, stored)
+            except NameTakenError:
+                raise ConflictError(
+                    f"**{character.name}** already has an element called **{name}**. Pick another name."
+                ) from None
         return UploadResult(
             await self._current(actor, character), preview_png, result.method, decoded.notes, result.warnings
         )

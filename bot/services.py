@@ -6,7 +6,7 @@ import functools
 import logging
 import secrets
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -19,6 +19,7 @@ from bot.character_card import CardLimits
 from bot.config import Settings, SettingsError
 from bot.imaging.cleanup import BackgroundRemover
 from bot.imaging.intake import IntakeLimits
+from bot.imaging.scale import return_freed_memory
 from bot.library import Library
 from bot.models import model_file
 from bot.moderation import Moderator
@@ -30,6 +31,7 @@ from bot.references import ReferenceService
 from bot.secret_box import SecretBox
 from bot.server_settings import ServerSettings
 from bot.sheets import SheetService
+from bot.upload_gate import UploadGate
 from storage import Storage
 
 log = logging.getLogger(__name__)
@@ -178,6 +180,7 @@ class Services:
     cards: CharacterCards
     budget: Budget
     moderator: Moderator
+    gate: UploadGate = field(default_factory=lambda: UploadGate(1))  # the memory bound on image work
 
     @classmethod
     async def build(cls, settings: Settings) -> Services:
@@ -195,8 +198,11 @@ class Services:
         moderator = Moderator(storage, rules_of=server_settings.cached_rules)
         library = Library(storage, screen=moderator.screen_member_text)
         remover = BackgroundRemover(choose_cleanup_model(settings), settings.model_dir, settings.cleanup_workers)
+        # one bound for the whole process on the memory-heavy image work: uploads, card imports and sheets
+        gate = UploadGate(settings.cleanup_workers)
+        return_freed_memory()  # and what that work frees goes back to the system, not into glibc's heaps
         http = httpx.AsyncClient(follow_redirects=True, headers={"User-Agent": "Likeness (self-hosted Discord bot)"})
-        references = ReferenceService(storage, library, remover, intake_limits(settings), http)
+        references = ReferenceService(storage, library, remover, intake_limits(settings), http, gate)
         provider_keys = ProviderKeys(storage, secret_box(settings), providers, audit=storage.audit)
         providers.server_keys = provider_keys
         if settings.default_provider not in providers.names():
@@ -217,16 +223,17 @@ class Services:
             storage,
             library,
             references,
-            SheetService(storage),
+            SheetService(storage, gate),
             remover,
             http,
             providers,
             animate,
             server_settings,
             provider_keys,
-            CharacterCards(storage, library, CardLimits.for_images(intake_limits(settings)), http),
+            CharacterCards(storage, library, CardLimits.for_images(intake_limits(settings)), http, gate),
             budget,
             moderator,
+            gate=gate,
         )
 
     async def close(self) -> None:

@@ -6,7 +6,6 @@ flat white; the figures are found as connected shapes on the cleaned alpha and o
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from typing import cast
 
@@ -16,6 +15,7 @@ from scipy import ndimage
 
 from bot.domain import View
 from bot.imaging.cleanup import flat_key
+from bot.imaging.scale import MAX_SIDE, open_thumbnail
 
 SHEET_VIEW_ORDER = (View.FRONT, View.SIDE, View.THREE_QUARTER, View.BACK)
 SHEET_PROMPT = (
@@ -40,10 +40,10 @@ def sheet_prompt(name: str, traits: str, style: str | None) -> str:
 
 
 def split_sheet(data: bytes) -> list[Figure]:
-    """The figures of a sheet image, left to right, each labelled with the view it should be (blocking)."""
-    with Image.open(io.BytesIO(data)) as opened:
-        opened.load()
-        image = opened.convert("RGBA")
+    """The figures of a sheet image, left to right, each labelled with the view it should be (blocking).
+
+    The sheet is decoded at most MAX_SIDE px on its long side, like an upload: boxes are in those pixels."""
+    image = open_thumbnail(data, (MAX_SIDE, MAX_SIDE)).convert("RGBA")
     keyed = flat_key(image)
     if keyed is None:
         return []

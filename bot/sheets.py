@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import io
 from dataclasses import dataclass
 
 from PIL import Image
 
 from bot.domain import Character, View
-from bot.imaging.sheet import compose_sheet, next_view_hint, sheet_png
+from bot.imaging.scale import open_thumbnail
+from bot.imaging.sheet import compose_sheet, next_view_hint, sheet_png, slot_sizes, strip_room
 from bot.library import Actor
+from bot.upload_gate import UploadGate
 from storage import Storage
 
 
@@ -22,15 +23,10 @@ class SheetResult:
     hint: str | None  # which view to add next, if any is missing
 
 
-def _open(data: bytes) -> Image.Image:
-    image = Image.open(io.BytesIO(data))
-    image.load()
-    return image
-
-
 class SheetService:
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Storage, gate: UploadGate | None = None) -> None:
         self._storage = storage
+        self._gate = gate or UploadGate(1)
 
     async def sheet(self, actor: Actor, character: Character) -> SheetResult:
         views = [v for v in await self._storage.references.current_views(actor.guild_id, character.id) if v.cutout_blob]
@@ -40,24 +36,37 @@ class SheetService:
         if stored is not None:
             return SheetResult(character, await self._storage.blobs.get(stored), True, hint)
 
-        present: dict[View, Image.Image | None] = dict.fromkeys(View)
-        for view in views:
-            assert view.cutout_blob is not None
-            present[view.view] = await asyncio.to_thread(_open, await self._storage.blobs.get(view.cutout_blob))
-        elements = [
-            (
-                element.name,
-                element.kind,
-                await asyncio.to_thread(_open, await self._storage.blobs.get(element.cutout_blob)),
-            )
+        bound = [
+            element
             for element in await self._storage.references.elements(actor.guild_id, character.id)
             if element.bound and element.cutout_blob
         ]
+        view_slot, tile = slot_sizes()
+        async with self._gate.slot():  # memory: decoding the stored images is image work like an upload's
+            # every image is loaded as a thumbnail of the slot it is drawn in, and hidden elements not at all
+            present: dict[View, Image.Image | None] = dict.fromkeys(View)
+            for view in views:
+                assert view.cutout_blob is not None
+                box = tile if view.view is View.FACE else view_slot
+                present[view.view] = await self._thumbnail(view.cutout_blob, box)
+            shown = strip_room(len(bound))
+            elements = [
+                (
+                    element.name,
+                    element.kind,
+                    await self._thumbnail(element.cutout_blob, tile) if index < shown else None,
+                )
+                for index, element in enumerate(bound)
+                if element.cutout_blob
+            ]
 
-        def render() -> bytes:
-            return sheet_png(compose_sheet(character.name, character.description, present, elements))
+            def render() -> bytes:
+                return sheet_png(compose_sheet(character.name, character.description, present, elements))
 
-        png = await asyncio.to_thread(render)
+            png = await asyncio.to_thread(render)
         digest = await self._storage.blobs.put(png)
         await self._storage.sheets.save(actor.guild_id, character.id, character.version, digest)
         return SheetResult(character, png, False, hint)
+
+    async def _thumbnail(self, digest: str, box: tuple[int, int]) -> Image.Image:
+        return await asyncio.to_thread(open_thumbnail, await self._storage.blobs.get(digest), box)

@@ -259,3 +259,25 @@ def test_encrypted_entry_is_refused() -> None:
     central = data.rfind(b"PK\x01\x02")
     data[central + 8] |= 0x1
     assert "password-protected" in refusal(bytes(data))
+
+
+# ---------------------------------------------------------------------------------------------------- absurd values
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        # past Python's int-string limit json.loads raised a bare ValueError ("Something went wrong" + a traceback)
+        (card_json().replace(b'"format_version": 1', b'"format_version": ' + b"9" * 5000), "(5,000 characters)"),
+        (card_json().replace(b'"views": []', b'"views": ' + b"1" * 5000), "(5,000 characters)"),
+        (card_json().replace(b'"format_version": 1', b'"format_version": ' + b"7" * 4000), "(4,000 characters)"),
+        (card_json().replace(b'"format_version": 1', b'"format_version": 1e999'), "`1e999`"),
+        (card_json().replace(b'"format_version": 1', b'"format_version": NaN'), "holds `NaN`, which isn't a number"),
+        (card_json().replace(b'"views": []', b'"views": -Infinity'), "holds `-Infinity`, which isn't a number"),
+        (card_json(description="\ud800"), "holds a broken character"),
+        (b"[" * 100_000 + b"]" * 100_000, "isn't valid JSON"),
+    ],
+)
+def test_absurd_values_in_card_json_are_named(document: bytes, message: str) -> None:
+    refused = refusal(zip_of({CARD_FILE: document}, zipfile.ZIP_STORED))
+    assert message in refused and len(refused) < 400

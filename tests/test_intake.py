@@ -19,14 +19,17 @@ from bot.imaging.intake import (
     NOTE_EXIF,
     NOTE_FIRST_FRAME,
     NOTE_ICC,
+    NOTE_SCALED,
     DecodedImage,
     ImageRefusedError,
     IntakeLimits,
     check_declared,
     decode,
     download,
+    kept_bytes,
     to_srgb_8bit,
 )
+from bot.imaging.scale import MAX_SIDE, shrink
 from tests import imaging_corpus as corpus
 
 LIMITS = IntakeLimits()
@@ -147,6 +150,78 @@ def test_small_image_is_refused_with_its_size() -> None:
 def test_min_side_is_checked_after_rotation() -> None:
     message = refusal(corpus.exif_rotated_jpeg(6, (640, 200)))
     assert message.startswith("This image is only 200×640 pixels;")
+
+
+# ---------------------------------------------------------------------------------------------------- scaled down
+
+
+def scaled_note(original: tuple[int, int], new: tuple[int, int]) -> str:
+    return NOTE_SCALED.format(width=original[0], height=original[1], new_width=new[0], new_height=new[1])
+
+
+def test_a_tiny_png_declaring_a_huge_picture_is_decoded_at_2048_px() -> None:
+    data = corpus.raw_png(6000, 6000, 8, 0, (bytes([x % 251 for x in range(0, 6000)]) for _ in range(6000)))
+    assert len(data) < 200_000  # 36 megapixels
+    decoded = decode(data, LIMITS)
+    assert decoded.image.size == (MAX_SIDE, MAX_SIDE) and decoded.image.mode == "RGB"
+    assert decoded.original_size == (6000, 6000) and decoded.notes == [scaled_note((6000, 6000), (2048, 2048))]
+    kept = Image.open(io.BytesIO(kept_bytes(data, decoded)))
+    assert (kept.format, kept.size) == ("PNG", (2048, 2048))  # what is stored is the scaled-down picture
+
+
+def test_a_big_jpeg_is_decoded_small_straight_away(monkeypatch: pytest.MonkeyPatch) -> None:
+    """JPEG's DCT scaling: the full 24 megapixels are never in memory, only a quarter of them."""
+    from PIL import JpegImagePlugin
+
+    decoded_at: list[tuple[int, int]] = []
+    real_load = JpegImagePlugin.JpegImageFile.load
+
+    def load(self: JpegImagePlugin.JpegImageFile) -> object:
+        result = real_load(self)
+        decoded_at.append(self.im.size if self.im is not None else self.size)
+        return result
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "load", load)
+    data = corpus.photo_jpeg((6000, 4000))
+    decoded = decode(data, LIMITS)
+    assert decoded_at and decoded_at[0] == (3000, 2000)  # decoded at 1/2, the largest step still >= 2048 px
+    assert decoded.image.size == (2048, 1365) and decoded.original_size == (6000, 4000)
+    kept = Image.open(io.BytesIO(kept_bytes(data, decoded)))
+    assert (kept.format, kept.size) == ("JPEG", (2048, 1365))
+
+
+def test_scaling_down_keeps_alpha_colour_and_rotation() -> None:
+    image = Image.new("RGBA", (5000, 2500), (0, 0, 0, 0))
+    image.paste((200, 30, 30, 255), (1000, 500, 4000, 2000))
+    decoded = decode(corpus.png_bytes(image, compress_level=1), LIMITS)
+    assert decoded.image.mode == "RGBA" and decoded.image.size == (2048, 1024)
+    assert pixel(decoded, (5, 5))[3] == 0 and pixel(decoded, (1024, 512)) == (200, 30, 30, 255)
+    rotated = decode(corpus.exif_rotated_jpeg(6, (4200, 2400)), LIMITS)
+    assert rotated.image.size == (1170, 2048) and rotated.original_size == (2400, 4200)
+    assert NOTE_EXIF in rotated.notes and scaled_note((2400, 4200), (1170, 2048)) in rotated.notes
+
+
+def test_a_long_thin_picture_is_measured_at_its_real_size() -> None:
+    message = refusal(corpus.png_bytes(Image.new("RGB", (9000, 250), (9, 9, 9))))
+    assert message.startswith("This image is only 9000×250 pixels;")
+    assert decode(corpus.png_bytes(Image.new("RGB", (9000, 300), (9, 9, 9))), LIMITS).image.size == (2048, 68)
+
+
+def test_big_sixteen_bit_grey_is_scaled_down_too() -> None:
+    decoded = decode(corpus.raw_png(4200, 3000, 16, 0, (struct.pack(">H", 40000) * 4200 for _ in range(3000))), LIMITS)
+    assert decoded.image.size == (2048, 1463) and decoded.notes == [
+        NOTE_16_BIT,
+        scaled_note((4200, 3000), (2048, 1463)),
+    ]
+    assert pixel(decoded, (7, 7)) == (156, 156, 156)
+
+
+def test_shrink_reduces_strip_by_strip_like_a_whole_reduce() -> None:
+    image = Image.effect_noise((4100, 3000), 60).convert("RGB")
+    assert shrink(image, (2048, 2048)).size == (2048, 1499)
+    strips = shrink(image, (1025, 1025))  # a whole factor of 4: the box reduce alone
+    assert strips.size == (1025, 750) and strips.tobytes() == image.reduce(4).tobytes()
+    assert shrink(image, (5000, 5000)) is image
 
 
 # ---------------------------------------------------------------------------------------------------- conversions

@@ -3,12 +3,29 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 from PIL import Image, ImageDraw
 
-from bot.domain import ElementKind, View
-from bot.imaging.sheet import compose_sheet, ellipsize, font, next_view_hint, sheet_png, wrap
+import bot.sheets
+from bot.domain import ElementKind, StoredImage, View
+from bot.imaging.sheet import (
+    compose_sheet,
+    ellipsize,
+    font,
+    next_view_hint,
+    sheet_png,
+    slot_sizes,
+    strip_room,
+    wrap,
+)
+from bot.library import Actor
+from bot.sheets import SheetService
+from storage import Storage
+from storage.references import NewElement
 
 RED, BLUE, GREEN, ORANGE = (220, 20, 30), (20, 40, 210), (20, 170, 60), (240, 140, 0)
 # The four view slots and the strip, at 1920x1080 (see the layout in compose_sheet).
@@ -170,3 +187,82 @@ def test_other_sizes_scale_the_layout() -> None:
     sheet = compose_sheet("Aurora", "tall", full_views(), [], size=(1280, 720))
     assert sheet.size == (1280, 720)
     assert colour_count(sheet, (27, 136, 27 + 296, 483), RED) > 20_000
+
+
+# ---------------------------------------------------------------------------------------------------- loading bounded
+
+
+def test_slot_sizes_and_strip_room_follow_the_layout() -> None:
+    assert slot_sizes() == ((445 - 16, 520 - 8), (210 - 12, 210 - 12))
+    assert [strip_room(n) for n in (0, 3, 7, 8, 12, 63)] == [0, 3, 7, 6, 6, 6]
+    big = (3840, 2160)
+    assert slot_sizes(big) == ((2 * 429, 2 * 512), (2 * 198, 2 * 198)) and strip_room(63, big) == 6
+
+
+def test_elements_past_the_strip_need_no_image() -> None:
+    elements = [(f"Thing {i}", ElementKind.OTHER, cutout(BLUE, (200, 200))) for i in range(12)]
+    unloaded = [
+        (name, kind, image if index < strip_room(12) else None) for index, (name, kind, image) in enumerate(elements)
+    ]
+    assert compose_sheet("A", "", full_views(), elements).tobytes() == (
+        compose_sheet("A", "", full_views(), unloaded).tobytes()
+    )
+
+
+def png_of(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+async def test_sheet_service_loads_thumbnails_of_the_slots_and_skips_hidden_elements(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = await Storage.open(tmp_path / "db.sqlite3", tmp_path / "blobs")
+    try:
+        big = await storage.blobs.put(png_of(cutout(RED, (3000, 4000))))
+        prop = await storage.blobs.put(png_of(cutout(BLUE, (2500, 2500))))
+        image = StoredImage(original=big, cleaned=big, cutout=big)
+        character = await storage.references.create_character_with(
+            7,
+            "Ava",
+            "traits",
+            1,
+            views=[(View.FRONT, image), (View.FACE, image)],
+            elements=[
+                NewElement(f"prop {i}", ElementKind.PROP, StoredImage(original=prop, cleaned=prop, cutout=prop))
+                for i in range(20)
+            ],
+        )
+        drawn: dict[str, Any] = {}
+        real = bot.sheets.compose_sheet
+
+        def spy(name: str, traits: str, views: Any, elements: Any, *args: Any) -> Image.Image:
+            drawn.update({view.value: image.size for view, image in views.items() if image is not None})
+            drawn.update({name: image.size if image else None for name, _kind, image in elements})
+            return real(name, traits, views, elements, *args)
+
+        monkeypatch.setattr(bot.sheets, "compose_sheet", spy)
+        result = await SheetService(storage).sheet(Actor(7, 1), character)
+        assert Image.open(io.BytesIO(result.png)).size == (1920, 1080)
+    finally:
+        await storage.close()
+    tile = slot_sizes()[1]
+    assert drawn["front"] == (384, 512) and drawn["face"] == (148, 198)  # fitted to their slots, not 3000x4000
+    shown = [name for name in drawn if name.startswith("prop") and drawn[name] is not None]
+    assert len(shown) == strip_room(20) == 6 and all(drawn[name] == tile for name in shown)
+    assert len([name for name in drawn if name.startswith("prop")]) == 20  # the others still count in "+N more"
+
+
+def test_a_big_generated_sheet_is_split_at_2048_px() -> None:
+    from bot.sheet_split import split_sheet
+
+    sheet = Image.new("RGB", (4800, 2700), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for index, colour in enumerate((RED, BLUE, GREEN)):
+        left = 400 + index * 1500
+        draw.rectangle((left, 150, left + 900, 2550), fill=colour)
+    figures = split_sheet(png_of(sheet))
+    assert [f.view.value for f in figures] == ["front", "side", "three_quarter"]
+    for figure in figures:  # decoded at 2048 x 1152: each figure ~384 x 1024 with its margin, not 900 x 2400
+        assert max(figure.cutout.size) <= 1100 and figure.box[2] <= 2048

@@ -19,6 +19,7 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from bot.imaging.intake import ImageRefusedError
+from bot.imaging.scale import MAX_SIDE, shrink
 from bot.models import ModelError, model_file, model_spec
 
 if TYPE_CHECKING:
@@ -35,6 +36,8 @@ SUBJECT_ALPHA = 128
 TINY_SUBJECT = 0.05
 # The model sees at most this many pixels on the long side; its mask is scaled back up.
 MODEL_INPUT_SIDE = 1024
+# Edge pixels un-mixed at a time (bounds the float temporaries to a few MB whatever the outline).
+_EDGE_CHUNK = 1 << 17
 
 
 @dataclass(frozen=True)
@@ -99,8 +102,21 @@ def _soften_edges(
     """
     near = ndimage.binary_dilation(keyed, structure=np.ones((3, 3), dtype=bool), iterations=EDGE_DEPTH)
     ys, xs = np.nonzero(near & ~keyed)
-    height, width = keyed.shape
     back = background.astype(np.float32)
+    coverage = np.ones(ys.size, dtype=np.float32)
+    subject = array[ys, xs].copy()
+    # In chunks: a busy outline can be most of the picture, and each step makes float copies of what it works on.
+    for start in range(0, ys.size, _EDGE_CHUNK):
+        part = slice(start, start + _EDGE_CHUNK)
+        coverage[part], subject[part] = _unmix(array, keyed, back, ys[part], xs[part], tolerance)
+    return ys, xs, coverage, subject
+
+
+def _unmix(
+    array: np.ndarray, keyed: np.ndarray, back: np.ndarray, ys: np.ndarray, xs: np.ndarray, tolerance: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """`_soften_edges` for some of the edge pixels: their coverage and their un-mixed colour."""
+    height, width = keyed.shape
     mixed = array[ys, xs].astype(np.float32) - back
     best_reach = np.zeros(ys.size, dtype=np.float32)
     coverage = np.ones(ys.size, dtype=np.float32)
@@ -118,7 +134,7 @@ def _soften_edges(
         best_reach[better] = reach[better]
         coverage[better] = along[better]
         subject[better] = candidate[better]
-    return ys, xs, coverage, subject
+    return coverage, subject
 
 
 def flat_key(image: Image.Image) -> tuple[np.ndarray, np.ndarray] | None:
@@ -245,6 +261,8 @@ class BackgroundRemover:
     def cleanup_sync(self, image: Image.Image) -> CleanupResult:
         """Blocking: run in a thread (`cleanup` does)."""
         source = image if image.mode in ("RGB", "RGBA") else image.convert("RGB")
+        # Intake already decodes at most MAX_SIDE; a caller that did not gets it scaled down here, never cleaned big.
+        source = shrink(source, (MAX_SIDE, MAX_SIDE))
         keyed = flat_key(source)
         if keyed is not None:
             colours, alpha = keyed

@@ -26,6 +26,7 @@ from PIL import (
 )
 
 from bot.errors import UserFacingError
+from bot.imaging.scale import MAX_SIDE, SHRINKABLE, draft_size, shrink
 
 ACCEPTED = "PNG, JPEG, WebP, GIF or AVIF"
 ACCEPTED_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".gif", ".avif"})
@@ -69,6 +70,9 @@ _ORIENTATION_FIX: dict[int, Image.Transpose] = {
 }
 _EXIF_ORIENTATION = 0x0112
 _SIXTEEN_BIT_GREY = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
+_SWAPS_SIDES = frozenset(
+    {Image.Transpose.TRANSPOSE, Image.Transpose.ROTATE_270, Image.Transpose.TRANSVERSE, Image.Transpose.ROTATE_90}
+)
 
 NOTE_FIRST_FRAME = "used the first frame of the animation"
 NOTE_CMYK = "converted from CMYK"
@@ -76,6 +80,7 @@ NOTE_EXIF = "applied EXIF rotation"
 NOTE_ICC = "converted the colour profile to sRGB"
 NOTE_16_BIT = "converted 16-bit to 8-bit"
 NOTE_BAD_ICC = "ignored a damaged colour profile (assumed sRGB)"
+NOTE_SCALED = "scaled down from {width}×{height} to {new_width}×{new_height} pixels (plenty for every provider)"
 
 
 class ImageRefusedError(UserFacingError):
@@ -88,6 +93,7 @@ class IntakeLimits:
     min_side: int = 300
     max_pixels: int = 40_000_000
     timeout: float = 30.0
+    max_side: int = MAX_SIDE  # decoded images are scaled down to this long side, during decoding where possible
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,11 @@ class DecodedImage:
     image: Image.Image
     source_format: str
     notes: list[str] = field(default_factory=list)
+    original_size: tuple[int, int] | None = None  # upright, before scaling down; None when not scaled
+
+    @property
+    def scaled(self) -> bool:
+        return self.original_size is not None
 
 
 def _mb(size: int) -> str:
@@ -294,7 +305,9 @@ def _damaged() -> ImageRefusedError:
 
 
 def decode(data: bytes, limits: IntakeLimits) -> DecodedImage:
-    """Decode untrusted bytes into an upright 8-bit sRGB image, or refuse. Blocking: run it in a thread."""
+    """Decode untrusted bytes into an upright 8-bit sRGB image at most `limits.max_side` px on its long side (a
+    JPEG is decoded small by its DCT; anything else is scaled down before any conversion), or refuse. The size
+    limits (short side, canvas) apply to the picture as uploaded. Blocking: run it in a thread."""
     source_format = sniff_format(data[:64])
     if source_format is None:
         raise _refuse_unknown(data[:4096])
@@ -303,15 +316,22 @@ def decode(data: bytes, limits: IntakeLimits) -> DecodedImage:
         _check_canvas(canvas, limits)
 
     notes: list[str] = []
+    box = (limits.max_side, limits.max_side)
     try:
         image = _OPENERS[source_format](io.BytesIO(data))
         _check_canvas(image.size, limits)
+        full_size = image.size
         if getattr(image, "is_animated", False):
             notes.append(NOTE_FIRST_FRAME)
             image.seek(0)
+        if source_format == "JPEG":
+            image.draft(None, draft_size(image.size, box))  # DCT scaling: decoded at 1/2, 1/4 or 1/8 already
         image.load()
         orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
-        upright = to_srgb_8bit(image, notes, sixteen_bit_png=_is_16_bit_png(source_format, data))
+        sixteen_bit_png = _is_16_bit_png(source_format, data)
+        if image.mode in SHRINKABLE:  # scaled down before any conversion, which would copy it at full size
+            image = shrink(image, box)
+        upright = shrink(to_srgb_8bit(image, notes, sixteen_bit_png=sixteen_bit_png), box)
     except ImageRefusedError:
         raise
     except (OSError, SyntaxError, ValueError, IndexError, TypeError, EOFError, struct.error) as exc:
@@ -326,17 +346,36 @@ def decode(data: bytes, limits: IntakeLimits) -> DecodedImage:
     if fix is not None:
         upright = upright.transpose(fix)
         notes.append(NOTE_EXIF)
+        if fix in _SWAPS_SIDES:
+            full_size = full_size[1], full_size[0]
 
     # The pixels are now upright sRGB: metadata saying otherwise would get them rotated or converted twice.
     for key in ("exif", "icc_profile", "transparency"):
         upright.info.pop(key, None)
-    width, height = upright.size
+    width, height = full_size
     if min(width, height) < limits.min_side:
         raise ImageRefusedError(
             f"This image is only {width}×{height} pixels; references need at least {limits.min_side} pixels on "
             "the short side. Please upload a larger version."
         )
-    return DecodedImage(image=upright, source_format=source_format, notes=notes)
+    if upright.size == full_size:
+        return DecodedImage(image=upright, source_format=source_format, notes=notes)
+    new_width, new_height = upright.size
+    notes.append(NOTE_SCALED.format(width=width, height=height, new_width=new_width, new_height=new_height))
+    return DecodedImage(image=upright, source_format=source_format, notes=notes, original_size=full_size)
+
+
+def kept_bytes(data: bytes, decoded: DecodedImage) -> bytes:
+    """What to store of an accepted file: the file as it is, or the scaled-down picture when it was bigger than
+    the bot needs (a JPEG stays a JPEG; anything else becomes a PNG). Blocking."""
+    if not decoded.scaled:
+        return data
+    buffer = io.BytesIO()
+    if decoded.source_format == "JPEG" and decoded.image.mode == "RGB":
+        decoded.image.save(buffer, format="JPEG", quality=92)
+    else:
+        decoded.image.save(buffer, format="PNG", compress_level=6)
+    return buffer.getvalue()
 
 
 def _is_16_bit_png(source_format: str, data: bytes) -> bool:
@@ -383,10 +422,15 @@ def to_srgb_8bit(image: Image.Image, notes: list[str], *, sixteen_bit_png: bool 
 
 
 def _grey_16_to_8(image: Image.Image) -> Image.Image:
-    """Scale 0..65535 to 0..255 (Pillow's own convert("L") clips everything above 255 to white)."""
-    samples = np.asarray(image).astype(np.float32)
-    eight_bit = np.clip(np.rint(samples / 257.0), 0, 255).astype(np.uint8)
-    return Image.fromarray(eight_bit)
+    """Scale 0..65535 to 0..255 (Pillow's own convert("L") clips everything above 255 to white).
+
+    Strip by strip, in integers (rounding to nearest: x / 257 is never exactly half way), so no wide copy of
+    the whole picture is ever made."""
+    out = Image.new("L", image.size)
+    for top in range(0, image.height, 256):
+        strip = np.asarray(image.crop((0, top, image.width, min(image.height, top + 256)))).astype(np.int64)
+        out.paste(Image.fromarray(np.clip((strip + 128) // 257, 0, 255).astype(np.uint8)), (0, top))
+    return out
 
 
 def _parse_profile(icc: bytes, notes: list[str]) -> ImageCms.ImageCmsProfile | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -121,19 +121,48 @@ def _label(draw: ImageDraw.ImageDraw, text: str, *, centre_x: float, top: int, w
     draw.text((centre_x, top), ellipsize(text, face, width - 8), fill=_INK, font=face, anchor="ma")
 
 
+SHEET_SIZE = (1920, 1080)
+
+
+def _units(size: tuple[int, int]) -> Callable[[float], int]:
+    unit = min(size[0] / 1920, size[1] / 1080)
+
+    def u(value: float) -> int:
+        return round(value * unit)
+
+    return u
+
+
+def slot_sizes(size: tuple[int, int] = SHEET_SIZE) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The largest an image is drawn on a sheet: (a body view's slot, a strip tile), so images can be loaded
+    as thumbnails of that size instead of whole."""
+    u = _units(size)
+    slot_width = (size[0] - 2 * u(40) - 3 * u(20)) // 4
+    tile = size[1] - u(80) - u(790)
+    return (slot_width - 2 * u(8), u(724) - u(204) - u(8)), (tile - 2 * u(6), tile - 2 * u(6))
+
+
+def strip_room(element_count: int, size: tuple[int, int] = SHEET_SIZE) -> int:
+    """How many elements the strip shows (after the face), the rest being counted in its "+N more" tile."""
+    u = _units(size)
+    tile = size[1] - u(80) - u(790)
+    per_row = max(1, (size[0] - 2 * u(40) + u(20)) // (tile + u(20)))
+    tiles = 1 + element_count
+    return element_count if tiles <= per_row else max(0, per_row - 2)
+
+
 def compose_sheet(
     name: str,
     traits: str,
     views: Mapping[View, Image.Image | None],
-    elements: Sequence[tuple[str, ElementKind, Image.Image]],
-    size: tuple[int, int] = (1920, 1080),
+    elements: Sequence[tuple[str, ElementKind, Image.Image | None]],
+    size: tuple[int, int] = SHEET_SIZE,
 ) -> Image.Image:
-    """The character sheet: name and traits on top, the four body views, then the face and elements strip."""
-    width, height = size
-    unit = min(width / 1920, height / 1080)
+    """The character sheet: name and traits on top, the four body views, then the face and elements strip.
 
-    def u(value: float) -> int:
-        return round(value * unit)
+    Only the first `strip_room(len(elements))` element images are drawn: the others may be None (not loaded)."""
+    width, height = size
+    u = _units(size)
 
     sheet = Image.new("RGB", size, _WHITE)
     draw = ImageDraw.Draw(sheet)
