@@ -102,9 +102,11 @@ class CharacterCards:
         limits = self._limits
         check_declared_card(upload.filename, upload.size, upload.content_type, limits)
         async with self._gate.member(actor.user_id):  # one upload or import in flight per member
-            return await self._import(actor, upload, new_name)
+            return await self._import(actor, upload, new_name, nsfw_allowed)
 
-    async def _import(self, actor: Actor, upload: CardUpload, new_name: str | None) -> Character:
+    async def _import(
+        self, actor: Actor, upload: CardUpload, new_name: str | None, nsfw_allowed: bool | None
+    ) -> Character:
         limits = self._limits
         async with self._gate.slot():  # memory: the card and its images are downloaded and decoded in a slot
             data = await download(
