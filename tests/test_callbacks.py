@@ -313,3 +313,17 @@ async def test_the_metrics_endpoint_sheds_slow_and_surplus_clients_the_same_way(
         assert answer.status_code == 200 and answer.text == "likeness_up_seconds 1\n"
     finally:
         await server.close()
+
+
+async def test_three_hundred_half_sent_requests_do_not_hold_the_listener(
+    urls: CallbackUrls, listening: Listening
+) -> None:
+    """The listener as the bot starts it (default limits): of 300 half-sent requests, all but a bounded few are
+    let go at once, and the rest by the header deadline; then a real callback is answered."""
+    url = local(urls, listening.address, "fal", 7)
+    stalled = [await stall(listening.address, half_a_head(url)) for _ in range(300)]
+    closes = await asyncio.gather(*(closed_by_the_listener(connection) for connection in stalled))
+    assert all(close in SHED for close in closes)  # each closed by the listener within the bound, none answered
+    async with httpx.AsyncClient() as client:
+        answer = await client.post(url, json={"status": "OK"})
+    assert answer.status_code == 200 and listening.nudged == [("fal", 7)]
