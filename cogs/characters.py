@@ -13,42 +13,17 @@ from discord.ext import commands
 from bot.app import LikenessBot
 from bot.cards import CardUpload
 from bot.character_card import SUFFIX
+from bot.discord_io.arguments import CharacterArg, bot_of, element_autocomplete
+from bot.discord_io.components import CHARACTER_DELETE, CHARACTER_KEEP, CHARACTER_PAGE
 from bot.discord_io.embeds import character_embed, library_page_embed, upload_embed, visibility_text
-from bot.discord_io.errors import FriendlyError, LikenessView, report_error
+from bot.discord_io.errors import LikenessView, report_error
 from bot.discord_io.replies import actor_of, place_of
-from bot.domain import Character, ElementKind, View, Visibility
-from bot.errors import UserFacingError
+from bot.domain import ElementKind, View, Visibility
 from bot.library import DESCRIPTION_MAX, NAME_MAX
 from bot.references import ELEMENT_NAME_MAX, Upload, UploadResult
 
 PER_PAGE = 10
 
-
-def bot_of(interaction: discord.Interaction[Any]) -> LikenessBot:
-    client = interaction.client
-    assert isinstance(client, LikenessBot)
-    return client
-
-
-class CharacterName(app_commands.Transformer):
-    """A character of this server, picked by name, with autocomplete. Other servers' names never show."""
-
-    async def autocomplete(  # type: ignore[override]
-        self, interaction: discord.Interaction[Any], value: str
-    ) -> list[app_commands.Choice[str]]:
-        if interaction.guild_id is None:
-            return []
-        names = await bot_of(interaction).library.suggest(actor_of(interaction), value)
-        return [app_commands.Choice(name=name, value=name) for name in names]
-
-    async def transform(self, interaction: discord.Interaction[Any], value: str) -> Character:
-        try:
-            return await bot_of(interaction).library.get(actor_of(interaction), value)
-        except UserFacingError as exc:
-            raise FriendlyError(str(exc)) from exc
-
-
-CharacterArg = app_commands.Transform[Character, CharacterName]
 
 VIEW_CHOICES = [app_commands.Choice(name=view.label, value=view.value) for view in View]
 KIND_CHOICES = [app_commands.Choice(name=kind.value.capitalize(), value=kind.value) for kind in ElementKind]
@@ -57,21 +32,6 @@ VISIBILITY_CHOICES = [app_commands.Choice(name=v.value.capitalize(), value=v.val
 
 def upload_of(attachment: discord.Attachment) -> Upload:
     return Upload(attachment.url, attachment.filename, attachment.size, attachment.content_type)
-
-
-async def element_autocomplete(interaction: discord.Interaction[Any], value: str) -> list[app_commands.Choice[str]]:
-    """Elements of the character chosen in the same command; nothing for a character the member cannot see."""
-    typed_character = getattr(interaction.namespace, "character", None)
-    if interaction.guild_id is None or not isinstance(typed_character, str):
-        return []
-    library, actor = bot_of(interaction).library, actor_of(interaction)
-    try:
-        details = await library.details(actor, await library.get(actor, typed_character))
-    except UserFacingError:
-        return []
-    typed = value.casefold()
-    names = [element.name for element in details.elements]
-    return [app_commands.Choice(name=n, value=n) for n in names if typed in n.casefold()][:25]
 
 
 async def post_upload(interaction: discord.Interaction[Any], what: str, result: UploadResult) -> None:
@@ -102,7 +62,7 @@ async def show_page(interaction: discord.Interaction[Any], number: int, *, edit:
         await interaction.response.send_message(embed=embed, view=view, ephemeral=True)
 
 
-class PageButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"likeness:characters:page:(?P<n>\d+)"):
+class PageButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CHARACTER_PAGE.pattern):
     """Previous/Next on /character list; the page number lives in the custom_id, so it survives restarts."""
 
     def __init__(self, number: int, label: str = "Page", *, disabled: bool = False) -> None:
@@ -110,7 +70,7 @@ class PageButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"like
             discord.ui.Button(
                 label=label,
                 style=discord.ButtonStyle.secondary,
-                custom_id=f"likeness:characters:page:{max(number, 1)}",
+                custom_id=CHARACTER_PAGE.build(n=max(number, 1)),
                 disabled=disabled,
             )
         )
@@ -129,7 +89,7 @@ class PageButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"like
             await report_error(interaction, exc)
 
 
-class DeleteButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"likeness:characters:delete:(?P<id>\d+)"):
+class DeleteButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CHARACTER_DELETE.pattern):
     """Confirms /character delete. Rules are checked again on press: the press may come much later."""
 
     def __init__(self, character_id: int) -> None:
@@ -137,7 +97,7 @@ class DeleteButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"li
             discord.ui.Button(
                 label="Delete for everyone",
                 style=discord.ButtonStyle.danger,
-                custom_id=f"likeness:characters:delete:{character_id}",
+                custom_id=CHARACTER_DELETE.build(id=character_id),
             )
         )
         self.character_id = character_id
@@ -157,12 +117,10 @@ class DeleteButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"li
         await interaction.response.edit_message(content=f"🗑️ **{name}** was deleted.", view=None)
 
 
-class KeepButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"likeness:characters:keep"):
+class KeepButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CHARACTER_KEEP.pattern):
     def __init__(self) -> None:
         super().__init__(
-            discord.ui.Button(
-                label="Keep it", style=discord.ButtonStyle.secondary, custom_id="likeness:characters:keep"
-            )
+            discord.ui.Button(label="Keep it", style=discord.ButtonStyle.secondary, custom_id=CHARACTER_KEEP.build())
         )
 
     @classmethod

@@ -3,7 +3,6 @@ an admin open the command to everyone in the server's integration settings, and 
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import discord
@@ -12,12 +11,14 @@ from discord.ext import commands
 
 from bot.app import LikenessBot
 from bot.budget import BudgetSummary, usd
+from bot.discord_io.arguments import bot_of, model_autocomplete, provider_autocomplete
+from bot.discord_io.components import PROVIDER_KEY_FORM, provider_key_modal
 from bot.discord_io.errors import FriendlyError, handle_form
 from bot.discord_io.replies import actor_of, modal_field
 from bot.domain import GuildSettings, ServerRules
 from bot.errors import UserFacingError
 from bot.prompts import NEGATIVE_PRESETS
-from bot.provider_keys import KEY_SPECS, KeySpec, spec_of, still_rendering_note
+from bot.provider_keys import KEY_SPECS, spec_of, still_rendering_note
 from bot.server_settings import (
     COOLDOWN_MAX,
     QUEUED_MAX,
@@ -26,16 +27,12 @@ from bot.server_settings import (
     ensure_settings_rights,
     money,
 )
-from cogs.animate import model_autocomplete, provider_autocomplete
-from cogs.characters import bot_of
 
 LIST_ACTIONS = [
     app_commands.Choice(name="Add", value="add"),
     app_commands.Choice(name="Remove", value="remove"),
     app_commands.Choice(name="Clear", value="clear"),
 ]
-KEY_MODAL_PREFIX = "likeness:provider-key:"
-PROVIDER_KEY_MODAL = re.compile(re.escape(KEY_MODAL_PREFIX) + r"(?P<provider>[a-z]+)")
 PROVIDER_KEY_CHOICES = [app_commands.Choice(name=spec.label, value=spec.provider) for spec in KEY_SPECS.values()]
 
 
@@ -248,7 +245,7 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
     async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
         """A key form's submit, whenever it was opened (before a restart too)."""
         await handle_form(
-            interaction, PROVIDER_KEY_MODAL, lambda match: submit_provider_key(interaction, match["provider"])
+            interaction, PROVIDER_KEY_FORM.pattern, lambda match: submit_provider_key(interaction, match["provider"])
         )
 
     @key.command(name="remove", description="Forget this server's own key for a provider")
@@ -273,20 +270,6 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
         await interaction.response.send_message(
             "\n".join(lines) or "This server uses the bot's provider keys (it has none of its own).", ephemeral=True
         )
-
-
-def provider_key_modal(spec: KeySpec) -> discord.ui.Modal:
-    """The fields of a provider's key: required and never prefilled. Its custom id names the provider."""
-    modal = discord.ui.Modal(
-        title=f"This server's {spec.label} key"[:45], custom_id=f"{KEY_MODAL_PREFIX}{spec.provider}"
-    )
-    for field in spec.fields:
-        modal.add_item(
-            discord.ui.TextInput(
-                label=field.label, custom_id=field.name, placeholder=field.placeholder, max_length=field.max_length
-            )
-        )
-    return modal
 
 
 async def submit_provider_key(interaction: discord.Interaction[Any], provider: str) -> None:

@@ -11,12 +11,13 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.app import LikenessBot
+from bot.discord_io.arguments import CharacterArg, bot_of
+from bot.discord_io.components import SHEET_KEEP, SHEET_PICK, SHEET_RETRY
 from bot.discord_io.delivery import file_slug
 from bot.discord_io.errors import report_error
+from bot.discord_io.queued import answer_queued
 from bot.discord_io.replies import actor_of, place_of
 from bot.domain import View
-from cogs.animate import answer_queued
-from cogs.characters import CharacterArg, bot_of
 
 
 async def keep(interaction: discord.Interaction[Any], job_id: int, views: list[View] | None) -> None:
@@ -33,9 +34,9 @@ async def keep(interaction: discord.Interaction[Any], job_id: int, views: list[V
     )
 
 
-class SheetKeep(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"likeness:sheetgen:keep:(?P<id>\d+)"):
+class SheetKeep(discord.ui.DynamicItem[discord.ui.Button[Any]], template=SHEET_KEEP.pattern):
     def __init__(self, job_id: int) -> None:
-        super().__init__(discord.ui.Button(custom_id=f"likeness:sheetgen:keep:{job_id}"))
+        super().__init__(discord.ui.Button(custom_id=SHEET_KEEP.build(id=job_id)))
         self.job_id = job_id
 
     @classmethod
@@ -48,9 +49,9 @@ class SheetKeep(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"liken
         await keep(interaction, self.job_id, None)
 
 
-class SheetPick(discord.ui.DynamicItem[discord.ui.Select[Any]], template=r"likeness:sheetgen:pick:(?P<id>\d+)"):
+class SheetPick(discord.ui.DynamicItem[discord.ui.Select[Any]], template=SHEET_PICK.pattern):
     def __init__(self, job_id: int) -> None:
-        super().__init__(discord.ui.Select(custom_id=f"likeness:sheetgen:pick:{job_id}"))
+        super().__init__(discord.ui.Select(custom_id=SHEET_PICK.build(id=job_id)))
         self.job_id = job_id
 
     @classmethod
@@ -65,9 +66,9 @@ class SheetPick(discord.ui.DynamicItem[discord.ui.Select[Any]], template=r"liken
         await keep(interaction, self.job_id, views)
 
 
-class SheetRetry(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"likeness:sheetgen:retry:(?P<id>\d+)"):
+class SheetRetry(discord.ui.DynamicItem[discord.ui.Button[Any]], template=SHEET_RETRY.pattern):
     def __init__(self, job_id: int) -> None:
-        super().__init__(discord.ui.Button(custom_id=f"likeness:sheetgen:retry:{job_id}"))
+        super().__init__(discord.ui.Button(custom_id=SHEET_RETRY.build(id=job_id)))
         self.job_id = job_id
 
     @classmethod

@@ -16,11 +16,12 @@ from typing import Any
 
 import discord
 
+from bot.discord_io.components import result_marker, result_view, sheet_view, unsure_view
 from bot.domain import Job, JobState
 from bot.imaging.video import fit_to_size, thumbnail
 from bot.jobs.delivery import Progress
 from bot.providers.base import FinalError, RetryableError
-from bot.sheet_split import Figure, split_sheet
+from bot.sheet_split import split_sheet
 from storage.jobs import JobRepository
 
 log = logging.getLogger(__name__)
@@ -39,83 +40,8 @@ STATE_EMOJI = {
     JobState.FAILED: "❌",
     JobState.CANCELED: "🚫",
 }
-JOB_BUTTON = "likeness:job:{action}:{job_id}"
-UNSURE_BUTTON = "likeness:unsure:{action}:{job_id}"  # a manager's choice for a submit the provider may have
 MIN_UPLOAD_TRY = 48 * 1024  # below this a clip is not worth posting: thumbnail and note instead
 REQUEST_ENTITY_TOO_LARGE = 40005
-
-
-def job_custom_id(action: str, job_id: int) -> str:
-    return JOB_BUTTON.format(action=action, job_id=job_id)
-
-
-SHEET_BUTTON = "likeness:sheetgen:{action}:{job_id}"
-
-
-def sheet_custom_id(action: str, job_id: int) -> str:
-    return SHEET_BUTTON.format(action=action, job_id=job_id)
-
-
-def result_marker(job: Job) -> str:
-    """A custom id only this job's result carries: how the result is recognised in the channel."""
-    return sheet_custom_id("retry", job.id) if job.kind == "sheet" else job_custom_id("reroll", job.id)
-
-
-def sheet_view(job_id: int, figures: list[Figure]) -> discord.ui.View:
-    """Keep all, keep some (a select of the views found), or retry; handled by persistent DynamicItems."""
-    view = discord.ui.View(timeout=None)
-    if figures:
-        view.add_item(
-            discord.ui.Button(
-                label=f"Keep all {len(figures)} views",
-                style=discord.ButtonStyle.success,
-                custom_id=sheet_custom_id("keep", job_id),
-            )
-        )
-    view.add_item(
-        discord.ui.Button(
-            label="Retry", style=discord.ButtonStyle.secondary, custom_id=sheet_custom_id("retry", job_id)
-        )
-    )
-    if len(figures) > 1:
-        view.add_item(
-            discord.ui.Select(
-                custom_id=sheet_custom_id("pick", job_id),
-                placeholder="Keep only some views…",
-                min_values=1,
-                max_values=len(figures),
-                options=[discord.SelectOption(label=f.view.label, value=f.view.value) for f in figures],
-                row=1,
-            )
-        )
-    return view
-
-
-def unsure_view(job_id: int) -> discord.ui.View:
-    """Send again / Release under the status of a job the provider may have; handled by a persistent DynamicItem
-    (cogs.animate.UnsureButton) that checks manager rights on every press."""
-    view = discord.ui.View(timeout=None)
-    for action, label, style in (
-        ("resend", "Send again", discord.ButtonStyle.danger),
-        ("release", "Release", discord.ButtonStyle.secondary),
-    ):
-        view.add_item(
-            discord.ui.Button(label=label, style=style, custom_id=UNSURE_BUTTON.format(action=action, job_id=job_id))
-        )
-    return view
-
-
-def result_view(job_id: int) -> discord.ui.View:
-    """The buttons under a result; their custom ids carry the job id, handled by persistent DynamicItems."""
-    view = discord.ui.View(timeout=None)
-    for action, label, style in (
-        ("reroll", "Re-roll", discord.ButtonStyle.secondary),
-        ("edit", "Edit prompt", discord.ButtonStyle.secondary),
-        ("next", "Next shot", discord.ButtonStyle.primary),
-        ("delete", "Delete", discord.ButtonStyle.danger),
-    ):
-        view.add_item(discord.ui.Button(label=label, style=style, custom_id=job_custom_id(action, job_id)))
-    return view
 
 
 def _duration(seconds: float) -> str:
