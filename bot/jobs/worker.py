@@ -37,6 +37,7 @@ from PIL import Image
 
 from bot.budget import to_micros
 from bot.domain import Job, JobState
+from bot.errors import InvalidInputError, UserFacingError
 from bot.imaging.prep import ProviderImageLimits, prepare_for_provider
 from bot.jobs.delivery import Delivery, Progress
 from bot.jobs.scheduler import Limits, jobs_to_start, positions
@@ -120,8 +121,10 @@ class Worker:
 
     async def start(self) -> None:
         """Resume every job that held a provider slot, then start serving the queue."""
-        with contextlib.suppress(Exception):
+        try:
             await self.providers.purge_retired()  # server keys replaced while shots ran, and no longer needed
+        except Exception:
+            log.warning("could not delete retired server keys at start; the next late check tries again", exc_info=True)
         for job in await self.jobs.in_states(ACTIVE):
             log.info("resuming job %s (%s)", job.id, job.state)
             self._drive(job)
@@ -214,8 +217,19 @@ class Worker:
         for pair in {(job.guild_id, job.provider) for job in (*queued, *active)} - self._resolved_accounts:
             # whose account each job runs on (a server's own key is its own account, with its own limits); once per
             # pair: /animate resolves new ones as it queues, and the registry forgets a key that is removed
-            with contextlib.suppress(Exception):
+            try:
                 await self.providers.for_guild(*pair)
+            except (ProviderError, UserFacingError) as error:  # a key that does not open, a provider gone
+                log.warning(
+                    "guild %s: the %s account for its jobs is unknown (%s); each job's own step tells the member",
+                    *pair,
+                    error,
+                )
+            except Exception:
+                log.exception(
+                    "guild %s: could not look up the %s account for its jobs; the next pass tries again", *pair
+                )
+            else:
                 self._resolved_accounts.add(pair)
         starting = jobs_to_start(queued, active, self.limits(), self._last_start)
         for job in starting:
@@ -602,8 +616,10 @@ class Worker:
         own = self.providers.server_accounts().get((job.guild_id, job.provider))
         if own is not None:
             return own.capabilities.typical_seconds
-        with contextlib.suppress(Exception):
+        try:
             return self.providers.get(job.provider).capabilities.typical_seconds
+        except InvalidInputError:  # a job of a provider no longer set up: its own step fails it
+            log.debug("job %s: provider %s is not set up; guessing 60 s for its render", job.id, job.provider)
         return 60.0
 
     def _learn(self, job: Job, *, first_poll: bool) -> None:

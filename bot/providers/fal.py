@@ -69,7 +69,14 @@ from bot.providers.base import (
     TaskStatus,
     WorkKind,
 )
-from bot.providers.http import KEY_REFUSED, TooLargeError, may_have_arrived, read_capped, timed_request
+from bot.providers.http import (
+    KEY_REFUSED,
+    PaidSubmit,
+    TooLargeError,
+    read_capped,
+    timed_request,
+    transport_errors,
+)
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +98,9 @@ CANCELED_ERROR_TYPES = frozenset({"client_cancelled", "request_cancelled", "canc
 _MAX_DETAIL = 300  # characters of fal's own words kept in an error
 _MAX_RETRY_AFTER = 600.0
 NO_SUCH_REQUEST = "00000000-0000-0000-0000-000000000000"  # the request `ping` asks about
+_UNANSWERED_SUBMIT = PaidSubmit(
+    "fal.ai did not answer after the shot was sent.", "fal may have queued it, and cannot be asked"
+)
 
 
 @dataclass(frozen=True)
@@ -305,6 +315,11 @@ class FalProvider:
         )
         try:
             async with (
+                transport_errors(
+                    "Downloading the result from fal.ai timed out; I'll try again.",
+                    "Could not download the result from fal.ai; I'll try again.",
+                    coded=False,
+                ),
                 asyncio.timeout(self._download_deadline),
                 self._client.stream("GET", url, follow_redirects=True) as response,
             ):
@@ -325,14 +340,6 @@ class FalProvider:
                 f"Downloading the result from fal.ai took longer than {self._download_deadline:g} s; I'll try again.",
                 code="download_deadline",
             ) from None
-        except httpx.TimeoutException as error:
-            raise RetryableError(
-                "Downloading the result from fal.ai timed out; I'll try again.", detail=type(error).__name__
-            ) from error
-        except httpx.TransportError as error:
-            raise RetryableError(
-                "Could not download the result from fal.ai; I'll try again.", detail=type(error).__name__
-            ) from error
         return data
 
     def estimate_cost(self, request: RenderRequest) -> Decimal:
@@ -350,14 +357,8 @@ class FalProvider:
         RetryableError (`timeout`, `network`) when fal cannot be reached."""
         url = f"{self._base_url}/{_app_id(self.video_model)}/requests/{NO_SUCH_REQUEST}/status"
         headers = {"Authorization": f"Key {self._key}", "Accept": "application/json"}
-        try:
+        with transport_errors("fal.ai did not answer in time.", "Could not reach fal.ai."):
             response, first_byte = await timed_request(self._client, "GET", url, headers=headers)
-        except httpx.TimeoutException as error:
-            raise RetryableError(
-                "fal.ai did not answer in time.", detail=type(error).__name__, code="timeout"
-            ) from error
-        except httpx.TransportError as error:
-            raise RetryableError("Could not reach fal.ai.", detail=type(error).__name__, code="network") from error
         if response.is_success or response.status_code == 404:
             return first_byte
         error = self._http_error(response, stage="status")
@@ -509,22 +510,12 @@ class FalProvider:
         headers = {"Authorization": f"Key {self._key}", "Accept": "application/json"}
         if content is not None:
             headers["Content-Type"] = "application/json"
-        try:
+        with transport_errors(
+            "fal.ai did not answer in time; I'll try again.",
+            "Could not reach fal.ai; I'll try again.",
+            paid_submit=_UNANSWERED_SUBMIT if submitting else None,  # fal may have queued it: never simply sent again
+        ):
             return await self._client.request(method, url, content=content, params=params, headers=headers)
-        except httpx.TransportError as error:
-            if submitting and may_have_arrived(error):  # fal may have queued it: never simply sent again
-                raise OutcomeUnknownError(
-                    "fal.ai did not answer after the shot was sent.",
-                    detail=f"{type(error).__name__}: fal may have queued it, and cannot be asked",
-                    code="timeout" if isinstance(error, httpx.TimeoutException) else "network",
-                ) from error
-            if isinstance(error, httpx.TimeoutException):
-                raise RetryableError(
-                    "fal.ai did not answer in time; I'll try again.", detail=type(error).__name__, code="timeout"
-                ) from error
-            raise RetryableError(
-                "Could not reach fal.ai; I'll try again.", detail=type(error).__name__, code="network"
-            ) from error
 
     # ----------------------------------------------------------------------------------------------------------
     # A finished request

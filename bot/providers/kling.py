@@ -71,7 +71,7 @@ from bot.providers.base import (
     TaskStatus,
     WorkKind,
 )
-from bot.providers.http import KEY_REFUSED, TooLargeError, read_capped, timed_request
+from bot.providers.http import KEY_REFUSED, TooLargeError, read_capped, timed_request, transport_errors
 
 log = logging.getLogger(__name__)
 
@@ -420,6 +420,11 @@ class KlingProvider:
         try:
             # No Authorization header: result links are public CDN URLs, and the token stays with the API host.
             async with (
+                transport_errors(
+                    "Kling's download did not answer in time; the bot will try again.",
+                    "The bot could not download the result from Kling; it will try again.",
+                    coded=False,
+                ),
                 asyncio.timeout(self._download_deadline),
                 self._http().stream("GET", artifact.url, follow_redirects=True) as response,
             ):
@@ -443,14 +448,6 @@ class KlingProvider:
                 f"Kling's download took longer than {self._download_deadline:g} s; the bot will try again.",
                 code="download_deadline",
             ) from None
-        except httpx.TimeoutException as error:
-            raise RetryableError(
-                "Kling's download did not answer in time; the bot will try again.", detail=type(error).__name__
-            ) from error
-        except httpx.TransportError as error:
-            raise RetryableError(
-                "The bot could not download the result from Kling; it will try again.", detail=type(error).__name__
-            ) from error
         return data
 
     def estimate_cost(self, request: RenderRequest) -> Decimal:
@@ -484,16 +481,8 @@ class KlingProvider:
         code KEY_REFUSED when Kling refuses the keys, RetryableError (`timeout`, `network`) when it cannot be
         reached, another ProviderError for any other answer."""
         headers = {"Authorization": self._authorization()}
-        try:
+        with transport_errors("Kling did not answer in time.", "The bot could not reach Kling."):
             response, first_byte = await timed_request(self._http(), "GET", self._costs_path(), headers=headers)
-        except httpx.TimeoutException as error:
-            raise RetryableError(
-                "Kling did not answer in time.", detail=type(error).__name__, code="timeout"
-            ) from error
-        except httpx.TransportError as error:
-            raise RetryableError(
-                "The bot could not reach Kling.", detail=type(error).__name__, code="network"
-            ) from error
         envelope = _json(response)
         code = envelope.get("code")
         code = code if isinstance(code, int) and not isinstance(code, bool) else None
@@ -743,16 +732,11 @@ class KlingProvider:
 
     async def _send(self, method: str, path: str, body: dict[str, Any] | None) -> httpx.Response:
         headers = {"Authorization": self._authorization()}
-        try:
+        # A create that got no answer stays plain RetryableError: Kling can be asked (find() by external id).
+        with transport_errors(
+            "Kling did not answer in time; the bot will try again.", "The bot could not reach Kling; it will try again."
+        ):
             return await self._http().request(method, path, json=body, headers=headers)
-        except httpx.TimeoutException as error:
-            raise RetryableError(
-                "Kling did not answer in time; the bot will try again.", detail=type(error).__name__, code="timeout"
-            ) from error
-        except httpx.TransportError as error:
-            raise RetryableError(
-                "The bot could not reach Kling; it will try again.", detail=type(error).__name__, code="network"
-            ) from error
 
     def _error(
         self, status: int, code: int | None, message: str, response: httpx.Response, job_id: int | None

@@ -53,7 +53,14 @@ from bot.providers.base import (
     TaskStatus,
     WorkKind,
 )
-from bot.providers.http import KEY_REFUSED, TooLargeError, may_have_arrived, read_capped, timed_request
+from bot.providers.http import (
+    KEY_REFUSED,
+    PaidSubmit,
+    TooLargeError,
+    read_capped,
+    timed_request,
+    transport_errors,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +95,9 @@ TYPICAL_SECONDS = 60.0  # a first guess for gen4_turbo; the worker learns the re
 _DETAIL_MAX = 300  # characters of Runway's own words kept in an error
 _DOWNLOAD_DEADLINE_FACTOR = 10  # a whole download may take this many `timeout`s; each read still has one
 _QUEUED = frozenset({"PENDING", "THROTTLED"})
+_UNANSWERED_CREATE = PaidSubmit(
+    "Runway did not answer after the shot was sent.", "Runway may have started it, and cannot be asked"
+)
 
 
 class RunwayProvider:
@@ -231,17 +241,14 @@ class RunwayProvider:
         if scheme not in ("http", "https"):
             raise FinalError("This result link is not a web address.", code="bad_url")
         self._check_open()
-        try:
-            async with asyncio.timeout(self._download_deadline):
-                return await self._download(artifact.url)
-        except (TimeoutError, httpx.TimeoutException):
-            raise RetryableError("Downloading the result from Runway timed out.", code="timeout") from None
-        except httpx.TransportError as error:
-            raise RetryableError(
+        async with (
+            _transport_errors(
+                "Downloading the result from Runway timed out.",
                 "The connection to Runway broke while downloading the result.",
-                detail=type(error).__name__,
-                code="network",
-            ) from None
+            ),
+            asyncio.timeout(self._download_deadline),
+        ):
+            return await self._download(artifact.url)
 
     def estimate_cost(self, request: RenderRequest) -> Decimal:
         cost = self.capabilities.cost
@@ -259,15 +266,13 @@ class RunwayProvider:
         `likeness doctor`. FinalError with code KEY_REFUSED on a 401, RetryableError (`timeout`, `network`) when
         Runway cannot be reached, the usual typed error for any other refusal."""
         self._check_open()
-        try:
-            async with asyncio.timeout(self._timeout):
-                response, first_byte = await timed_request(
-                    self._client, "GET", self._base_url + "/v1/organization", headers=self._api_headers
-                )
-        except (TimeoutError, httpx.TimeoutException):
-            raise RetryableError("Runway did not answer in time.", code="timeout") from None
-        except httpx.TransportError as error:
-            raise RetryableError("I couldn't reach Runway.", detail=type(error).__name__, code="network") from None
+        async with (
+            _transport_errors("Runway did not answer in time.", "I couldn't reach Runway."),
+            asyncio.timeout(self._timeout),
+        ):
+            response, first_byte = await timed_request(
+                self._client, "GET", self._base_url + "/v1/organization", headers=self._api_headers
+            )
         if response.status_code == 401:
             raise FinalError(
                 "Runway did not accept the API key.", detail=self._redact(_error_text(response)), code=KEY_REFUSED
@@ -355,23 +360,17 @@ class RunwayProvider:
         """One API call: the JSON object it answered, or a typed error. Every call has an overall deadline.
         `creating`: a POST that makes a paid task, whose unknown outcome is OutcomeUnknownError."""
         self._check_open()
-        try:
-            async with asyncio.timeout(self._timeout):
-                response = await self._client.request(
-                    method, self._base_url + path, json=json_body, headers=self._api_headers
-                )
-        except (TimeoutError, httpx.TransportError) as error:
-            if creating and may_have_arrived(error):
-                raise OutcomeUnknownError(
-                    "Runway did not answer after the shot was sent.",
-                    detail=f"{type(error).__name__}: Runway may have started it, and cannot be asked",
-                    code="timeout" if isinstance(error, TimeoutError | httpx.TimeoutException) else "network",
-                ) from None
-            if isinstance(error, TimeoutError | httpx.TimeoutException):
-                raise RetryableError("Runway did not answer in time.", code="timeout") from None
-            raise RetryableError(
-                "I couldn't reach Runway.", detail=self._redact(type(error).__name__), code="network"
-            ) from None
+        async with (
+            _transport_errors(
+                "Runway did not answer in time.",
+                "I couldn't reach Runway.",
+                paid_submit=_UNANSWERED_CREATE if creating else None,
+            ),
+            asyncio.timeout(self._timeout),
+        ):
+            response = await self._client.request(
+                method, self._base_url + path, json=json_body, headers=self._api_headers
+            )
         if response.status_code >= 300:
             if creating and response.status_code >= 500 and response.status_code != 503:
                 raise OutcomeUnknownError(
@@ -482,6 +481,12 @@ class RunwayProvider:
 
 # --------------------------------------------------------------------------------------------------------------
 # Pure helpers (module level so tests and other code can use them)
+
+
+def _transport_errors(timeout: str, network: str, *, paid_submit: PaidSubmit | None = None) -> transport_errors:
+    """The transport-error mapper as Runway's calls use it: each call has an overall deadline (a built-in
+    TimeoutError is a timeout too), a timeout says no more than that, and the httpx error is not chained."""
+    return transport_errors(timeout, network, deadline=True, timeout_detail=False, chain=False, paid_submit=paid_submit)
 
 
 def sheet_tags(images: Sequence[ReferenceImage]) -> list[str]:
