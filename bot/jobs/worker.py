@@ -57,7 +57,7 @@ from bot.providers.base import (
     TaskStatus,
     WorkKind,
 )
-from bot.providers.registry import AccountGoneError, ProviderRegistry
+from bot.providers.registry import AccountGoneError, ProviderMissingError, ProviderRegistry
 from storage.blobs import BlobStore
 from storage.jobs import JobRepository
 from storage.ledger import Settlement
@@ -237,6 +237,17 @@ class Worker:
                 _provider, account = await self.providers.resolve(job.guild_id, job.provider)
             except ProviderError:
                 account = None  # the server's key does not open: the job's first step says so to the member
+            except ProviderMissingError as error:  # removed while the shot waited: nothing was sent, so release it
+                await self._move(
+                    job.id,
+                    [JobState.QUEUED],
+                    JobState.FAILED,
+                    settle=Settlement(),
+                    error=f"{error} Nothing was charged.",
+                    cost_final="0",
+                    finished_at=self.clock(),
+                )
+                continue
             started = await self._move(
                 job.id, [JobState.QUEUED], JobState.SUBMITTING, started_at=self.clock(), account=account, submit_sent=0
             )
@@ -338,9 +349,14 @@ class Worker:
         raise RuntimeError(f"job {job.id} is {job.state}, which the worker does not drive")
 
     async def _provider_of(self, job: Job) -> Provider:
-        """The provider on the account the job was sent with."""
+        """The provider on the account the job was sent with. One the bot is no longer set up with is waited for
+        (an admin may put its key back): the shot may be rendering there, and giving up would lose it."""
         try:
             return await self.providers.for_job(job.guild_id, job.provider, job.account)
+        except ProviderMissingError as error:
+            raise RetryableError(
+                f"{error} The shot waits until it is set up again.", code="provider_missing", rate_limited=True
+            ) from None
         except AccountGoneError:
             if job.state is not JobState.SUBMITTING or job.submit_sent:
                 raise
@@ -550,7 +566,7 @@ class Worker:
             try:
                 provider = await self.providers.for_job(job.guild_id, job.provider, job.account)
                 result = await provider.poll(self._submission(job))
-            except ProviderError as error:
+            except (ProviderError, ProviderMissingError) as error:  # the next pass looks again
                 log.info("late check of job %s: %s", job.id, error)
                 continue
             if result.status is TaskStatus.SUCCEEDED:
@@ -718,6 +734,8 @@ def _waiting_for(job: Job, error: RetryableError) -> str:
     """What the status says while a job waits: for the provider, for disk space, or to post (Discord, an admin)."""
     if error.code == "disk_full":
         return DISK
+    if error.code == "provider_missing":
+        return "waiting for an admin to set the provider up again"
     if error.code == "io" or job.state is JobState.DELIVERING:
         return "trying again shortly"
     return CAPACITY

@@ -49,6 +49,10 @@ class ServerKeySource(Protocol):
     async def keyed_providers(self, guild_id: int) -> list[str]: ...
 
 
+class ProviderMissingError(InvalidInputError):
+    """A provider this bot is not set up with (any more: an admin may have removed its key while shots were queued)."""
+
+
 class AccountGoneError(FinalError):
     """The server key a shot was sent with is no longer kept (only when it was never in use by the shot)."""
 
@@ -93,7 +97,7 @@ class ProviderRegistry:
         provider = self._providers.get(chosen)
         if provider is None:
             available = ", ".join(self.names()) or "none"
-            raise InvalidInputError(
+            raise ProviderMissingError(
                 f"The provider **{chosen}** is not set up on this bot (available: {available}). "
                 "An admin adds provider keys in the bot's settings."
             )
