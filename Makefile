@@ -47,7 +47,7 @@ bench: $(STAMP_DEV) $(U2NETP)
 	LIKENESS_TEST_MODELS_DIR=$(TEST_MODELS) $(BIN)/python -m bench.cleanup
 	$(BIN)/python -m bench.sheet
 	$(BIN)/python -m bench.render
-	$(BIN)/python -m bench.queue
+	$(BIN)/python -m bench.render_queue
 	$(BIN)/python -m bench.budget
 	$(BIN)/python -m bench.backup
 	$(BIN)/python -m bench.retention
