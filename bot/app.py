@@ -115,7 +115,7 @@ class LikenessBot(commands.AutoShardedBot):
             )
         if self.settings.metrics_port is not None:
             self._metrics_server = MetricsServer(
-                self.render_metrics, self.settings.metrics_host, self.settings.metrics_port
+                self.render_metrics, self.settings.metrics_host, self.settings.metrics_port, healthy=self.is_up
             )
             await _listen(
                 self._metrics_server.start(),
@@ -135,6 +135,10 @@ class LikenessBot(commands.AutoShardedBot):
     async def render_metrics(self) -> str:
         queue = await self.services.storage.jobs.count_unfinished()
         return self.metrics.render(queue, self.gateway_latency())
+
+    async def is_up(self) -> bool:
+        """What `/healthz` reports: connected to Discord's gateway (ready) and not stopping."""
+        return self.is_ready() and not self.is_closed() and not self.draining
 
     def gateway_latency(self) -> float | None:
         """Seconds of the gateway heartbeat's round trip, or None before the first one (discord.py says NaN)."""

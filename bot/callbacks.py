@@ -17,21 +17,19 @@ Without LIKENESS_CALLBACK_URL nothing listens and providers are polled only, as 
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
 from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
 
-from bot.listeners import ConnectionSlots, Deadline, ListenerLimits, shed
+from bot.listeners import Listener, ListenerLimits, application
 from bot.providers.base import TaskStatus
 
 log = logging.getLogger(__name__)
@@ -109,48 +107,6 @@ Nudge = Callable[[str, int], None]  # (provider, job id): poll that job now
 Count = Callable[[str, str], None]  # (provider, outcome): polled, progress, duplicate, refused, malformed (bot.metrics)
 
 
-class _GuardedHandler(RequestHandler):
-    """aiohttp's connection handler with the listener's cap and deadlines (bot.listeners): a connection past the
-    cap is answered 503 and closed; one whose head or body is too slow is aborted."""
-
-    def __init__(self, manager: web.Server, slots: ConnectionSlots, limits: ListenerLimits, **kwargs: Any) -> None:
-        super().__init__(manager, **kwargs)
-        self._slots = slots
-        self._limits = limits
-        self._deadline: Deadline | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        if not self._slots.take():
-            shed(transport)
-            return
-        self._deadline = Deadline(transport)
-        self._deadline.arm(self._limits.header_seconds)
-
-    def head_received(self) -> None:
-        """The request's head is in: the body (and the answer) now have their own deadline."""
-        if self._deadline is not None:
-            self._deadline.arm(self._limits.body_seconds)
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-            self._slots.give_back()
-        super().connection_lost(exc)
-
-
-@web.middleware
-async def _one_request_per_connection(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    if isinstance(request.protocol, _GuardedHandler):
-        request.protocol.head_received()
-    response = await handler(request)
-    response.force_close()  # no keep-alive: each connection's deadlines cover exactly one request
-    return response
-
-
 class CallbackServer:
     """POST /callbacks/<provider>/<job id>/<token>: checks the token, then nudges the worker. Bind it to
     localhost behind a reverse proxy that terminates HTTPS (see the README). Slow or too many clients are shed
@@ -169,58 +125,31 @@ class CallbackServer:
         limits: ListenerLimits | None = None,
     ) -> None:
         self._urls = urls
-        self._limits = limits or ListenerLimits()
-        self._slots = ConnectionSlots(self._limits.max_connections)
         self._nudge = nudge
-        self._host = host
-        self._port = port
         self._min_interval = min_interval
         self._clock = clock
         self._count = count or (lambda _provider, _outcome: None)
         self._last_nudge: dict[int, float] = {}
-        self._runner: web.AppRunner | None = None
-        self._server: asyncio.Server | None = None
+        self._host = host
+        app = application(client_max_size=BODY_MAX)
+        app.router.add_post("/callbacks/{provider}/{job_id:[0-9]+}/{token}", self._handle)
+        app.router.add_get("/callbacks", self._hello)  # for `likeness doctor`: the public URL reaches this bot
+        self._listener = Listener(app, host, port, limits or ListenerLimits())
 
     @property
     def port(self) -> int:
-        assert self._server is not None
-        return int(self._server.sockets[0].getsockname()[1])
+        return self._listener.port
 
     @property
     def open_connections(self) -> int:
-        return self._slots.open
+        return self._listener.open_connections
 
     async def start(self) -> None:
-        app = web.Application(client_max_size=BODY_MAX, middlewares=[_one_request_per_connection])
-        app.router.add_post("/callbacks/{provider}/{job_id:[0-9]+}/{token}", self._handle)
-        app.router.add_get("/callbacks", self._hello)  # for `likeness doctor`: the public URL reaches this bot
-        self._runner = runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, shutdown_timeout=1.0
-        )  # a stalled client never holds up a stop
-        await runner.setup()
-        manager = runner.server
-        assert manager is not None
-        loop = asyncio.get_running_loop()
-
-        def connection() -> _GuardedHandler:  # what aiohttp's TCPSite would make, plus the cap and the deadlines
-            return _GuardedHandler(manager, self._slots, self._limits, loop=loop, access_log=None)
-
-        try:
-            self._server = await loop.create_server(connection, self._host, self._port)
-        except BaseException:
-            await self.close()
-            raise
+        await self._listener.start()
         log.info("provider callbacks on http://%s:%s/callbacks/", self._host, self.port)
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        if self._runner is not None:
-            await self._runner.cleanup()  # closes the connections still open
-            self._runner = None
-        if self._server is not None:
-            await self._server.wait_closed()
-            self._server = None
+        await self._listener.close()
 
     async def _hello(self, _request: web.Request) -> web.Response:
         return web.Response(status=200, text=HELLO)

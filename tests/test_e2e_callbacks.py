@@ -10,6 +10,7 @@ from dataclasses import replace
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from bot.callbacks import CallbackUrls, callback_secret
 from bot.config import SettingsError
@@ -105,8 +106,19 @@ async def test_kling_calls_back_and_the_clip_posts_at_once_even_across_a_restart
     await eventually(lambda: is_state(runner, job_id, JobState.DONE), "the shot to be done")
     assert runner.bot is not None  # admins see the callbacks in the metrics (this bot's life: since the restart)
     metrics = await runner.bot.render_metrics()
-    assert 'likeness_callbacks_total{provider="kling",outcome="polled"} 1' in metrics
-    assert 'likeness_callbacks_total{provider="kling",outcome="progress"} 1' in metrics  # "processing"
+    callbacks = samples(metrics, "likeness_callbacks_total")  # Prometheus sorts labels: read them, not the text
+    assert callbacks[(("outcome", "polled"), ("provider", "kling"))] == 1
+    assert callbacks[(("outcome", "progress"), ("provider", "kling"))] == 1  # "processing"
+
+
+def samples(exposition: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """The values of metric `name` in Prometheus text, by their (sorted) labels."""
+    return {
+        tuple(sorted(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+        if sample.name == name
+    }
 
 
 async def test_fal_calls_back_on_completion_and_the_clip_posts_at_once(

@@ -253,3 +253,19 @@ async def test_a_stop_while_the_bot_starts_its_worker_leaves_nothing_running(
 
     await runner.start()  # the next start does it all
     await until(fake, lambda: bool(result_of(fake, world, job_id)), "the result")
+
+
+async def test_healthz_says_whether_the_bot_is_up(fake: FakeDiscord, world: World, runner: BotRunner) -> None:
+    """GET /healthz on the metrics listener (for Docker and orchestrators): 200 while connected, 503 once stopping."""
+    await runner.stop()
+    runner.settings = runner.settings.model_copy(update={"metrics_port": 0})
+    bot = await runner.start()
+    server = bot._metrics_server
+    assert server is not None
+    async with httpx.AsyncClient() as client:
+        up = await client.get(f"http://127.0.0.1:{server.port}/healthz")
+        bot.draining = True  # what a SIGTERM sets first
+        stopping = await client.get(f"http://127.0.0.1:{server.port}/healthz")
+        bot.draining = False
+    assert up.status_code == 200 and up.json() == {"status": "ok"}
+    assert stopping.status_code == 503 and stopping.json() == {"status": "unavailable"}
