@@ -1,4 +1,4 @@
-"""The domain: plain pydantic models and enums shared by services, storage and the Discord layer."""
+"""The plain pydantic models and enums shared by services, storage, providers and the Discord layer."""
 
 from __future__ import annotations
 
@@ -155,6 +155,14 @@ class Page(Frozen, Generic[T]):
     total_items: int
 
 
+class WorkKind(StrEnum):
+    """What a job asks a provider to make (stored as its value in the jobs table)."""
+
+    ANIMATE = "animate"  # image(s) + prompt -> video clip
+    SHEET = "sheet"  # reference images + prompt -> multi-angle character sheet image
+    EXTEND = "extend"  # a previous clip -> a longer clip
+
+
 class JobState(StrEnum):
     QUEUED = "queued"
     SUBMITTING = "submitting"
@@ -218,7 +226,7 @@ class Job(Frozen):
     character_id: int | None
     character_name: str
     character_version: int
-    kind: str
+    kind: WorkKind
     provider: str
     model: str
     action: str
