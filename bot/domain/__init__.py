@@ -1,34 +1,30 @@
 """The domain: plain models, enums, errors, who is asking (`Actor`) and money, shared by every other part.
 
 It imports nothing else from the bot, nor storage, providers or Discord: everything else imports it.
-`from bot.domain import X` works for every name here; the submodules are `models` (characters, settings,
-jobs and their enums), `actor`, `money` (USD and integer micros) and `errors` (messages meant for members).
+`from bot.domain import X` works for every name here. The submodules: `models` (characters, references,
+settings, the ledger), `jobs` (the render queue's job, its kind and states), `actor` (who is asking), `money`
+(USD and integer micros) and `errors` (messages meant for members).
 """
 
 from bot.domain.actor import Actor
 from bot.domain.errors import ConflictError, InvalidInputError, NotAllowedError, NotFoundError, UserFacingError
+from bot.domain.jobs import BOT_ACCOUNT, BoundImage, Job, JobState, ShotParams, WorkKind
 from bot.domain.models import (
-    BOT_ACCOUNT,
     AuditEntry,
-    BoundImage,
     Character,
     Element,
     ElementKind,
     Frozen,
     GuildSettings,
-    Job,
-    JobState,
     LedgerEntry,
     Page,
     Quality,
     ReferenceView,
     ServerRules,
-    ShotParams,
     StoredImage,
     T,
     View,
     Visibility,
-    WorkKind,
 )
 from bot.domain.money import MICROS_PER_USD, plain_usd, to_micros, usd
 
