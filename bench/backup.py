@@ -17,7 +17,8 @@ from pathlib import Path
 
 from bot.backup import backup, restore
 from bot.config import Settings
-from bot.library import Actor, Library
+from bot.domain import Actor
+from bot.library import Library
 from storage import Storage
 from storage.blobs import BlobStore
 

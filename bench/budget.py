@@ -18,9 +18,9 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-from bot.budget import Budget, OverBudgetError, to_micros
-from bot.domain import Job, JobState, ServerRules
-from bot.library import Actor, Library
+from bot.budget import Budget, OverBudgetError
+from bot.domain import Actor, Job, JobState, ServerRules, to_micros
+from bot.library import Library
 from storage import Storage
 from storage.db import Transaction
 from storage.ledger import Settlement, reserve

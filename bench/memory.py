@@ -183,10 +183,10 @@ def cdn(folder: Path) -> httpx.AsyncClient:
 
 
 async def uploads(folder: Path, files: list[Path], content_type: str) -> dict[str, object]:
-    from bot.domain import View
+    from bot.domain import Actor, View
     from bot.imaging.cleanup import BackgroundRemover
     from bot.imaging.intake import IntakeLimits
-    from bot.library import Actor, Library
+    from bot.library import Library
     from bot.references import ReferenceService, Upload
     from bot.upload_gate import UploadGate
     from storage import Storage
@@ -234,8 +234,9 @@ async def uploads(folder: Path, files: list[Path], content_type: str) -> dict[st
 async def card_and_sheet(folder: Path) -> dict[str, object]:
     from bot.cards import CardUpload, CharacterCards
     from bot.character_card import CardLimits
+    from bot.domain import Actor
     from bot.imaging.intake import IntakeLimits
-    from bot.library import Actor, Library
+    from bot.library import Library
     from bot.sheets import SheetService
     from bot.upload_gate import UploadGate
     from storage import Storage

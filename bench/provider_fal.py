@@ -26,6 +26,7 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image, ImageDraw
 
+from bot.domain import WorkKind
 from bot.jobs.worker import WorkerConfig, next_retry
 from bot.providers.base import (
     OutcomeUnknownError,
@@ -34,7 +35,6 @@ from bot.providers.base import (
     RenderRequest,
     RetryableError,
     TaskStatus,
-    WorkKind,
 )
 from bot.providers.fal import DEFAULT_VIDEO_MODEL, FalProvider
 from tests.fake_providers.fal import MEDIA_PATH, FakeFal, serve_in_thread

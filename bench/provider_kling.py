@@ -23,15 +23,8 @@ from dataclasses import dataclass, field
 
 from PIL import Image, ImageDraw
 
-from bot.providers.base import (
-    PollResult,
-    ReferenceImage,
-    RenderRequest,
-    RetryableError,
-    Submission,
-    TaskStatus,
-    WorkKind,
-)
+from bot.domain import WorkKind
+from bot.providers.base import PollResult, ReferenceImage, RenderRequest, RetryableError, Submission, TaskStatus
 from bot.providers.kling import KlingProvider
 from tests.fake_providers.kling import FakeKling, FakeKlingThread
 

@@ -28,6 +28,7 @@ from typing import TypeVar
 
 from PIL import Image, ImageDraw, ImageFilter
 
+from bot.domain import WorkKind
 from bot.imaging.prep import prepare_for_provider
 from bot.jobs.worker import WorkerConfig, next_retry
 from bot.providers.base import (
@@ -37,7 +38,6 @@ from bot.providers.base import (
     RenderRequest,
     RetryableError,
     TaskStatus,
-    WorkKind,
 )
 from bot.providers.runway import RUNWAY_IMAGE_LIMITS, RunwayProvider
 from tests.fake_providers.runway import FakeRunway, in_thread

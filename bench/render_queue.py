@@ -14,20 +14,11 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-from bot.domain import Job, JobState, ShotParams
+from bot.domain import Job, JobState, ShotParams, WorkKind
 from bot.imaging.prep import KLING
 from bot.jobs.delivery import NoDelivery
 from bot.jobs.worker import Worker, WorkerConfig
-from bot.providers.base import (
-    Artifact,
-    Capabilities,
-    CostModel,
-    PollResult,
-    RenderRequest,
-    Submission,
-    TaskStatus,
-    WorkKind,
-)
+from bot.providers.base import Artifact, Capabilities, CostModel, PollResult, RenderRequest, Submission, TaskStatus
 from bot.providers.registry import ProviderRegistry
 from storage import Storage
 

@@ -15,14 +15,27 @@ from dataclasses import asdict, dataclass
 from decimal import Decimal
 from typing import Any
 
-from bot.budget import Budget, to_micros
-from bot.domain import BoundImage, Character, Job, JobState, Quality, ServerRules, ShotParams, StoredImage, View
+from bot.budget import Budget
+from bot.domain import (
+    Actor,
+    BoundImage,
+    Character,
+    Job,
+    JobState,
+    Quality,
+    ServerRules,
+    ShotParams,
+    StoredImage,
+    View,
+    WorkKind,
+    to_micros,
+)
 from bot.errors import InvalidInputError, NotAllowedError, NotFoundError
-from bot.library import Actor, Library, can_see
+from bot.library import Library, can_see
 from bot.limits import Place, check_channel, check_cooldown, check_queue_room
 from bot.moderation import Moderator, beyond_own_words
 from bot.prompts import CAMERA_MOVES, DEFAULT_NEGATIVE_PRESETS, Binding, choose_references, compile_prompt
-from bot.providers.base import Capabilities, Provider, RenderRequest, WorkKind
+from bot.providers.base import Capabilities, Provider, RenderRequest
 from bot.providers.registry import ProviderRegistry
 from bot.references import png_bytes
 from bot.sheet_split import Figure, on_white, sheet_prompt, split_sheet
@@ -504,7 +517,7 @@ class AnimateService:
 
     async def sheet_figures(self, actor: Actor, job_id: int) -> tuple[Job, list[Figure]]:
         job = await self.job_for(actor, job_id)
-        if job.kind != WorkKind.SHEET.value or job.result_blob is None:
+        if job.kind is not WorkKind.SHEET or job.result_blob is None:
             raise InvalidInputError(f"Job #{job_id} is not a finished sheet.")
         data = await self._storage.blobs.get(job.result_blob)
         return job, await asyncio.to_thread(split_sheet, data)

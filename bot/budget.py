@@ -10,36 +10,20 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
-from bot.domain import Job, JobState, ServerRules
+from bot.domain import Actor, Job, JobState, ServerRules
+from bot.domain.money import plain_usd, to_micros, usd
 from bot.errors import InvalidInputError, NotAllowedError
-from bot.library import Actor
 from storage import Storage
 from storage.db import Transaction
 from storage.ledger import Settlement, Totals, committed, day_of, reserve
 
-MICROS_PER_USD = 1_000_000
 RECENT_JOBS = 10
-
-
-def to_micros(amount: Decimal | str) -> int:
-    """USD to millionths, rounded up (an estimate is never under-reserved)."""
-    return math.ceil(Decimal(amount) * MICROS_PER_USD)
-
-
-def usd(micros: int) -> str:
-    """$1.23; amounts under a cent keep their digits ($0.0035), so a cheap shot never shows as $0.00."""
-    amount = Decimal(micros) / MICROS_PER_USD
-    if micros == 0 or abs(micros) >= 10_000:
-        return f"${amount:,.2f}"
-    return f"${amount.normalize():f}"
 
 
 def charge_of(job: Job) -> int:
@@ -185,9 +169,9 @@ class Budget:
             writer.writerow(
                 [job.id, datetime.fromtimestamp(job.created_at, UTC).strftime("%Y-%m-%d %H:%M:%S"), job.user_id,
                  job.character_name, job.kind, job.provider, job.model, job.params.duration, job.state.value,
-                 _plain(reserved), _plain(held), _plain(charged)]
+                 plain_usd(reserved), plain_usd(held), plain_usd(charged)]
             )  # fmt: skip
-        writer.writerow(["total", "", "", "", "", "", "", "", "", "", _plain(total_held), _plain(total_charged)])
+        writer.writerow(["total", "", "", "", "", "", "", "", "", "", plain_usd(total_held), plain_usd(total_charged)])
         return f"likeness-spend-{month}.csv", out.getvalue().encode()
 
     async def reconcile(self, now: float | None = None) -> int:
@@ -205,10 +189,6 @@ class Budget:
             await self._storage.ledger.settle(job.id, charge_of(job) if billed else None)
             settled += 1
         return settled
-
-
-def _plain(micros: int) -> str:
-    return f"{Decimal(micros) / MICROS_PER_USD:.6f}"
 
 
 def settlement(*, billed: bool, job: Job) -> Settlement:

@@ -23,10 +23,10 @@ from bot.character_card import (
     megabytes,
     parse_card,
 )
-from bot.domain import Character, StoredImage
+from bot.domain import Actor, Character, StoredImage
 from bot.errors import ConflictError
 from bot.imaging.intake import download
-from bot.library import Actor, Library, clean_description, clean_name
+from bot.library import Library, clean_description, clean_name
 from bot.references import clean_element_name
 from bot.upload_gate import UploadGate
 from storage import Storage

@@ -12,11 +12,10 @@ from PIL import Image, ImageDraw
 
 from bot.animate import Shot
 from bot.config import Settings
-from bot.domain import Job, JobState, StoredImage, View
+from bot.domain import Actor, Job, JobState, StoredImage, View
 from bot.imaging.cleanup import preview
 from bot.jobs.delivery import NoDelivery
 from bot.jobs.worker import Worker
-from bot.library import Actor
 from bot.limits import Place
 from bot.references import clean_image, png_bytes
 from bot.services import Services, intake_limits

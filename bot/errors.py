@@ -1,21 +1,5 @@
-"""Errors whose message is meant for the member who caused them (shown ephemerally, never logged as bugs)."""
+"""The user-facing errors, re-exported from their home in `bot.domain.errors`."""
 
+from bot.domain.errors import ConflictError, InvalidInputError, NotAllowedError, NotFoundError, UserFacingError
 
-class UserFacingError(Exception):
-    """A refusal or problem the member can act on. `str(error)` is the whole message they see."""
-
-
-class NotFoundError(UserFacingError):
-    pass
-
-
-class NotAllowedError(UserFacingError):
-    pass
-
-
-class ConflictError(UserFacingError):
-    pass
-
-
-class InvalidInputError(UserFacingError):
-    pass
+__all__ = ["ConflictError", "InvalidInputError", "NotAllowedError", "NotFoundError", "UserFacingError"]

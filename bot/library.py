@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from bot.domain import Character, Element, Job, Page, ReferenceView, View, Visibility
+from bot.domain import Actor, Character, Element, Job, Page, ReferenceView, View, Visibility
 from bot.errors import ConflictError, InvalidInputError, NotAllowedError, NotFoundError
 from storage import Storage
 from storage.characters import NameTakenError
@@ -43,17 +43,6 @@ class ScreenHook(Protocol):
     def __call__(
         self, actor: Actor, texts: dict[str, str | None], *, nsfw_allowed: bool | None = None
     ) -> Awaitable[None]: ...
-
-
-@dataclass(frozen=True)
-class Actor:
-    """Who is asking, where, whether they manage the server (Manage Server or Administrator), and their roles."""
-
-    guild_id: int
-    user_id: int
-    is_manager: bool = False
-    role_ids: frozenset[int] = frozenset()
-    manages_server: bool = False  # Manage Server itself (server settings); is_manager also counts manager roles
 
 
 def can_see(actor: Actor, character: Character) -> bool:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from bot.domain import ServerRules
+from bot.domain import Actor, ServerRules
 from bot.errors import NotAllowedError
-from bot.library import Actor
 from storage.db import Transaction
 from storage.jobs import JobRepository
 

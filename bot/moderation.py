@@ -18,9 +18,8 @@ from functools import lru_cache
 
 import re2
 
-from bot.domain import ServerRules
+from bot.domain import Actor, ServerRules
 from bot.errors import InvalidInputError
-from bot.library import Actor
 from bot.text import lookalike_fold, match_form, words
 from storage import Storage
 

@@ -20,8 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from bot.domain import Actor
 from bot.errors import InvalidInputError, NotAllowedError, NotFoundError
-from bot.library import Actor
 from bot.providers.base import FinalError, ProviderError
 from bot.providers.registry import ProviderRegistry, ServerKey
 from bot.secret_box import NO_SECRET_KEY, NoSecretKeyError, SecretBox, UnreadableSecretError

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 import httpx
 from PIL import Image
 
-from bot.domain import Character, Element, ElementKind, StoredImage, View
+from bot.domain import Actor, Character, Element, ElementKind, StoredImage, View
 from bot.errors import ConflictError, NotFoundError
 from bot.imaging.cleanup import BackgroundRemover, CleanupResult, preview
 from bot.imaging.intake import DecodedImage, IntakeLimits, check_declared, decode, download, kept_bytes
-from bot.library import Actor, Library, checked_name
+from bot.library import Library, checked_name
 from bot.upload_gate import UploadGate
 from storage import Storage
 from storage.characters import NameTakenError

@@ -6,10 +6,8 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from bot.budget import to_micros, usd
-from bot.domain import AuditEntry, GuildSettings, Quality, ServerRules
+from bot.domain import Actor, AuditEntry, GuildSettings, Quality, ServerRules, to_micros, usd
 from bot.errors import InvalidInputError, NotAllowedError
-from bot.library import Actor
 from bot.limits import Place, check_channel
 from bot.moderation import LIST_MAX, checked_pattern, checked_word
 from bot.prompts import DEFAULT_NEGATIVE_PRESETS, NEGATIVE_PRESETS, clean_member_text, resolve_presets

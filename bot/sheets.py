@@ -7,10 +7,9 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from bot.domain import Character, View
+from bot.domain import Actor, Character, View
 from bot.imaging.scale import open_thumbnail
 from bot.imaging.sheet import compose_sheet, next_view_hint, sheet_png, slot_sizes, strip_room
-from bot.library import Actor
 from bot.upload_gate import UploadGate
 from storage import Storage
 

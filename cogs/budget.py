@@ -10,8 +10,9 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.app import LikenessBot
-from bot.budget import BudgetSummary, usd
+from bot.budget import BudgetSummary
 from bot.discord_io.replies import actor_of
+from bot.domain import usd
 from storage.ledger import Totals
 
 

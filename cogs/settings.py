@@ -10,12 +10,12 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.app import LikenessBot
-from bot.budget import BudgetSummary, usd
+from bot.budget import BudgetSummary
 from bot.discord_io.arguments import bot_of, model_autocomplete, provider_autocomplete
 from bot.discord_io.components import PROVIDER_KEY_FORM, provider_key_modal
 from bot.discord_io.errors import FriendlyError, handle_form
 from bot.discord_io.replies import actor_of, modal_field
-from bot.domain import GuildSettings, ServerRules
+from bot.domain import GuildSettings, ServerRules, usd
 from bot.errors import UserFacingError
 from bot.prompts import NEGATIVE_PRESETS
 from bot.provider_keys import KEY_SPECS, spec_of, still_rendering_note

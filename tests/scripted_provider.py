@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from bot.domain import WorkKind
 from bot.imaging.prep import KLING
 from bot.providers.base import (
     Artifact,
@@ -23,7 +24,6 @@ from bot.providers.base import (
     RetryableError,
     Submission,
     TaskStatus,
-    WorkKind,
 )
 
 

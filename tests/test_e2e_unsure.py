@@ -14,8 +14,7 @@ from typing import Any
 
 import pytest
 
-from bot.budget import to_micros
-from bot.domain import JobState
+from bot.domain import JobState, to_micros
 from bot.providers.base import Provider
 from bot.providers.fal import FalProvider
 from bot.providers.kling import KlingProvider

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from bot.domain import WorkKind
 from bot.imaging import video
 from bot.providers.base import (
     FinalError,
@@ -25,7 +26,6 @@ from bot.providers.base import (
     RetryableError,
     Submission,
     TaskStatus,
-    WorkKind,
 )
 from bot.providers.local import LocalProvider, task_id_for
 from tests.test_video import BLUE, GREEN, RED, figure

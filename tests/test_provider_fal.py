@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bot.domain import BoundImage, JobState, ShotParams
+from bot.domain import BoundImage, JobState, ShotParams, WorkKind
 from bot.imaging import video
 from bot.jobs.delivery import NoDelivery
 from bot.jobs.worker import Worker, WorkerConfig
@@ -40,7 +40,6 @@ from bot.providers.base import (
     RetryableError,
     Submission,
     TaskStatus,
-    WorkKind,
 )
 from bot.providers.fal import FalProvider, _retry_after
 from bot.providers.registry import ProviderRegistry

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.domain import BOT_ACCOUNT, JobState
+from bot.domain import BOT_ACCOUNT, Actor, JobState
 from bot.errors import InvalidInputError, NotAllowedError, NotFoundError
-from bot.library import Actor, Library
+from bot.library import Library
 from bot.provider_keys import KEY_SPECS, ProviderKeys, ServerKeyError
 from bot.providers.base import FinalError, Provider, RetryableError
 from bot.providers.registry import AccountGoneError, ProviderRegistry

@@ -17,6 +17,7 @@ import pytest
 from aiohttp import web
 from PIL import Image
 
+from bot.domain import WorkKind
 from bot.imaging.video import probe
 from bot.providers.base import (
     FinalError,
@@ -27,7 +28,6 @@ from bot.providers.base import (
     RetryableError,
     Submission,
     TaskStatus,
-    WorkKind,
 )
 from bot.providers.kling import (
     BALANCE_MESSAGE,

@@ -20,7 +20,18 @@ import httpx
 import pytest
 from PIL import Image
 
-from bot.domain import BoundImage, Character, Element, ElementKind, Job, JobState, ReferenceView, ShotParams, View
+from bot.domain import (
+    BoundImage,
+    Character,
+    Element,
+    ElementKind,
+    Job,
+    JobState,
+    ReferenceView,
+    ShotParams,
+    View,
+    WorkKind,
+)
 from bot.imaging.prep import prepare_for_provider
 from bot.jobs.delivery import NoDelivery, Progress
 from bot.jobs.worker import Worker
@@ -36,7 +47,6 @@ from bot.providers.base import (
     RetryableError,
     Submission,
     TaskStatus,
-    WorkKind,
 )
 from bot.providers.registry import ProviderRegistry
 from bot.providers.runway import RUNWAY_IMAGE_LIMITS, RunwayProvider, retry_after, sheet_tags

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.domain import BoundImage, JobState, StoredImage, View
-from bot.library import Actor, Library
+from bot.domain import Actor, BoundImage, JobState, StoredImage, View
+from bot.library import Library
 from bot.retention import Janitor, drop_old_audit, drop_posted_clips, sweep_unreferenced
 from storage import Storage
 from tests.conftest import BotRunner, World

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.domain import Job, JobState, ShotParams
+from bot.domain import Job, JobState, ShotParams, WorkKind
 from bot.jobs.scheduler import Limits, fair_order, jobs_to_start, positions
 
 
@@ -15,7 +15,7 @@ def job(job_id: int, guild: int, user: int = 1, provider: str = "p", state: JobS
         character_id=1,
         character_name="Ava",
         character_version=1,
-        kind="animate",
+        kind=WorkKind.ANIMATE,
         provider=provider,
         model="m",
         action="a",

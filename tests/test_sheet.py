@@ -11,7 +11,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 import bot.sheets
-from bot.domain import ElementKind, StoredImage, View
+from bot.domain import Actor, ElementKind, StoredImage, View
 from bot.imaging.sheet import (
     compose_sheet,
     ellipsize,
@@ -22,7 +22,6 @@ from bot.imaging.sheet import (
     strip_room,
     wrap,
 )
-from bot.library import Actor
 from bot.sheets import SheetService
 from storage import Storage
 from storage.references import NewElement

@@ -16,7 +16,7 @@ import string
 import discord
 
 from bot.animate import ACTION_MAX
-from bot.domain import Job
+from bot.domain import Job, WorkKind
 from bot.provider_keys import KeySpec
 from bot.sheet_split import Figure
 
@@ -68,7 +68,7 @@ PROVIDER_KEY_FORM = CustomId("likeness:provider-key:{provider}", provider="[a-z]
 
 def result_marker(job: Job) -> str:
     """A custom id only this job's result carries: how the result is recognised in the channel."""
-    return SHEET_RETRY.build(id=job.id) if job.kind == "sheet" else JOB.build(action="reroll", id=job.id)
+    return SHEET_RETRY.build(id=job.id) if job.kind is WorkKind.SHEET else JOB.build(action="reroll", id=job.id)
 
 
 def sheet_view(job_id: int, figures: list[Figure]) -> discord.ui.View:

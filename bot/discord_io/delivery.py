@@ -17,7 +17,7 @@ from typing import Any
 import discord
 
 from bot.discord_io.components import result_marker, result_view, sheet_view, unsure_view
-from bot.domain import Job, JobState
+from bot.domain import Job, JobState, WorkKind
 from bot.imaging.video import fit_to_size, thumbnail
 from bot.jobs.delivery import Progress
 from bot.providers.base import FinalError, RetryableError
@@ -67,7 +67,7 @@ def status_embed(job: Job, progress: Progress, now: float) -> discord.Embed:
     if job.finished_at and job.started_at:
         embed.add_field(name="Took", value=_duration(job.finished_at - job.started_at))
     params = job.params
-    if job.kind == "sheet":
+    if job.kind is WorkKind.SHEET:
         what = f"character sheet · {job.provider}/{job.model} · character v{job.character_version}"
     else:
         what = (
@@ -134,7 +134,7 @@ class DiscordDelivery:
     async def _create_status(self, job: Job, progress: Progress) -> None:
         try:
             message = await self._channel(job.channel_id).send(
-                f"<@{job.user_id}> queued {'a sheet' if job.kind == 'sheet' else 'a shot'} of **{job.character_name}**.",
+                f"<@{job.user_id}> queued {'a sheet' if job.kind is WorkKind.SHEET else 'a shot'} of **{job.character_name}**.",
                 embed=status_embed(job, progress, time.time()),
                 nonce=f"st{job.id}",  # Discord returns the first message if this is sent twice
                 allowed_mentions=discord.AllowedMentions.none(),
@@ -240,7 +240,7 @@ class DiscordDelivery:
         return None
 
     async def post_result(self, job: Job, video: bytes) -> int:
-        if job.kind == "sheet":
+        if job.kind is WorkKind.SHEET:
             return await self._send_sheet(job, video)
         limit = self._upload_limit(job.guild_id)
         data = video

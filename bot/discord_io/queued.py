@@ -9,20 +9,18 @@ from typing import Any
 import discord
 
 from bot.animate import PendingShot
-from bot.budget import to_micros, usd
 from bot.discord_io.arguments import bot_of
 from bot.discord_io.components import CONFIRM
 from bot.discord_io.errors import LikenessView, report_error
 from bot.discord_io.replies import actor_of, place_of
-from bot.domain import Job
+from bot.domain import Job, WorkKind, to_micros, usd
 from bot.jobs.delivery import Progress
-from bot.providers.base import WorkKind
 
 
 def queued_text(job: Job, what: str = "Queued") -> str:
     """'Queued shot #12 of **Ava** (about $0.50). Progress and the clip will be posted in this channel.'"""
     cost = f" (about {usd(to_micros(job.cost_estimate))})" if to_micros(job.cost_estimate) > 0 else ""
-    if job.kind == WorkKind.SHEET.value:
+    if job.kind is WorkKind.SHEET:
         return (
             f"{what} sheet #{job.id} of **{job.character_name}** ({job.provider}){cost}. It will be posted in this "
             "channel with buttons to keep the views."

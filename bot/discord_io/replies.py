@@ -7,7 +7,7 @@ from typing import Any
 
 import discord
 
-from bot.library import Actor
+from bot.domain import Actor
 from bot.limits import Place
 
 log = logging.getLogger(__name__)

@@ -35,8 +35,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from bot.budget import to_micros
-from bot.domain import Job, JobState
+from bot.domain import Job, JobState, to_micros
 from bot.errors import InvalidInputError, UserFacingError
 from bot.imaging.prep import ProviderImageLimits, prepare_for_provider
 from bot.jobs.delivery import Delivery, Progress
@@ -55,7 +54,6 @@ from bot.providers.base import (
     RetryableError,
     Submission,
     TaskStatus,
-    WorkKind,
 )
 from bot.providers.registry import AccountGoneError, ProviderMissingError, ProviderRegistry
 from storage.blobs import BlobStore
@@ -603,7 +601,7 @@ class Worker:
             )
         return RenderRequest(
             job_id=job.id,
-            kind=WorkKind(job.kind),
+            kind=job.kind,
             model=job.model,
             prompt=job.prompt,
             negative_prompt=job.negative_prompt,

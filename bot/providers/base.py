@@ -16,15 +16,10 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Literal, Protocol, runtime_checkable
 
+from bot.domain import WorkKind
 from bot.imaging.prep import ProviderImageLimits
 
 ElementSyntax = Literal["kling", "kling_elements", "fal", "runway", "plain"]
-
-
-class WorkKind(StrEnum):
-    ANIMATE = "animate"  # image(s) + prompt -> video clip
-    SHEET = "sheet"  # reference images + prompt -> multi-angle character sheet image
-    EXTEND = "extend"  # a previous clip -> a longer clip
 
 
 class TaskStatus(StrEnum):

@@ -49,6 +49,7 @@ from typing import Any, Literal
 
 import httpx
 
+from bot.domain import WorkKind
 from bot.imaging.prep import ProviderImageLimits
 from bot.prompts import reference_tokens
 from bot.providers.base import (
@@ -67,7 +68,6 @@ from bot.providers.base import (
     RetryableError,
     Submission,
     TaskStatus,
-    WorkKind,
 )
 from bot.providers.http import (
     KEY_REFUSED,

@@ -53,6 +53,7 @@ import httpx
 import jwt
 from PIL import Image
 
+from bot.domain import WorkKind
 from bot.errors import UserFacingError
 from bot.imaging.prep import KLING, prepare_for_provider
 from bot.providers.base import (
@@ -69,7 +70,6 @@ from bot.providers.base import (
     RetryableError,
     Submission,
     TaskStatus,
-    WorkKind,
 )
 from bot.providers.http import KEY_REFUSED, TooLargeError, read_capped, timed_request, transport_errors
 

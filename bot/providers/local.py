@@ -34,6 +34,7 @@ from typing import Any
 
 from PIL import Image
 
+from bot.domain import WorkKind
 from bot.imaging import video
 from bot.imaging.cleanup import flat_key
 from bot.imaging.prep import KLING
@@ -47,7 +48,6 @@ from bot.providers.base import (
     RetryableError,
     Submission,
     TaskStatus,
-    WorkKind,
 )
 
 log = logging.getLogger(__name__)

@@ -35,6 +35,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from bot.domain import WorkKind
 from bot.imaging.prep import ProviderImageLimits
 from bot.prompts import reference_tokens, runway_tag
 from bot.providers.base import (
@@ -51,7 +52,6 @@ from bot.providers.base import (
     RetryableError,
     Submission,
     TaskStatus,
-    WorkKind,
 )
 from bot.providers.http import (
     KEY_REFUSED,
