@@ -4,6 +4,7 @@ too; a callback with a wrong token changes nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -14,7 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bot.callbacks import CallbackUrls, callback_secret
 from bot.config import SettingsError
-from bot.domain import JobState
+from bot.domain import Job, JobState
+from bot.jobs.delivery import Progress
 from bot.providers.fal import FalProvider
 from bot.providers.kling import KlingProvider
 from tests.conftest import BotRunner, World
@@ -183,6 +185,46 @@ async def test_a_callback_for_a_render_the_bot_gave_up_on_posts_it_without_waiti
     await until(fake, lambda: bool(result_of(fake, world, job_id)), "the late clip, picked up on the callback")
     await eventually(lambda: is_state(runner, job_id, JobState.DONE), "the late shot to be done")
     assert len(result_of(fake, world, job_id)) == 1
+
+
+async def test_a_callback_while_the_bot_is_still_giving_up_is_not_lost(
+    kling: FakeKling, fake: FakeDiscord, world: World, runner: BotRunner
+) -> None:
+    """The callback lands while the job's driver is still finishing its give-up (its status edit is held): the
+    late check it asks for runs once the driver is gone, instead of being dropped."""
+    await with_callbacks(runner)
+    provider = slow_kling(runner, kling)
+    provider.capabilities = replace(provider.capabilities, typical_seconds=0.2)
+    kling.polls_to_finish = 10**6
+    assert runner.bot is not None
+    worker = runner.bot.worker
+    worker.config = replace(worker.config, max_render_seconds=0.3)
+    release = asyncio.Event()
+    announce = worker._announce  # pyright: ignore[reportPrivateUsage]
+
+    async def held_when_failed(job: Job, progress: Progress | None = None) -> None:
+        if job.state is JobState.FAILED:
+            await release.wait()
+        await announce(job, progress)
+
+    worker._announce = held_when_failed  # pyright: ignore[reportPrivateUsage]
+    await ava_with_front_view(fake, world)
+    job_id = await animate(fake, world, "a very long take", provider="kling")
+    await eventually(lambda: is_state(runner, job_id, JobState.FAILED), "the bot to give up waiting")
+    assert job_id in worker._drivers  # pyright: ignore[reportPrivateUsage]  # still finishing
+
+    [task] = kling.tasks.values()
+    kling.end_now(task)
+    nudges = worker._nudges  # pyright: ignore[reportPrivateUsage]
+
+    async def called_back() -> bool:
+        nudge = nudges.get(job_id)
+        return nudge is not None and nudge.is_set()
+
+    await eventually(called_back, "the callback to reach the finishing driver")
+    release.set()
+    await until(fake, lambda: bool(result_of(fake, world, job_id)), "the late clip, picked up on the callback")
+    await eventually(lambda: is_state(runner, job_id, JobState.DONE), "the late shot to be done")
 
 
 async def test_a_taken_callback_port_is_a_setting_to_fix(runner: BotRunner) -> None:

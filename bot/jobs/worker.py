@@ -312,7 +312,11 @@ class Worker:
         finally:
             self._drivers.pop(job.id, None)
             self._job_wakes.pop(job.id, None)
-            self._nudges.pop(job.id, None)
+            nudge = self._nudges.pop(job.id, None)
+            if nudge is not None and nudge.is_set():
+                # called back while this driver was finishing (giving up on a render, say): the render may have
+                # ended since, so the late check the callback asks for is not lost
+                self._late_nudged.add(job.id)
             self._artifacts.pop(job.id, None)
             self._wake.set()  # a slot is free
 
@@ -555,7 +559,11 @@ class Worker:
         """Look again at renders the bot gave up on (`only`: those called back): charge and post a late success,
         release the rest."""
         for job in await self.jobs.late_checks():
-            if job.id in self._drivers or (only is not None and job.id not in only):
+            if only is not None and job.id not in only:
+                continue
+            if job.id in self._drivers:
+                if only is not None:  # called back while its driver finishes: looked at once the driver is gone
+                    self._late_nudged.add(job.id)
                 continue
             done = {"late_check_until": None}
             if job.late_check_until is not None and self.clock() > job.late_check_until:
