@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -124,31 +125,72 @@ def _label(draw: ImageDraw.ImageDraw, text: str, *, centre_x: float, top: int, w
 SHEET_SIZE = (1920, 1080)
 
 
-def _units(size: tuple[int, int]) -> Callable[[float], int]:
-    unit = min(size[0] / 1920, size[1] / 1080)
+@dataclass(frozen=True)
+class _Layout:
+    """Where things go on a sheet of a given size, designed at 1920x1080 (`u` scales a 1080p length): the one
+    place `compose_sheet` draws by and `slot_sizes` / `strip_room` read, so loading never drifts from drawing."""
+
+    u: Callable[[float], int]
+    margin: int
+    gap: int
+    inner: int  # the width between the margins
+    views_top: int
+    views_bottom: int
+    slot_width: int  # each of the four body views
+    strip_top: int
+    strip_bottom: int
+    tile: int  # a strip tile's side (the face, each element, "+N more")
+    per_row: int  # strip tiles that fit
+
+    @property
+    def view_image(self) -> tuple[int, int]:
+        """The largest a body view is drawn: its slot less the padding."""
+        return self.slot_width - 2 * self.u(8), self.views_bottom - self.views_top - self.u(8)
+
+    @property
+    def tile_image(self) -> tuple[int, int]:
+        side = self.tile - 2 * self.u(6)
+        return side, side
+
+
+@lru_cache(maxsize=8)
+def _layout(size: tuple[int, int]) -> _Layout:
+    width, height = size
+    unit = min(width / 1920, height / 1080)
 
     def u(value: float) -> int:
         return round(value * unit)
 
-    return u
+    margin, gap = u(40), u(20)
+    inner = width - 2 * margin
+    strip_top, strip_bottom = u(790), height - u(80)
+    tile = strip_bottom - strip_top
+    return _Layout(
+        u=u,
+        margin=margin,
+        gap=gap,
+        inner=inner,
+        views_top=u(204),
+        views_bottom=u(724),
+        slot_width=(inner - 3 * gap) // 4,
+        strip_top=strip_top,
+        strip_bottom=strip_bottom,
+        tile=tile,
+        per_row=max(1, (inner + gap) // (tile + gap)),
+    )
 
 
 def slot_sizes(size: tuple[int, int] = SHEET_SIZE) -> tuple[tuple[int, int], tuple[int, int]]:
     """The largest an image is drawn on a sheet: (a body view's slot, a strip tile), so images can be loaded
     as thumbnails of that size instead of whole."""
-    u = _units(size)
-    slot_width = (size[0] - 2 * u(40) - 3 * u(20)) // 4
-    tile = size[1] - u(80) - u(790)
-    return (slot_width - 2 * u(8), u(724) - u(204) - u(8)), (tile - 2 * u(6), tile - 2 * u(6))
+    layout = _layout(size)
+    return layout.view_image, layout.tile_image
 
 
 def strip_room(element_count: int, size: tuple[int, int] = SHEET_SIZE) -> int:
     """How many elements the strip shows (after the face), the rest being counted in its "+N more" tile."""
-    u = _units(size)
-    tile = size[1] - u(80) - u(790)
-    per_row = max(1, (size[0] - 2 * u(40) + u(20)) // (tile + u(20)))
-    tiles = 1 + element_count
-    return element_count if tiles <= per_row else max(0, per_row - 2)
+    per_row = _layout(size).per_row
+    return element_count if 1 + element_count <= per_row else max(0, per_row - 2)
 
 
 def compose_sheet(
@@ -161,13 +203,12 @@ def compose_sheet(
     """The character sheet: name and traits on top, the four body views, then the face and elements strip.
 
     Only the first `strip_room(len(elements))` element images are drawn: the others may be None (not loaded)."""
-    width, height = size
-    u = _units(size)
+    width = size[0]
+    layout = _layout(size)
+    u, margin, gap, inner = layout.u, layout.margin, layout.gap, layout.inner
 
     sheet = Image.new("RGB", size, _WHITE)
     draw = ImageDraw.Draw(sheet)
-    margin, gap = u(40), u(20)
-    inner = width - 2 * margin
 
     # Header: the name large, the traits wrapped (then ellipsized) below it.
     name_font, traits_font = font(u(60), bold=True), font(u(26))
@@ -178,8 +219,7 @@ def compose_sheet(
 
     # The four body views, same slot size, feet on a common floor.
     label_font, hint_font = font(u(26), bold=True), font(u(22))
-    views_top, views_bottom = u(204), u(724)
-    slot_width = (inner - 3 * gap) // 4
+    views_top, views_bottom, slot_width = layout.views_top, layout.views_bottom, layout.slot_width
     for index, view in enumerate(SHEET_VIEWS):
         left = margin + index * (slot_width + gap)
         box = (left, views_top, left + slot_width, views_bottom)
@@ -200,9 +240,7 @@ def compose_sheet(
         )
 
     # The strip: the face close-up first, then the elements (as many as fit, then "+N more").
-    strip_top, strip_bottom = u(790), height - u(80)
-    tile = strip_bottom - strip_top
-    per_row = max(1, (inner + gap) // (tile + gap))
+    strip_top, strip_bottom, tile, per_row = layout.strip_top, layout.strip_bottom, layout.tile, layout.per_row
     small_font, strip_hint_font = font(u(20)), font(u(17))
     tiles: list[tuple[str, Image.Image | None]] = [(View.FACE.label, views.get(View.FACE))]
     tiles += [(f"{element_name} · {kind.value}", image) for element_name, kind, image in elements]
