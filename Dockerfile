@@ -1,6 +1,6 @@
 # Likeness production image.
 #   docker build -t likeness .        (or: make docker; docker compose build)
-# Three stages: `models` fetches the background-removal models (cached until bot/models.py changes, so a code
+# Three stages: `models` fetches the background-removal models (cached until bot/imaging/model_files.py changes, so a code
 # change does not download 180 MB again), `builder` installs Likeness into a virtualenv, and the runtime image
 # gets only the virtualenv and the models: no pip cache, no build files. Data lives in the /data volume.
 
@@ -10,13 +10,14 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore \
     PYTHONDONTWRITEBYTECODE=1
-# bot/models.py needs only the standard library and httpx (a test keeps it that way).
+# bot/imaging/model_files.py needs only the standard library and httpx (a test keeps it that way).
 RUN pip install --no-cache-dir httpx==0.28.1
 WORKDIR /src
-COPY bot/__init__.py bot/models.py ./bot/
+COPY bot/__init__.py ./bot/
+COPY bot/imaging/__init__.py bot/imaging/model_files.py ./bot/imaging/
 # Each file is checked against rembg's md5 before it is moved into place; the build fails on a bad download.
-RUN python -m bot.models install isnet-general-use --dir /models \
-    && python -m bot.models install u2netp --dir /models
+RUN python -m bot.imaging.model_files install isnet-general-use --dir /models \
+    && python -m bot.imaging.model_files install u2netp --dir /models
 
 # ---- builder: Likeness and its dependencies in /opt/venv (wheels only: nothing to compile)
 FROM python:3.11-slim AS builder

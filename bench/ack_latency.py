@@ -21,8 +21,8 @@ import discord
 import yarl
 from discord.ext import commands
 
-from bot.app import LikenessBot, sync_commands
-from bot.config import Settings
+from bot.discord_io.client import LikenessBot, sync_commands
+from bot.infra.config import Settings
 from tests.fake_discord.server import DiscordPyPatch
 
 GUILDS = 20

@@ -15,10 +15,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from bot.backup import backup, restore
-from bot.config import Settings
 from bot.domain import Actor
-from bot.library import Library
+from bot.infra.config import Settings
+from bot.library.characters import Library
+from bot.ops.backup import backup, restore
 from storage import Storage
 from storage.blobs import BlobStore
 

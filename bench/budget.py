@@ -18,9 +18,9 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-from bot.budget import Budget, OverBudgetError
 from bot.domain import Actor, Job, JobState, ServerRules, to_micros
-from bot.library import Library
+from bot.governance.budget import Budget, OverBudgetError
+from bot.library.characters import Library
 from storage import Storage
 from storage.db import Transaction
 from storage.ledger import Settlement, reserve

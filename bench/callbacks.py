@@ -19,8 +19,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bot.callbacks import CallbackServer, CallbackUrls, callback_secret
 from bot.domain import BoundImage, Job
+from bot.jobs.callbacks import CallbackServer, CallbackUrls, callback_secret
 from bot.jobs.delivery import NoDelivery
 from bot.jobs.worker import Worker, WorkerConfig
 from bot.providers.kling import KlingProvider

@@ -3,7 +3,7 @@ and how late the event loop runs while four cleanups share the machine. Last lin
 
 Images, all at 1024 px on the long side: photos bundled with scikit-image (no download) and flat-background
 renders drawn here (clean, antialiased and JPEG-compressed). Models from LIKENESS_TEST_MODELS_DIR (default
-.venv/models); run `python -m bot.models install u2netp --dir .venv/models` first.
+.venv/models); run `python -m bot.imaging.model_files install u2netp --dir .venv/models` first.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw
 from skimage import data as skdata
 
 from bot.imaging.cleanup import BackgroundRemover, CleanupResult
-from bot.models import model_file
+from bot.imaging.model_files import model_file
 
 SIDE = 1024
 MODEL = "u2netp"
@@ -131,7 +131,9 @@ def main() -> int:
         os.environ.get("LIKENESS_TEST_MODELS_DIR", Path(__file__).resolve().parent.parent / ".venv" / "models")
     )
     if not model_file(MODEL, models_dir).is_file():
-        print(f"{MODEL} is missing under {models_dir}: run `python -m bot.models install {MODEL} --dir {models_dir}`.")
+        print(
+            f"{MODEL} is missing under {models_dir}: run `python -m bot.imaging.model_files install {MODEL} --dir {models_dir}`."
+        )
         return 1
     photo_set, render_set = photos(), renders()
     remover = BackgroundRemover(MODEL, models_dir, max_workers=2)

@@ -113,8 +113,8 @@ def busy_photo(name: str, seed: int) -> bytes:
 
 
 def character_card() -> bytes:
-    from bot.character_card import build_card
     from bot.domain import Element, ElementKind, ReferenceView, View
+    from bot.library.card_format import build_card
 
     now = datetime(2026, 1, 1, tzinfo=UTC)
     colours = [(200, 30, 30), (30, 140, 60), (40, 70, 200)]
@@ -186,9 +186,9 @@ async def uploads(folder: Path, files: list[Path], content_type: str) -> dict[st
     from bot.domain import Actor, View
     from bot.imaging.cleanup import BackgroundRemover
     from bot.imaging.intake import IntakeLimits
-    from bot.library import Library
-    from bot.references import ReferenceService, Upload
-    from bot.upload_gate import UploadGate
+    from bot.imaging.upload_gate import UploadGate
+    from bot.library.characters import Library
+    from bot.library.references import ReferenceService, Upload
     from storage import Storage
 
     prefix = files[0].stem.split("-")[0]
@@ -232,13 +232,13 @@ async def uploads(folder: Path, files: list[Path], content_type: str) -> dict[st
 
 
 async def card_and_sheet(folder: Path) -> dict[str, object]:
-    from bot.cards import CardUpload, CharacterCards
-    from bot.character_card import CardLimits
     from bot.domain import Actor
     from bot.imaging.intake import IntakeLimits
-    from bot.library import Library
-    from bot.sheets import SheetService
-    from bot.upload_gate import UploadGate
+    from bot.imaging.upload_gate import UploadGate
+    from bot.library.card_format import CardLimits
+    from bot.library.cards import CardUpload, CharacterCards
+    from bot.library.characters import Library
+    from bot.library.sheets.compose import SheetService
     from storage import Storage
 
     storage = await Storage.open(folder / "card.sqlite3", folder / "card-blobs")
@@ -299,10 +299,12 @@ def main() -> int:
         print(json.dumps(run_phase(args.phase, args.dir)))
         return 0
 
-    from bot.models import model_file
+    from bot.imaging.model_files import model_file
 
     if not model_file(MODEL, models_dir()).is_file():
-        print(f"{MODEL} is missing under {models_dir()}: run `python -m bot.models install {MODEL} --dir ...`.")
+        print(
+            f"{MODEL} is missing under {models_dir()}: run `python -m bot.imaging.model_files install {MODEL} --dir ...`."
+        )
         return 1
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bot.retention import sweep_unreferenced
+from bot.jobs.retention import sweep_unreferenced
 from storage import Storage
 
 CHARACTERS = 5_000

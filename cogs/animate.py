@@ -1,4 +1,4 @@
-"""/animate and /queue, and the buttons under results. Thin: parse, check, call bot.animate, reply."""
+"""/animate and /queue, and the buttons under results. Thin: parse, check, call bot.generation.orders, reply."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.animate import ACTION_MAX, Shot
-from bot.app import LikenessBot
 from bot.discord_io.arguments import (
     CharacterArg,
     aspect_autocomplete,
@@ -21,15 +19,17 @@ from bot.discord_io.arguments import (
     my_jobs_autocomplete,
     provider_autocomplete,
 )
+from bot.discord_io.client import LikenessBot
 from bot.discord_io.components import JOB, SHOT_FIELD, SHOT_FORM, UNSURE, shot_modal
 from bot.discord_io.errors import handle_form, report_error
 from bot.discord_io.queued import ConfirmShot, answer_queued
 from bot.discord_io.replies import actor_of, modal_field, place_of
 from bot.domain import Job, JobState, Quality
-from bot.errors import UserFacingError
+from bot.domain.errors import UserFacingError
+from bot.generation.orders import ACTION_MAX, Shot
+from bot.generation.prompts import CAMERA_MOVES
 from bot.jobs.delivery import Progress
-from bot.library import HIDDEN_CHARACTER
-from bot.prompts import CAMERA_MOVES
+from bot.library.characters import HIDDEN_CHARACTER
 
 QUALITY_CHOICES = [
     app_commands.Choice(name="Draft (the provider's cheaper mode)", value=Quality.DRAFT.value),

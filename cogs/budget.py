@@ -9,10 +9,10 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.app import LikenessBot
-from bot.budget import BudgetSummary
+from bot.discord_io.client import LikenessBot
 from bot.discord_io.replies import actor_of
 from bot.domain import usd
+from bot.governance.budget import BudgetSummary
 from storage.ledger import Totals
 
 

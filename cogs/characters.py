@@ -10,17 +10,17 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.app import LikenessBot
-from bot.cards import CardUpload
-from bot.character_card import SUFFIX
 from bot.discord_io.arguments import CharacterArg, bot_of, element_autocomplete
+from bot.discord_io.client import LikenessBot
 from bot.discord_io.components import CHARACTER_DELETE, CHARACTER_KEEP, CHARACTER_PAGE
 from bot.discord_io.embeds import character_embed, library_page_embed, upload_embed, visibility_text
 from bot.discord_io.errors import LikenessView, report_error
 from bot.discord_io.replies import actor_of, place_of
 from bot.domain import ElementKind, View, Visibility
-from bot.library import DESCRIPTION_MAX, NAME_MAX
-from bot.references import ELEMENT_NAME_MAX, Upload, UploadResult
+from bot.library.card_format import SUFFIX
+from bot.library.cards import CardUpload
+from bot.library.characters import DESCRIPTION_MAX, NAME_MAX
+from bot.library.references import ELEMENT_NAME_MAX, Upload, UploadResult
 
 PER_PAGE = 10
 

@@ -9,8 +9,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.app import LikenessBot
-from bot.metrics import ProviderHealth
+from bot.discord_io.client import LikenessBot
+from bot.infra.metrics import ProviderHealth
 
 
 def ago(seconds: float) -> str:

@@ -9,17 +9,16 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.app import LikenessBot
-from bot.budget import BudgetSummary
 from bot.discord_io.arguments import bot_of, model_autocomplete, provider_autocomplete
+from bot.discord_io.client import LikenessBot
 from bot.discord_io.components import PROVIDER_KEY_FORM, provider_key_modal
 from bot.discord_io.errors import FriendlyError, handle_form
 from bot.discord_io.replies import actor_of, modal_field
 from bot.domain import GuildSettings, ServerRules, usd
-from bot.errors import UserFacingError
-from bot.prompts import NEGATIVE_PRESETS
-from bot.provider_keys import KEY_SPECS, spec_of, still_rendering_note
-from bot.server_settings import (
+from bot.domain.errors import UserFacingError
+from bot.generation.prompts import NEGATIVE_PRESETS
+from bot.governance.budget import BudgetSummary
+from bot.governance.server_settings import (
     COOLDOWN_MAX,
     QUEUED_MAX,
     RUNNING_MAX,
@@ -27,6 +26,7 @@ from bot.server_settings import (
     ensure_settings_rights,
     money,
 )
+from bot.providers.accounts import KEY_SPECS, spec_of, still_rendering_note
 
 LIST_ACTIONS = [
     app_commands.Choice(name="Add", value="add"),

@@ -10,8 +10,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.app import LikenessBot
 from bot.discord_io.arguments import CharacterArg, bot_of
+from bot.discord_io.client import LikenessBot
 from bot.discord_io.components import SHEET_KEEP, SHEET_PICK, SHEET_RETRY
 from bot.discord_io.delivery import file_slug
 from bot.discord_io.errors import report_error

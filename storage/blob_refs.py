@@ -1,4 +1,4 @@
-"""Which blobs the database still names. Everything else in the blob store may be deleted (bot.retention)."""
+"""Which blobs the database still names. Everything else in the blob store may be deleted (bot.jobs.retention)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Sequence
 
 from bot.domain import Character, Visibility
-from bot.text import name_skeleton
+from bot.domain.text import name_skeleton
 from storage.db import Database, Transaction
 
 _COLUMNS = (
@@ -18,7 +18,7 @@ _NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
 
 class NameTakenError(Exception):
     """The name is already used in this guild, whatever its case, or one that looks the same (its confusables
-    skeleton, `bot.text.name_skeleton`)."""
+    skeleton, `bot.domain.text.name_skeleton`)."""
 
 
 def name_key(name: str) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 
 import aiosqlite
 
-from bot.text import name_skeleton
+from bot.domain.text import name_skeleton
 
 Params = Sequence[Any] | dict[str, Any]
 

@@ -160,7 +160,7 @@ class JobRepository:
         return [_job(row) for row in rows]
 
     async def drop_posted_clips(self, finished_before: float) -> int:
-        """Forget the result blob of shots whose clip was posted whole before then (bot.retention deletes the
+        """Forget the result blob of shots whose clip was posted whole before then (bot.jobs.retention deletes the
         files); sheets are kept, as their figures can still be kept as views. Returns how many."""
         return await self._db.execute(
             "UPDATE jobs SET result_blob = NULL WHERE state = 'done' AND kind != 'sheet' AND result_posted_whole = 1 "

@@ -12,8 +12,8 @@ from pathlib import Path
 import discord
 import pytest
 
-from bot.app import LikenessBot, sync_commands
-from bot.config import Settings
+from bot.discord_io.client import LikenessBot, sync_commands
+from bot.infra.config import Settings
 from bot.providers.base import Provider
 from tests.fake_discord import FakeDiscord, FakeGuild, FakeRole, FakeUser
 

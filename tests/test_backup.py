@@ -22,8 +22,11 @@ from typing import Any
 
 import pytest
 
-from bot import backup as backup_module
-from bot.backup import (
+from bot.domain import StoredImage, View
+from bot.infra.config import Settings
+from bot.infra.instance_lock import InstanceLock, InstanceLockedError
+from bot.ops import backup as backup_module
+from bot.ops.backup import (
     DB_MEMBER,
     MANIFEST,
     RestoreCanceledError,
@@ -35,9 +38,6 @@ from bot.backup import (
     restore,
     restore_command,
 )
-from bot.config import Settings
-from bot.domain import StoredImage, View
-from bot.instance_lock import InstanceLock, InstanceLockedError
 from storage import Storage
 from tests.cli import run_likeness
 from tests.conftest import BotRunner, World
@@ -378,7 +378,7 @@ def test_restore_refused_while_the_bot_holds_the_lock(tmp_path: Path, seeded: tu
         [
             sys.executable,
             "-c",
-            "import sys; from pathlib import Path; from bot.instance_lock import InstanceLock\n"
+            "import sys; from pathlib import Path; from bot.infra.instance_lock import InstanceLock\n"
             f"lock = InstanceLock(Path({str(target.data_dir)!r})); lock.acquire(); print('locked', flush=True)\n"
             "sys.stdin.read()",
         ],
@@ -541,7 +541,7 @@ def test_backup_is_atomic_and_private(tmp_path: Path, seeded: tuple[Settings, Pa
 
     # a failure leaves nothing behind: here the database is gone
     settings.db_path.unlink()
-    from bot.backup import BackupError
+    from bot.ops.backup import BackupError
 
     with pytest.raises(BackupError, match=r"^There is no database at "):
         backup(settings, tmp_path / "again.zip")
@@ -572,8 +572,8 @@ def test_lock_is_exclusive_and_released(tmp_path: Path) -> None:
 
 
 def test_likeness_run_holds_the_lock_for_its_whole_life(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from bot import app
-    from bot.__main__ import main
+    from bot.discord_io import client as app
+    from bot.ops.cli import main
 
     data = tmp_path / "data"
     monkeypatch.chdir(tmp_path)
@@ -588,7 +588,7 @@ def test_likeness_run_holds_the_lock_for_its_whole_life(tmp_path: Path, monkeypa
             seen.append(True)
 
     monkeypatch.setattr(app, "run_bot", fake_run_bot)
-    monkeypatch.setattr("bot.__main__.setup_logging", lambda *args, **kwargs: None)  # leave pytest's logging be
+    monkeypatch.setattr("bot.ops.cli.setup_logging", lambda *args, **kwargs: None)  # leave pytest's logging be
     assert main(["run"]) == 0
     assert seen == [True]
     with InstanceLock(data):  # free again once `run` returned
@@ -715,8 +715,8 @@ def test_cli_refuses_a_path_that_is_neither_a_folder_nor_a_zip_name(tmp_path: Pa
 DIE_DURING_RESTORE = """
 import os, shutil, sys
 from pathlib import Path
-import bot.backup as backup
-from bot.config import Settings
+import bot.ops.backup as backup
+from bot.infra.config import Settings
 
 data, archive, kind, at = sys.argv[1:5]
 moves, depth = 0, 0
@@ -760,8 +760,8 @@ def restore_and_die(cwd: Path, data_dir: Path, archive: Path, kind: str, at: str
 def likeness_run(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[int, list[str]]:
     """`likeness run` as the admin starts it after the crash, up to the bot opening its database; returns its exit
     status and the names of the characters the bot found (none when it refused to start)."""
-    from bot import app
-    from bot.__main__ import main
+    from bot.discord_io import client as app
+    from bot.ops.cli import main
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DISCORD_TOKEN", "not-a-real-token")
@@ -776,7 +776,7 @@ def likeness_run(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
             await storage.close()
 
     monkeypatch.setattr(app, "run_bot", open_the_database)
-    monkeypatch.setattr("bot.__main__.setup_logging", lambda *args, **kwargs: None)
+    monkeypatch.setattr("bot.ops.cli.setup_logging", lambda *args, **kwargs: None)
     return main(["run"]), found
 
 
@@ -889,8 +889,8 @@ def test_a_start_never_makes_an_empty_database_where_one_is_missing(
         and "likeness restore <the backup .zip> --yes" in said.stderr
     )
 
-    from bot.backup import MissingDatabaseError
-    from bot.services import Services
+    from bot.ops.backup import MissingDatabaseError
+    from bot.runtime import Services
 
     with pytest.raises(MissingDatabaseError):  # the bot's own start refuses too, whoever calls it
         asyncio.run(Services.build(target))

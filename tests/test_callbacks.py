@@ -16,11 +16,11 @@ from typing import Any, cast
 import httpx
 import pytest
 
-from bot.callbacks import BODY_MAX, CallbackServer, CallbackUrls, callback_secret, worth_polling
 from bot.domain import Job
+from bot.infra.listeners import BUSY, ListenerLimits
+from bot.infra.metrics import MetricsServer
+from bot.jobs.callbacks import BODY_MAX, CallbackServer, CallbackUrls, callback_secret, worth_polling
 from bot.jobs.worker import Worker
-from bot.listeners import BUSY, ListenerLimits
-from bot.metrics import MetricsServer
 
 
 class Clock:

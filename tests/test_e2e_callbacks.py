@@ -13,9 +13,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.callbacks import CallbackUrls, callback_secret
-from bot.config import SettingsError
 from bot.domain import Job, JobState
+from bot.infra.config import SettingsError
+from bot.jobs.callbacks import CallbackUrls, callback_secret
 from bot.jobs.delivery import Progress
 from bot.providers.fal import FalProvider
 from bot.providers.kling import KlingProvider

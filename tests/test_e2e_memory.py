@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 from PIL import Image, ImageDraw
 
-import bot.sheets
-from bot.character_card import CARD_FILE, build_card
+import bot.library.sheets.compose
 from bot.domain import Element, ElementKind, ReferenceView, View
 from bot.imaging.cleanup import CleanupResult
 from bot.imaging.scale import MAX_SIDE
 from bot.imaging.sheet import slot_sizes
-from bot.upload_gate import ONE_AT_A_TIME
+from bot.imaging.upload_gate import ONE_AT_A_TIME
+from bot.library.card_format import CARD_FILE, build_card
 from tests.conftest import BotRunner, World
 from tests.fake_discord import FakeDiscord, FakeGuild, FakeUser
 from tests.test_character_card import sha, zip_of
@@ -89,18 +89,18 @@ class Downloads:
     """Counts the attachments the bot starts downloading (uploads and card imports)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        import bot.cards
-        import bot.references
+        import bot.library.cards
+        import bot.library.references
 
         self.count = 0
-        real = bot.references.download
+        real = bot.library.references.download
 
         async def counted(*args: Any) -> bytes:
             self.count += 1
             return await real(*args)
 
-        monkeypatch.setattr(bot.references, "download", counted)
-        monkeypatch.setattr(bot.cards, "download", counted)
+        monkeypatch.setattr(bot.library.references, "download", counted)
+        monkeypatch.setattr(bot.library.cards, "download", counted)
 
 
 # ---------------------------------------------------------------------------------------------------- scaled down
@@ -178,14 +178,14 @@ async def test_a_card_of_big_images_is_stored_scaled_down_and_sheets_load_thumbn
             assert kept.mode == "RGBA" and kept.getchannel("A").getpixel((0, 0)) == 0  # still a cut-out
 
     drawn: list[tuple[str, tuple[int, int]]] = []
-    real_compose = bot.sheets.compose_sheet
+    real_compose = bot.library.sheets.compose.compose_sheet
 
     def spy(name: str, traits: str, views: Any, elements: Any, *args: Any) -> Image.Image:
         drawn.extend((v.value, image.size) for v, image in views.items() if image is not None)
         drawn.extend((name, image.size) for name, _kind, image in elements if image is not None)
         return real_compose(name, traits, views, elements, *args)
 
-    monkeypatch.setattr(bot.sheets, "compose_sheet", spy)
+    monkeypatch.setattr(bot.library.sheets.compose, "compose_sheet", spy)
     h = await fake.slash(world.studio_b, world.zed, "sheet", {"character": "Ava"})
     await h.wait_settled(timeout=30)
     await fake.wait_until(lambda: bool(h.followups) or bool(h.attachments), 10, "the sheet")

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bot.app import LikenessBot, serve
+from bot.discord_io.client import LikenessBot, serve
 from bot.discord_io.errors import RESTARTING
 from bot.domain import JobState
 from tests.conftest import BotRunner, World
@@ -33,7 +33,7 @@ async def serve_in_background(runner: BotRunner, fake: FakeDiscord) -> tuple[Lik
     """`likeness run` in this process (its signal handlers on this loop), on the runner's data directory."""
     bot = LikenessBot(runner.settings)
 
-    async def run() -> None:  # what `likeness run` does (bot.app.run_bot), with the bot in our hands
+    async def run() -> None:  # what `likeness run` does (bot.discord_io.client.run_bot), with the bot in our hands
         async with bot:
             await serve(bot, fake.token)
 
@@ -227,7 +227,7 @@ async def test_a_stop_while_the_bot_starts_its_worker_leaves_nothing_running(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A SIGTERM right after connecting: the first ready is still settling money when the database closes."""
-    from bot.budget import Budget
+    from bot.governance.budget import Budget
 
     await ava_with_front_view(fake, world)
     job_id = await animate(fake, world, "queued while the bot starts")

@@ -15,11 +15,11 @@ import pytest
 from pydantic import SecretStr
 
 from bot.domain import Job, JobState
-from bot.provider_keys import ServerKeyError
+from bot.providers.accounts import ServerKeyError
 from bot.providers.base import Provider
+from bot.providers.building import install_id
 from bot.providers.kling import KlingProvider
-from bot.secret_box import NO_SECRET_KEY, generate_key
-from bot.services import install_id
+from bot.providers.secret_box import NO_SECRET_KEY, generate_key
 from tests.conftest import BotRunner, World, assert_no_secret_logged
 from tests.fake_discord import CommandUnavailable, FakeDiscord, FakeGuild, FakeUser
 from tests.fake_providers.kling import IMAGE2VIDEO, FakeKling

@@ -6,8 +6,8 @@ import io
 import zipfile
 from typing import Any
 
-from bot.character_card import CARD_FILE
 from bot.domain import Character, Visibility
+from bot.library.card_format import CARD_FILE
 from tests.conftest import BotRunner, World
 from tests.fake_discord import FakeDiscord, FakeGuild, FakeRole, FakeUser
 from tests.scripted_provider import Backend

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from bot.domain import JobState
-from bot.errors import InvalidInputError
+from bot.domain.errors import InvalidInputError
 from tests.conftest import BotRunner, World
 from tests.fake_discord import FakeDiscord
 from tests.test_e2e_animate import ava_with_front_view, eventually, fields, is_state, until

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from PIL import Image, ImageOps
 
-from bot.errors import UserFacingError
+from bot.domain.errors import UserFacingError
 from bot.imaging.intake import (
     NOTE_16_BIT,
     NOTE_CMYK,

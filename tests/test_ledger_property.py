@@ -17,9 +17,9 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.budget import Budget, OverBudgetError, charge_of
 from bot.domain import Actor, Job, JobState, ServerRules, to_micros
-from bot.library import Library
+from bot.governance.budget import Budget, OverBudgetError, charge_of
+from bot.library.characters import Library
 from storage import Storage
 from storage.db import Transaction
 from storage.ledger import Settlement, day_of

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from bot.domain import Actor, Visibility
-from bot.errors import ConflictError, InvalidInputError, NotAllowedError, NotFoundError
-from bot.library import Library, can_see, clean_name
+from bot.domain.errors import ConflictError, InvalidInputError, NotAllowedError, NotFoundError
+from bot.library.characters import Library, can_see, clean_name
 from storage import Storage
 
 OWNER = Actor(guild_id=1, user_id=10)

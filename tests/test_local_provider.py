@@ -378,7 +378,7 @@ async def test_unknown_tasks_and_foreign_urls_are_final_errors(providers: Callab
 
 
 async def test_a_sheet_request_gives_a_png_with_three_figures(providers: Callable[..., LocalProvider]) -> None:
-    from bot.sheet_split import split_sheet
+    from bot.library.sheets.split import split_sheet
 
     provider = providers()
     submission = await provider.submit(

@@ -13,8 +13,8 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from bot.callbacks import CallbackServer, CallbackUrls, callback_secret
-from bot.logs import REDACTED, choose_format, logging_context, set_logging_context, setup_logging
+from bot.infra.logs import REDACTED, choose_format, logging_context, set_logging_context, setup_logging
+from bot.jobs.callbacks import CallbackServer, CallbackUrls, callback_secret
 from bot.providers.fal import FalProvider
 from tests.fake_providers.fal import FakeFal
 from tests.test_provider_fal import animate

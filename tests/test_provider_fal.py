@@ -25,10 +25,10 @@ import pytest
 from PIL import Image
 
 from bot.domain import BoundImage, JobState, ShotParams, WorkKind
+from bot.generation.prompts import reference_tokens
 from bot.imaging import video
 from bot.jobs.delivery import NoDelivery
 from bot.jobs.worker import Worker, WorkerConfig
-from bot.prompts import reference_tokens
 from bot.providers.base import (
     Artifact,
     FinalError,

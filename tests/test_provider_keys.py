@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from bot.domain import BOT_ACCOUNT, Actor, JobState
-from bot.errors import InvalidInputError, NotAllowedError, NotFoundError
-from bot.library import Library
-from bot.provider_keys import KEY_SPECS, ProviderKeys, ServerKeyError
+from bot.domain.errors import InvalidInputError, NotAllowedError, NotFoundError
+from bot.library.characters import Library
+from bot.providers.accounts import KEY_SPECS, ProviderKeys, ServerKeyError
 from bot.providers.base import FinalError, Provider, RetryableError
 from bot.providers.registry import AccountGoneError, ProviderRegistry
-from bot.secret_box import NoSecretKeyError, SecretBox, generate_key
+from bot.providers.secret_box import NoSecretKeyError, SecretBox, generate_key
 from storage import Storage
 from tests.factories import new_job, open_storage
 from tests.scripted_provider import Backend, ScriptedProvider

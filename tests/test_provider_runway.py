@@ -32,10 +32,11 @@ from bot.domain import (
     View,
     WorkKind,
 )
+from bot.generation.prompts import Binding, choose_references, compile_prompt, reference_tokens
 from bot.imaging.prep import prepare_for_provider
 from bot.jobs.delivery import NoDelivery, Progress
 from bot.jobs.worker import Worker
-from bot.prompts import Binding, choose_references, compile_prompt, reference_tokens
+from bot.library.sheets.split import sheet_prompt
 from bot.providers.base import (
     Artifact,
     FinalError,
@@ -50,7 +51,6 @@ from bot.providers.base import (
 )
 from bot.providers.registry import ProviderRegistry
 from bot.providers.runway import RUNWAY_IMAGE_LIMITS, RunwayProvider, retry_after, sheet_tags
-from bot.sheet_split import sheet_prompt
 from storage import Storage
 from tests.fake_providers.runway import VERSION, Asset, FakeRunway, sample_png, sample_video
 from tests.test_video import BLUE, GREEN, RED, figure

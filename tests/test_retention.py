@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from bot.domain import Actor, BoundImage, JobState, StoredImage, View
-from bot.library import Library
-from bot.retention import Janitor, drop_old_audit, drop_posted_clips, sweep_unreferenced
+from bot.jobs.retention import Janitor, drop_old_audit, drop_posted_clips, sweep_unreferenced
+from bot.library.characters import Library
 from storage import Storage
 from tests.conftest import BotRunner, World
 from tests.factories import new_job, open_storage

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import SettingsError, load_settings
-from bot.secret_box import (
+from bot.infra.config import SettingsError, load_settings
+from bot.providers.secret_box import (
     FORMAT_V1,
     NONCE_BYTES,
     SecretBox,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-import bot.sheets
+import bot.library.sheets.compose
 from bot.domain import Actor, ElementKind, StoredImage, View
 from bot.imaging.sheet import (
     compose_sheet,
@@ -22,7 +22,7 @@ from bot.imaging.sheet import (
     strip_room,
     wrap,
 )
-from bot.sheets import SheetService
+from bot.library.sheets.compose import SheetService
 from storage import Storage
 from storage.references import NewElement
 
@@ -234,14 +234,14 @@ async def test_sheet_service_loads_thumbnails_of_the_slots_and_skips_hidden_elem
             ],
         )
         drawn: dict[str, Any] = {}
-        real = bot.sheets.compose_sheet
+        real = bot.library.sheets.compose.compose_sheet
 
         def spy(name: str, traits: str, views: Any, elements: Any, *args: Any) -> Image.Image:
             drawn.update({view.value: image.size for view, image in views.items() if image is not None})
             drawn.update({name: image.size if image else None for name, _kind, image in elements})
             return real(name, traits, views, elements, *args)
 
-        monkeypatch.setattr(bot.sheets, "compose_sheet", spy)
+        monkeypatch.setattr(bot.library.sheets.compose, "compose_sheet", spy)
         result = await SheetService(storage).sheet(Actor(7, 1), character)
         assert Image.open(io.BytesIO(result.png)).size == (1920, 1080)
     finally:
@@ -254,7 +254,7 @@ async def test_sheet_service_loads_thumbnails_of_the_slots_and_skips_hidden_elem
 
 
 def test_a_big_generated_sheet_is_split_at_2048_px() -> None:
-    from bot.sheet_split import split_sheet
+    from bot.library.sheets.split import split_sheet
 
     sheet = Image.new("RGB", (4800, 2700), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)

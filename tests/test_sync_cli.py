@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bot.app import sync_from_cli
-from bot.config import Settings
+from bot.discord_io.client import sync_from_cli
+from bot.infra.config import Settings
 from tests.conftest import World
 from tests.fake_discord import FakeDiscord
 

@@ -8,11 +8,11 @@ from typing import Any
 import discord
 from discord import app_commands
 
-from bot.app import LikenessBot
+from bot.discord_io.client import LikenessBot
 from bot.discord_io.errors import FriendlyError
 from bot.discord_io.replies import actor_of
 from bot.domain import Character, JobState
-from bot.errors import UserFacingError
+from bot.domain.errors import UserFacingError
 from bot.providers.base import Capabilities
 
 

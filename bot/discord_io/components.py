@@ -15,10 +15,10 @@ import string
 
 import discord
 
-from bot.animate import ACTION_MAX
 from bot.domain import Job, WorkKind
-from bot.provider_keys import KeySpec
-from bot.sheet_split import Figure
+from bot.generation.orders import ACTION_MAX
+from bot.library.sheets.split import Figure
+from bot.providers.accounts import KeySpec
 
 ID = r"\d+"
 

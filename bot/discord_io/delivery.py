@@ -20,8 +20,8 @@ from bot.discord_io.components import result_marker, result_view, sheet_view, un
 from bot.domain import Job, JobState, WorkKind
 from bot.imaging.video import fit_to_size, thumbnail
 from bot.jobs.delivery import Progress
+from bot.library.sheets.split import split_sheet
 from bot.providers.base import FinalError, RetryableError
-from bot.sheet_split import split_sheet
 from storage.jobs import JobRepository
 
 log = logging.getLogger(__name__)
@@ -258,7 +258,7 @@ class DiscordDelivery:
                 log.info("job %s: %d bytes refused as too large; trying smaller", job.id, len(data))
                 limit = int(len(data) * 0.7)  # the real limit is unknown: step down until it fits
                 continue
-            if data is video:  # the channel has the very clip: the data folder may drop it later (bot.retention)
+            if data is video:  # the channel has the very clip: the data folder may drop it later (bot.jobs.retention)
                 await self.jobs.update(job.id, result_posted_whole=True)
             return message_id
         return await self._send_thumbnail(job, video)

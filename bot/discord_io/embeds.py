@@ -5,8 +5,8 @@ from __future__ import annotations
 import discord
 
 from bot.domain import Character, Page, View, Visibility
-from bot.library import CharacterDetails
-from bot.references import UploadResult
+from bot.library.characters import CharacterDetails
+from bot.library.references import UploadResult
 
 COLOR = discord.Colour(0x5B8DEF)
 LOCKED = "🔒"

@@ -12,8 +12,8 @@ import discord
 from discord import app_commands
 
 from bot.discord_io.replies import reply_ephemeral
-from bot.errors import UserFacingError
-from bot.logs import set_logging_context
+from bot.domain.errors import UserFacingError
+from bot.infra.logs import set_logging_context
 
 log = logging.getLogger(__name__)
 

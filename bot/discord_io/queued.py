@@ -8,12 +8,12 @@ from typing import Any
 
 import discord
 
-from bot.animate import PendingShot
 from bot.discord_io.arguments import bot_of
 from bot.discord_io.components import CONFIRM
 from bot.discord_io.errors import LikenessView, report_error
 from bot.discord_io.replies import actor_of, place_of
 from bot.domain import Job, WorkKind, to_micros, usd
+from bot.generation.orders import PendingShot
 from bot.jobs.delivery import Progress
 
 

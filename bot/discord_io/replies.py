@@ -8,7 +8,7 @@ from typing import Any
 import discord
 
 from bot.domain import Actor
-from bot.limits import Place
+from bot.governance.limits import Place
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from bot.imaging.intake import ImageRefusedError
+from bot.imaging.model_files import ModelError, model_file, model_spec
 from bot.imaging.scale import MAX_SIDE, shrink
-from bot.models import ModelError, model_file, model_spec
 
 if TYPE_CHECKING:
     from rembg.sessions.base import BaseSession

@@ -25,7 +25,7 @@ from PIL import (
     WebPImagePlugin,
 )
 
-from bot.errors import UserFacingError
+from bot.domain.errors import UserFacingError
 from bot.imaging.scale import MAX_SIDE, SHRINKABLE, draft_size, shrink
 
 ACCEPTED = "PNG, JPEG, WebP, GIF or AVIF"

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from bot.errors import UserFacingError
+from bot.domain.errors import UserFacingError
 
 
 @dataclass(frozen=True)

@@ -36,12 +36,12 @@ from dataclasses import dataclass
 from PIL import Image
 
 from bot.domain import Job, JobState, to_micros
-from bot.errors import InvalidInputError, UserFacingError
+from bot.domain.errors import InvalidInputError, UserFacingError
 from bot.imaging.prep import ProviderImageLimits, prepare_for_provider
+from bot.infra.logs import set_logging_context
+from bot.infra.metrics import Metrics
 from bot.jobs.delivery import Delivery, Progress
 from bot.jobs.scheduler import Limits, jobs_to_start, positions
-from bot.logs import set_logging_context
-from bot.metrics import Metrics
 from bot.providers.base import (
     Artifact,
     FinalError,
@@ -105,7 +105,7 @@ class Worker:
         self._estimates: dict[tuple[str, str, int], float] = {}  # learned render seconds
         self._artifacts: dict[int, tuple[Artifact, ...]] = {}
         self._job_wakes: dict[int, asyncio.Event] = {}  # poked: look at the job again now (a cancel)
-        self._nudges: dict[int, asyncio.Event] = {}  # called back by the provider: poll now (bot.callbacks)
+        self._nudges: dict[int, asyncio.Event] = {}  # called back by the provider: poll now (bot.jobs.callbacks)
         self._early_nudges: dict[int, float] = {}  # job -> when it was called back before this worker drove it
         self._late_nudged: set[int] = set()  # called back while not driven: maybe a render the bot gave up on
         self._announced_places: dict[int, int | None] = {}

@@ -50,8 +50,8 @@ from typing import Any, Literal
 import httpx
 
 from bot.domain import WorkKind
+from bot.generation.prompts import reference_tokens
 from bot.imaging.prep import ProviderImageLimits
-from bot.prompts import reference_tokens
 from bot.providers.base import (
     BOT_KEYS,
     Artifact,
@@ -243,7 +243,7 @@ class FalProvider:
         endpoint = self._validate(request)
         content = await asyncio.to_thread(self._encoded_body, request)  # base64 + JSON of a few MB: off the loop
         url = f"{self._base_url}/{endpoint}"
-        # fal POSTs the result there on completion: the bot takes it as a nudge to poll now (bot.callbacks)
+        # fal POSTs the result there on completion: the bot takes it as a nudge to poll now (bot.jobs.callbacks)
         params = {"fal_webhook": request.callback_url} if request.callback_url else None
         response = await self._request("POST", url, content=content, params=params, submitting=True)
         if not response.is_success:

@@ -27,7 +27,7 @@ or a log line.
 Kling has no cancel endpoint: `cancel` is a no-op, the task finishes (and is billed) at Kling.
 Callbacks: a shot's `callback_url` (RenderRequest.callback_url, when the bot has a public callback URL) goes
 to Kling, which POSTs the task on every status change. The bot takes a callback only as a nudge to poll the
-task now (bot.callbacks): deliveries may repeat, arrive out of order or be forged, and Kling advises confirming
+task now (bot.jobs.callbacks): deliveries may repeat, arrive out of order or be forged, and Kling advises confirming
 by polling. `parse_callback` reads a callback body into the same `PollResult`.
 """
 
@@ -54,7 +54,7 @@ import jwt
 from PIL import Image
 
 from bot.domain import WorkKind
-from bot.errors import UserFacingError
+from bot.domain.errors import UserFacingError
 from bot.imaging.prep import KLING, prepare_for_provider
 from bot.providers.base import (
     BOT_KEYS,

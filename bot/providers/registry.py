@@ -1,13 +1,13 @@
 """The providers this bot has, by name, and which one a server's jobs run on.
 
-A server may bring its own key for a provider (bot.provider_keys). Its jobs then run on an instance built with
-that key by the factory from bot.services (the bot's settings for everything else: base URL, model, concurrency),
+A server may bring its own key for a provider (bot.providers.accounts). Its jobs then run on an instance built with
+that key by the factory from bot.providers.building (the bot's settings for everything else: base URL, model, concurrency),
 cached per (server, provider, key version). A server's key also makes a provider available to that server when
 the bot itself has no key for it.
 
 A shot stays on the account it was sent with (`Job.account`): the provider only answers for a task to the account
 that made it. So a key that is replaced or removed while shots sent with it are rendering is retired, not
-dropped: its instance (and its sealed row, bot.provider_keys) are kept until those shots end, then closed.
+dropped: its instance (and its sealed row, bot.providers.accounts) are kept until those shots end, then closed.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from bot.domain import BOT_ACCOUNT
-from bot.errors import InvalidInputError
+from bot.domain.errors import InvalidInputError
 from bot.providers.base import FinalError, Provider
 
 log = logging.getLogger(__name__)
 
 
-# name, key fields -> a provider on the bot's settings with those keys (bot.services.provider_factory)
+# name, key fields -> a provider on the bot's settings with those keys (bot.providers.building.provider_factory)
 ProviderFactory = Callable[[str, Mapping[str, str]], Provider]
 
 
@@ -38,7 +38,7 @@ class ServerKey:
 
 
 class ServerKeySource(Protocol):
-    """Where servers' own keys are kept (bot.provider_keys.ProviderKeys)."""
+    """Where servers' own keys are kept (bot.providers.accounts.ProviderKeys)."""
 
     async def server_key(self, guild_id: int, provider: str) -> ServerKey | None: ...
 

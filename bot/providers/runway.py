@@ -36,8 +36,8 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from bot.domain import WorkKind
+from bot.generation.prompts import reference_tokens, runway_tag
 from bot.imaging.prep import ProviderImageLimits
-from bot.prompts import reference_tokens, runway_tag
 from bot.providers.base import (
     BOT_KEYS,
     Artifact,

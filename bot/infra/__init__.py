@@ -1,0 +1,1 @@
+"""The process: settings, logs, metrics, listeners, graceful shutdown and the instance lock."""

@@ -1,0 +1,1 @@
+"""The server's subject library: characters, reference views, elements, character cards and sheets."""
