@@ -9,6 +9,7 @@ import secrets
 import shutil
 import socket
 import sqlite3
+import subprocess
 from base64 import urlsafe_b64encode
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -572,11 +573,22 @@ async def test_not_a_database(tmp_path: Path) -> None:
 
 @contextmanager
 def read_only(folder: Path) -> Iterator[None]:
+    """A folder nobody can write to, root included: root ignores the mode, so it also gets the immutable flag."""
     folder.chmod(0o555)
+    immutable = os.access(folder, os.W_OK) and _chattr("+i", folder)
     try:
         yield
     finally:
+        if immutable:
+            _chattr("-i", folder)
         folder.chmod(0o755)
+
+
+def _chattr(flag: str, folder: Path) -> bool:
+    if shutil.which("chattr") is None:
+        return False
+    done = subprocess.run(["chattr", flag, str(folder)], capture_output=True, check=False)
+    return done.returncode == 0
 
 
 async def test_read_only_data_dir(tmp_path: Path) -> None:
@@ -584,7 +596,7 @@ async def test_read_only_data_dir(tmp_path: Path) -> None:
     await migrated(settings.db_path)
     with read_only(settings.data_dir):
         if os.access(settings.data_dir, os.W_OK):
-            pytest.skip("running as root: a read-only folder is still writable")
+            pytest.skip("running as root without chattr: a read-only folder is still writable")
         results = await run_checks(settings, quick=True, probes=PLENTY)
     check = by_name(results)["Database"]
     assert check.status is Status.FAILURE and "not writable" in check.found
