@@ -1,1 +1,1 @@
-"""Image processing: safe intake of uploads, background cleanup, character sheets and provider preparation."""
+"""Pixels: safe intake of uploads, background removal, provider preparation, sheet drawing, video, model files and the upload gate."""

@@ -1,1 +1,1 @@
-"""The durable render queue: scheduling, the worker that drives jobs, and what it needs from delivery."""
+"""The durable render queue: scheduling, the worker that drives jobs, provider callbacks, retention, and what the worker needs from delivery."""
