@@ -39,11 +39,12 @@ from bot.ops.backup import (
     restore_command,
 )
 from storage import Storage
-from tests.cli import run_likeness
-from tests.conftest import BotRunner, World
-from tests.factories import new_job
-from tests.fake_discord import FakeDiscord
-from tests.test_e2e_references import add_view, figure_png, new_character
+from tests.support.bot_runner import BotRunner, World
+from tests.support.characters import add_view, new_character
+from tests.support.cli import run_likeness
+from tests.support.factories import new_job
+from tests.support.fake_discord import FakeDiscord
+from tests.support.figures import figure_png
 
 Rows = dict[str, set[tuple[Any, ...]]]
 

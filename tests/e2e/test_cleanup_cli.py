@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from tests import imaging_corpus as corpus
-from tests.cli import run_likeness
-from tests.conftest import installed_models_dir
+from tests.support import imaging_corpus as corpus
+from tests.support.bot_runner import installed_models_dir
+from tests.support.cli import run_likeness
 
 
 def run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:

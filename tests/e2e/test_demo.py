@@ -8,7 +8,7 @@ from pathlib import Path
 from PIL import Image
 
 from bot.imaging.video import probe
-from tests.cli import run_likeness
+from tests.support.cli import run_likeness
 
 
 def test_demo_writes_previews_a_sheet_and_a_clip_without_a_token(tmp_path: Path) -> None:

@@ -43,13 +43,13 @@ from bot.ops.doctor import (
 )
 from storage.db import Database, bundled_migrations
 from storage.guilds import GuildSettingsRepository
-from tests.cli import run_likeness
-from tests.conftest import World, installed_models_dir
-from tests.fake_discord import FakeDiscord
-from tests.fake_discord.world import Overwrite, Perm
-from tests.fake_providers.fal import FakeFal
-from tests.fake_providers.kling import FakeKling
-from tests.fake_providers.runway import FakeRunway
+from tests.support.bot_runner import World, installed_models_dir
+from tests.support.cli import run_likeness
+from tests.support.fake_discord import FakeDiscord
+from tests.support.fake_discord.world import Overwrite, Perm
+from tests.support.fake_providers.fal import FakeFal
+from tests.support.fake_providers.kling import FakeKling
+from tests.support.fake_providers.runway import FakeRunway
 
 LATEST = bundled_migrations()[-1].version
 PLENTY = Probes(free_bytes=lambda _path: 50 * 1024**3, discord_timeout=15.0, provider_timeout=15.0)
@@ -317,7 +317,7 @@ async def test_bot_in_no_server(fake: FakeDiscord, tmp_path: Path) -> None:
 
 def test_invite_permissions_are_the_readmes() -> None:
     assert INVITE_PERMISSIONS == 274878024704
-    readme = Path(__file__).resolve().parent.parent / "README.md"
+    readme = Path(__file__).resolve().parents[2] / "README.md"
     assert f"permissions={INVITE_PERMISSIONS}" in readme.read_text(encoding="utf-8")
 
 

@@ -4,86 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 import pytest
 
 from bot.domain import JobState
 from bot.imaging.video import probe
 from bot.providers.base import FinalError
-from tests.conftest import BotRunner, World
-from tests.fake_discord import FakeDiscord
-from tests.scripted_provider import Backend, ScriptedProvider
-from tests.test_e2e_references import figure_png
-
-TRAITS = "28, athletic build, oval face, short silver hair, green bomber jacket"
-
-
-async def ava_with_front_view(fake: FakeDiscord, world: World) -> None:
-    h = await fake.slash(world.studio_a, world.alice, "character create", {"name": "Ava", "description": TRAITS})
-    await h.wait_settled()
-    attachment = fake.upload(figure_png(), "front.png", "image/png")
-    h = await fake.slash(
-        world.studio_a, world.alice, "character view add", {"character": "Ava", "view": "front", "image": attachment}
-    )
-    await h.wait_settled(timeout=30)
-    assert h.embeds and h.embeds[0]["title"].startswith("Saved"), h.content
-
-
-async def animate(fake: FakeDiscord, world: World, prompt: str, user: Any = None, **options: Any) -> int:
-    h = await fake.slash(
-        world.studio_a, user or world.alice, "animate", {"character": "Ava", "prompt": prompt, **options}
-    )
-    await h.wait_settled(timeout=30)
-    assert h.ephemeral and h.content.startswith("Queued shot #"), h.content
-    return int(h.content.split("#")[1].split(" ")[0])
-
-
-def results(fake: FakeDiscord, world: World) -> list[Any]:
-    return [
-        m
-        for m in fake.channel_messages(world.studio_a.channel_id)
-        if not m.deleted and m.attachments and any("likeness:job:reroll" in str(row) for row in m.components)
-    ]
-
-
-def result_of(fake: FakeDiscord, world: World, job_id: int) -> list[Any]:
-    return [m for m in results(fake, world) if f"likeness:job:reroll:{job_id}" in str(m.components)]
-
-
-def status_of(fake: FakeDiscord, world: World, job_id: int) -> Any:
-    [message] = [
-        m
-        for m in fake.channel_messages(world.studio_a.channel_id)
-        if m.embeds and m.embeds[0].get("footer", {}).get("text", "").startswith(f"Job #{job_id} ")
-    ]
-    return message
-
-
-def fields(message: Any) -> dict[str, str]:
-    return {f["name"]: f["value"] for f in message.embeds[0].get("fields", [])}
-
-
-async def until(fake: FakeDiscord, predicate: Callable[[], bool], what: str, timeout: float = 30) -> None:  # noqa: ASYNC109
-    await fake.wait_until(predicate, timeout, what)
-
-
-async def job_state(runner: BotRunner, job_id: int) -> JobState:
-    assert runner.bot is not None
-    job = await runner.bot.storage.jobs.get(job_id)
-    assert job is not None
-    return job.state
-
-
-async def is_state(runner: BotRunner, job_id: int, state: JobState) -> bool:
-    return await job_state(runner, job_id) is state
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 20) -> None:  # noqa: ASYNC109
-    async with asyncio.timeout(timeout):
-        while not await check():  # noqa: ASYNC110 - the state lives in the database
-            await asyncio.sleep(0.02)
+from tests.support.bot_runner import BotRunner, World
+from tests.support.characters import ava_with_front_view
+from tests.support.fake_discord import FakeDiscord
+from tests.support.scripted_provider import Backend, ScriptedProvider
+from tests.support.shots import animate, fields, is_state, job_state, result_of, results, status_of
+from tests.support.waiting import eventually, until
 
 
 async def test_animate_delivers_a_playable_clip(fake: FakeDiscord, world: World, runner: BotRunner) -> None:
@@ -328,7 +260,7 @@ async def test_status_edits_are_throttled_and_the_last_state_always_shows(
 async def test_server_negative_presets_are_used_and_only_admins_change_them(
     fake: FakeDiscord, world: World, runner: BotRunner
 ) -> None:
-    from tests.fake_discord import CommandUnavailable
+    from tests.support.fake_discord import CommandUnavailable
 
     with pytest.raises(CommandUnavailable):  # hidden from members by default_permissions
         await fake.slash(world.studio_a, world.bob, "settings negative", {"presets": "hands"})

@@ -6,57 +6,19 @@ import asyncio
 import csv
 import dataclasses
 import io
-from typing import Any
 
 import pytest
 
 from bot.domain import JobState
 from bot.providers.base import FinalError
-from tests.conftest import BotRunner, World
-from tests.fake_discord import CommandUnavailable, FakeDiscord
-from tests.scripted_provider import Backend, ScriptedProvider
-from tests.test_e2e_animate import ava_with_front_view, eventually, is_state, job_state, result_of, until
+from tests.support.bot_runner import BotRunner, World
+from tests.support.characters import ava_with_front_view
+from tests.support.fake_discord import CommandUnavailable, FakeDiscord
+from tests.support.scripted_provider import Backend
+from tests.support.shots import is_state, job_state, job_total, ledger, queued_id, result_of, run, scripted, shot
+from tests.support.waiting import eventually, until
 
 # The scripted provider costs $0.10 a second: a 5 s shot is $0.50, a 10 s shot $1.00 (the default threshold).
-
-
-async def run(fake: FakeDiscord, world: World, user: Any, command: str, options: dict[str, Any] | None = None) -> Any:
-    h = await fake.slash(world.studio_a, user, command, options or {})
-    await h.wait_settled(timeout=30)
-    return h
-
-
-def scripted(runner: BotRunner, backend: Backend, **kwargs: Any) -> ScriptedProvider:
-    provider = ScriptedProvider(backend, **kwargs)
-    runner.providers.append(provider)  # registered again after restarts
-    assert runner.bot is not None
-    runner.bot.services.providers.register(provider)
-    return provider
-
-
-async def shot(fake: FakeDiscord, world: World, prompt: str, user: Any = None, **options: Any) -> Any:
-    return await run(
-        fake,
-        world,
-        user or world.alice,
-        "animate",
-        {"character": "Ava", "prompt": prompt, "provider": "scripted", **options},
-    )
-
-
-def queued_id(h: Any) -> int:
-    assert h.content.startswith("Queued shot #"), h.content  # an ephemeral reply, or an edit of one
-    return int(h.content.split("#")[1].split(" ")[0])
-
-
-async def ledger(runner: BotRunner, world: World) -> list[tuple[int, str, int]]:
-    assert runner.bot is not None
-    entries = await runner.bot.storage.ledger.entries(world.studio_a.id)
-    return [(e.job_id, e.entry, e.micros) for e in entries]
-
-
-async def job_total(runner: BotRunner, world: World, job_id: int) -> int:
-    return sum(micros for job, _, micros in await ledger(runner, world) if job == job_id)
 
 
 async def test_a_shot_over_the_daily_cap_is_refused_with_the_numbers(

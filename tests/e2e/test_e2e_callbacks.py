@@ -19,12 +19,14 @@ from bot.jobs.callbacks import CallbackUrls, callback_secret
 from bot.jobs.delivery import Progress
 from bot.providers.fal import FalProvider
 from bot.providers.kling import KlingProvider
-from tests.conftest import BotRunner, World
-from tests.fake_discord import FakeDiscord
-from tests.fake_providers.fal import FakeFal
-from tests.fake_providers.kling import IMAGE2VIDEO, FakeKling, sample_video
-from tests.test_e2e_animate import animate, ava_with_front_view, eventually, is_state, result_of, until
-from tests.test_e2e_kling import ACCESS, SECRET, running_kling
+from tests.support.bot_runner import BotRunner, World
+from tests.support.characters import ava_with_front_view
+from tests.support.fake_discord import FakeDiscord
+from tests.support.fake_providers.fal import FakeFal
+from tests.support.fake_providers.kling import IMAGE2VIDEO, FakeKling, sample_video
+from tests.support.kling_keys import ACCESS, SECRET, running_kling
+from tests.support.shots import animate, is_state, result_of
+from tests.support.waiting import eventually, until
 
 POLL_IN_TEN_MINUTES = 600.0  # the providers' first-guess render time: no poll comes during a test
 

@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from tests.conftest import BotRunner, World
-from tests.fake_discord import FakeDiscord, FakeGuild, FakeUser
+from tests.support.bot_runner import BotRunner, World
+from tests.support.fake_discord import FakeDiscord, FakeGuild, FakeUser
 
 EPHEMERAL = 64
 TRAITS = "28, athletic build, oval face, short silver hair, green bomber jacket"

@@ -7,19 +7,12 @@ import dataclasses
 
 from bot.domain import JobState
 from bot.providers.base import FinalError
-from tests.conftest import BotRunner, World
-from tests.fake_discord import FakeDiscord
-from tests.scripted_provider import Backend
-from tests.test_e2e_animate import (
-    ava_with_front_view,
-    eventually,
-    fields,
-    is_state,
-    result_of,
-    status_of,
-    until,
-)
-from tests.test_e2e_budget import job_total, queued_id, run, scripted, shot
+from tests.support.bot_runner import BotRunner, World
+from tests.support.characters import ava_with_front_view
+from tests.support.fake_discord import FakeDiscord
+from tests.support.scripted_provider import Backend
+from tests.support.shots import fields, is_state, job_total, queued_id, result_of, run, scripted, shot, status_of
+from tests.support.waiting import eventually, until
 
 BLOCKED = "This server's block list does not allow the {} you wrote. Change the wording and try again."
 

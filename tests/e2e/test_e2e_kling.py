@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from decimal import Decimal
@@ -12,24 +11,13 @@ import pytest
 
 from bot.domain import JobState
 from bot.providers.kling import KlingProvider
-from tests.conftest import BotRunner, World
-from tests.fake_discord import FakeDiscord
-from tests.fake_providers.kling import IMAGE2VIDEO, FakeKling, sample_video
-from tests.test_e2e_animate import animate, ava_with_front_view, job_state, result_of, until
-
-ACCESS = "ak-likeness-e2e"
-SECRET = "sk-likeness-e2e-0123456789abcdef0123456789"
-
-
-@contextlib.asynccontextmanager
-async def running_kling() -> AsyncIterator[FakeKling]:
-    """The fake Kling with the bot's test keys, serving on a free port."""
-    fake = FakeKling(access_key=ACCESS, secret_key=SECRET)
-    await fake.start()
-    try:
-        yield fake
-    finally:
-        await fake.stop()
+from tests.support.bot_runner import BotRunner, World
+from tests.support.characters import ava_with_front_view
+from tests.support.fake_discord import FakeDiscord
+from tests.support.fake_providers.kling import IMAGE2VIDEO, FakeKling, sample_video
+from tests.support.kling_keys import ACCESS, SECRET, running_kling
+from tests.support.shots import animate, job_state, result_of
+from tests.support.waiting import until
 
 
 @pytest.fixture

@@ -13,17 +13,18 @@ import pytest
 from PIL import Image, ImageDraw
 
 import bot.library.sheets.compose
-from bot.domain import Element, ElementKind, ReferenceView, View
+from bot.domain import ReferenceView, View
 from bot.imaging.cleanup import CleanupResult
 from bot.imaging.scale import MAX_SIDE
 from bot.imaging.sheet import slot_sizes
 from bot.imaging.upload_gate import ONE_AT_A_TIME
 from bot.library.card_format import CARD_FILE, build_card
-from tests.conftest import BotRunner, World
-from tests.fake_discord import FakeDiscord, FakeGuild, FakeUser
-from tests.test_character_card import sha, zip_of
-from tests.test_e2e_references import TRAITS, figure_png
-from tests.test_e2e_sharing import import_card
+from tests.support.bot_runner import BotRunner, World
+from tests.support.cards import element, sha, zip_of
+from tests.support.characters import TRAITS
+from tests.support.fake_discord import FakeDiscord, FakeGuild, FakeUser
+from tests.support.figures import figure_png
+from tests.support.sharing import import_card
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -127,20 +128,6 @@ async def test_a_small_file_declaring_a_huge_picture_is_kept_at_2048_px(
     for digest in (view.cleaned_blob, view.cutout_blob):
         assert digest is not None
         assert max(image_size(await storage.blobs.get(digest))) <= MAX_SIDE
-
-
-def element(name: str, digest: str) -> Element:
-    return Element(
-        id=0,
-        character_id=0,
-        name=name,
-        kind=ElementKind.PROP,
-        original_blob=digest,
-        cleaned_blob=digest,
-        cutout_blob=digest,
-        bound=True,
-        created_at=NOW,
-    )
 
 
 async def test_a_card_of_big_images_is_stored_scaled_down_and_sheets_load_thumbnails(

@@ -14,19 +14,12 @@ import pytest
 from bot.discord_io.client import LikenessBot, serve
 from bot.discord_io.errors import RESTARTING
 from bot.domain import JobState
-from tests.conftest import BotRunner, World
-from tests.fake_discord import FakeDiscord
-from tests.test_e2e_animate import (
-    animate,
-    ava_with_front_view,
-    eventually,
-    is_state,
-    job_state,
-    result_of,
-    status_of,
-    until,
-)
-from tests.test_e2e_references import figure_png
+from tests.support.bot_runner import BotRunner, World
+from tests.support.characters import ava_with_front_view
+from tests.support.fake_discord import FakeDiscord
+from tests.support.figures import figure_png
+from tests.support.shots import animate, is_state, job_state, result_of, status_of
+from tests.support.waiting import eventually, until
 
 
 async def serve_in_background(runner: BotRunner, fake: FakeDiscord) -> tuple[LikenessBot, asyncio.Task[None]]:
@@ -188,7 +181,7 @@ async def test_a_result_the_channel_refuses_is_kept_and_posted_once_allowed(
 ) -> None:
     """No paid result is lost to a permission slip: it waits (the job stays in delivery) until an admin fixes it."""
     from bot.discord_io import delivery
-    from tests.fake_discord.world import Overwrite, Perm
+    from tests.support.fake_discord.world import Overwrite, Perm
 
     monkeypatch.setattr(delivery, "POST_RETRY_SECONDS", 0.2)
     await ava_with_front_view(fake, world)

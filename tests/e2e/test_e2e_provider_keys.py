@@ -20,11 +20,13 @@ from bot.providers.base import Provider
 from bot.providers.building import install_id
 from bot.providers.kling import KlingProvider
 from bot.providers.secret_box import NO_SECRET_KEY, generate_key
-from tests.conftest import BotRunner, World, assert_no_secret_logged
-from tests.fake_discord import CommandUnavailable, FakeDiscord, FakeGuild, FakeUser
-from tests.fake_providers.kling import IMAGE2VIDEO, FakeKling
-from tests.test_e2e_animate import TRAITS, eventually, job_state, result_of
-from tests.test_e2e_references import figure_png
+from tests.support.bot_runner import BotRunner, World, assert_no_secret_logged
+from tests.support.characters import TRAITS
+from tests.support.fake_discord import CommandUnavailable, FakeDiscord, FakeGuild, FakeUser
+from tests.support.fake_providers.kling import IMAGE2VIDEO, FakeKling
+from tests.support.figures import figure_png
+from tests.support.shots import job_state, result_of
+from tests.support.waiting import eventually
 
 
 def fake_secret(account: str) -> str:

@@ -6,29 +6,15 @@ import io
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from bot.domain import View
-from tests import imaging_corpus as corpus
-from tests.conftest import BotRunner, World
-from tests.fake_discord import FakeDiscord
-from tests.test_intake import DAMAGED
-
-TRAITS = "28, athletic build, oval face, short silver hair, green bomber jacket"
-
-
-def figure_png(colour: tuple[int, int, int] = (40, 90, 200), size: tuple[int, int] = (600, 800)) -> bytes:
-    """A flat-background render of a simple figure: what a good reference upload looks like."""
-    image = Image.new("RGB", size, (255, 255, 255))
-    draw = ImageDraw.Draw(image)
-    w, h = size
-    draw.ellipse((w * 0.38, h * 0.08, w * 0.62, h * 0.28), fill=(230, 190, 160))  # head
-    draw.rectangle((w * 0.33, h * 0.28, w * 0.67, h * 0.65), fill=colour)  # body
-    draw.rectangle((w * 0.36, h * 0.65, w * 0.48, h * 0.92), fill=(50, 50, 60))  # legs
-    draw.rectangle((w * 0.52, h * 0.65, w * 0.64, h * 0.92), fill=(50, 50, 60))
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
+from tests.support import imaging_corpus as corpus
+from tests.support.bot_runner import BotRunner, World
+from tests.support.characters import add_view, new_character
+from tests.support.fake_discord import FakeDiscord
+from tests.support.figures import figure_png
+from tests.support.replies import DAMAGED
 
 
 def photo_png() -> bytes:
@@ -38,28 +24,6 @@ def photo_png() -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(data.astronaut()).save(buffer, "PNG")
     return buffer.getvalue()
-
-
-async def new_character(fake: FakeDiscord, world: World, name: str = "Ava") -> None:
-    h = await fake.slash(world.studio_a, world.alice, "character create", {"name": name, "description": TRAITS})
-    await h.wait_settled()
-    assert not h.ephemeral
-
-
-async def add_view(
-    fake: FakeDiscord, world: World, view: str, data: bytes, *, user: Any = None, filename: str = "ref.png"
-) -> Any:
-    attachment = fake.upload(data, filename, "image/png")
-    h = await fake.slash(
-        world.studio_a,
-        user or world.alice,
-        "character view add",
-        {"character": "Ava", "view": view, "image": attachment},
-    )
-    await h.wait_settled(timeout=30)
-    if h.embeds and str(h.embeds[0].get("title", "")).startswith("Saved"):
-        await fake.wait_until(lambda: bool(h.followups), 10, "the public before/after preview")
-    return h
 
 
 def channel_posts(fake: FakeDiscord, world: World) -> list[Any]:

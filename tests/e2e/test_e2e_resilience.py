@@ -12,12 +12,13 @@ import pytest
 from bot.domain import JobState
 from bot.providers.base import RenderRequest, RetryableError, Submission
 from bot.providers.fal import FalProvider
-from tests.conftest import BotRunner, World
-from tests.fake_discord import FakeDiscord
-from tests.fake_providers.fal import MEDIA_PATH, FakeFal
-from tests.scripted_provider import Backend, ScriptedProvider
-from tests.test_e2e_animate import animate, ava_with_front_view, eventually, is_state, result_of, status_of, until
-from tests.test_e2e_unsure import held
+from tests.support.bot_runner import BotRunner, World
+from tests.support.characters import ava_with_front_view
+from tests.support.fake_discord import FakeDiscord
+from tests.support.fake_providers.fal import MEDIA_PATH, FakeFal
+from tests.support.scripted_provider import Backend, ScriptedProvider
+from tests.support.shots import animate, held, is_state, result_of, status_of
+from tests.support.waiting import eventually, until
 
 STORM = 6 * 5 + 5  # more 429s in a row than the old limit (max_attempts x rate-limit patience) allowed
 

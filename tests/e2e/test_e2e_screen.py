@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.conftest import BotRunner, World
-from tests.fake_discord import FakeDiscord
-from tests.scripted_provider import Backend
-from tests.test_e2e_animate import ava_with_front_view
-from tests.test_e2e_budget import ledger, queued_id, run, scripted, shot
-from tests.test_e2e_references import figure_png
-from tests.test_e2e_sharing import export, import_card
-from tests.test_moderation import EVASIONS
+from tests.support.bot_runner import BotRunner, World
+from tests.support.characters import ava_with_front_view
+from tests.support.evasions import EVASIONS
+from tests.support.fake_discord import FakeDiscord
+from tests.support.figures import figure_png
+from tests.support.scripted_provider import Backend
+from tests.support.sharing import export, import_card
+from tests.support.shots import ledger, queued_id, run, scripted, shot
 
 BLOCKED = "This server's block list does not allow the {} you wrote. Change the wording and try again."
 NSFW = "That {} looks NSFW. NSFW shots are allowed only in age-restricted channels."

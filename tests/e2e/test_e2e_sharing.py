@@ -8,22 +8,15 @@ from typing import Any
 
 from bot.domain import Character, Visibility
 from bot.library.card_format import CARD_FILE
-from tests.conftest import BotRunner, World
-from tests.fake_discord import FakeDiscord, FakeGuild, FakeRole, FakeUser
-from tests.scripted_provider import Backend
-from tests.test_e2e_animate import ava_with_front_view
-from tests.test_e2e_budget import queued_id, scripted, shot
-from tests.test_e2e_references import TRAITS, figure_png
+from tests.support.bot_runner import BotRunner, World
+from tests.support.characters import TRAITS, ava_with_front_view
+from tests.support.fake_discord import FakeDiscord, FakeGuild, FakeRole, FakeUser
+from tests.support.figures import figure_png
+from tests.support.scripted_provider import Backend
+from tests.support.sharing import export, import_card, run
+from tests.support.shots import queued_id, scripted, shot
 
 NOT_FOUND = "There is no character called **{}** in this server. `/character list` shows them all."
-
-
-async def run(
-    fake: FakeDiscord, guild: FakeGuild, user: FakeUser, command: str, options: dict[str, Any], wait: float = 10
-) -> Any:
-    h = await fake.slash(guild, user, command, options)
-    await h.wait_settled(timeout=wait)
-    return h
 
 
 async def create(fake: FakeDiscord, world: World, name: str = "Ava", *, guild: FakeGuild | None = None) -> None:
@@ -72,30 +65,6 @@ async def add_reference(fake: FakeDiscord, world: World, command: str, options: 
     h = await run(fake, world.studio_a, world.alice, command, {"character": "Ava", **options, "image": attachment}, 30)
     assert h.embeds and h.embeds[0]["title"].startswith("Saved"), h.content
     await fake.wait_until(lambda: bool(h.followups), 10, "the public before/after preview")
-
-
-async def export(fake: FakeDiscord, guild: FakeGuild, user: FakeUser, name: str = "Ava") -> Any:
-    return await run(fake, guild, user, "character export", {"character": name})
-
-
-async def import_card(
-    fake: FakeDiscord,
-    guild: FakeGuild,
-    user: FakeUser,
-    data: bytes,
-    *,
-    filename: str = "Ava.likeness.zip",
-    name: str | None = None,
-    size: int | None = None,
-) -> Any:
-    attachment = fake.upload(data, filename, "application/zip")
-    if size is not None:
-        attachment["size"] = size
-    options: dict[str, Any] = {"card": attachment} | ({"name": name} if name is not None else {})
-    h = await run(fake, guild, user, "character import", options, 30)
-    if h.content.startswith("📥 Imported"):
-        await fake.wait_until(lambda: len(h.followups) >= 1, 10, "the public announcement")
-    return h
 
 
 def card_files(data: bytes) -> dict[str, bytes]:
@@ -361,7 +330,9 @@ async def test_import_goes_through_the_screening_hook(fake: FakeDiscord, world: 
 async def test_a_shot_cannot_be_taken_again_of_a_character_no_longer_shared(
     fake: FakeDiscord, world: World, runner: BotRunner
 ) -> None:
-    from tests.test_e2e_animate import animate, ava_with_front_view, result_of, until
+    from tests.support.characters import ava_with_front_view
+    from tests.support.shots import animate, result_of
+    from tests.support.waiting import until
 
     await ava_with_front_view(fake, world)
     job_id = await animate(fake, world, "waves", user=world.bob)

@@ -8,9 +8,11 @@ import pytest
 
 from bot.domain import JobState
 from bot.domain.errors import InvalidInputError
-from tests.conftest import BotRunner, World
-from tests.fake_discord import FakeDiscord
-from tests.test_e2e_animate import ava_with_front_view, eventually, fields, is_state, until
+from tests.support.bot_runner import BotRunner, World
+from tests.support.characters import ava_with_front_view
+from tests.support.fake_discord import FakeDiscord
+from tests.support.shots import fields, is_state
+from tests.support.waiting import eventually, until
 
 
 def sheet_results(fake: FakeDiscord, world: World, job_id: int) -> list[Any]:
@@ -75,7 +77,7 @@ async def test_generate_through_fal_to_stored_views(fake: FakeDiscord, world: Wo
     from dataclasses import replace
 
     from bot.providers.fal import FalProvider
-    from tests.fake_providers.fal import FakeFal
+    from tests.support.fake_providers.fal import FakeFal
 
     fal = FakeFal(latency=0.001)
     fal.queue_polls, fal.progress_polls = 1, 1

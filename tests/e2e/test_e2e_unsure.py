@@ -19,12 +19,14 @@ from bot.providers.base import Provider
 from bot.providers.fal import FalProvider
 from bot.providers.kling import KlingProvider
 from bot.providers.runway import RunwayProvider
-from tests.conftest import BotRunner, World
-from tests.fake_discord import FakeDiscord
-from tests.fake_providers.fal import FakeFal
-from tests.fake_providers.runway import FakeRunway
-from tests.test_e2e_animate import animate, ava_with_front_view, eventually, is_state, result_of, status_of, until
-from tests.test_e2e_kling import ACCESS, SECRET, running_kling
+from tests.support.bot_runner import BotRunner, World
+from tests.support.characters import ava_with_front_view
+from tests.support.fake_discord import FakeDiscord
+from tests.support.fake_providers.fal import FakeFal
+from tests.support.fake_providers.runway import FakeRunway
+from tests.support.kling_keys import ACCESS, SECRET, running_kling
+from tests.support.shots import animate, held, is_state, result_of, status_of
+from tests.support.waiting import eventually, until
 
 
 @dataclass
@@ -102,11 +104,6 @@ def notices(fake: FakeDiscord, world: World, job_id: int) -> list[Any]:
         for m in fake.channel_messages(world.studio_a.channel_id)
         if m.content.startswith("⚠️") and f"likeness:unsure:resend:{job_id}" in str(m.components)
     ]
-
-
-async def held(runner: BotRunner, world: World, job_id: int) -> int:
-    assert runner.bot is not None
-    return (await runner.bot.storage.ledger.job_totals(world.studio_a.id, [job_id])).get(job_id, 0)
 
 
 async def unsure_shot(fake: FakeDiscord, world: World, runner: BotRunner, paid: Remote) -> int:

@@ -16,7 +16,7 @@ from discord import app_commands
 from discord.ext import commands
 from discord.http import Route
 
-from tests.fake_discord import (
+from tests.support.fake_discord import (
     MIB,
     CommandUnavailable,
     FakeDiscord,

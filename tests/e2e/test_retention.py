@@ -15,11 +15,13 @@ from bot.domain import Actor, BoundImage, JobState, StoredImage, View
 from bot.jobs.retention import Janitor, drop_old_audit, drop_posted_clips, sweep_unreferenced
 from bot.library.characters import Library
 from storage import Storage
-from tests.conftest import BotRunner, World
-from tests.factories import new_job, open_storage
-from tests.fake_discord import FakeDiscord, FakeGuild, FakeUser
-from tests.test_e2e_animate import TRAITS, animate, ava_with_front_view, eventually, is_state, result_of, until
-from tests.test_e2e_references import figure_png
+from tests.support.bot_runner import BotRunner, World
+from tests.support.characters import TRAITS, ava_with_front_view
+from tests.support.factories import new_job, open_storage
+from tests.support.fake_discord import FakeDiscord, FakeGuild, FakeUser
+from tests.support.figures import figure_png
+from tests.support.shots import animate, is_state, result_of
+from tests.support.waiting import eventually, until
 
 OWNER = Actor(guild_id=1, user_id=10)
 HOUR = 3600.0

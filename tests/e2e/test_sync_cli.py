@@ -7,8 +7,8 @@ from typing import Any
 
 from bot.discord_io.client import sync_from_cli
 from bot.infra.config import Settings
-from tests.conftest import World
-from tests.fake_discord import FakeDiscord
+from tests.support.bot_runner import World
+from tests.support.fake_discord import FakeDiscord
 
 
 async def test_sync_globally_then_to_one_server_then_clear(fake: FakeDiscord, world: World, tmp_path: Path) -> None:

@@ -1,35 +1,18 @@
-"""Shared fixtures: the fake Discord, a world of servers and members, and the real bot connected to it."""
+"""The real bot against the fake Discord: the `World` of servers and members, and `BotRunner`, which starts, stops
+and restarts a LikenessBot on one data directory. The fixtures that build them are in tests/e2e/conftest.py."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-
-import discord
-import pytest
 
 from bot.discord_io.client import LikenessBot, sync_commands
 from bot.infra.config import Settings
 from bot.providers.base import Provider
-from tests.fake_discord import FakeDiscord, FakeGuild, FakeRole, FakeUser
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeDiscord]:
-    fake = FakeDiscord(validate=True)
-    await fake.start()
-    try:
-        with fake.patch_discord_py():
-            yield fake
-    finally:
-        await fake.stop()
-    # Every body the bot sent must match Discord's OpenAPI spec.
-    assert fake.validation_errors == []
-    assert fake.unimplemented == [] and fake.server_errors == []
+from tests.support.fake_discord import FakeDiscord, FakeGuild, FakeRole, FakeUser
 
 
 @dataclass
@@ -47,20 +30,8 @@ class World:
 
 def installed_models_dir() -> Path:
     """Where `make test` installed the real u2netp model (from PyPI) for the tests."""
-    default = Path(__file__).resolve().parent.parent / ".venv" / "models"
+    default = Path(__file__).resolve().parents[2] / ".venv" / "models"
     return Path(os.environ.get("LIKENESS_TEST_MODELS_DIR", default)).resolve()
-
-
-@pytest.fixture
-def world(fake: FakeDiscord) -> World:
-    alice, bob, mo, zed = (fake.add_user(name) for name in ("alice", "bob", "mo", "zed"))
-    studio_a = fake.add_guild("Studio A", owner=alice)
-    studio_b = fake.add_guild("Studio B", owner=zed)
-    mods = fake.add_role(studio_a, "Mods", permissions=discord.Permissions(manage_guild=True).value)
-    fake.add_member(studio_a, bob)
-    fake.add_member(studio_a, mo, roles=[mods])
-    fake.add_member(studio_b, bob)
-    return World(alice, bob, mo, zed, studio_a, studio_b, mods)
 
 
 class BotRunner:
@@ -122,17 +93,3 @@ def assert_no_secret_logged(records: list[logging.LogRecord], secrets: list[str]
         for secret in watched:
             assert secret not in text, f"a secret was logged by {record.name}: {record.levelname}"
             assert secret[-12:] not in text, f"part of a secret was logged by {record.name}: {record.levelname}"
-
-
-@pytest.fixture
-async def runner(
-    fake: FakeDiscord, world: World, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> AsyncIterator[BotRunner]:
-    caplog.set_level(logging.INFO)  # what a production bot logs; every e2e run is scanned for secrets below
-    runner = BotRunner(fake, tmp_path / "data")
-    await runner.start(sync=True)
-    try:
-        yield runner
-    finally:
-        await runner.stop()
-    assert_no_secret_logged(caplog.records, [fake.token, *runner.settings.secrets(), *fake.watched_secrets])

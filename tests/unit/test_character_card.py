@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import zipfile
@@ -24,7 +23,8 @@ from bot.library.card_format import (
     parse_card,
 )
 from bot.library.cards import card_filename
-from tests import imaging_corpus as corpus
+from tests.support import imaging_corpus as corpus
+from tests.support.cards import sha, zip_of
 
 LIMITS = CardLimits.for_images(IntakeLimits(max_bytes=20 * 1024 * 1024))
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -33,18 +33,6 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 def png(colour: tuple[int, ...], size: tuple[int, int] = (40, 60), mode: str = "RGB") -> bytes:
     buffer = io.BytesIO()
     Image.new(mode, size, colour).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def zip_of(entries: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression) as archive:
-        for name, data in entries.items():
-            archive.writestr(name, data)
     return buffer.getvalue()
 
 

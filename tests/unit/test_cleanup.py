@@ -24,7 +24,7 @@ from bot.imaging.model_files import model_file
 if TYPE_CHECKING:
     from rembg.sessions.base import BaseSession
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def real_models_dir() -> Path:

@@ -8,7 +8,7 @@ import pytest
 
 from bot.infra.config import MissingTokenError, Settings, SettingsError, load_settings
 from bot.infra.logs import REDACTED, SecretFilter
-from tests.cli import run_likeness
+from tests.support.cli import run_likeness
 
 
 def test_settings_come_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -100,7 +100,7 @@ def test_the_readme_settings_table_matches_the_settings_model() -> None:
     """Every setting is documented exactly as the model declares it (run `python -m bot.infra.config` to regenerate)."""
     from bot.infra.config import settings_table
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     start = readme.index("-->\n", readme.index("<!-- settings-table:")) + 4
     end = readme.index("\n<!-- settings-table end -->")
     assert readme[start:end] == settings_table(), "README's settings table is stale: run `python -m bot.infra.config`"

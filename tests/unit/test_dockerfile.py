@@ -14,7 +14,7 @@ import pytest
 
 from bot.infra.config import Settings, env_name
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 
 

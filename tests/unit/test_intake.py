@@ -30,13 +30,10 @@ from bot.imaging.intake import (
     to_srgb_8bit,
 )
 from bot.imaging.scale import MAX_SIDE, shrink
-from tests import imaging_corpus as corpus
+from tests.support import imaging_corpus as corpus
+from tests.support.replies import DAMAGED
 
 LIMITS = IntakeLimits()
-DAMAGED = (
-    "This image is damaged or incomplete (it may have been cut off while saving or uploading), so I can't "
-    "read it. Please save or export it again and upload the new file."
-)
 
 
 def refusal(data: bytes, limits: IntakeLimits = LIMITS) -> str:

@@ -23,7 +23,7 @@ from bot.library.characters import Library
 from storage import Storage
 from storage.db import Transaction
 from storage.ledger import Settlement, day_of
-from tests.factories import new_job
+from tests.support.factories import new_job
 
 GUILD = 1
 RULES = ServerRules(daily_cap_usd=Decimal("2.00"), monthly_cap_usd=Decimal("5.00"))

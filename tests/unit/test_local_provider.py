@@ -28,7 +28,7 @@ from bot.providers.base import (
     TaskStatus,
 )
 from bot.providers.local import LocalProvider, task_id_for
-from tests.test_video import BLUE, GREEN, RED, figure
+from tests.support.figures import BLUE, GREEN, RED, figure
 
 DONE = {TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELED}
 

@@ -16,8 +16,8 @@ import pytest
 from bot.infra.logs import REDACTED, choose_format, logging_context, set_logging_context, setup_logging
 from bot.jobs.callbacks import CallbackServer, CallbackUrls, callback_secret
 from bot.providers.fal import FalProvider
-from tests.fake_providers.fal import FakeFal
-from tests.test_provider_fal import animate
+from tests.support.fake_providers.fal import FakeFal
+from tests.support.fal_requests import animate
 
 TOKEN = "MTIzNDU2Nzg5MDEyMzQ1Njc4.GhIjKl.abcdefghijklmnopqrstuvwxyz0123456789AB"
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
 
 import pytest
 
-from bot.domain import Character, Element, ElementKind, ReferenceView, View
+from bot.domain import Character, ElementKind, View
 from bot.domain.errors import InvalidInputError
 from bot.generation.prompts import (
     CAMERA_MOVES,
@@ -24,48 +23,9 @@ from bot.generation.prompts import (
     runway_tag,
 )
 from bot.providers.base import ElementSyntax, ReferenceImage
+from tests.support.prompt_parts import AVA, TRAITS, element, view
 
-NOW = datetime(2025, 1, 1)
-TRAITS = "tall woman, red bob, green eyes"
-AVA = Character(
-    id=1,
-    guild_id=1,
-    name="Ava",
-    description=TRAITS,
-    owner_id=10,
-    locked=True,
-    version=3,
-    created_at=NOW,
-    updated_at=NOW,
-)
 DEFAULT_NEGATIVE = ", ".join(term for key in DEFAULT_NEGATIVE_PRESETS for term in NEGATIVE_PRESETS[key].terms)
-
-
-def view(which: View, *, cleaned: bool = True) -> ReferenceView:
-    return ReferenceView(
-        id=1,
-        character_id=1,
-        view=which,
-        original_blob=f"orig-{which.value}",
-        cleaned_blob=f"clean-{which.value}" if cleaned else None,
-        cutout_blob=None,
-        uploaded_by=10,
-        created_at=NOW,
-    )
-
-
-def element(name: str, kind: ElementKind, *, bound: bool = True, cleaned: bool = True) -> Element:
-    return Element(
-        id=1,
-        character_id=1,
-        name=name,
-        kind=kind,
-        original_blob=f"orig-{name}",
-        cleaned_blob=f"clean-{name}" if cleaned else None,
-        cutout_blob=None,
-        bound=bound,
-        created_at=NOW,
-    )
 
 
 def labels(refs: Binding) -> list[str]:

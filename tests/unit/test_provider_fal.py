@@ -1,4 +1,5 @@
-"""The fal.ai provider against the fake fal queue server (tests/fake_providers/fal.py), over real HTTP on 127.0.0.1.
+"""The fal.ai provider against the fake fal queue server (tests/support/fake_providers/fal.py), over real HTTP on
+127.0.0.1.
 
 Each switch of the fake is driven through the provider, asserting what the worker would see: a Submission, a
 PollResult, or a typed error with the member-facing message. One test runs the real worker, with a restart.
@@ -44,49 +45,15 @@ from bot.providers.base import (
 from bot.providers.fal import FalProvider, _retry_after
 from bot.providers.registry import ProviderRegistry
 from storage import Storage
-from tests.fake_providers.fal import Failure, FakeFal, content_policy, runner_error
+from tests.support.fake_providers.fal import Failure, FakeFal, content_policy, runner_error
+from tests.support.fal_requests import BACK, FACE, FRONT, JACKET, SIDE, SWORD, THREE_QUARTER, VIDEO_MODEL, animate, ref
 
-VIDEO_MODEL = "fal-ai/kling-video/o1/reference-to-video"
 DONE = {TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELED}
 WRONG_KEY = "fal-wrong-key-SECRET-9f8e7d"
 
 
-def jpeg(colour: tuple[int, int, int], size: tuple[int, int] = (400, 720)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", size, colour).save(buffer, "JPEG", quality=85)
-    return buffer.getvalue()
-
-
-def ref(label: str, role: str, colour: tuple[int, int, int], size: tuple[int, int] = (400, 720)) -> ReferenceImage:
-    return ReferenceImage(label, "view" if role == "view" else "element", jpeg(colour, size), "image/jpeg")
-
-
-FRONT = ref("front", "view", (200, 30, 30))
-THREE_QUARTER = ref("three_quarter", "view", (30, 200, 30))
-SIDE = ref("side", "view", (30, 30, 200))
-FACE = ref("face", "view", (200, 200, 30))
-BACK = ref("back", "view", (30, 200, 200))
-JACKET = ref("jacket", "element", (120, 60, 20), (500, 500))
-SWORD = ref("sword", "element", (90, 90, 90), (360, 800))
-
-
 def uri(image: ReferenceImage) -> str:
     return f"data:{image.mime};base64,{base64.b64encode(image.data).decode()}"
-
-
-def animate(job_id: int = 1, **changes: Any) -> RenderRequest:
-    base = RenderRequest(
-        job_id=job_id,
-        kind=WorkKind.ANIMATE,
-        model=VIDEO_MODEL,
-        prompt="@Element1 (front, three-quarter and side views) shows Ava: waves. Wearing @Element2 (outfit: jacket).",
-        negative_prompt=None,
-        duration=5,
-        aspect_ratio="16:9",
-        camera="static",
-        images=(FRONT, THREE_QUARTER, SIDE, JACKET),
-    )
-    return replace(base, **changes)
 
 
 def sheet(job_id: int = 2) -> RenderRequest:

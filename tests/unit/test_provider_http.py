@@ -114,7 +114,7 @@ async def test_other_errors_and_success_pass_through_unchanged() -> None:
 
 def test_no_provider_maps_transport_errors_by_hand() -> None:
     """Issue 13: one mapper. A provider that catches httpx's timeout or transport errors itself has a second one."""
-    folder = Path(__file__).parent.parent / "bot" / "providers"
+    folder = Path(__file__).parents[2] / "bot" / "providers"
     by_hand = re.compile(r"except[^:\n]*httpx\.(TimeoutException|TransportError|HTTPError|RequestError)")
     offenders = [
         f"{path.name}:{number}"

@@ -16,8 +16,8 @@ from bot.providers.base import FinalError, Provider, RetryableError
 from bot.providers.registry import AccountGoneError, ProviderRegistry
 from bot.providers.secret_box import NoSecretKeyError, SecretBox, generate_key
 from storage import Storage
-from tests.factories import new_job, open_storage
-from tests.scripted_provider import Backend, ScriptedProvider
+from tests.support.factories import new_job, open_storage
+from tests.support.scripted_provider import Backend, ScriptedProvider
 
 ADMIN = Actor(guild_id=1, user_id=10, is_manager=True, manages_server=True)
 MEMBER = Actor(guild_id=1, user_id=11)

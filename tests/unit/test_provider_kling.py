@@ -39,7 +39,7 @@ from bot.providers.kling import (
     KlingProvider,
     parse_callback,
 )
-from tests.fake_providers.kling import (
+from tests.support.fake_providers.kling import (
     ELEMENTS,
     IMAGE2VIDEO,
     IMAGE_GENERATIONS,
@@ -50,7 +50,7 @@ from tests.fake_providers.kling import (
     sample_image,
     sample_video,
 )
-from tests.test_e2e_references import figure_png
+from tests.support.figures import figure_png
 
 ACCESS = "ak-likeness-test"
 SECRET = "sk-likeness-test-0123456789abcdef0123456789"

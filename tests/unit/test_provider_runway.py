@@ -52,8 +52,8 @@ from bot.providers.base import (
 from bot.providers.registry import ProviderRegistry
 from bot.providers.runway import RUNWAY_IMAGE_LIMITS, RunwayProvider, retry_after, sheet_tags
 from storage import Storage
-from tests.fake_providers.runway import VERSION, Asset, FakeRunway, sample_png, sample_video
-from tests.test_video import BLUE, GREEN, RED, figure
+from tests.support.fake_providers.runway import VERSION, Asset, FakeRunway, sample_png, sample_video
+from tests.support.figures import BLUE, GREEN, RED, figure
 
 NOW = datetime(2025, 1, 1)
 AVA = Character(

@@ -17,7 +17,7 @@ from bot.providers.secret_box import (
     decode_key,
     generate_key,
 )
-from tests.cli import run_likeness
+from tests.support.cli import run_likeness
 
 PLAIN = b'{"access_key":"ak-plain","secret_key":"sk-plain"}'
 

@@ -12,24 +12,12 @@ from functools import cache
 import av
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from bot.imaging import video
+from tests.support.figures import BLUE, GREEN, RED, figure
 
-RED, GREEN, BLUE = (210, 50, 50), (50, 170, 60), (50, 60, 210)
 FPS = 24
-
-
-def figure(colour: tuple[int, int, int], width: int = 240, height: int = 600) -> Image.Image:
-    """A simple RGBA character cut-out: head, body and legs on a transparent background, with margins."""
-    image = Image.new("RGBA", (width + 60, height + 60), (0, 0, 0, 0))
-    draw = ImageDraw.Draw(image)
-    centre = 30 + width // 2
-    draw.ellipse((centre - width // 4, 30, centre + width // 4, 30 + width // 2), fill=(*colour, 255))
-    draw.rectangle((30, 30 + width // 2, 30 + width, 30 + height * 2 // 3), fill=(*colour, 255))
-    draw.rectangle((centre - width // 3, 30 + height * 2 // 3, centre - 8, 30 + height), fill=(40, 40, 60, 255))
-    draw.rectangle((centre + 8, 30 + height * 2 // 3, centre + width // 3, 30 + height), fill=(40, 40, 60, 255))
-    return image
 
 
 def three_views() -> list[Image.Image]:

@@ -14,8 +14,8 @@ from bot.jobs.delivery import NoDelivery
 from bot.jobs.worker import Worker
 from bot.providers.registry import ProviderRegistry
 from storage import Storage
-from tests.factories import new_job, open_storage
-from tests.scripted_provider import Backend, ScriptedProvider
+from tests.support.factories import new_job, open_storage
+from tests.support.scripted_provider import Backend, ScriptedProvider
 
 GUILD = 1
 
