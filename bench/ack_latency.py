@@ -23,7 +23,7 @@ from discord.ext import commands
 
 from bot.discord_io.client import LikenessBot, sync_commands
 from bot.infra.config import Settings
-from tests.fake_discord.server import DiscordPyPatch
+from tests.support.fake_discord.server import DiscordPyPatch
 
 GUILDS = 20
 COMMANDS = 200

@@ -24,7 +24,7 @@ from bot.library.characters import Library
 from storage import Storage
 from storage.db import Transaction
 from storage.ledger import Settlement, reserve
-from tests.factories import new_job
+from tests.support.factories import new_job
 
 GUILD = 1
 PAST_JOBS = 20_000

@@ -26,8 +26,8 @@ from bot.jobs.worker import Worker, WorkerConfig
 from bot.providers.kling import KlingProvider
 from bot.providers.registry import ProviderRegistry
 from storage import Storage
-from tests.factories import new_job
-from tests.fake_providers.kling import IMAGE2VIDEO, FakeKling, sample_image
+from tests.support.factories import new_job
+from tests.support.fake_providers.kling import IMAGE2VIDEO, FakeKling, sample_image
 
 JOBS = 60
 CAP = 20

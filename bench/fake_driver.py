@@ -16,7 +16,7 @@ import os
 import sys
 from typing import Any
 
-from tests.fake_discord import FakeDiscord, FakeGuild, FakeUser
+from tests.support.fake_discord import FakeDiscord, FakeGuild, FakeUser
 
 
 async def drive(

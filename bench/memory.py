@@ -113,8 +113,9 @@ def busy_photo(name: str, seed: int) -> bytes:
 
 
 def character_card() -> bytes:
-    from bot.domain import Element, ElementKind, ReferenceView, View
+    from bot.domain import ReferenceView, View
     from bot.library.card_format import build_card
+    from tests.support.cards import element
 
     now = datetime(2026, 1, 1, tzinfo=UTC)
     colours = [(200, 30, 30), (30, 140, 60), (40, 70, 200)]
@@ -122,20 +123,7 @@ def character_card() -> bytes:
     images = [with_text(bases[i % len(bases)], f"element {i}") for i in range(CARD_ELEMENTS)]
     blobs = {hashlib.sha256(data).hexdigest(): data for data in images}
     digests = list(blobs)
-    elements = [
-        Element(
-            id=i,
-            character_id=1,
-            name=f"prop {i}",
-            kind=ElementKind.PROP,
-            original_blob=digest,
-            cleaned_blob=digest,
-            cutout_blob=digest,
-            bound=True,
-            created_at=now,
-        )
-        for i, digest in enumerate(digests)
-    ]
+    elements = [element(f"prop {i}", digest) for i, digest in enumerate(digests)]  # a card keeps no ids
     views = [  # the views reuse element images: a card holds at most 64 files
         ReferenceView(
             id=i,

@@ -1,5 +1,5 @@
-"""The fal.ai provider's cost on the client, against the fake fal queue (tests/fake_providers/fal.py) served by its
-own thread and event loop, so the fake's CPU is not counted.
+"""The fal.ai provider's cost on the client, against the fake fal queue (tests/support/fake_providers/fal.py)
+served by its own thread and event loop, so the fake's CPU is not counted.
 
 Jobs are driven the way the worker drives them (bot.jobs.worker.next_retry): a RetryableError is retried after its
 Retry-After, else after the worker's back-off (scaled down 100x here); a 429 "busy" waits without counting as an
@@ -37,7 +37,7 @@ from bot.providers.base import (
     TaskStatus,
 )
 from bot.providers.fal import DEFAULT_VIDEO_MODEL, FalProvider
-from tests.fake_providers.fal import MEDIA_PATH, FakeFal, serve_in_thread
+from tests.support.fake_providers.fal import MEDIA_PATH, FakeFal, serve_in_thread
 
 T = TypeVar("T")
 

@@ -1,6 +1,6 @@
 """The Kling provider against the fake Kling server: requests and client CPU per job, and a 1303 storm.
 
-The fake runs on its own event loop in a thread (tests/fake_providers/kling.py, `FakeKlingThread`) with
+The fake runs on its own event loop in a thread (tests/support/fake_providers/kling.py, `FakeKlingThread`) with
 `latency` added to every answer; its thread's CPU time is taken out of the process's, so the CPU figure is
 the client's own work (JSON, JWT, HTTP, re-encoding the first frame). Jobs are driven the way the worker
 drives a provider, at most `max_concurrency` at once: `find` then `submit` (a RetryableError waits its
@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw
 from bot.domain import WorkKind
 from bot.providers.base import PollResult, ReferenceImage, RenderRequest, RetryableError, Submission, TaskStatus
 from bot.providers.kling import KlingProvider
-from tests.fake_providers.kling import FakeKling, FakeKlingThread
+from tests.support.fake_providers.kling import FakeKling, FakeKlingThread
 
 ACCESS = "ak-bench"
 SECRET = "sk-bench-0123456789abcdef0123456789abcdef"

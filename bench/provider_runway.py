@@ -1,4 +1,4 @@
-"""The Runway provider against the fake Runway server (tests/fake_providers/runway.py), driven like the worker
+"""The Runway provider against the fake Runway server (tests/support/fake_providers/runway.py), driven like the worker
 drives a provider: submit, poll until done, fetch, retrying RetryableError as the worker does (`next_retry`: a
 429/503 "busy" waits without counting as an attempt, other errors count; its back-off scaled down 100x), and never
 re-sending a submit whose outcome is unknown (the worker leaves it to a manager: counted as `unsure`).
@@ -40,7 +40,7 @@ from bot.providers.base import (
     TaskStatus,
 )
 from bot.providers.runway import RUNWAY_IMAGE_LIMITS, RunwayProvider
-from tests.fake_providers.runway import FakeRunway, in_thread
+from tests.support.fake_providers.runway import FakeRunway, in_thread
 
 T = TypeVar("T")
 

@@ -594,7 +594,7 @@ def _remove_restore_mark(data_dir: Path) -> None:
 
 
 def _reached(point: str) -> None:
-    """Each step of the swap passes here; tests make a process die at one (see tests/test_backup.py)."""
+    """Each step of the swap passes here; tests make a process die at one (see tests/e2e/test_backup.py)."""
 
 
 def _same_disk(a: Path, b: Path) -> bool:
