@@ -26,7 +26,7 @@ from bot.domain.models import (
     View,
     Visibility,
 )
-from bot.domain.money import MICROS_PER_USD, plain_usd, to_micros, usd
+from bot.domain.money import MICROS_PER_USD, Money, plain_usd, to_micros, usd
 
 __all__ = [
     "BOT_ACCOUNT",
@@ -44,6 +44,7 @@ __all__ = [
     "Job",
     "JobState",
     "LedgerEntry",
+    "Money",
     "NotAllowedError",
     "NotFoundError",
     "Page",
