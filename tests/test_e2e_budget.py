@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from bot.domain import JobState
+from bot.domain import JobState, Money
 from bot.providers.base import FinalError
 from tests.conftest import BotRunner, World
 from tests.fake_discord import CommandUnavailable, FakeDiscord
@@ -52,7 +52,7 @@ def queued_id(h: Any) -> int:
 async def ledger(runner: BotRunner, world: World) -> list[tuple[int, str, int]]:
     assert runner.bot is not None
     entries = await runner.bot.storage.ledger.entries(world.studio_a.id)
-    return [(e.job_id, e.entry, e.micros) for e in entries]
+    return [(e.job_id, e.entry, e.amount.micros) for e in entries]
 
 
 async def job_total(runner: BotRunner, world: World, job_id: int) -> int:
@@ -300,5 +300,5 @@ async def test_a_render_lost_after_it_succeeded_is_still_charged(
     assert job is not None and job.error == (
         "The result's download link expired. You were charged for it, as the provider bills it."
     )
-    assert job.cost_final == "0.50"
+    assert job.cost_final == Money.from_usd("0.50")
     assert await job_total(runner, world, job_id) == 500_000

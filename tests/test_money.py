@@ -1,14 +1,21 @@
-"""Money: exact micros, rounding up from USD, what members and exports see."""
+"""Money: exact micros, rounding up from USD, what members and exports see, and the storage boundary."""
 
 from __future__ import annotations
 
 import copy
 import pickle
+from collections.abc import AsyncIterator
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from bot.domain import Money
+from bot.domain import Actor, JobState, Money, ServerRules
+from bot.library.characters import Library
+from storage import Storage
+from storage.ledger import Settlement, reserve
+from tests.factories import new_job, open_storage
 
 
 def test_from_usd_rounds_up_to_the_micro() -> None:
@@ -91,3 +98,62 @@ def test_immutable_hashable_copyable() -> None:
     assert {Money(42): "x"}[money] == "x" and hash(Money(42)) == hash(money)
     assert copy.deepcopy(money) == money and pickle.loads(pickle.dumps(money)) == money
     assert repr(money) == "Money(micros=42)"
+
+
+def test_in_a_model_money_comes_only_as_money_from_code_and_as_its_text_from_json() -> None:
+    rules = ServerRules(monthly_cap_usd=Money.from_usd("40"), daily_cap_usd=Money.from_usd("0.0035"))
+    with pytest.raises(ValidationError):
+        ServerRules(monthly_cap_usd="40.00")  # type: ignore[arg-type]
+    with pytest.raises(ValidationError):
+        ServerRules(monthly_cap_usd=Decimal("40.00"))  # type: ignore[arg-type]
+    assert rules.model_dump()["monthly_cap_usd"] == Money.from_usd("40")  # stays Money in Python
+    saved = rules.model_dump_json(exclude_defaults=True)
+    assert saved == '{"monthly_cap_usd":"40.00","daily_cap_usd":"0.0035"}'  # as Decimal amounts were saved
+    assert ServerRules.model_validate_json(saved) == rules
+    assert ServerRules.model_validate({**rules.model_dump(), "daily_cap_usd": None}).daily_cap_usd is None
+    # settings saved before Money existed (Decimal text, or a number written by hand) still read
+    old = ServerRules.model_validate_json('{"daily_cap_usd": "2.00", "monthly_cap_usd": 5, "confirm_over_usd": null}')
+    assert old.daily_cap_usd == Money(2_000_000) and old.monthly_cap_usd == Money(5_000_000)
+    assert old.confirm_over_usd is None
+    assert ServerRules().confirm_over_usd == Money.from_usd("1.00")
+
+
+@pytest.fixture
+async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
+    async for opened in open_storage(tmp_path):
+        yield opened
+
+
+async def test_job_costs_keep_their_text_columns(storage: Storage) -> None:
+    character = await Library(storage).create(Actor(1, 42), "Ava", "tall")
+    job = await new_job(storage, guild_id=1, user_id=42, character_id=character.id, cost=Money.from_usd("0.50"))
+    assert job.cost_estimate == Money(500_000) and job.cost_final is None
+    done = await storage.jobs.transition(job.id, [JobState.QUEUED], JobState.DONE, cost_final=Money(3500))
+    assert done is not None and done.cost_final == Money(3500)
+    row = await storage.db.fetchone("SELECT cost_estimate, cost_final FROM jobs WHERE id = ?", (job.id,))
+    assert row is not None and tuple(row) == ("0.50", "0.0035")
+    # a row written before Money (the estimate's Decimal text as it came) reads as the same amount
+    await storage.db.execute("UPDATE jobs SET cost_estimate = '0.560', cost_final = '0' WHERE id = ?", (job.id,))
+    old = await storage.jobs.get(job.id)
+    assert old is not None and old.cost_estimate == Money(560_000) and old.cost_final == Money.ZERO
+    with pytest.raises(TypeError):
+        await storage.jobs.update(job.id, cost_final="0.25")
+
+
+async def test_the_ledger_takes_and_gives_money(storage: Storage) -> None:
+    character = await Library(storage).create(Actor(1, 42), "Ava", "tall")
+    job = await new_job(storage, guild_id=1, user_id=42, character_id=character.id, cost=Money.from_usd("0.28"))
+    async with storage.db.transaction() as tx:
+        await reserve(tx, guild_id=1, user_id=42, job_id=job.id, amount=job.cost_estimate)
+    assert await storage.ledger.job_totals(1, [job.id]) == {job.id: Money.from_usd("0.28")}
+    await storage.jobs.transition(job.id, [JobState.QUEUED], JobState.DONE, settle=Settlement(Money.from_usd("0.21")))
+    entries = await storage.ledger.entries(1)
+    assert [(e.entry, e.amount) for e in entries] == [
+        ("reserve", Money(280_000)),
+        ("release", Money(-280_000)),
+        ("charge", Money(210_000)),
+    ]
+    month = entries[0].day[:7]
+    totals = await storage.ledger.totals(1, period=month)
+    assert totals.committed == totals.charged == Money(210_000) and totals.held == Money.ZERO
+    assert await storage.ledger.month_by_job(1, month) == [(job.id, Money(280_000), Money.ZERO, Money(210_000))]

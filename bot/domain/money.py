@@ -142,18 +142,3 @@ Money.ZERO = Money(0)
 def _serialized(money: Money, info: core_schema.SerializationInfo) -> Money | str:
     """Money stays Money in `model_dump()`; in JSON it is its USD text ("40.00"), as amounts were always saved."""
     return str(money.usd) if info.mode_is_json() else money
-
-
-def to_micros(amount: Decimal | str) -> int:
-    """USD to millionths, rounded up (an estimate is never under-reserved)."""
-    return Money.from_usd(amount).micros
-
-
-def usd(micros: int) -> str:
-    """$1.23; amounts under a cent keep their digits ($0.0035), so a cheap shot never shows as $0.00."""
-    return str(Money(micros))
-
-
-def plain_usd(micros: int) -> str:
-    """Micros as a plain USD number with every digit (0.003500), for exports read by spreadsheets."""
-    return Money(micros).plain

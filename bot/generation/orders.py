@@ -12,7 +12,6 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from decimal import Decimal
 from typing import Any
 
 from bot.domain import (
@@ -21,13 +20,13 @@ from bot.domain import (
     Character,
     Job,
     JobState,
+    Money,
     Quality,
     ServerRules,
     ShotParams,
     StoredImage,
     View,
     WorkKind,
-    to_micros,
 )
 from bot.domain.errors import InvalidInputError, NotAllowedError, NotFoundError
 from bot.domain.text import clean_member_text
@@ -70,7 +69,7 @@ class PendingShot:
 
     id: int
     character: Character
-    estimate: int  # USD millionths
+    estimate: Money
     provider_label: str
     duration: int  # seconds; 0 for a sheet
     kind: WorkKind = WorkKind.ANIMATE
@@ -188,7 +187,7 @@ class AnimateService:
                 mode=mode,
             )
         )
-        if not confirmed and self._budget.needs_confirmation(rules, to_micros(estimate)):
+        if not confirmed and self._budget.needs_confirmation(rules, estimate):
             fixed = Shot(**{**asdict(shot), "duration": duration, "aspect_ratio": aspect, "model": model, "mode": mode})
             payload = {"shot": asdict(fixed), "parent_job_id": parent_job_id}
             return await self._hold_for_confirmation(actor, rules, place, character, estimate, payload, caps, duration)
@@ -260,7 +259,7 @@ class AnimateService:
         negative_prompt: str | None,
         params: ShotParams,
         binding: Binding,
-        estimate: Decimal,
+        estimate: Money,
         parent_job_id: int | None = None,
     ) -> Job:
         """Persist a job for the worker (state queued) with its money reserved, and wake it.
@@ -291,12 +290,12 @@ class AnimateService:
                 negative_prompt=negative_prompt,
                 params=params,
                 bound=[BoundImage(label=ref.label, role=ref.role, blob=ref.blob) for ref in binding.chosen],
-                cost_estimate=str(estimate),
+                cost_estimate=estimate,
                 parent_job_id=parent_job_id,
                 tx=tx,
             )
 
-        job = await self._budget.reserve_for(actor, rules, to_micros(estimate), create, [cooldown, queue_room])
+        job = await self._budget.reserve_for(actor, rules, estimate, create, [cooldown, queue_room])
         self._wake(job.id)
         return job
 
@@ -306,13 +305,13 @@ class AnimateService:
         rules: ServerRules,
         place: Place,
         character: Character,
-        estimate: Decimal,
+        estimate: Money,
         payload: dict[str, Any],
         caps: Capabilities,
         duration: int,
     ) -> PendingShot:
         """Keep a costly shot or sheet (`payload`, what `confirm` needs to queue it) until its member confirms."""
-        await self._budget.precheck(actor, rules, to_micros(estimate))  # never ask to confirm a refusal
+        await self._budget.precheck(actor, rules, estimate)  # never ask to confirm a refusal
         pending_id = await self._storage.pending.create(
             guild_id=actor.guild_id,
             user_id=actor.user_id,
@@ -321,7 +320,7 @@ class AnimateService:
             shot=json.dumps(payload),
         )
         kind = WorkKind.SHEET if "sheet" in payload else WorkKind.ANIMATE
-        return PendingShot(pending_id, character, to_micros(estimate), caps.label, duration, kind)
+        return PendingShot(pending_id, character, estimate, caps.label, duration, kind)
 
     async def confirm(self, actor: Actor, place: Place, pending_id: int) -> Job:
         """Queue a shot its member confirmed (once, however often the button is pressed)."""
@@ -430,7 +429,7 @@ class AnimateService:
             guild_id=actor.guild_id,
             user_id=actor.user_id,
             action="shot.resend" if send_again else "shot.release",
-            detail=f"#{job.id} ({job.provider}, {job.cost_estimate} USD held)",
+            detail=f"#{job.id} ({job.provider}, {job.cost_estimate.usd} USD held)",
         )
         self._wake(job.id)
         return moved
@@ -479,7 +478,7 @@ class AnimateService:
         estimate = provider.estimate_cost(
             RenderRequest(0, WorkKind.SHEET, model, prompt, None, 0, "16:9", "static", images=())
         )
-        if not confirmed and self._budget.needs_confirmation(rules, to_micros(estimate)):
+        if not confirmed and self._budget.needs_confirmation(rules, estimate):
             payload = {"sheet": {"style": style}}
             return await self._hold_for_confirmation(actor, rules, place, character, estimate, payload, caps, 0)
         return await self._enqueue(
