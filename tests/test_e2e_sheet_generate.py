@@ -85,7 +85,7 @@ async def test_generate_through_fal_to_stored_views(fake: FakeDiscord, world: Wo
     try:
         assert runner.bot is not None
         runner.bot.services.providers.register(provider)
-        runner.bot.services.animate.sheet_provider = "fal"
+        runner.bot.services.generated_sheets.sheet_provider = "fal"
         await ava_with_front_view(fake, world)
         job_id, message = await generate(fake, world)
         job = await runner.bot.storage.jobs.get(job_id)

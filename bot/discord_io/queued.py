@@ -13,7 +13,7 @@ from bot.discord_io.components import CONFIRM
 from bot.discord_io.errors import LikenessView, report_error
 from bot.discord_io.replies import actor_of, place_of
 from bot.domain import Job, Money, WorkKind
-from bot.generation.orders import PendingShot
+from bot.generation.queueing import PendingShot
 from bot.jobs.delivery import Progress
 
 
