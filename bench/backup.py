@@ -50,12 +50,15 @@ async def main() -> dict[str, object]:
         await asyncio.sleep(0.2)
         before = writes
         t0 = time.perf_counter()
-        result = await asyncio.to_thread(backup, settings, root / "backups")
+        (root / "backups").mkdir()  # `likeness backup FOLDER` writes into a folder that exists
+        try:
+            result = await asyncio.to_thread(backup, settings, root / "backups")
+        finally:
+            stop.set()
+            await task
+            await storage.close()  # its thread would otherwise keep the process alive after an error
         backup_seconds = time.perf_counter() - t0
         during = writes - before
-        stop.set()
-        await task
-        await storage.close()
 
         restored = Settings(data_dir=root / "restored", guild_ready_timeout=0.05)
         t0 = time.perf_counter()

@@ -15,10 +15,9 @@ import json
 import statistics
 import tempfile
 import time
-from decimal import Decimal
 from pathlib import Path
 
-from bot.domain import Actor, Job, JobState, ServerRules, to_micros
+from bot.domain import Actor, Job, JobState, Money, ServerRules
 from bot.governance.budget import Budget, OverBudgetError
 from bot.library.characters import Library
 from storage import Storage
@@ -30,7 +29,7 @@ GUILD = 1
 PAST_JOBS = 20_000
 BURST = 400
 MEMBERS = 40
-COST = Decimal("0.50")
+COST = Money.from_usd("0.50")
 ROOM = 250  # shots the month's remaining budget fits
 
 
@@ -47,7 +46,7 @@ async def create_job(tx: Transaction, storage: Storage, character_id: int, user:
         character_id=character_id,
         provider="kling",
         model="kling-v2-1",
-        cost=str(COST),
+        cost=COST,
         tx=tx,
     )
 
@@ -60,15 +59,15 @@ async def main() -> dict[str, object]:
         async with storage.db.transaction() as tx:
             for n in range(PAST_JOBS):
                 job = await create_job(tx, storage, character.id, user=100 + n % MEMBERS)
-                await reserve(tx, guild_id=GUILD, user_id=job.user_id, job_id=job.id, micros=to_micros(COST))
+                await reserve(tx, guild_id=GUILD, user_id=job.user_id, job_id=job.id, amount=COST)
         for job_id in range(1, PAST_JOBS + 1):
             await storage.jobs.transition(
-                job_id, [JobState.QUEUED], JobState.DONE, settle=Settlement(to_micros(COST)), cost_final=str(COST)
+                job_id, [JobState.QUEUED], JobState.DONE, settle=Settlement(COST), cost_final=COST
             )
         seed_seconds = time.perf_counter() - started
 
-        spent = PAST_JOBS * COST
-        rules = ServerRules(monthly_cap_usd=spent + ROOM * COST, daily_cap_usd=None)
+        spent = COST * PAST_JOBS
+        rules = ServerRules(monthly_cap_usd=spent + COST * ROOM, daily_cap_usd=None)
         budget = Budget(storage)
         latencies: list[float] = []
         held: list[Job] = []
@@ -80,7 +79,7 @@ async def main() -> dict[str, object]:
             t0 = time.perf_counter()
             try:
                 job = await budget.reserve_for(
-                    actor, rules, to_micros(COST), lambda tx: create_job(tx, storage, character.id, actor.user_id)
+                    actor, rules, COST, lambda tx: create_job(tx, storage, character.id, actor.user_id)
                 )
                 held.append(job)
             except OverBudgetError:
@@ -94,7 +93,7 @@ async def main() -> dict[str, object]:
         t0 = time.perf_counter()
         for job in held:
             await storage.jobs.transition(
-                job.id, [JobState.QUEUED], JobState.DONE, settle=Settlement(to_micros(COST)), cost_final=str(COST)
+                job.id, [JobState.QUEUED], JobState.DONE, settle=Settlement(COST), cost_final=COST
             )
         settle_seconds = time.perf_counter() - t0
 
@@ -104,17 +103,17 @@ async def main() -> dict[str, object]:
         t0 = time.perf_counter()
         _, csv_bytes = await budget.month_csv(Actor(GUILD, 100, is_manager=True, manages_server=True))
         csv_seconds = time.perf_counter() - t0
-        total = sum(e.micros for e in await storage.ledger.entries(GUILD))
+        total = sum((e.amount for e in await storage.ledger.entries(GUILD)), Money.ZERO)
         await storage.close()
 
-    cap = to_micros(rules.monthly_cap_usd or Decimal(0))
+    cap = rules.monthly_cap_usd or Money.ZERO
     return {
         "seed_jobs": PAST_JOBS,
         "seed_seconds": round(seed_seconds, 1),
         "burst_holds": BURST,
         "held": len(held),
         "refused": refused,
-        "overspent_micros": max(0, total - cap),
+        "overspent_micros": max(Money.ZERO, total - cap).micros,
         "ledger_balances": total == summary.server.committed == cap,
         "hold_p50_ms": round(statistics.median(latencies) * 1000, 2),
         "hold_p99_ms": round(percentile(latencies, 0.99) * 1000, 2),

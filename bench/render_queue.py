@@ -11,10 +11,9 @@ import resource
 import statistics
 import tempfile
 import time
-from decimal import Decimal
 from pathlib import Path
 
-from bot.domain import Job, JobState, ShotParams, WorkKind
+from bot.domain import Job, JobState, Money, ShotParams, WorkKind
 from bot.imaging.prep import KLING
 from bot.jobs.delivery import NoDelivery
 from bot.jobs.worker import Worker, WorkerConfig
@@ -95,8 +94,8 @@ class RemoteLike:
         self.running -= 1
         return f"video of {artifact.url}".encode()
 
-    def estimate_cost(self, request: RenderRequest) -> Decimal:
-        return Decimal(0)
+    def estimate_cost(self, request: RenderRequest) -> Money:
+        return Money.ZERO
 
     async def close(self) -> None:
         return None
@@ -134,7 +133,7 @@ async def main() -> dict[str, object]:
                 negative_prompt=None,
                 params=ShotParams(duration=5, aspect_ratio="16:9", camera="static"),
                 bound=[],
-                cost_estimate="0",
+                cost_estimate=Money.ZERO,
             )
             enqueued[job.id] = time.time()
         started = time.monotonic()

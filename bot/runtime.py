@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from bot.generation.orders import AnimateService
+from bot.generation.queueing import OrderQueue
 from bot.governance.budget import Budget
 from bot.governance.moderation import Moderator
 from bot.governance.server_settings import ServerSettings
@@ -22,6 +23,7 @@ from bot.library.cards import CharacterCards
 from bot.library.characters import Library
 from bot.library.references import ReferenceService
 from bot.library.sheets.compose import SheetService
+from bot.library.sheets.generate import SheetGenerator
 from bot.ops.backup import ensure_database_present
 from bot.providers.accounts import KEY_SPECS, ProviderKeys
 from bot.providers.building import build_providers, provider_factory
@@ -74,6 +76,7 @@ class Services:
     http: httpx.AsyncClient
     providers: ProviderRegistry
     animate: AnimateService
+    generated_sheets: SheetGenerator
     server_settings: ServerSettings
     provider_keys: ProviderKeys
     cards: CharacterCards
@@ -108,16 +111,15 @@ class Services:
             log.warning("%s has no key configured; the default provider is local", settings.default_provider)
             providers.default = "local"
         budget = Budget(storage)
-        animate = AnimateService(
+        orders = OrderQueue(
             storage,
-            library,
-            providers,
             lambda job_id: None,
             budget=budget,
             moderator=moderator,
             max_queued_per_user=settings.max_queued_per_user,
-            sheet_provider=settings.sheet_provider,
         )
+        generated_sheets = SheetGenerator(storage, library, providers, orders, sheet_provider=settings.sheet_provider)
+        animate = AnimateService(storage, library, providers, orders, generated_sheets)
         return cls(
             storage,
             library,
@@ -127,6 +129,7 @@ class Services:
             http,
             providers,
             animate,
+            generated_sheets,
             server_settings,
             provider_keys,
             CharacterCards(storage, library, CardLimits.for_images(intake_limits(settings)), http, gate),

@@ -11,16 +11,16 @@ from discord.ext import commands
 
 from bot.discord_io.client import LikenessBot
 from bot.discord_io.replies import actor_of
-from bot.domain import usd
+from bot.domain import Money
 from bot.governance.budget import BudgetSummary
 from storage.ledger import Totals
 
 
-def _line(spend: Totals, cap: int | None, period: str) -> str:
-    held = f" (+{usd(spend.held)} held by shots in progress)" if spend.held else ""
+def _line(spend: Totals, cap: Money | None, period: str) -> str:
+    held = f" (+{spend.held} held by shots in progress)" if spend.held else ""
     if cap is None:
-        return f"{usd(spend.charged)} spent {period}{held}; no limit"
-    return f"{usd(spend.charged)} spent {period}{held}; {usd(max(0, cap - spend.committed))} left of {usd(cap)}"
+        return f"{spend.charged} spent {period}{held}; no limit"
+    return f"{spend.charged} spent {period}{held}; {max(Money.ZERO, cap - spend.committed)} left of {cap}"
 
 
 def budget_embed(summary: BudgetSummary) -> discord.Embed:
@@ -28,8 +28,7 @@ def budget_embed(summary: BudgetSummary) -> discord.Embed:
     embed.add_field(name="This server", value=_line(summary.server, summary.monthly_cap, "this month"), inline=False)
     embed.add_field(name="You", value=_line(summary.member, summary.daily_cap, "today"), inline=False)
     lines = [
-        f"#{job.id} **{job.character_name}** · {job.state.value} · {usd(cost)}"
-        + (" held" if not job.state.finished else "")
+        f"#{job.id} **{job.character_name}** · {job.state.value} · {cost}" + (" held" if not job.state.finished else "")
         for job, cost in summary.recent
     ]
     embed.add_field(name="Your last shots", value="\n".join(lines)[:1024] or "None yet.", inline=False)

@@ -14,7 +14,7 @@ from bot.discord_io.client import LikenessBot
 from bot.discord_io.components import PROVIDER_KEY_FORM, provider_key_modal
 from bot.discord_io.errors import FriendlyError, handle_form
 from bot.discord_io.replies import actor_of, modal_field
-from bot.domain import GuildSettings, ServerRules, usd
+from bot.domain import GuildSettings, ServerRules
 from bot.domain.errors import UserFacingError
 from bot.generation.prompts import NEGATIVE_PRESETS
 from bot.governance.budget import BudgetSummary
@@ -321,7 +321,7 @@ def settings_embed(settings: GuildSettings, summary: BudgetSummary, default: str
     embed.add_field(name="Server keys", value=", ".join(keys) or "none (the bot's keys)")
     embed.add_field(
         name="Budget",
-        value=f"Server: {usd(summary.server.committed)} of {money(rules.monthly_cap_usd)} this month\n"
+        value=f"Server: {summary.server.committed} of {money(rules.monthly_cap_usd)} this month\n"
         f"Each member: {money(rules.daily_cap_usd)} a day\n"
         f"Confirm from: {money(rules.confirm_over_usd) if rules.confirm_over_usd is not None else 'never'}",
         inline=False,

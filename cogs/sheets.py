@@ -22,7 +22,8 @@ from bot.domain import View
 
 async def keep(interaction: discord.Interaction[Any], job_id: int, views: list[View] | None) -> None:
     try:
-        character, kept = await bot_of(interaction).services.animate.keep_views(actor_of(interaction), job_id, views)
+        sheets = bot_of(interaction).services.generated_sheets
+        character, kept = await sheets.keep_views(actor_of(interaction), job_id, views)
     except Exception as exc:
         await report_error(interaction, exc)
         return
@@ -79,7 +80,7 @@ class SheetRetry(discord.ui.DynamicItem[discord.ui.Button[Any]], template=SHEET_
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
         try:
-            again = await bot_of(interaction).services.animate.retry_sheet(
+            again = await bot_of(interaction).services.generated_sheets.retry(
                 actor_of(interaction), place_of(interaction), self.job_id
             )
             await answer_queued(interaction, again, "Generating another:")
@@ -116,7 +117,7 @@ class Sheets(commands.Cog):
         await self.bot.services.server_settings.check_place(actor_of(interaction).guild_id, place_of(interaction))
         if generate:
             await interaction.response.defer(ephemeral=True, thinking=True)
-            result = await self.bot.services.animate.queue_sheet(
+            result = await self.bot.services.generated_sheets.queue(
                 actor_of(interaction), place_of(interaction), character, style
             )
             await answer_queued(interaction, result)

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from bot.domain import BoundImage, Job, JobState, ShotParams
+from bot.domain import BoundImage, Job, JobState, Money, ShotParams
 from storage import ledger
 from storage.db import Database, Transaction
 from storage.ledger import Settlement
@@ -26,13 +26,29 @@ _COLUMNS = (
 # jobs table's columns, for other tables' queries to share.
 STILL_IN_PLAY = "(state NOT IN ('done', 'failed', 'canceled') OR late_check_until IS NOT NULL)"
 _UPDATABLE = frozenset(_COLUMNS.replace(" ", "").split(",")) - {"id", "guild_id", "created_at"}
+# Money columns keep the USD text they always had ('0.50', '0.0035'); the job holds Money.
+_MONEY_COLUMNS = frozenset({"cost_estimate", "cost_final"})
 
 
 def _job(row: sqlite3.Row) -> Job:
     data = dict(row)
     data["params"] = json.loads(data["params"])
     data["bound"] = json.loads(data["bound"])
+    for name in _MONEY_COLUMNS:
+        if data[name] is not None:
+            data[name] = Money.from_usd(data[name])
     return Job.model_validate(data)
+
+
+def _money_text(amount: object) -> str:
+    """A money column's value: the USD text of a Money (never a bare number or string)."""
+    if not isinstance(amount, Money):
+        raise TypeError(f"money columns take Money, not {type(amount).__name__}")
+    return str(amount.usd)
+
+
+def _column_value(name: str, value: object) -> object:
+    return _money_text(value) if name in _MONEY_COLUMNS and value is not None else value
 
 
 def _placeholders(values: Iterable[object]) -> str:
@@ -60,7 +76,7 @@ class JobRepository:
         negative_prompt: str | None,
         params: ShotParams,
         bound: list[BoundImage],
-        cost_estimate: str,
+        cost_estimate: Money,
         parent_job_id: int | None = None,
         tx: Transaction | None = None,
     ) -> Job:
@@ -85,7 +101,7 @@ class JobRepository:
             negative_prompt,
             params.model_dump_json(),
             json.dumps([b.model_dump() for b in bound]),
-            cost_estimate,
+            _money_text(cost_estimate),
             parent_job_id,
             time.time(),
         )
@@ -138,7 +154,7 @@ class JobRepository:
         async with self._db.transaction() as tx:
             moved = await self._update(job_id, {"state": to.value, **fields}, condition, sources, tx=tx)
             if moved is not None:
-                await ledger.settle(tx, job_id, settle.charge_micros)
+                await ledger.settle(tx, job_id, settle.charge)
             return moved
 
     async def count_unfinished(self) -> dict[str, int]:
@@ -203,6 +219,6 @@ class JobRepository:
             raise ValueError(f"not job columns: {sorted(unknown)}")
         assignments = ", ".join(f"{name} = ?" for name in fields)
         sql = f"UPDATE jobs SET {assignments} WHERE id = ? AND {condition} RETURNING {_COLUMNS}"
-        values = (*fields.values(), job_id, *params)
+        values = (*(_column_value(name, value) for name, value in fields.items()), job_id, *params)
         rows = await self._rows(sql, values, tx)
         return _job(rows[0]) if rows else None

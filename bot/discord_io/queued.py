@@ -12,14 +12,14 @@ from bot.discord_io.arguments import bot_of
 from bot.discord_io.components import CONFIRM
 from bot.discord_io.errors import LikenessView, report_error
 from bot.discord_io.replies import actor_of, place_of
-from bot.domain import Job, WorkKind, to_micros, usd
-from bot.generation.orders import PendingShot
+from bot.domain import Job, Money, WorkKind
+from bot.generation.queueing import PendingShot
 from bot.jobs.delivery import Progress
 
 
 def queued_text(job: Job, what: str = "Queued") -> str:
     """'Queued shot #12 of **Ava** (about $0.50). Progress and the clip will be posted in this channel.'"""
-    cost = f" (about {usd(to_micros(job.cost_estimate))})" if to_micros(job.cost_estimate) > 0 else ""
+    cost = f" (about {job.cost_estimate})" if job.cost_estimate > Money.ZERO else ""
     if job.kind is WorkKind.SHEET:
         return (
             f"{what} sheet #{job.id} of **{job.character_name}** ({job.provider}){cost}. It will be posted in this "
@@ -48,7 +48,7 @@ async def answer_queued(interaction: discord.Interaction[Any], result: Job | Pen
         what = "sheet" if result.kind is WorkKind.SHEET else f"{result.duration} s shot"
         content = (
             f"This {what} of **{result.character.name}** with {result.provider_label} is estimated "
-            f"at **{usd(result.estimate)}**. Confirm to queue it (this expires in 15 minutes)."
+            f"at **{result.estimate}**. Confirm to queue it (this expires in 15 minutes)."
         )
         view = LikenessView(timeout=None)
         view.add_item(ConfirmShot("yes", result.id))

@@ -3,7 +3,7 @@
 It imports nothing else from the bot, nor storage, providers or Discord: everything else imports it.
 `from bot.domain import X` works for every name here. The submodules: `models` (characters, references,
 settings, the ledger), `jobs` (the render queue's job, its kind and states), `actor` (who is asking), `money`
-(USD and integer micros) and `errors` (messages meant for members).
+(`Money`, the one type of amounts: integer USD micros) and `errors` (messages meant for members).
 """
 
 from bot.domain.actor import Actor
@@ -26,7 +26,7 @@ from bot.domain.models import (
     View,
     Visibility,
 )
-from bot.domain.money import MICROS_PER_USD, plain_usd, to_micros, usd
+from bot.domain.money import MICROS_PER_USD, Money
 
 __all__ = [
     "BOT_ACCOUNT",
@@ -44,6 +44,7 @@ __all__ = [
     "Job",
     "JobState",
     "LedgerEntry",
+    "Money",
     "NotAllowedError",
     "NotFoundError",
     "Page",
@@ -57,7 +58,4 @@ __all__ = [
     "View",
     "Visibility",
     "WorkKind",
-    "plain_usd",
-    "to_micros",
-    "usd",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 from bot.domain.models import Frozen
+from bot.domain.money import Money
 
 
 class WorkKind(StrEnum):
@@ -86,8 +87,8 @@ class Job(Frozen):
     negative_prompt: str | None
     params: ShotParams
     bound: list[BoundImage]
-    cost_estimate: str
-    cost_final: str | None
+    cost_estimate: Money  # reserved when it was queued
+    cost_final: Money | None  # what it cost once settled (zero when nothing was charged)
     state: JobState
     task_id: str | None
     status_url: str | None

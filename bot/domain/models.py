@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
 from enum import StrEnum
 from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
+
+from bot.domain.money import Money
 
 
 class View(StrEnum):
@@ -100,9 +101,9 @@ class Quality(StrEnum):
 class ServerRules(Frozen):
     """What a server's admins set beyond provider and negative prompts. Money is in USD; None means no limit."""
 
-    monthly_cap_usd: Decimal | None = None  # the whole server, per calendar month (UTC)
-    daily_cap_usd: Decimal | None = None  # each member, per UTC day
-    confirm_over_usd: Decimal | None = Decimal("1.00")  # shots estimated at this or more ask for a Confirm press
+    monthly_cap_usd: Money | None = None  # the whole server, per calendar month (UTC)
+    daily_cap_usd: Money | None = None  # each member, per UTC day
+    confirm_over_usd: Money | None = Money.from_usd("1.00")  # shots estimated at this or more ask for a Confirm press
     cooldown_seconds: int = 0  # between a member's generation commands
     max_queued: int | None = None  # a member's shots waiting or rendering (None: the bot's default)
     max_running: int | None = None  # a member's shots rendering at once (None: the bot's default)
@@ -138,7 +139,7 @@ class LedgerEntry(Frozen):
     user_id: int
     job_id: int
     entry: str  # reserve | release | charge
-    micros: int
+    amount: Money  # negative for a release
     day: str
     created_at: float
 

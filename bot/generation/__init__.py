@@ -1,1 +1,2 @@
-"""Making things: shot orders (what /animate queues) and the prompt spine every provider reads."""
+"""Making things: shot orders (what /animate queues), the queueing every order shares (shots and generated
+sheets), and the prompt spine every provider reads."""

@@ -1,47 +1,25 @@
-"""Queueing shots: validate, bind the references, compile the prompt, estimate the cost, persist the job.
+"""Shot orders: validate, bind the references, compile the prompt, estimate the cost, and queue the job (through
+bot.generation.queueing, which generated sheets share).
 
 Everything a member can get wrong is checked here, before a job exists; after that the worker owns it.
-Cancel and the result buttons' rules live here too.
+Cancel, a manager's choice for a shot the provider may have, and the result buttons' rules live here too.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-import re
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from decimal import Decimal
-from typing import Any
 
-from bot.domain import (
-    Actor,
-    BoundImage,
-    Character,
-    Job,
-    JobState,
-    Quality,
-    ServerRules,
-    ShotParams,
-    StoredImage,
-    View,
-    WorkKind,
-    to_micros,
-)
-from bot.domain.errors import InvalidInputError, NotAllowedError, NotFoundError
-from bot.domain.text import clean_member_text
-from bot.generation.prompts import CAMERA_MOVES, DEFAULT_NEGATIVE_PRESETS, Binding, choose_references, compile_prompt
-from bot.governance.budget import Budget
-from bot.governance.limits import Place, check_channel, check_cooldown, check_queue_room
-from bot.governance.moderation import Moderator, beyond_own_words
-from bot.library.characters import Library, can_see
-from bot.library.references import png_bytes
-from bot.library.sheets.split import Figure, on_white, sheet_prompt, split_sheet
-from bot.providers.base import Capabilities, Provider, RenderRequest
+from bot.domain import Actor, Character, Job, JobState, Quality, ServerRules, ShotParams, WorkKind
+from bot.domain.errors import InvalidInputError, NotAllowedError
+from bot.generation.prompts import CAMERA_MOVES, DEFAULT_NEGATIVE_PRESETS, choose_references, compile_prompt
+from bot.generation.queueing import OrderQueue, PendingShot
+from bot.governance.limits import Place, check_channel
+from bot.library.characters import Library
+from bot.library.sheets.generate import SheetGenerator
+from bot.providers.base import Capabilities, RenderRequest
 from bot.providers.registry import ProviderRegistry
 from storage import Storage
-from storage.db import Transaction
 from storage.ledger import Settlement
 
 ACTION_MAX = 500
@@ -64,44 +42,26 @@ class Shot:
     quality: Quality | None = None
 
 
-@dataclass(frozen=True)
-class PendingShot:
-    """A costly shot waiting for its member to confirm the estimate."""
-
-    id: int
-    character: Character
-    estimate: int  # USD millionths
-    provider_label: str
-    duration: int  # seconds; 0 for a sheet
-    kind: WorkKind = WorkKind.ANIMATE
-
-
 class AnimateService:
+    """Shot orders: a new shot, another take of one, confirming a costly order, cancel, and a manager's choice for
+    a shot the provider may have. Generated sheets are bot.library.sheets.generate; both queue through `orders`."""
+
     def __init__(
         self,
         storage: Storage,
         library: Library,
         providers: ProviderRegistry,
-        wake_worker: Callable[[int | None], None],
-        *,
-        budget: Budget | None = None,
-        moderator: Moderator | None = None,
-        max_queued_per_user: int = 10,
-        sheet_provider: str | None = None,
-        clock: Callable[[], float] = time.time,
+        orders: OrderQueue,
+        sheets: SheetGenerator,
     ) -> None:
         self._storage = storage
         self._library = library
         self._providers = providers
-        self._wake = wake_worker
-        self._budget = budget or Budget(storage, clock=clock)
-        self._moderator = moderator or Moderator(storage)
-        self._clock = clock
-        self.max_queued_per_user = max_queued_per_user
-        self.sheet_provider = sheet_provider
+        self._orders = orders
+        self._sheets = sheets
 
     def set_wake(self, wake_worker: Callable[[int | None], None]) -> None:
-        self._wake = wake_worker
+        self._orders.set_wake(wake_worker)
 
     async def queue(
         self,
@@ -144,13 +104,8 @@ class AnimateService:
             raise InvalidInputError(f"Unknown camera move `{shot.camera}`: use one of {', '.join(CAMERA_MOVES)}.")
         if shot.setting and len(shot.setting) > SETTING_MAX:
             raise InvalidInputError(f"The setting can be at most {SETTING_MAX} characters.")
-        await self._moderator.screen(
-            actor.guild_id,
-            actor.user_id,
-            {"prompt": action, "setting": shot.setting, "negative prompt": shot.negative},
-            nsfw_allowed=place.nsfw,
-            rules=rules,
-        )
+        typed_words = {"prompt": action, "setting": shot.setting, "negative prompt": shot.negative}
+        await self._orders.screen_words(actor, place, rules, typed_words)
 
         details = await self._library.details(actor, character)
         binding = choose_references(details.views, details.elements, caps.max_reference_images)
@@ -173,7 +128,7 @@ class AnimateService:
             provider_label=caps.label,
         )
         typed = (action, shot.setting)
-        await self._screen_prompt(actor, place, rules, character, binding, compiled.prompt, "shot", typed)
+        await self._orders.screen_prompt(actor, place, rules, character, binding, compiled.prompt, "shot", typed)
         estimate = provider.estimate_cost(
             RenderRequest(
                 job_id=0,
@@ -188,11 +143,13 @@ class AnimateService:
                 mode=mode,
             )
         )
-        if not confirmed and self._budget.needs_confirmation(rules, to_micros(estimate)):
+        if self._orders.needs_confirmation(rules, estimate, confirmed=confirmed):
             fixed = Shot(**{**asdict(shot), "duration": duration, "aspect_ratio": aspect, "model": model, "mode": mode})
             payload = {"shot": asdict(fixed), "parent_job_id": parent_job_id}
-            return await self._hold_for_confirmation(actor, rules, place, character, estimate, payload, caps, duration)
-        return await self._enqueue(
+            return await self._orders.hold_for_confirmation(
+                actor, rules, place, character, estimate, payload, caps, duration, WorkKind.ANIMATE
+            )
+        return await self._orders.enqueue(
             actor,
             place.channel_id,
             character,
@@ -216,126 +173,12 @@ class AnimateService:
             parent_job_id=parent_job_id,
         )
 
-    async def _screen_prompt(
-        self,
-        actor: Actor,
-        place: Place,
-        rules: ServerRules,
-        character: Character,
-        binding: Binding,
-        prompt: str,
-        what: str,
-        typed: tuple[str | None, ...],
-    ) -> None:
-        """Screen what the provider will read besides the member's own words (`typed`, screened already): the
-        character's name, traits and bound element names (written earlier, maybe by someone else, maybe in
-        another channel), then the whole compiled prompt, with the block lists and this channel's NSFW gate."""
-        name = f"**{character.name}**"
-        stored: dict[str, str | None] = {f"the name {name}": character.name}
-        stored[f"the description of {name}"] = character.description
-        elements = [ref.label for ref in binding.chosen if ref.role == "element"]
-        stored.update((f"the element **{label}** of {name}", label) for label in elements)
-        screen = self._moderator.screen
-        await screen(actor.guild_id, actor.user_id, {}, nsfw_allowed=place.nsfw, rules=rules, stored=stored)
-        own = prompt  # the bot's own wording: what is left once every member piece is taken out
-        pieces = {clean_member_text(piece) for piece in (*stored.values(), *typed) if piece}
-        for piece in sorted(pieces, key=len, reverse=True):
-            own = re.sub(re.escape(piece), "\n", own, flags=re.IGNORECASE)
-        whole: dict[str, str | None] = {f"the prompt this {what} would send": prompt}
-        own_rules = beyond_own_words(rules, own)
-        await screen(actor.guild_id, actor.user_id, {}, nsfw_allowed=place.nsfw, rules=own_rules, stored=whole)
-
-    async def _enqueue(
-        self,
-        actor: Actor,
-        channel_id: int,
-        character: Character,
-        *,
-        rules: ServerRules,
-        kind: WorkKind,
-        provider: str,
-        model: str,
-        action: str,
-        prompt: str,
-        negative_prompt: str | None,
-        params: ShotParams,
-        binding: Binding,
-        estimate: Decimal,
-        parent_job_id: int | None = None,
-    ) -> Job:
-        """Persist a job for the worker (state queued) with its money reserved, and wake it.
-
-        The member's limits and the caps are checked in the same transaction as the insert, so two commands
-        at once cannot both pass a cap that only one of them fits."""
-        jobs = self._storage.jobs
-
-        async def cooldown(tx: Transaction) -> None:
-            await check_cooldown(tx, jobs, actor, rules, self._clock())
-
-        async def queue_room(tx: Transaction) -> None:
-            await check_queue_room(tx, jobs, actor, rules.max_queued or self.max_queued_per_user)
-
-        async def create(tx: Transaction) -> Job:
-            return await jobs.create(
-                guild_id=actor.guild_id,
-                channel_id=channel_id,
-                user_id=actor.user_id,
-                character_id=character.id,
-                character_name=character.name,
-                character_version=character.version,
-                kind=kind.value,
-                provider=provider,
-                model=model,
-                action=action,
-                prompt=prompt,
-                negative_prompt=negative_prompt,
-                params=params,
-                bound=[BoundImage(label=ref.label, role=ref.role, blob=ref.blob) for ref in binding.chosen],
-                cost_estimate=str(estimate),
-                parent_job_id=parent_job_id,
-                tx=tx,
-            )
-
-        job = await self._budget.reserve_for(actor, rules, to_micros(estimate), create, [cooldown, queue_room])
-        self._wake(job.id)
-        return job
-
-    async def _hold_for_confirmation(
-        self,
-        actor: Actor,
-        rules: ServerRules,
-        place: Place,
-        character: Character,
-        estimate: Decimal,
-        payload: dict[str, Any],
-        caps: Capabilities,
-        duration: int,
-    ) -> PendingShot:
-        """Keep a costly shot or sheet (`payload`, what `confirm` needs to queue it) until its member confirms."""
-        await self._budget.precheck(actor, rules, to_micros(estimate))  # never ask to confirm a refusal
-        pending_id = await self._storage.pending.create(
-            guild_id=actor.guild_id,
-            user_id=actor.user_id,
-            channel_id=place.channel_id,
-            character_id=character.id,
-            shot=json.dumps(payload),
-        )
-        kind = WorkKind.SHEET if "sheet" in payload else WorkKind.ANIMATE
-        return PendingShot(pending_id, character, to_micros(estimate), caps.label, duration, kind)
-
     async def confirm(self, actor: Actor, place: Place, pending_id: int) -> Job:
-        """Queue a shot its member confirmed (once, however often the button is pressed)."""
-        row = await self._storage.pending.take(actor.guild_id, actor.user_id, pending_id)
-        if row is None:
-            raise NotFoundError("This shot is no longer waiting for you: it was confirmed, canceled or expired.")
-        data = json.loads(row.shot)
-        character = await self._storage.characters.get(actor.guild_id, row.character_id)
-        if character is None:
-            raise NotFoundError("That character was deleted, so this shot can't be made.")
-        if "sheet" in data:
-            job = await self.queue_sheet(actor, place, character, data["sheet"]["style"], confirmed=True)
-            assert isinstance(job, Job)
-            return job
+        """Queue a shot (or generated sheet) its member confirmed (once, however often the button is pressed)."""
+        pending = await self._orders.take_pending(actor, pending_id)
+        data, character = pending.payload, pending.character
+        if self._sheets.is_pending_sheet(data):
+            return await self._sheets.confirmed(actor, place, character, data)
         shot = data["shot"]
         shot["quality"] = Quality(shot["quality"]) if shot.get("quality") else None
         job = await self.queue(
@@ -345,29 +188,15 @@ class AnimateService:
         return job
 
     async def drop_pending(self, actor: Actor, pending_id: int) -> None:
-        await self._storage.pending.take(actor.guild_id, actor.user_id, pending_id)
+        await self._orders.drop_pending(actor, pending_id)
 
     async def job_for(self, actor: Actor, job_id: int) -> Job:
         """A job of the actor's server (never another server's, whatever id is guessed)."""
-        job = await self._storage.jobs.get_in_guild(actor.guild_id, job_id)
-        if job is None:
-            raise NotFoundError(f"There is no job #{job_id} in this server.")
-        return job
+        return await self._orders.job_for(actor, job_id)
 
     def ensure_owner_or(self, actor: Actor, job: Job, *, can_moderate: bool, what: str) -> None:
         if actor.user_id != job.user_id and not can_moderate:
             raise NotAllowedError(f"Only <@{job.user_id}>, who queued shot #{job.id}, or a moderator can {what}.")
-
-    async def character_of(self, actor: Actor, job: Job, consequence: str = "") -> Character:
-        """The character a job was made of, as it is now; `consequence` ends the refusal when it was deleted."""
-        character = None
-        if job.character_id is not None:
-            character = await self._storage.characters.get(actor.guild_id, job.character_id)
-        if character is None:
-            raise NotFoundError(f"**{job.character_name}** was deleted{consequence}.")
-        if not can_see(actor, character):  # its owner made it private (or limited it to roles) since
-            raise NotFoundError(f"**{job.character_name}** is no longer shared with you{consequence}.")
-        return character
 
     async def cancel(self, actor: Actor, job_id: int) -> Job:
         job = await self.job_for(actor, job_id)
@@ -380,12 +209,12 @@ class AnimateService:
                 "**Release** buttons on its status message."
             )
         canceled = await self._storage.jobs.transition(
-            job.id, [JobState.QUEUED], JobState.CANCELED, settle=Settlement(), finished_at=self._clock()
+            job.id, [JobState.QUEUED], JobState.CANCELED, settle=Settlement(), finished_at=self._orders.now()
         )
         if canceled is None:  # already with the provider: the worker cancels it there
             await self._storage.jobs.update(job.id, cancel_requested=1)
             canceled = await self._storage.jobs.get(job.id)
-        self._wake(job.id)
+        self._orders.wake(job.id)
         assert canceled is not None
         return canceled
 
@@ -422,7 +251,7 @@ class AnimateService:
                 JobState.FAILED,
                 settle=Settlement(),  # its hold released, nothing charged
                 error=f"Released by {who}: not sent again, and nothing was charged for it.",
-                finished_at=self._clock(),
+                finished_at=self._orders.now(),
             )
         if moved is None:
             raise InvalidInputError(f"Shot #{job.id} is no longer waiting for a manager: someone decided already.")
@@ -430,9 +259,9 @@ class AnimateService:
             guild_id=actor.guild_id,
             user_id=actor.user_id,
             action="shot.resend" if send_again else "shot.release",
-            detail=f"#{job.id} ({job.provider}, {job.cost_estimate} USD held)",
+            detail=f"#{job.id} ({job.provider}, {job.cost_estimate.usd} USD held)",
         )
-        self._wake(job.id)
+        self._orders.wake(job.id)
         return moved
 
     async def again(
@@ -441,7 +270,7 @@ class AnimateService:
         """Re-roll (same shot), Edit prompt (same shot, new words) or Next shot (same character, new words)."""
         job = await self.job_for(actor, job_id)
         self.ensure_owner_or(actor, job, can_moderate=actor.is_manager, what="start another take from it")
-        character = await self.character_of(actor, job, ", so this shot can't be taken again")
+        character = await self._orders.character_of(actor, job, ", so this shot can't be taken again")
         params = job.params
         shot = Shot(
             action=action if action is not None else job.action,
@@ -454,95 +283,6 @@ class AnimateService:
             model=job.model,
         )
         return await self.queue(actor, place, character, shot, parent_job_id=job.id)
-
-    # ------------------------------------------------------------------ generated sheets
-
-    async def queue_sheet(
-        self, actor: Actor, place: Place, character: Character, style: str | None, *, confirmed: bool = False
-    ) -> Job | PendingShot:
-        """Ask an image provider for a multi-angle sheet of the character, from its traits and references (held for
-        a Confirm press, like a shot, when it costs more than the server's threshold)."""
-        self._library.ensure_can_change(actor, character)  # the kept views will change the character
-        rules = (await self._storage.guilds.get(actor.guild_id)).rules
-        check_channel(rules, place)
-        provider = await self._sheet_provider(actor.guild_id)
-        caps = provider.capabilities
-        style = clean_member_text(style)[:SETTING_MAX] if style else None
-        await self._moderator.screen(
-            actor.guild_id, actor.user_id, {"style": style}, nsfw_allowed=place.nsfw, rules=rules
-        )
-        details = await self._library.details(actor, character)
-        binding = choose_references(details.views, [], min(caps.max_reference_images, 3))
-        prompt = sheet_prompt(clean_member_text(character.name), clean_member_text(character.description), style)
-        await self._screen_prompt(actor, place, rules, character, binding, prompt, "sheet", (style,))
-        model = caps.image_model or caps.default_model
-        estimate = provider.estimate_cost(
-            RenderRequest(0, WorkKind.SHEET, model, prompt, None, 0, "16:9", "static", images=())
-        )
-        if not confirmed and self._budget.needs_confirmation(rules, to_micros(estimate)):
-            payload = {"sheet": {"style": style}}
-            return await self._hold_for_confirmation(actor, rules, place, character, estimate, payload, caps, 0)
-        return await self._enqueue(
-            actor,
-            place.channel_id,
-            character,
-            rules=rules,
-            kind=WorkKind.SHEET,
-            provider=caps.name,
-            model=model,
-            action=f"character sheet{f' ({style})' if style else ''}",
-            prompt=prompt[: caps.prompt_max_chars],
-            negative_prompt=None,
-            params=ShotParams(duration=0, aspect_ratio="16:9", camera="static", setting=style),
-            binding=binding,
-            estimate=estimate,
-        )
-
-    async def retry_sheet(self, actor: Actor, place: Place, job_id: int) -> Job | PendingShot:
-        """Another generated sheet like job `job_id` (same character, same style)."""
-        job = await self.job_for(actor, job_id)
-        character = await self.character_of(actor, job)
-        return await self.queue_sheet(actor, place, character, job.params.setting)
-
-    async def _sheet_provider(self, guild_id: int) -> Provider:
-        """The configured sheet provider, else the server's if it makes images, else local."""
-        server = await self._storage.guilds.get(guild_id)
-        names = await self._providers.names_for_guild(guild_id)
-        for name in (self.sheet_provider, server.provider, self._providers.default, "local"):
-            if name and name in names:
-                provider = await self._providers.for_guild(guild_id, name)
-                if WorkKind.SHEET in provider.capabilities.kinds:
-                    return provider
-        raise InvalidInputError("No provider on this bot can generate images for sheets.")
-
-    async def sheet_figures(self, actor: Actor, job_id: int) -> tuple[Job, list[Figure]]:
-        job = await self.job_for(actor, job_id)
-        if job.kind is not WorkKind.SHEET or job.result_blob is None:
-            raise InvalidInputError(f"Job #{job_id} is not a finished sheet.")
-        data = await self._storage.blobs.get(job.result_blob)
-        return job, await asyncio.to_thread(split_sheet, data)
-
-    async def keep_views(self, actor: Actor, job_id: int, views: list[View] | None) -> tuple[Character, list[View]]:
-        """Make figures of a generated sheet the character's references (all, or the chosen views)."""
-        job, figures = await self.sheet_figures(actor, job_id)
-        character = await self.character_of(actor, job)
-        self._library.ensure_can_change(actor, character)
-        chosen = [f for f in figures if views is None or f.view in views]
-        if not chosen:
-            raise InvalidInputError("None of those views were found on the sheet.")
-        for figure in chosen:
-            white, cutout = await asyncio.to_thread(
-                lambda f=figure: (png_bytes(on_white(f.cutout)), png_bytes(f.cutout))
-            )
-            stored = StoredImage(
-                original=await self._storage.blobs.put(white),
-                cleaned=await self._storage.blobs.put(white),
-                cutout=await self._storage.blobs.put(cutout),
-            )
-            await self._storage.references.set_view(actor.guild_id, character.id, figure.view, stored, actor.user_id)
-        updated = await self._storage.characters.get(actor.guild_id, character.id)
-        assert updated is not None
-        return updated, [f.view for f in chosen]
 
 
 def _mode_for(caps: Capabilities, quality: Quality | None, rules: ServerRules) -> str | None:

@@ -16,9 +16,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from bot.domain import Actor, Job, JobState, ServerRules
+from bot.domain import Actor, Job, JobState, Money, ServerRules
 from bot.domain.errors import InvalidInputError, NotAllowedError
-from bot.domain.money import plain_usd, to_micros, usd
 from storage import Storage
 from storage.db import Transaction
 from storage.ledger import Settlement, Totals, committed, day_of, reserve
@@ -26,9 +25,9 @@ from storage.ledger import Settlement, Totals, committed, day_of, reserve
 RECENT_JOBS = 10
 
 
-def charge_of(job: Job) -> int:
+def charge_of(job: Job) -> Money:
     """What a job that the provider billed costs: what the provider reported, else the estimate."""
-    return to_micros(job.cost_final if job.cost_final is not None else job.cost_estimate)
+    return job.cost_final if job.cost_final is not None else job.cost_estimate
 
 
 class OverBudgetError(NotAllowedError):
@@ -41,9 +40,9 @@ class BudgetSummary:
     month: str
     server: Totals
     member: Totals
-    monthly_cap: int | None
-    daily_cap: int | None
-    recent: list[tuple[Job, int]]  # the member's latest jobs and what each holds or cost
+    monthly_cap: Money | None
+    daily_cap: Money | None
+    recent: list[tuple[Job, Money]]  # the member's latest jobs and what each holds or cost
 
 
 def _until(now: datetime, then: datetime) -> str:
@@ -60,29 +59,29 @@ class Budget:
     def today(self) -> str:
         return day_of(self._clock())
 
-    async def check(self, tx: Transaction, actor: Actor, rules: ServerRules, micros: int) -> None:
-        """Refuse a shot of `micros` that would pass the member's daily or the server's monthly cap."""
-        if micros <= 0:
+    async def check(self, tx: Transaction, actor: Actor, rules: ServerRules, cost: Money) -> None:
+        """Refuse a shot of `cost` that would pass the member's daily or the server's monthly cap."""
+        if cost <= Money.ZERO:
             return
         day = self.today()
         now = datetime.fromtimestamp(self._clock(), UTC)
         if rules.daily_cap_usd is not None:
-            cap = to_micros(rules.daily_cap_usd)
+            cap = rules.daily_cap_usd
             used = await committed(tx, actor.guild_id, period=day, user_id=actor.user_id)
-            if used + micros > cap:
+            if used + cost > cap:
                 midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
                 raise OverBudgetError(
-                    f"This shot is estimated at {usd(micros)}, but you have {usd(max(0, cap - used))} left of your "
-                    f"{usd(cap)} daily limit in this server ({usd(used)} spent or held by your shots today). "
+                    f"This shot is estimated at {cost}, but you have {max(Money.ZERO, cap - used)} left of your "
+                    f"{cap} daily limit in this server ({used} spent or held by your shots today). "
                     f"It resets at 00:00 UTC, in {_until(now, midnight)}."
                 )
         if rules.monthly_cap_usd is not None:
-            cap = to_micros(rules.monthly_cap_usd)
+            cap = rules.monthly_cap_usd
             used = await committed(tx, actor.guild_id, period=day[:7])
-            if used + micros > cap:
+            if used + cost > cap:
                 raise OverBudgetError(
-                    f"This shot is estimated at {usd(micros)}, but this server has {usd(max(0, cap - used))} left of "
-                    f"its {usd(cap)} monthly budget ({usd(used)} spent or held this month). It resets on the 1st "
+                    f"This shot is estimated at {cost}, but this server has {max(Money.ZERO, cap - used)} left of "
+                    f"its {cap} monthly budget ({used} spent or held this month). It resets on the 1st "
                     "(UTC); an admin can raise it with `/settings budget`."
                 )
 
@@ -90,31 +89,31 @@ class Budget:
         self,
         actor: Actor,
         rules: ServerRules,
-        micros: int,
+        cost: Money,
         create: Callable[[Transaction], Awaitable[Job]],
         checks: Sequence[Callable[[Transaction], Awaitable[None]]] = (),
     ) -> Job:
-        """Create a job (`create`, inside the transaction) with `micros` reserved for it, if the member's limits
+        """Create a job (`create`, inside the transaction) with `cost` reserved for it, if the member's limits
         (`checks`) and the caps allow. One transaction: two commands at once cannot both pass a cap."""
         try:
             async with self._storage.db.transaction() as tx:
                 for check in checks:
                     await check(tx)
-                await self.check(tx, actor, rules, micros)
+                await self.check(tx, actor, rules, cost)
                 job = await create(tx)
                 await reserve(
-                    tx, guild_id=actor.guild_id, user_id=actor.user_id, job_id=job.id, micros=micros, now=self._clock()
+                    tx, guild_id=actor.guild_id, user_id=actor.user_id, job_id=job.id, amount=cost, now=self._clock()
                 )
         except OverBudgetError as refused:
             await self._audit(actor, refused)
             raise
         return job
 
-    async def precheck(self, actor: Actor, rules: ServerRules, micros: int) -> None:
+    async def precheck(self, actor: Actor, rules: ServerRules, cost: Money) -> None:
         """`check` outside a transaction: before asking a member to confirm a shot that would be refused."""
         try:
             async with self._storage.db.transaction() as tx:
-                await self.check(tx, actor, rules, micros)
+                await self.check(tx, actor, rules, cost)
         except OverBudgetError as refused:
             await self._audit(actor, refused)
             raise
@@ -125,8 +124,8 @@ class Budget:
             guild_id=actor.guild_id, user_id=actor.user_id, action="refused.budget", detail=str(refused)
         )
 
-    def needs_confirmation(self, rules: ServerRules, micros: int) -> bool:
-        return rules.confirm_over_usd is not None and micros > 0 and micros >= to_micros(rules.confirm_over_usd)
+    def needs_confirmation(self, rules: ServerRules, cost: Money) -> bool:
+        return rules.confirm_over_usd is not None and cost > Money.ZERO and cost >= rules.confirm_over_usd
 
     async def summary(self, actor: Actor) -> BudgetSummary:
         server = await self._storage.guilds.get(actor.guild_id)
@@ -140,9 +139,9 @@ class Budget:
             month=day[:7],
             server=await self._storage.ledger.totals(actor.guild_id, period=day[:7]),
             member=await self._storage.ledger.totals(actor.guild_id, period=day, user_id=actor.user_id),
-            monthly_cap=to_micros(rules.monthly_cap_usd) if rules.monthly_cap_usd is not None else None,
-            daily_cap=to_micros(rules.daily_cap_usd) if rules.daily_cap_usd is not None else None,
-            recent=[(job, totals.get(job.id, 0)) for job in jobs],
+            monthly_cap=rules.monthly_cap_usd,
+            daily_cap=rules.daily_cap_usd,
+            recent=[(job, totals.get(job.id, Money.ZERO)) for job in jobs],
         )
 
     async def month_csv(self, actor: Actor, month: str | None = None) -> tuple[str, bytes]:
@@ -160,7 +159,7 @@ class Budget:
             ["job_id", "queued_utc", "member_id", "character", "kind", "provider", "model", "seconds", "state",
              "estimate_usd", "held_usd", "charged_usd"]
         )  # fmt: skip
-        total_held = total_charged = 0
+        total_held = total_charged = Money.ZERO
         for job_id, reserved, held, charged in money:
             job = jobs.get(job_id)
             if job is None:
@@ -169,9 +168,9 @@ class Budget:
             writer.writerow(
                 [job.id, datetime.fromtimestamp(job.created_at, UTC).strftime("%Y-%m-%d %H:%M:%S"), job.user_id,
                  job.character_name, job.kind, job.provider, job.model, job.params.duration, job.state.value,
-                 plain_usd(reserved), plain_usd(held), plain_usd(charged)]
+                 reserved.plain, held.plain, charged.plain]
             )  # fmt: skip
-        writer.writerow(["total", "", "", "", "", "", "", "", "", "", plain_usd(total_held), plain_usd(total_charged)])
+        writer.writerow(["total", "", "", "", "", "", "", "", "", "", total_held.plain, total_charged.plain])
         return f"likeness-spend-{month}.csv", out.getvalue().encode()
 
     async def reconcile(self, now: float | None = None) -> int:
@@ -185,7 +184,7 @@ class Budget:
                 continue
             if job.late_check_until is not None and job.late_check_until > now:
                 continue
-            billed = job.state is JobState.DONE or (job.cost_final is not None and to_micros(job.cost_final) > 0)
+            billed = job.state is JobState.DONE or (job.cost_final is not None and job.cost_final > Money.ZERO)
             await self._storage.ledger.settle(job.id, charge_of(job) if billed else None)
             settled += 1
         return settled

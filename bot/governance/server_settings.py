@@ -6,7 +6,7 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from bot.domain import Actor, AuditEntry, GuildSettings, Quality, ServerRules, to_micros, usd
+from bot.domain import Actor, AuditEntry, GuildSettings, Money, Quality, ServerRules
 from bot.domain.errors import InvalidInputError, NotAllowedError
 from bot.generation.prompts import DEFAULT_NEGATIVE_PRESETS, NEGATIVE_PRESETS, clean_member_text, resolve_presets
 from bot.governance.limits import Place, check_channel
@@ -36,8 +36,8 @@ def parse_presets(text: str) -> list[str] | None:
     return list(dict.fromkeys(words))
 
 
-def parse_money(text: str, what: str) -> Decimal | None:
-    """'50', '$12.50' -> Decimal; 'none' / 'off' -> None (no limit)."""
+def parse_money(text: str, what: str) -> Money | None:
+    """'50', '$12.50' -> Money (whole cents); 'none' / 'off' -> None (no limit)."""
     cleaned = text.strip().lower().removeprefix("$").replace(",", "").strip()
     if cleaned in NO_LIMIT:
         return None
@@ -49,11 +49,11 @@ def parse_money(text: str, what: str) -> Decimal | None:
         ) from None
     if not amount.is_finite() or amount < 0 or amount > MONEY_MAX:
         raise InvalidInputError(f"The {what} must be between $0 and ${MONEY_MAX:,}.")
-    return amount.quantize(Decimal("0.01"))
+    return Money.from_usd(amount.quantize(Decimal("0.01")))
 
 
-def money(amount: Decimal | None) -> str:
-    return "no limit" if amount is None else usd(to_micros(amount))
+def money(amount: Money | None) -> str:
+    return "no limit" if amount is None else str(amount)
 
 
 class ServerSettings:
@@ -240,6 +240,8 @@ def _diff(before: GuildSettings, after: GuildSettings) -> str:
 def _shown(value: object) -> str:
     if value is None:
         return "none"
+    if isinstance(value, Money):
+        return str(value.usd)  # 2.00, as the audit log always showed amounts
     if isinstance(value, list):
         return "[" + ", ".join(map(str, value)) + "]"  # pyright: ignore[reportUnknownArgumentType]
     return str(value)

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from bot.domain import Job, JobState, to_micros
+from bot.domain import Job, JobState, Money
 from bot.domain.errors import InvalidInputError, UserFacingError
 from bot.imaging.prep import ProviderImageLimits, prepare_for_provider
 from bot.infra.logs import set_logging_context
@@ -242,7 +242,7 @@ class Worker:
                     JobState.FAILED,
                     settle=Settlement(),
                     error=f"{error} Nothing was charged.",
-                    cost_final="0",
+                    cost_final=Money.ZERO,
                     finished_at=self.clock(),
                 )
                 continue
@@ -398,7 +398,7 @@ class Worker:
     @staticmethod
     def _needs_manager(job: Job, provider: Provider) -> bool:
         """A submit that may have arrived cannot be looked up, and sending it again may bill it twice."""
-        return not provider.capabilities.findable and to_micros(job.cost_estimate) > 0
+        return not provider.capabilities.findable and job.cost_estimate > Money.ZERO
 
     async def _unsure(self, job: Job, error: ProviderError | None) -> Job | None:
         """Leave a submit that may have reached the provider to a manager: never re-sent on its own, money held."""
@@ -431,7 +431,7 @@ class Worker:
                 job.id,
                 [JobState.RUNNING],
                 JobState.DOWNLOADING,
-                settle=Settlement(to_micros(cost)),
+                settle=Settlement(cost),
                 polls=polls,
                 attempts=0,
                 cost_final=cost,
@@ -487,8 +487,8 @@ class Worker:
             job.id,
             [JobState.SUBMITTING, JobState.RUNNING],
             JobState.CANCELED,
-            settle=Settlement(to_micros(job.cost_estimate) if billed else None),
-            cost_final=job.cost_estimate if billed else "0",
+            settle=Settlement(job.cost_estimate if billed else None),
+            cost_final=job.cost_estimate if billed else Money.ZERO,
             finished_at=self.clock(),
         )
 
@@ -530,12 +530,12 @@ class Worker:
         billed = error.charged or rendered
         message = error.message + (f" (provider said: {error.detail})" if error.detail else "")
         message += " You were charged for it, as the provider bills it." if billed else " Nothing was charged."
-        cost = (job.cost_final or job.cost_estimate) if billed else "0"
+        cost = (job.cost_final if job.cost_final is not None else job.cost_estimate) if billed else Money.ZERO
         return await self._move(
             job.id,
             ACTIVE,
             JobState.FAILED,
-            settle=Settlement(to_micros(cost) if billed else None),
+            settle=Settlement(cost if billed else None),
             error=message,
             polls=job.polls,
             cost_final=cost,
@@ -582,7 +582,7 @@ class Worker:
                     job.id,
                     [JobState.FAILED],
                     JobState.DOWNLOADING,
-                    settle=Settlement(to_micros(cost)),
+                    settle=Settlement(cost),
                     cost_final=cost,
                     error=None,
                     finished_at=None,
@@ -772,9 +772,9 @@ def _storage_error(job: Job, error: OSError) -> RetryableError:
     )
 
 
-def _billed(job: Job, result: PollResult) -> str:
+def _billed(job: Job, result: PollResult) -> Money:
     """What a finished render cost: what the provider reported charging, else the job's estimate."""
-    return str(result.charged) if result.charged is not None else job.cost_estimate
+    return result.charged if result.charged is not None else job.cost_estimate
 
 
 def _prepare(data: bytes, limits: ProviderImageLimits) -> tuple[bytes, str]:

@@ -198,5 +198,3 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         raise
     return 2
-
-

@@ -12,11 +12,10 @@ the member.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from decimal import Decimal
 from enum import StrEnum
 from typing import Literal, Protocol, runtime_checkable
 
-from bot.domain import WorkKind
+from bot.domain import Money, WorkKind
 from bot.imaging.prep import ProviderImageLimits
 
 ElementSyntax = Literal["kling", "kling_elements", "fal", "runway", "plain"]
@@ -34,8 +33,8 @@ class TaskStatus(StrEnum):
 class CostModel:
     """Price in USD: per second of video for clips, per image for images."""
 
-    per_second: dict[str, Decimal] = field(default_factory=dict)  # model -> USD per second
-    per_image: dict[str, Decimal] = field(default_factory=dict)  # model -> USD per image
+    per_second: dict[str, Money] = field(default_factory=dict)  # model -> price of a second
+    per_image: dict[str, Money] = field(default_factory=dict)  # model -> price of an image
 
 
 @dataclass(frozen=True)
@@ -117,7 +116,7 @@ class PollResult:
     progress: float | None = None  # 0..1 when the provider says
     artifacts: tuple[Artifact, ...] = ()
     error: ProviderError | None = None  # set when status is FAILED
-    charged: Decimal | None = None  # what the provider says it charged
+    charged: Money | None = None  # what the provider says it charged
 
 
 @dataclass(frozen=True)
@@ -205,6 +204,6 @@ class Provider(Protocol):
         """Download a result at once (its URL expires)."""
         ...
 
-    def estimate_cost(self, request: RenderRequest) -> Decimal: ...
+    def estimate_cost(self, request: RenderRequest) -> Money: ...
 
     async def close(self) -> None: ...

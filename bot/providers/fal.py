@@ -44,12 +44,11 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any, Literal
 
 import httpx
 
-from bot.domain import WorkKind
+from bot.domain import Money, WorkKind
 from bot.generation.prompts import reference_tokens
 from bot.imaging.prep import ProviderImageLimits
 from bot.providers.base import (
@@ -112,40 +111,43 @@ class VideoEndpoint:
     max_images: int
     negative_prompt: bool
     element_syntax: ElementSyntax
-    price_per_second: Decimal
+    price_per_second: Money
 
 
 @dataclass(frozen=True)
 class ImageEndpoint:
     family: Literal["seedream", "nano_banana", "kontext_multi"]
     max_images: int
-    price_per_image: Decimal
+    price_per_image: Money
 
 
 _O1_DURATIONS = (5, 3, 4, 6, 7, 8, 9, 10)  # "3".."10", 5 first: the default
 _O3_DURATIONS = (5, 3, 4, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
 
 
-def _reference_to_video(durations: tuple[int, ...], price: str) -> VideoEndpoint:
+def _reference_to_video(durations: tuple[int, ...], price: Money) -> VideoEndpoint:
     """O1/O3 reference-to-video: 7 references at most in all (elements + image_urls), no negative prompt."""
-    return VideoEndpoint("reference", durations, 7, False, "fal", Decimal(price))
+    return VideoEndpoint("reference", durations, 7, False, "fal", price)
 
 
 # Prices from reference/providers.md §2.7/§2.8 (USD). [T] marks a third-party figure, [?] an unconfirmed fact.
 VIDEO_ENDPOINTS: dict[str, VideoEndpoint] = {
-    "fal-ai/kling-video/o1/reference-to-video": _reference_to_video(_O1_DURATIONS, "0.112"),
-    "fal-ai/kling-video/o1/standard/reference-to-video": _reference_to_video(_O1_DURATIONS, "0.084"),
-    "fal-ai/kling-video/o3/standard/reference-to-video": _reference_to_video(_O3_DURATIONS, "0.14"),  # [T]
-    "fal-ai/kling-video/o3/pro/reference-to-video": _reference_to_video(_O3_DURATIONS, "0.14"),  # [T]
-    "fal-ai/kling-video/o3/4k/reference-to-video": _reference_to_video(_O3_DURATIONS, "0.42"),
+    "fal-ai/kling-video/o1/reference-to-video": _reference_to_video(_O1_DURATIONS, Money.from_usd("0.112")),
+    "fal-ai/kling-video/o1/standard/reference-to-video": _reference_to_video(_O1_DURATIONS, Money.from_usd("0.084")),
+    # [T] the O3 standard and pro prices
+    "fal-ai/kling-video/o3/standard/reference-to-video": _reference_to_video(_O3_DURATIONS, Money.from_usd("0.14")),
+    "fal-ai/kling-video/o3/pro/reference-to-video": _reference_to_video(_O3_DURATIONS, Money.from_usd("0.14")),
+    "fal-ai/kling-video/o3/4k/reference-to-video": _reference_to_video(_O3_DURATIONS, Money.from_usd("0.42")),
     # Kling 1.6 elements: up to 4 input_image_urls, which the prompt cannot name; takes a negative prompt.
-    "fal-ai/kling-video/v1.6/standard/elements": VideoEndpoint("elements", (5, 10), 4, True, "plain", Decimal("0.056")),
+    "fal-ai/kling-video/v1.6/standard/elements": VideoEndpoint(
+        "elements", (5, 10), 4, True, "plain", Money.from_usd("0.056")
+    ),
 }
 IMAGE_ENDPOINTS: dict[str, ImageEndpoint] = {
-    "fal-ai/bytedance/seedream/v4/edit": ImageEndpoint("seedream", 10, Decimal("0.03")),
-    "fal-ai/nano-banana/edit": ImageEndpoint("nano_banana", 10, Decimal("0.039")),  # [T] price, [?] image count
-    "fal-ai/nano-banana-2/edit": ImageEndpoint("nano_banana", 10, Decimal("0.08")),  # [?] image count
-    "fal-ai/flux-pro/kontext/multi": ImageEndpoint("kontext_multi", 10, Decimal("0.04")),  # [?] image count
+    "fal-ai/bytedance/seedream/v4/edit": ImageEndpoint("seedream", 10, Money.from_usd("0.03")),
+    "fal-ai/nano-banana/edit": ImageEndpoint("nano_banana", 10, Money.from_usd("0.039")),  # [T] price, [?] image count
+    "fal-ai/nano-banana-2/edit": ImageEndpoint("nano_banana", 10, Money.from_usd("0.08")),  # [?] image count
+    "fal-ai/flux-pro/kontext/multi": ImageEndpoint("kontext_multi", 10, Money.from_usd("0.04")),  # [?] image count
 }
 # Seedream `image_size` per aspect ratio: at least 921,600 px of area (its minimum), each side <= 4096.
 SHEET_SIZES: dict[str, tuple[int, int]] = {"16:9": (2048, 1152), "9:16": (1152, 2048), "1:1": (1536, 1536)}
@@ -342,7 +344,7 @@ class FalProvider:
             ) from None
         return data
 
-    def estimate_cost(self, request: RenderRequest) -> Decimal:
+    def estimate_cost(self, request: RenderRequest) -> Money:
         if request.kind is WorkKind.SHEET:
             return self._image.price_per_image  # one image per sheet
         return self._video.price_per_second * request.duration

@@ -53,7 +53,7 @@ import httpx
 import jwt
 from PIL import Image
 
-from bot.domain import WorkKind
+from bot.domain import Money, WorkKind
 from bot.domain.errors import UserFacingError
 from bot.imaging.prep import KLING, prepare_for_provider
 from bot.providers.base import (
@@ -84,8 +84,8 @@ ELEMENTS = "/v1/general/advanced-custom-elements"
 ACCOUNT_COSTS = "/account/costs"  # free, no /v1 prefix (providers.md §1.7.10)
 ENDPOINTS = (IMAGE2VIDEO, MULTI_IMAGE2VIDEO, IMAGE_GENERATIONS, OMNI_VIDEO)
 
-VIDEO_UNIT_USD = Decimal("0.14")  # one prepaid video unit
-IMAGE_UNIT_USD = Decimal("0.0035")  # one prepaid image unit
+VIDEO_UNIT_USD = Money.from_usd("0.14")  # one prepaid video unit
+IMAGE_UNIT_USD = Money.from_usd("0.0035")  # one prepaid image unit
 MODES = ("std", "pro")
 
 # Units per second of video by model and mode (reference/providers.md §1.9; no std/pro split on the masters).
@@ -199,11 +199,11 @@ def parse_callback(payload: bytes | str | Mapping[str, Any]) -> KlingUpdate:
     )
 
 
-def task_result(task: Mapping[str, Any], unit_price: Decimal) -> PollResult:
+def task_result(task: Mapping[str, Any], unit_price: Money) -> PollResult:
     """A Kling task object (a query's `data`, or a callback body) as a PollResult."""
     status = str(task.get("task_status") or "").lower()
     units = _decimal(task.get("final_unit_deduction"))
-    charged = units * unit_price if units is not None else None
+    charged = unit_price * units if units is not None else None
     if status == "submitted":
         return PollResult(TaskStatus.QUEUED, progress=0.0)
     if status == "processing":
@@ -223,7 +223,7 @@ def task_result(task: Mapping[str, Any], unit_price: Decimal) -> PollResult:
             SAFETY_MESSAGE if risky else FAILED_MESSAGE,
             detail=reason,
             code="failed",
-            charged=bool(charged and charged > 0),
+            charged=charged is not None and charged > Money.ZERO,
         )
         return PollResult(TaskStatus.FAILED, error=error, charged=charged)
     log.warning("kling task %s has an unknown status %r; treating it as running", task.get("task_id"), status)
@@ -246,7 +246,7 @@ def _artifacts(result: object) -> tuple[Artifact, ...]:
     return tuple(found)
 
 
-def _unit_price_of(task: Mapping[str, Any], endpoint: str | None) -> Decimal:
+def _unit_price_of(task: Mapping[str, Any], endpoint: str | None) -> Money:
     if endpoint is not None:
         return IMAGE_UNIT_USD if endpoint.startswith("/v1/images/") else VIDEO_UNIT_USD
     result = task.get("task_result")
@@ -338,8 +338,8 @@ class KlingProvider:
             max_concurrency=max_concurrency,
             cost=CostModel(
                 # per second in the configured mode; estimate_cost() prices the mode a request asks for
-                per_second={m: units[mode] * VIDEO_UNIT_USD for m, units in ALL_VIDEO_UNITS.items()},
-                per_image={m: units * IMAGE_UNIT_USD for m, units in IMAGE_UNITS.items()},
+                per_second={m: VIDEO_UNIT_USD * units[mode] for m, units in ALL_VIDEO_UNITS.items()},
+                per_image={m: IMAGE_UNIT_USD * units for m, units in IMAGE_UNITS.items()},
             ),
             needs_key=True,
             typical_seconds=90.0,
@@ -450,14 +450,14 @@ class KlingProvider:
             ) from None
         return data
 
-    def estimate_cost(self, request: RenderRequest) -> Decimal:
+    def estimate_cost(self, request: RenderRequest) -> Money:
         if request.kind is WorkKind.SHEET:
-            return IMAGE_UNITS.get(request.model, Decimal(0)) * IMAGE_UNIT_USD
+            return IMAGE_UNIT_USD * IMAGE_UNITS.get(request.model, Decimal(0))
         units = ALL_VIDEO_UNITS.get(request.model)
         if units is None:
-            return Decimal(0)
+            return Money.ZERO
         mode = request.mode if request.mode in MODES else self._mode
-        return units[mode] * request.duration * VIDEO_UNIT_USD
+        return VIDEO_UNIT_USD * (units[mode] * request.duration)
 
     async def close(self) -> None:
         """Close the connection pool. A later call opens a new one (the bot registers providers again on start)."""

@@ -28,13 +28,12 @@ import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
-from bot.domain import WorkKind
+from bot.domain import Money, WorkKind
 from bot.imaging import video
 from bot.imaging.cleanup import flat_key
 from bot.imaging.prep import KLING
@@ -122,7 +121,7 @@ class LocalProvider:
             extend=False,
             image_limits=KLING,
             max_concurrency=max_concurrency,
-            cost=CostModel(per_second={MODEL: Decimal("0")}),
+            cost=CostModel(per_second={MODEL: Money.ZERO}),
             needs_key=False,
             typical_seconds=max(0.0, delay) + _TYPICAL_RENDER_SECONDS,
             display_name="Local",
@@ -184,8 +183,8 @@ class LocalProvider:
         except FileNotFoundError:
             raise FinalError("The clip is no longer available.", detail=artifact.url, code="expired") from None
 
-    def estimate_cost(self, request: RenderRequest) -> Decimal:
-        return self.capabilities.cost.per_second.get(request.model, Decimal("0")) * request.duration
+    def estimate_cost(self, request: RenderRequest) -> Money:
+        return self.capabilities.cost.per_second.get(request.model, Money.ZERO) * request.duration
 
     async def close(self) -> None:
         """Stop taking work; renders in flight stop at their next frame and resume after a restart."""
@@ -308,7 +307,7 @@ class LocalProvider:
                     artifact = Artifact(
                         url=f"{URL_SCHEME}{task_id}", mime="video/mp4", duration=float(record["duration"])
                     )
-                return PollResult(TaskStatus.SUCCEEDED, progress=1.0, artifacts=(artifact,), charged=Decimal("0"))
+                return PollResult(TaskStatus.SUCCEEDED, progress=1.0, artifacts=(artifact,), charged=Money.ZERO)
             if (folder / _ERROR).is_file():
                 error = json.loads((folder / _ERROR).read_text())
                 failure = FinalError(error["message"], detail=error.get("detail", ""), code=error.get("code", ""))

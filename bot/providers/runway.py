@@ -29,13 +29,12 @@ import mimetypes
 import re
 import time
 from collections.abc import Sequence
-from decimal import Decimal
 from typing import Any, NoReturn
 from urllib.parse import quote, urlsplit
 
 import httpx
 
-from bot.domain import WorkKind
+from bot.domain import Money, WorkKind
 from bot.generation.prompts import reference_tokens, runway_tag
 from bot.imaging.prep import ProviderImageLimits
 from bot.providers.base import (
@@ -71,7 +70,7 @@ DEFAULT_BASE_URL = "https://api.dev.runwayml.com"
 VIDEO_RATIOS: dict[str, str] = {"16:9": "1280:720", "9:16": "720:1280", "1:1": "960:960"}
 IMAGE_RATIOS: dict[str, str] = {"16:9": "1920:1080", "9:16": "1080:1920", "1:1": "1080:1080"}
 
-CREDIT = Decimal("0.01")  # USD per Runway credit
+CREDIT = Money.from_usd("0.01")  # one Runway credit
 VIDEO_CREDITS_PER_SECOND: dict[str, int] = {"gen4_turbo": 5}
 IMAGE_CREDITS: dict[str, int] = {"gen4_image": 8, "gen4_image_turbo": 2}  # gen4_image at 1080p (5 at 720p)
 IMAGE_MODELS_NEEDING_REFERENCES = frozenset({"gen4_image_turbo"})
@@ -250,7 +249,7 @@ class RunwayProvider:
         ):
             return await self._download(artifact.url)
 
-    def estimate_cost(self, request: RenderRequest) -> Decimal:
+    def estimate_cost(self, request: RenderRequest) -> Money:
         cost = self.capabilities.cost
         if request.kind is WorkKind.SHEET:
             return cost.per_image[self._image_model_for(request)]

@@ -9,7 +9,7 @@ import io
 
 import pytest
 
-from bot.domain import JobState
+from bot.domain import JobState, Money
 from bot.providers.base import FinalError
 from tests.support.bot_runner import BotRunner, World
 from tests.support.characters import ava_with_front_view
@@ -262,5 +262,5 @@ async def test_a_render_lost_after_it_succeeded_is_still_charged(
     assert job is not None and job.error == (
         "The result's download link expired. You were charged for it, as the provider bills it."
     )
-    assert job.cost_final == "0.50"
+    assert job.cost_final == Money.from_usd("0.50")
     assert await job_total(runner, world, job_id) == 500_000

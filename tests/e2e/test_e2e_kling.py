@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from bot.domain import JobState
+from bot.domain import JobState, Money
 from bot.providers.kling import KlingProvider
 from tests.support.bot_runner import BotRunner, World
 from tests.support.characters import ava_with_front_view
@@ -64,7 +64,7 @@ async def test_animate_with_kling_delivers_the_clip(
     assert runner.bot is not None
     job = await runner.bot.storage.jobs.get(job_id)
     assert job is not None
-    assert Decimal(job.cost_estimate) == Decimal("0.28") and Decimal(job.cost_final or "0") == Decimal("0.28")
+    assert job.cost_estimate.usd == Decimal("0.28") and (job.cost_final or Money.ZERO).usd == Decimal("0.28")
 
 
 async def test_a_job_stopped_mid_submit_is_recovered_without_a_second_task(

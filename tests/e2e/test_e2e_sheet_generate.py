@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from bot.domain import JobState
+from bot.domain import JobState, Money
 from bot.domain.errors import InvalidInputError
 from tests.support.bot_runner import BotRunner, World
 from tests.support.characters import ava_with_front_view
@@ -87,7 +87,7 @@ async def test_generate_through_fal_to_stored_views(fake: FakeDiscord, world: Wo
     try:
         assert runner.bot is not None
         runner.bot.services.providers.register(provider)
-        runner.bot.services.animate.sheet_provider = "fal"
+        runner.bot.services.generated_sheets.sheet_provider = "fal"
         await ava_with_front_view(fake, world)
         job_id, message = await generate(fake, world)
         job = await runner.bot.storage.jobs.get(job_id)
@@ -108,12 +108,11 @@ async def test_generate_through_fal_to_stored_views(fake: FakeDiscord, world: Wo
 async def test_a_costly_sheet_waits_for_confirmation(
     fake: FakeDiscord, world: World, runner: BotRunner, monkeypatch: Any
 ) -> None:
-    from decimal import Decimal
-
     await ava_with_front_view(fake, world)
     assert runner.bot is not None
     local = runner.bot.services.providers.get("local")
-    monkeypatch.setattr(local, "estimate_cost", lambda _request: Decimal("0.40"))  # priced like a paid image model
+    # priced like a paid image model
+    monkeypatch.setattr(local, "estimate_cost", lambda _request: Money.from_usd("0.40"))
     h = await fake.slash(world.studio_a, world.alice, "settings budget", {"confirm_over": "0.25"})
     await h.wait_settled()
 
@@ -131,7 +130,7 @@ async def test_a_costly_sheet_waits_for_confirmation(
     await eventually(lambda: is_state(runner, job_id, JobState.DONE), "settled")  # posted first, then settled
     ledger = await runner.bot.storage.ledger.entries(world.studio_a.id)
     # held at the estimate; charged what the provider reported billing (the local renderer reports $0)
-    assert [(e.entry, e.micros) for e in ledger] == [("reserve", 400_000), ("release", -400_000), ("charge", 0)]
+    assert [(e.entry, e.amount.micros) for e in ledger] == [("reserve", 400_000), ("release", -400_000), ("charge", 0)]
 
 
 @pytest.mark.parametrize(

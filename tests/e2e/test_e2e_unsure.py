@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from bot.domain import JobState, to_micros
+from bot.domain import JobState
 from bot.providers.base import Provider
 from bot.providers.fal import FalProvider
 from bot.providers.kling import KlingProvider
@@ -123,7 +123,7 @@ async def test_a_lost_submit_answer_waits_for_a_manager_and_is_sent_again_once(
     assert runner.bot is not None
     job = await runner.bot.storage.jobs.get(job_id)
     assert job is not None
-    assert await held(runner, world, job_id) == to_micros(job.cost_estimate) > 0  # the money stays held
+    assert await held(runner, world, job_id) == job.cost_estimate.micros > 0  # the money stays held
 
     # the member and the managers are told, and the status says why, with the buttons
     await until(fake, lambda: bool(notices(fake, world, job_id)), "the notice to the managers")
@@ -212,7 +212,7 @@ async def test_a_crash_while_sending_leaves_the_shot_to_a_manager(
     assert runner.bot is not None
     job = await runner.bot.storage.jobs.get(job_id)
     assert job is not None and "stopped while this shot was being sent" in (job.error or "")
-    assert await held(runner, world, job_id) == to_micros(job.cost_estimate)
+    assert await held(runner, world, job_id) == job.cost_estimate.micros
 
 
 async def test_kling_looks_a_timed_out_submit_up_and_never_pays_twice(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
-from bot.domain import BoundImage, Job, ShotParams
+from bot.domain import BoundImage, Job, Money, ShotParams
 from storage import Storage
 from storage.db import Transaction
 
@@ -27,7 +27,7 @@ async def new_job(
     character_id: int,
     provider: str = "scripted",
     model: str = "m",
-    cost: str = "0",
+    cost: Money = Money.ZERO,
     bound: Sequence[BoundImage] = (),
     tx: Transaction | None = None,
 ) -> Job:

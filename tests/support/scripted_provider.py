@@ -9,9 +9,8 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from decimal import Decimal
 
-from bot.domain import WorkKind
+from bot.domain import Money, WorkKind
 from bot.imaging.prep import KLING
 from bot.providers.base import (
     Artifact,
@@ -89,7 +88,7 @@ class ScriptedProvider:
             extend=False,
             image_limits=KLING,
             max_concurrency=max_concurrency,
-            cost=CostModel(per_second={"scripted-1": Decimal("0.10")}),
+            cost=CostModel(per_second={"scripted-1": Money.from_usd("0.10")}),
             typical_seconds=0.1,
             findable=True,  # its `find` looks the task up by job id, like Kling's external_task_id
         )
@@ -136,8 +135,8 @@ class ScriptedProvider:
     async def fetch(self, artifact: Artifact) -> bytes:
         return self.backend.video
 
-    def estimate_cost(self, request: RenderRequest) -> Decimal:
-        return Decimal("0.10") * request.duration
+    def estimate_cost(self, request: RenderRequest) -> Money:
+        return Money.from_usd("0.10") * request.duration
 
     async def close(self) -> None:
         return None

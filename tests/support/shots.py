@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.domain import JobState
+from bot.domain import JobState, Money
 from tests.support.bot_runner import BotRunner, World
 from tests.support.fake_discord import FakeDiscord
 from tests.support.scripted_provider import Backend, ScriptedProvider
@@ -88,7 +88,7 @@ def queued_id(h: Any) -> int:
 async def ledger(runner: BotRunner, world: World) -> list[tuple[int, str, int]]:
     assert runner.bot is not None
     entries = await runner.bot.storage.ledger.entries(world.studio_a.id)
-    return [(e.job_id, e.entry, e.micros) for e in entries]
+    return [(e.job_id, e.entry, e.amount.micros) for e in entries]
 
 
 async def job_total(runner: BotRunner, world: World, job_id: int) -> int:
@@ -97,4 +97,4 @@ async def job_total(runner: BotRunner, world: World, job_id: int) -> int:
 
 async def held(runner: BotRunner, world: World, job_id: int) -> int:
     assert runner.bot is not None
-    return (await runner.bot.storage.ledger.job_totals(world.studio_a.id, [job_id])).get(job_id, 0)
+    return (await runner.bot.storage.ledger.job_totals(world.studio_a.id, [job_id])).get(job_id, Money.ZERO).micros

@@ -17,7 +17,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.domain import Actor, Job, JobState, ServerRules, to_micros
+from bot.domain import Actor, Job, JobState, Money, ServerRules
 from bot.governance.budget import Budget, OverBudgetError, charge_of
 from bot.library.characters import Library
 from storage import Storage
@@ -26,7 +26,7 @@ from storage.ledger import Settlement, day_of
 from tests.support.factories import new_job
 
 GUILD = 1
-RULES = ServerRules(daily_cap_usd=Decimal("2.00"), monthly_cap_usd=Decimal("5.00"))
+RULES = ServerRules(daily_cap_usd=Money.from_usd("2.00"), monthly_cap_usd=Money.from_usd("5.00"))
 START = 1_795_000_000.0  # a fixed moment, so runs are reproducible
 DAY = 86_400.0
 
@@ -70,15 +70,16 @@ class World:
         return sorted(await self.storage.jobs.recent_in_guild(GUILD, 1_000), key=lambda j: j.id)
 
 
-async def enqueue(world: World, user: int, cost: str) -> None:
+async def enqueue(world: World, user: int, usd: str) -> None:
     assert world.storage is not None and world.budget is not None
     storage = world.storage
+    cost = Money.from_usd(usd)
 
     async def create(tx: Transaction) -> Job:
         return await new_job(storage, guild_id=GUILD, user_id=user, character_id=world.character_id, cost=cost, tx=tx)
 
     with contextlib.suppress(OverBudgetError):  # a refusal is fine; the invariants say it changed nothing
-        await world.budget.reserve_for(Actor(GUILD, user), RULES, to_micros(cost), create)
+        await world.budget.reserve_for(Actor(GUILD, user), RULES, cost, create)
 
 
 async def apply(world: World, operation: tuple[object, ...]) -> None:
@@ -107,10 +108,8 @@ async def apply(world: World, operation: tuple[object, ...]) -> None:
     if kind == "start":
         await jobs.transition(job.id, [JobState.QUEUED], JobState.RUNNING, started_at=now)
     elif kind == "succeed":
-        billed = str(Decimal(job.cost_estimate) * Decimal(str(operation[2])))
-        await jobs.transition(
-            job.id, [JobState.RUNNING], JobState.DONE, settle=Settlement(to_micros(billed)), cost_final=billed
-        )
+        billed = job.cost_estimate * Decimal(str(operation[2]))
+        await jobs.transition(job.id, [JobState.RUNNING], JobState.DONE, settle=Settlement(billed), cost_final=billed)
     elif kind == "fail":
         charged = bool(operation[2])
         await jobs.transition(
@@ -118,7 +117,7 @@ async def apply(world: World, operation: tuple[object, ...]) -> None:
             [JobState.QUEUED, JobState.RUNNING],
             JobState.FAILED,
             settle=Settlement(charge_of(job) if charged else None),
-            cost_final=job.cost_estimate if charged else "0",
+            cost_final=job.cost_estimate if charged else Money.ZERO,
             finished_at=now,
         )
     elif kind == "cancel":
@@ -140,14 +139,14 @@ async def apply(world: World, operation: tuple[object, ...]) -> None:
 async def check_invariants(world: World, before: list[tuple[int, str, int]]) -> list[tuple[int, str, int]]:
     assert world.storage is not None
     entries = await world.storage.ledger.entries(GUILD)
-    rows = [(e.id, e.entry, e.micros) for e in entries]
+    rows = [(e.id, e.entry, e.amount.micros) for e in entries]
     assert rows[: len(before)] == before, "the ledger changed an entry it already had (it must only grow)"
 
     # it balances: the sum of the ledger is what jobs still hold plus what they were charged
     expected = 0
     for job in await world.jobs():
-        mine = {e.entry: e.micros for e in entries if e.job_id == job.id}
-        assert "reserve" in mine and mine["reserve"] == to_micros(job.cost_estimate)
+        mine = {e.entry: e.amount.micros for e in entries if e.job_id == job.id}
+        assert "reserve" in mine and mine["reserve"] == job.cost_estimate.micros
         settled = "release" in mine
         if settled:
             assert mine["release"] == -mine["reserve"]
@@ -157,25 +156,25 @@ async def check_invariants(world: World, before: list[tuple[int, str, int]]) -> 
             assert not job.state.finished or job.late_check_until is not None or job.state is JobState.DONE
             expected += mine["reserve"]
         if job.state is JobState.DONE:
-            assert settled and mine.get("charge") == to_micros(job.cost_final or "0")
+            assert settled and mine.get("charge") == (job.cost_final or Money.ZERO).micros
         if job.state is JobState.CANCELED:
             assert settled and "charge" not in mine
-    assert sum(e.micros for e in entries) == expected
+    assert sum(e.amount.micros for e in entries) == expected
 
     # no cap is ever exceeded (charges never exceed estimates here, as with every provider's cost model)
     per_member_day: dict[tuple[int, str], int] = {}
     per_month: dict[str, int] = {}
     for entry in entries:
         key = (entry.user_id, entry.day)
-        per_member_day[key] = per_member_day.get(key, 0) + entry.micros
-        per_month[entry.day[:7]] = per_month.get(entry.day[:7], 0) + entry.micros
+        per_member_day[key] = per_member_day.get(key, 0) + entry.amount.micros
+        per_month[entry.day[:7]] = per_month.get(entry.day[:7], 0) + entry.amount.micros
     assert RULES.daily_cap_usd is not None and RULES.monthly_cap_usd is not None
     for (user, day), total in per_member_day.items():  # the running totals the caps read agree with the entries
-        assert (await world.storage.ledger.totals(GUILD, period=day, user_id=user)).committed == total
+        assert (await world.storage.ledger.totals(GUILD, period=day, user_id=user)).committed.micros == total
     for month, total in per_month.items():
-        assert (await world.storage.ledger.totals(GUILD, period=month)).committed == total
-    assert all(total <= to_micros(RULES.daily_cap_usd) for total in per_member_day.values())
-    assert all(total <= to_micros(RULES.monthly_cap_usd) for total in per_month.values())
+        assert (await world.storage.ledger.totals(GUILD, period=month)).committed.micros == total
+    assert all(total <= RULES.daily_cap_usd.micros for total in per_member_day.values())
+    assert all(total <= RULES.monthly_cap_usd.micros for total in per_month.values())
     return rows
 
 

@@ -8,14 +8,13 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import replace
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 from PIL import Image
 
-from bot.domain import WorkKind
+from bot.domain import Money, WorkKind
 from bot.imaging import video
 from bot.providers.base import (
     FinalError,
@@ -156,7 +155,7 @@ async def test_it_is_a_provider_with_honest_capabilities(providers: Callable[...
     assert caps.kinds == frozenset({WorkKind.ANIMATE, WorkKind.SHEET}) and caps.default_model in caps.models
     assert caps.image_model == "local-sheet-v1"
     assert caps.durations == (5, 10) and caps.aspect_ratios == ("16:9", "9:16", "1:1")
-    assert provider.estimate_cost(request(1, duration=10)) == Decimal("0")
+    assert provider.estimate_cost(request(1, duration=10)) == Money.from_usd("0")
     assert 0 < caps.typical_seconds < 10, "the worker's first poll comes soon after a local render"
     assert providers(delay=2.0).capabilities.typical_seconds > 2.0
 

@@ -16,7 +16,6 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bot.domain import BoundImage, JobState, ShotParams, WorkKind
+from bot.domain import BoundImage, JobState, Money, ShotParams, WorkKind
 from bot.generation.prompts import reference_tokens
 from bot.imaging import video
 from bot.jobs.delivery import NoDelivery
@@ -123,13 +122,13 @@ async def test_capabilities(provider: FalProvider) -> None:
     assert caps.max_reference_images == 7 and caps.negative_prompt is False
     assert caps.image_model == "fal-ai/bytedance/seedream/v4/edit"
     assert caps.image_limits.min_side == 300 and caps.image_limits.max_aspect == 2.5
-    assert caps.cost.per_second[VIDEO_MODEL] == Decimal("0.112")
+    assert caps.cost.per_second[VIDEO_MODEL] == Money.from_usd("0.112")
 
 
 async def test_estimate_cost(provider: FalProvider) -> None:
-    assert provider.estimate_cost(animate()) == Decimal("0.560")
-    assert provider.estimate_cost(animate(duration=10)) == Decimal("1.120")
-    assert provider.estimate_cost(sheet()) == Decimal("0.03")
+    assert provider.estimate_cost(animate()) == Money.from_usd("0.560")
+    assert provider.estimate_cost(animate(duration=10)) == Money.from_usd("1.120")
+    assert provider.estimate_cost(sheet()) == Money.from_usd("0.03")
 
 
 def test_unknown_models_are_refused_at_start() -> None:
@@ -290,7 +289,7 @@ async def test_kling_1_6_elements_takes_input_images_and_a_negative_prompt(fake:
         assert body["input_image_urls"] == [uri(FRONT), uri(THREE_QUARTER), uri(SIDE), uri(JACKET)]
         assert body["negative_prompt"] == "blurry, extra fingers" and "elements" not in body
         assert (await run_to_end(provider, submission)).status is TaskStatus.SUCCEEDED
-        assert provider.estimate_cost(animate(model=model)) == Decimal("0.280")
+        assert provider.estimate_cost(animate(model=model)) == Money.from_usd("0.280")
     finally:
         await provider.close()
 
@@ -645,7 +644,7 @@ async def test_the_worker_drives_fal_across_a_restart(tmp_path: Path, fake: Fake
             negative_prompt=None,
             params=ShotParams(duration=5, aspect_ratio="16:9", camera="static"),
             bound=bound,
-            cost_estimate="0.56",
+            cost_estimate=Money.from_usd("0.56"),
         )
 
         async def worker_with_new_provider() -> tuple[Worker, FalProvider]:
@@ -679,7 +678,7 @@ async def test_the_worker_drives_fal_across_a_restart(tmp_path: Path, fake: Fake
             await worker.stop()
             await provider.close()
         done = await storage.jobs.get(job.id)
-        assert done is not None and done.task_id in fake.queued and done.cost_final == "0.56"
+        assert done is not None and done.task_id in fake.queued and done.cost_final == Money.from_usd("0.56")
         assert done.status_url is not None and json.loads(done.status_url)["kind"] == "animate"
         assert delivery.posted[job.id][4:8] == b"ftyp"
         assert len(fake.accepted_submits()) == 1  # resumed by its stored URLs, never submitted twice

@@ -8,7 +8,6 @@ import io
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
-from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -17,7 +16,7 @@ import pytest
 from aiohttp import web
 from PIL import Image
 
-from bot.domain import WorkKind
+from bot.domain import Money, WorkKind
 from bot.imaging.video import probe
 from bot.providers.base import (
     FinalError,
@@ -324,7 +323,7 @@ async def test_a_sheet_is_an_image_generation_with_the_front_as_subject(
     assert body["aspect_ratio"] == "16:9" and body["n"] == 1 and body["external_task_id"] == "9"
     assert decoded_size(body["image"]) == (600, 800)  # the front view, not the first one given
     [*_, result] = await until_done(provider, submission)
-    assert result.status is TaskStatus.SUCCEEDED and result.charged == Decimal("0.028")  # 8 image units
+    assert result.status is TaskStatus.SUCCEEDED and result.charged == Money.from_usd("0.028")  # 8 image units
     [artifact] = result.artifacts
     assert artifact.mime == "image/png"
     assert await provider.fetch(artifact) == sample_image()
@@ -361,7 +360,7 @@ async def test_a_task_goes_from_queued_to_a_downloaded_clip(kling: FakeKling, pr
     results = await until_done(provider, submission)
     assert [r.status for r in results] == [TaskStatus.QUEUED, TaskStatus.RUNNING, TaskStatus.SUCCEEDED]
     done = results[-1]
-    assert done.charged == Decimal("0.280")  # kling-v1-6 std 5 s: 2 units at $0.14
+    assert done.charged == Money.from_usd("0.280")  # kling-v1-6 std 5 s: 2 units at $0.14
     [artifact] = done.artifacts
     assert artifact.mime == "video/mp4" and artifact.duration == 5.0
     clip = await provider.fetch(artifact)
@@ -374,7 +373,7 @@ async def test_succeeded_is_read_as_success(kling: FakeKling, provider: KlingPro
     kling.success_word = "succeeded"
     submission = await provider.submit(shot(1, mode="pro", duration=10))
     [*_, done] = await until_done(provider, submission)
-    assert done.status is TaskStatus.SUCCEEDED and done.charged == Decimal("0.980")  # pro 10 s: 7 units
+    assert done.status is TaskStatus.SUCCEEDED and done.charged == Money.from_usd("0.980")  # pro 10 s: 7 units
 
 
 @pytest.mark.parametrize(
@@ -392,7 +391,7 @@ async def test_a_failed_task_in_an_http_200_is_a_failure(
     assert result.status is TaskStatus.FAILED and result.artifacts == ()
     assert isinstance(result.error, FinalError)
     assert (result.error.message, result.error.detail) == (message, reason)
-    assert result.charged == Decimal(0) and not result.error.charged
+    assert result.charged == Money.ZERO and not result.error.charged
 
 
 async def test_cancel_is_a_documented_no_op(kling: FakeKling, provider: KlingProvider) -> None:
@@ -830,18 +829,18 @@ async def test_a_lost_omni_answer_is_found_on_the_omni_route(
 
 
 def test_cost_estimates_follow_the_price_list(provider: KlingProvider) -> None:
-    assert provider.estimate_cost(shot()) == Decimal("0.28")  # v1-6 std 5 s: 2 units
-    assert provider.estimate_cost(shot(mode="pro", duration=10)) == Decimal("0.98")  # 7 units
-    assert provider.estimate_cost(shot(model="kling-v2-5-turbo")) == Decimal("0.21")  # 1.5 units
-    assert provider.estimate_cost(shot(model="kling-v2-master")) == Decimal("1.40")  # 10 units
-    assert provider.estimate_cost(shot(kind=WorkKind.SHEET, model="kling-v1-5", duration=0)) == Decimal("0.028")
+    assert provider.estimate_cost(shot()) == Money.from_usd("0.28")  # v1-6 std 5 s: 2 units
+    assert provider.estimate_cost(shot(mode="pro", duration=10)) == Money.from_usd("0.98")  # 7 units
+    assert provider.estimate_cost(shot(model="kling-v2-5-turbo")) == Money.from_usd("0.21")  # 1.5 units
+    assert provider.estimate_cost(shot(model="kling-v2-master")) == Money.from_usd("1.40")  # 10 units
+    assert provider.estimate_cost(shot(kind=WorkKind.SHEET, model="kling-v1-5", duration=0)) == Money.from_usd("0.028")
     caps = provider.capabilities
     assert caps.name == "kling" and caps.label == "Kling" and caps.modes == ("std", "pro")
     assert {"kling-v1-6", "kling-v2-1", "kling-v2-5-turbo"} <= set(caps.models) and caps.default_model == "kling-v1-6"
     assert caps.kinds == {WorkKind.ANIMATE, WorkKind.SHEET} and caps.image_model == "kling-v1-5"
-    assert caps.cost.per_second["kling-v1-6"] == Decimal("0.056")
-    assert provider.estimate_cost(shot(model="kling-video-o1")) == Decimal("0.42")  # O1 std 5 s: 3 units
-    assert provider.estimate_cost(shot(model="kling-video-o1", mode="pro", duration=10)) == Decimal("1.12")
+    assert caps.cost.per_second["kling-v1-6"] == Money.from_usd("0.056")
+    assert provider.estimate_cost(shot(model="kling-video-o1")) == Money.from_usd("0.42")  # O1 std 5 s: 3 units
+    assert provider.estimate_cost(shot(model="kling-video-o1", mode="pro", duration=10)) == Money.from_usd("1.12")
 
 
 async def test_secrets_never_reach_the_logs(

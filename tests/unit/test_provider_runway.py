@@ -11,7 +11,6 @@ import socket
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from bot.domain import (
     ElementKind,
     Job,
     JobState,
+    Money,
     ReferenceView,
     ShotParams,
     View,
@@ -160,10 +160,10 @@ async def test_capabilities_and_cost() -> None:
     )
     assert caps.image_limits.max_bytes * 4 / 3 < 5_000_000  # the base64 data URI stays under 5 MB
     assert set(caps.image_limits.formats) == {"JPEG", "PNG", "WEBP"}
-    assert provider.estimate_cost(animate(duration=5)) == Decimal("0.25")  # 5 credits/s, $0.01 a credit
-    assert provider.estimate_cost(animate(duration=10)) == Decimal("0.50")
-    assert provider.estimate_cost(sheet((), "Ava")) == Decimal("0.08")  # gen4_image at 1080p: 8 credits
-    assert provider.estimate_cost(sheet((), "Ava", model="gen4_image_turbo")) == Decimal("0.02")
+    assert provider.estimate_cost(animate(duration=5)) == Money.from_usd("0.25")  # 5 credits/s, $0.01 a credit
+    assert provider.estimate_cost(animate(duration=10)) == Money.from_usd("0.50")
+    assert provider.estimate_cost(sheet((), "Ava")) == Money.from_usd("0.08")  # gen4_image at 1080p: 8 credits
+    assert provider.estimate_cost(sheet((), "Ava", model="gen4_image_turbo")) == Money.from_usd("0.02")
     assert "key_test" not in repr(provider)
 
 
@@ -761,7 +761,7 @@ async def run_through_worker(
             negative_prompt=None,
             params=ShotParams(duration=5, aspect_ratio="16:9", camera="push_in"),
             bound=[BoundImage(label=label, role="view", blob=blob) for label in labels],
-            cost_estimate=str(provider.estimate_cost(animate())),
+            cost_estimate=provider.estimate_cost(animate()),
         )
         await worker.start()
         async with asyncio.timeout(20):
@@ -807,7 +807,7 @@ async def test_worker_shows_a_failed_task_and_its_cost(tmp_path: Path, fake: Fak
     assert job.error is not None
     assert job.error.startswith("Runway's moderation blocked the result. Re-rolling the shot")
     assert "(provider said: The output did not pass content moderation.)" in job.error
-    assert job.cost_final == "0.25"  # moderated runs are billed
+    assert job.cost_final == Money.from_usd("0.25")  # moderated runs are billed
     assert len(fake.tasks) == 1  # a failed task is not resubmitted by the worker
 
 

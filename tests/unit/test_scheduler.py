@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.domain import Job, JobState, ShotParams, WorkKind
+from bot.domain import Job, JobState, Money, ShotParams, WorkKind
 from bot.jobs.scheduler import Limits, fair_order, jobs_to_start, positions
 
 
@@ -23,7 +23,7 @@ def job(job_id: int, guild: int, user: int = 1, provider: str = "p", state: JobS
         negative_prompt=None,
         params=ShotParams(duration=5, aspect_ratio="16:9", camera="static"),
         bound=[],
-        cost_estimate="0",
+        cost_estimate=Money.ZERO,
         cost_final=None,
         state=state,
         task_id=None,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.domain import Job, JobState
+from bot.domain import Job, JobState, Money
 from bot.jobs.delivery import NoDelivery
 from bot.jobs.worker import Worker
 from bot.providers.registry import ProviderRegistry
@@ -48,7 +48,7 @@ async def test_a_queued_shot_on_a_removed_provider_fails_clearly_and_the_queue_g
     try:
         failed = await state_of(storage, gone.id, lambda job: job.state is JobState.FAILED, "failed")
         assert failed.error is not None and "**kling** is not set up on this bot" in failed.error
-        assert "Nothing was charged." in failed.error and failed.cost_final == "0"
+        assert "Nothing was charged." in failed.error and failed.cost_final == Money.from_usd("0")
         await state_of(storage, later.id, lambda job: job.state is JobState.DONE, "done")
         assert backend.submits == {later.id: 1}
     finally:
