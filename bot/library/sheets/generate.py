@@ -47,9 +47,10 @@ class SheetGenerator:
         """Ask an image provider for a multi-angle sheet of the character, from its traits and references (held for
         a Confirm press, like a shot, when it costs more than the server's threshold)."""
         self._library.ensure_can_change(actor, character)  # the kept views will change the character
-        rules = (await self._storage.guilds.get(actor.guild_id)).rules
+        server = await self._storage.guilds.get(actor.guild_id)
+        rules = server.rules
         check_channel(rules, place)
-        provider = await self._provider(actor.guild_id)
+        provider = await self._provider(actor.guild_id, server.provider)
         caps = provider.capabilities
         style = clean_member_text(style)[:STYLE_MAX] if style else None
         await self._orders.screen_words(actor, place, rules, {"style": style})
@@ -99,11 +100,10 @@ class SheetGenerator:
         character = await self._orders.character_of(actor, job)
         return await self.queue(actor, place, character, job.params.setting)
 
-    async def _provider(self, guild_id: int) -> Provider:
+    async def _provider(self, guild_id: int, server_provider: str | None) -> Provider:
         """The configured sheet provider, else the server's if it makes images, else local."""
-        server = await self._storage.guilds.get(guild_id)
         names = await self._providers.names_for_guild(guild_id)
-        for name in (self.sheet_provider, server.provider, self._providers.default, "local"):
+        for name in (self.sheet_provider, server_provider, self._providers.default, "local"):
             if name and name in names:
                 provider = await self._providers.for_guild(guild_id, name)
                 if WorkKind.SHEET in provider.capabilities.kinds:
