@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from decimal import Decimal
+from functools import total_ordering
 from typing import Any, ClassVar
 
 from pydantic import GetCoreSchemaHandler
@@ -18,6 +19,7 @@ MICROS_PER_USD = 1_000_000
 _CENT = Decimal("0.01")
 
 
+@total_ordering
 class Money:
     """An amount in USD millionths. Immutable, ordered, hashable; adds to and subtracts from Money, multiplies by a
     count. Not a dataclass: pydantic would dump one as a dict, and `model_dump()` must keep Money as it is."""
@@ -51,21 +53,6 @@ class Money:
         if not isinstance(other, Money):
             return NotImplemented
         return self.micros < other.micros
-
-    def __le__(self, other: Money) -> bool:
-        if not isinstance(other, Money):
-            return NotImplemented
-        return self.micros <= other.micros
-
-    def __gt__(self, other: Money) -> bool:
-        if not isinstance(other, Money):
-            return NotImplemented
-        return self.micros > other.micros
-
-    def __ge__(self, other: Money) -> bool:
-        if not isinstance(other, Money):
-            return NotImplemented
-        return self.micros >= other.micros
 
     @classmethod
     def from_usd(cls, amount: Decimal | str | int) -> Money:
