@@ -32,6 +32,14 @@ class Delivery(Protocol):
         ...
 
 
+class ThrottledDelivery(Delivery, Protocol):
+    """A delivery that may hold status edits back (throttled): the runtime flushes it once the worker stopped."""
+
+    async def flush_all(self) -> None:
+        """Make every status message show its job's latest state now."""
+        ...
+
+
 class NoDelivery:
     """Delivers nowhere: for benchmarks and `likeness demo`."""
 
@@ -47,3 +55,6 @@ class NoDelivery:
 
     async def find_result(self, job: Job) -> int | None:
         return job.id if job.id in self.posted else None
+
+    async def flush_all(self) -> None:
+        return None
