@@ -1,4 +1,5 @@
-"""What the worker needs from the place results are shown (Discord in the bot, nothing in benchmarks)."""
+"""What the worker needs from the place results are shown (Discord in the bot, nothing in benchmarks), and what
+the runtime adds at a stop (`ThrottledDelivery.flush_all`)."""
 
 from __future__ import annotations
 
