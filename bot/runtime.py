@@ -130,6 +130,8 @@ class Offline:
 
 @dataclass
 class Services:
+    """Every part of the running bot, built by `open`; cogs reach them as `bot.services.<name>`."""
+
     storage: Storage
     library: Library
     references: ReferenceService
