@@ -63,18 +63,18 @@ async def run(with_callbacks: bool) -> dict[str, Any]:
         provider = KlingProvider(base_url=kling.base_url, access_key=ACCESS, secret_key=SECRET, max_concurrency=CAP)
         provider.capabilities = replace(provider.capabilities, typical_seconds=5.0)  # Kling's mean, here
         delivery = TimedDelivery()
+        port = free_port()
+        urls = CallbackUrls(f"http://127.0.0.1:{port}", callback_secret(Path(tmp))) if with_callbacks else None
         worker = Worker(
             storage.jobs,
             storage.blobs,
             ProviderRegistry({"kling": provider}, default="kling"),
             delivery,
             WorkerConfig(),
+            callback_url_for=urls.url_for if urls is not None else None,
         )
         listener: CallbackServer | None = None
-        if with_callbacks:
-            port = free_port()
-            urls = CallbackUrls(f"http://127.0.0.1:{port}", callback_secret(Path(tmp)))
-            worker.callback_url_for = urls.url_for
+        if urls is not None:
             listener = CallbackServer(urls, lambda _provider, job_id: worker.nudge(job_id), "127.0.0.1", port)
             await listener.start()
         character = await storage.characters.create(1, "Ava", "tall, red hair", owner_id=1)

@@ -268,7 +268,7 @@ def models_dir() -> Path:
 def run_phase(phase: str, folder: Path) -> dict[str, object]:
     from bot.imaging.scale import return_freed_memory
 
-    return_freed_memory()  # as Services.build does when the bot starts
+    return_freed_memory()  # as Services.open does when the bot starts
     if phase == "flat":
         figures = asyncio.run(uploads(folder, sorted(folder.glob("flat-*.png")), "image/png"))
     elif phase == "photos":

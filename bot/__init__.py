@@ -14,7 +14,8 @@ The map (each folder answers one question; imports run one way, from the top of 
 - `domain/`: the plain models and enums, errors, `Actor`, money: imports nothing else of the bot.
 - `infra/`: the process: settings, logs, metrics, listeners, shutdown, the instance lock.
 - `ops/`: for admins at a shell: the CLI, the doctor, backup and restore, the demo, the local image check.
-- `runtime.py`: the composition root: builds all of the above from the settings, and closes it.
+- `runtime.py`: the composition root: builds all of the above from the settings, in dependency order on one exit
+  stack, and closes it in the reverse order.
 
 `storage/` (beside `bot/`) holds the SQL and the blob store.
 """

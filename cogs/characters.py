@@ -48,7 +48,7 @@ async def post_upload(interaction: discord.Interaction[Any], what: str, result: 
 
 
 async def show_page(interaction: discord.Interaction[Any], number: int, *, edit: bool) -> None:
-    library = bot_of(interaction).library
+    library = bot_of(interaction).services.library
     page = await library.page(actor_of(interaction), number, PER_PAGE)
     guild_name = interaction.guild.name if interaction.guild else "this server"
     embed = library_page_embed(guild_name, page)
@@ -110,7 +110,7 @@ class DeleteButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CHAR
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
         try:
-            name = await bot_of(interaction).library.delete_by_id(actor_of(interaction), self.character_id)
+            name = await bot_of(interaction).services.library.delete_by_id(actor_of(interaction), self.character_id)
         except Exception as exc:
             await report_error(interaction, exc)
             return
@@ -159,10 +159,10 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
         name: app_commands.Range[str, 1, NAME_MAX],
         description: app_commands.Range[str, 1, DESCRIPTION_MAX],
     ) -> None:
-        character = await self.bot.library.create(
+        character = await self.bot.services.library.create(
             actor_of(interaction), name, description, nsfw_allowed=place_of(interaction).nsfw
         )
-        details = await self.bot.library.details(actor_of(interaction), character)
+        details = await self.bot.services.library.details(actor_of(interaction), character)
         await interaction.response.send_message(
             f"✨ <@{interaction.user.id}> added **{character.name}** to the library.",
             embed=character_embed(details),
@@ -171,7 +171,7 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
     @app_commands.command(name="show", description="Show a character's traits, views and elements")
     @app_commands.describe(character="The character to show")
     async def show(self, interaction: discord.Interaction[Any], character: CharacterArg) -> None:
-        details = await self.bot.library.details(actor_of(interaction), character)
+        details = await self.bot.services.library.details(actor_of(interaction), character)
         await interaction.response.send_message(embed=character_embed(details))
 
     @app_commands.command(name="list", description="List the characters of this server")
@@ -192,14 +192,14 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
         new_name: app_commands.Range[str, 1, NAME_MAX] | None = None,
         description: app_commands.Range[str, 1, DESCRIPTION_MAX] | None = None,
     ) -> None:
-        updated = await self.bot.library.edit(
+        updated = await self.bot.services.library.edit(
             actor_of(interaction),
             character,
             new_name=new_name,
             description=description,
             nsfw_allowed=place_of(interaction).nsfw,
         )
-        details = await self.bot.library.details(actor_of(interaction), updated)
+        details = await self.bot.services.library.details(actor_of(interaction), updated)
         await interaction.response.send_message(
             f"✏️ **{updated.name}** was updated.", embed=character_embed(details), ephemeral=True
         )
@@ -207,7 +207,7 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
     @app_commands.command(name="delete", description="Delete a character with its views and elements")
     @app_commands.describe(character="The character to delete (asks for confirmation)")
     async def delete(self, interaction: discord.Interaction[Any], character: CharacterArg) -> None:
-        self.bot.library.ensure_can_change(actor_of(interaction), character)
+        self.bot.services.library.ensure_can_change(actor_of(interaction), character)
         view = LikenessView(timeout=None)
         view.add_item(DeleteButton(character.id))
         view.add_item(KeepButton())
@@ -221,7 +221,7 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
     @app_commands.command(name="lock", description="Lock a character so only its owner can change it")
     @app_commands.describe(character="The character to lock or unlock", locked="True to lock, False to unlock")
     async def lock(self, interaction: discord.Interaction[Any], character: CharacterArg, locked: bool = True) -> None:
-        updated = await self.bot.library.set_locked(actor_of(interaction), character, locked)
+        updated = await self.bot.services.library.set_locked(actor_of(interaction), character, locked)
         state = "🔒 locked: only its owner can change it now" if updated.locked else "🔓 unlocked"
         await interaction.response.send_message(f"**{updated.name}** is {state}.", ephemeral=True)
 
@@ -245,7 +245,7 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
     ) -> None:
         chosen = Visibility(who.value)
         roles = [r.id for r in (role, role2, role3) if r is not None]
-        updated = await self.bot.library.set_visibility(actor_of(interaction), character, chosen, roles)
+        updated = await self.bot.services.library.set_visibility(actor_of(interaction), character, chosen, roles)
         note = " (the roles you picked only count with **Roles**)" if roles and chosen is not Visibility.ROLES else ""
         await interaction.response.send_message(
             f"**{updated.name}** (v{updated.version}) is visible to: {visibility_text(updated)}.{note}",
@@ -284,7 +284,7 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
             character = await self.bot.services.cards.import_card(
                 actor, upload, name, nsfw_allowed=place_of(interaction).nsfw
             )
-            details = await self.bot.library.details(actor, character)
+            details = await self.bot.services.library.details(actor, character)
         # the (ephemeral) deferral is answered first, so the announcement below is a new, public message
         await interaction.edit_original_response(
             content=f"📥 Imported **{character.name}**: {len(details.views)} views, {len(details.elements)} elements. "

@@ -48,8 +48,8 @@ class Info(commands.Cog):
     @app_commands.command(name="info", description="How the bot is doing: version, uptime, queue, providers, latency")
     async def info(self, interaction: discord.Interaction[Any]) -> None:
         bot = self.bot
-        metrics = bot.metrics
-        queue = await bot.storage.jobs.count_unfinished()
+        metrics = bot.services.metrics
+        queue = await bot.services.storage.jobs.count_unfinished()
         waiting = queue.get("queued", 0)
         in_progress = sum(count for state, count in queue.items() if state != "queued")
         latency = bot.gateway_latency()

@@ -30,12 +30,12 @@ class CharacterName(app_commands.Transformer):
     ) -> list[app_commands.Choice[str]]:
         if interaction.guild_id is None:
             return []
-        names = await bot_of(interaction).library.suggest(actor_of(interaction), value)
+        names = await bot_of(interaction).services.library.suggest(actor_of(interaction), value)
         return [app_commands.Choice(name=name, value=name) for name in names]
 
     async def transform(self, interaction: discord.Interaction[Any], value: str) -> Character:
         try:
-            return await bot_of(interaction).library.get(actor_of(interaction), value)
+            return await bot_of(interaction).services.library.get(actor_of(interaction), value)
         except UserFacingError as exc:
             raise FriendlyError(str(exc)) from exc
 
@@ -48,7 +48,7 @@ async def element_autocomplete(interaction: discord.Interaction[Any], value: str
     typed_character = getattr(interaction.namespace, "character", None)
     if interaction.guild_id is None or not isinstance(typed_character, str):
         return []
-    library, actor = bot_of(interaction).library, actor_of(interaction)
+    library, actor = bot_of(interaction).services.library, actor_of(interaction)
     try:
         details = await library.details(actor, await library.get(actor, typed_character))
     except UserFacingError:
@@ -102,7 +102,7 @@ async def model_autocomplete(interaction: discord.Interaction[Any], value: str) 
 async def my_jobs_autocomplete(interaction: discord.Interaction[Any], value: str) -> list[app_commands.Choice[int]]:
     if interaction.guild_id is None:
         return []
-    jobs = await bot_of(interaction).storage.jobs.in_states(
+    jobs = await bot_of(interaction).services.storage.jobs.in_states(
         [JobState.QUEUED, JobState.SUBMITTING, JobState.RUNNING], guild_id=interaction.guild_id
     )
     actor = actor_of(interaction)

@@ -34,10 +34,10 @@ async def answer_queued(interaction: discord.Interaction[Any], result: Job | Pen
     The answer is ephemeral: the first response, or an edit of the deferred one."""
     bot = bot_of(interaction)
     if isinstance(result, Job):
-        await bot.delivery.show_status(result, Progress())
+        await bot.services.delivery.show_status(result, Progress())
         notes = "".join(f"\n• {note}" for note in result.params.notes)
         content = f"{queued_text(result, what)}{notes}"
-        shown = await bot.storage.jobs.get(result.id)
+        shown = await bot.services.storage.jobs.get(result.id)
         if shown is not None and shown.status_message_id is None:
             content += (
                 "\n⚠️ I can't post in this channel (I need View Channel, Send Messages, Attach Files, Embed Links and "
@@ -94,7 +94,7 @@ class ConfirmShot(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CONFI
             # the channel rule before the pending shot is taken: a refusal leaves it waiting
             await bot_of(interaction).services.server_settings.check_place(actor.guild_id, place)
             job = await animate.confirm(actor, place, self.pending_id)
-            await bot_of(interaction).delivery.show_status(job, Progress())
+            await bot_of(interaction).services.delivery.show_status(job, Progress())
             await interaction.response.edit_message(content=queued_text(job), view=None)
         except Exception as exc:
             await report_error(interaction, exc)

@@ -7,7 +7,6 @@ Cancel, a manager's choice for a shot the provider may have, and the result butt
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from bot.domain import Actor, Character, Job, JobState, Quality, ServerRules, ShotParams, WorkKind
@@ -59,9 +58,6 @@ class AnimateService:
         self._providers = providers
         self._orders = orders
         self._sheets = sheets
-
-    def set_wake(self, wake_worker: Callable[[int | None], None]) -> None:
-        self._orders.set_wake(wake_worker)
 
     async def queue(
         self,

@@ -72,9 +72,6 @@ class OrderQueue:
         self._clock = clock
         self.max_queued_per_user = max_queued_per_user
 
-    def set_wake(self, wake_worker: Callable[[int | None], None]) -> None:
-        self._wake = wake_worker
-
     def wake(self, job_id: int | None) -> None:
         self._wake(job_id)
 

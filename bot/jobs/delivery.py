@@ -1,4 +1,5 @@
-"""What the worker needs from the place results are shown (Discord in the bot, nothing in benchmarks)."""
+"""What the worker needs from the place results are shown (Discord in the bot, nothing in benchmarks), and what
+the runtime adds at a stop (`ThrottledDelivery.flush_all`)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,14 @@ class Delivery(Protocol):
         ...
 
 
+class ThrottledDelivery(Delivery, Protocol):
+    """A delivery that may hold status edits back (throttled): the runtime flushes it once the worker stopped."""
+
+    async def flush_all(self) -> None:
+        """Make every status message show its job's latest state now."""
+        ...
+
+
 class NoDelivery:
     """Delivers nowhere: for benchmarks and `likeness demo`."""
 
@@ -47,3 +56,6 @@ class NoDelivery:
 
     async def find_result(self, job: Job) -> int | None:
         return job.id if job.id in self.posted else None
+
+    async def flush_all(self) -> None:
+        return None

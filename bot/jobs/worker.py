@@ -90,8 +90,14 @@ class Worker:
         delivery: Delivery,
         config: WorkerConfig | None = None,
         *,
+        metrics: Metrics | None = None,
+        per_user_by_guild: Callable[[], dict[int, int]] = dict,
+        callback_url_for: Callable[[str, int], str] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """`per_user_by_guild`: the servers' own running caps (the others have `config.per_user`);
+        `callback_url_for`: (provider, job id) -> the URL the provider may call back on, for providers that take
+        one (None: poll only)."""
         self.jobs = jobs
         self.blobs = blobs
         self.providers = providers
@@ -109,10 +115,9 @@ class Worker:
         self._early_nudges: dict[int, float] = {}  # job -> when it was called back before this worker drove it
         self._late_nudged: set[int] = set()  # called back while not driven: maybe a render the bot gave up on
         self._announced_places: dict[int, int | None] = {}
-        self.per_user_by_guild: Callable[[], dict[int, int]] = dict  # servers' own running caps
-        # (provider, job id) -> the URL the provider may call back on, for providers that take one; None: poll only
-        self.callback_url_for: Callable[[str, int], str] | None = None
-        self.metrics = Metrics(clock)
+        self.per_user_by_guild = per_user_by_guild
+        self.callback_url_for = callback_url_for
+        self.metrics = metrics if metrics is not None else Metrics(clock)
         self._resolved_accounts: set[tuple[int, str]] = set()
 
     # ------------------------------------------------------------------ lifecycle

@@ -15,10 +15,8 @@ from bot.generation.orders import Shot
 from bot.governance.limits import Place
 from bot.imaging.cleanup import preview
 from bot.infra.config import Settings
-from bot.jobs.delivery import NoDelivery
-from bot.jobs.worker import Worker
 from bot.library.references import clean_image, png_bytes
-from bot.runtime import Services, intake_limits
+from bot.runtime import Offline, Services, intake_limits
 
 DEMO_GUILD = 1
 DEMO_USER = 1
@@ -57,11 +55,18 @@ async def run_demo(settings: Settings, out_dir: Path) -> list[Path]:
     written: list[Path] = []
     with tempfile.TemporaryDirectory(prefix="likeness-demo-") as scratch:
         demo_settings = settings.model_copy(
-            update={"data_dir": Path(scratch), "database_path": None, "local_delay": 0.0, "default_provider": "local"}
+            update={
+                "data_dir": Path(scratch),
+                "database_path": None,
+                "local_delay": 0.0,
+                "default_provider": "local",
+                "callback_url": None,  # nothing listens: no provider calls back, nothing is scraped
+                "metrics_port": None,
+            }
         )
-        services = await Services.build(demo_settings)
-        actor = Actor(guild_id=DEMO_GUILD, user_id=DEMO_USER, is_manager=True)
-        try:
+        front = Offline()
+        async with Services.open(demo_settings, front) as services:
+            actor = Actor(guild_id=DEMO_GUILD, user_id=DEMO_USER, is_manager=True)
             character = await services.library.create(
                 actor, "Mira", "early 20s, slim build, round face, short silver hair, green bomber jacket, dark jeans"
             )
@@ -89,10 +94,7 @@ async def run_demo(settings: Settings, out_dir: Path) -> list[Path]:
             sheet = await services.sheets.sheet(actor, character)
             written.append(await asyncio.to_thread(_write, out_dir / "mira-sheet.png", sheet.png))
 
-            delivery = NoDelivery()
-            worker = Worker(services.storage.jobs, services.storage.blobs, services.providers, delivery)
-            services.animate.set_wake(worker.wake)
-            await worker.start()
+            await services.worker.start()
             job = await services.animate.queue(
                 actor, Place(channel_id=0), character, Shot(action="turns to the camera and waves", camera="orbit")
             )
@@ -100,12 +102,10 @@ async def run_demo(settings: Settings, out_dir: Path) -> list[Path]:
             # the job's state lives in the database: poll it
             while (current := await services.storage.jobs.get(job.id)) is not None and not current.state.finished:  # noqa: ASYNC110
                 await asyncio.sleep(0.2)
-            await worker.stop()
+            await services.worker.stop()
             if current is None or current.state is not JobState.DONE:
                 raise RuntimeError(f"the demo animation did not finish: {current.error if current else 'lost'}")
-            written.append(await asyncio.to_thread(_write, out_dir / "mira-shot.mp4", delivery.posted[job.id]))
-        finally:
-            await services.close()
+            written.append(await asyncio.to_thread(_write, out_dir / "mira-shot.mp4", front.delivery.posted[job.id]))
     return written
 
 

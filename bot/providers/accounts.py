@@ -3,8 +3,9 @@
 Only members with Manage Server may set or remove a key. The key's fields are checked for shape (never echoing
 them), checked with the provider when it has a cheap authenticated call (`verify_key`), sealed with the bot's
 LIKENESS_SECRET_KEY (bot.providers.secret_box) bound to the server and provider, and stored; all that is shown afterwards is
-who set it and when. The registry asks this service for a server's key on every job step (`server_key`), so a
-server's jobs run with its key, also after a restart.
+who set it and when. Two parts: `SealedKeys` keeps the sealed keys (the registry reads a server's key from it on
+every job step, so a server's jobs run with its key, also after a restart), and `ProviderKeys` is what members
+do with them (who may, the fields' shapes, the provider's check, the audit), on top of the store and the registry.
 
 A key that is replaced or removed while shots sent with it are still rendering is kept aside, sealed, until they
 end (storage.provider_keys `_retire`/`purge_retired`): the provider only shows a task to the account that made it,
@@ -25,8 +26,7 @@ from bot.domain.errors import InvalidInputError, NotAllowedError, NotFoundError
 from bot.providers.base import FinalError, ProviderError
 from bot.providers.registry import ProviderRegistry, ServerKey
 from bot.providers.secret_box import NO_SECRET_KEY, NoSecretKeyError, SecretBox, UnreadableSecretError
-from storage import Storage
-from storage.provider_keys import SealedProviderKey, key_version
+from storage.provider_keys import ProviderKeyRepository, SealedProviderKey, key_version
 
 log = logging.getLogger(__name__)
 
@@ -170,96 +170,69 @@ def _status(row: SealedProviderKey) -> KeyStatus:
     return KeyStatus(row.provider, spec_of(row.provider).label, row.set_by, row.set_at)
 
 
-class ProviderKeys:
-    def __init__(
-        self, storage: Storage, box: SecretBox | None, registry: ProviderRegistry, *, audit: AuditLog | None = None
-    ) -> None:
+class SealedKeys:
+    """Servers' keys at rest: sealed with the bot's LIKENESS_SECRET_KEY (bound to the server and provider),
+    written, removed (retired while shots still need them) and opened again. It holds no plaintext key, checks
+    nothing about a member, and is what the registry reads servers' keys from (its ServerKeySource)."""
+
+    def __init__(self, rows: ProviderKeyRepository, box: SecretBox | None) -> None:
         """`box` is None when the bot has no LIKENESS_SECRET_KEY: keys can then be removed, not set or used."""
-        self._storage = storage
+        self._rows = rows
         self._box = box
-        self._registry = registry
-        self._audit = audit
 
     @property
     def enabled(self) -> bool:
         return self._box is not None
 
-    def check_can_set(self, actor: Actor, provider: str) -> KeySpec:
-        """The provider's key fields, if this member may set a key for it on this bot (asked before the form)."""
-        self._ensure_manager(actor)
-        spec = spec_of(provider)
+    async def put(
+        self, guild_id: int, provider: str, fields: Mapping[str, str], set_by: int
+    ) -> tuple[SealedProviderKey, str | None]:
+        """Seal and keep a server's key: the stored row, and the version of the key it replaced (retired), if any."""
         if self._box is None:
             raise NoSecretKeyError()
-        return spec
-
-    async def set(self, actor: Actor, provider: str, fields: Mapping[str, str]) -> SavedKey:
-        """Check, seal and keep a server's key for a provider; its next job steps use it."""
-        spec = self.check_can_set(actor, provider)
-        assert self._box is not None
-        cleaned = clean_fields(spec, fields)
-        verified = await self._verify(spec, cleaned)
         sealed = self._box.seal(
-            json.dumps(cleaned, separators=(",", ":")).encode(), guild_id=actor.guild_id, provider=provider
+            json.dumps(dict(fields), separators=(",", ":")).encode(), guild_id=guild_id, provider=provider
         )
-        row, replaced = await self._storage.provider_keys.put(actor.guild_id, provider, sealed, actor.user_id)
-        await self._registry.forget(actor.guild_id, provider)
-        await self._record(actor, "provider_key.set", provider)
-        log.info("guild %s: user %s set the server's %s key", actor.guild_id, actor.user_id, provider)
-        return SavedKey(_status(row), verified, await self._in_use(actor.guild_id, provider, replaced))
+        return await self._rows.put(guild_id, provider, sealed, set_by)
 
-    async def remove(self, actor: Actor, provider: str) -> RemovedKey:
-        """Forget a server's key; new shots go back to the bot's key (if the bot has one)."""
-        self._ensure_manager(actor)
-        spec = spec_of(provider)
-        row = await self._storage.provider_keys.get(actor.guild_id, provider)
-        if row is None or not await self._storage.provider_keys.delete(actor.guild_id, provider):
-            raise NotFoundError(f"This server has no {spec.label} key of its own.")
-        await self._registry.forget(actor.guild_id, provider)
-        await self._record(actor, "provider_key.remove", provider)
-        log.info("guild %s: user %s removed the server's %s key", actor.guild_id, actor.user_id, provider)
-        return RemovedKey(_status(row), await self._in_use(row.guild_id, row.provider, key_version(row.ciphertext)))
+    async def delete(self, guild_id: int, provider: str) -> SealedProviderKey | None:
+        """Forget a server's key (retired while shots need it): the row it was, or None when there was none."""
+        row = await self._rows.get(guild_id, provider)
+        if row is None or not await self._rows.delete(guild_id, provider):
+            return None
+        return row
 
-    async def status(self, guild_id: int) -> list[KeyStatus]:
-        """The server's own keys: which providers, set by whom, when."""
-        return [
-            _status(row) for row in await self._storage.provider_keys.for_guild(guild_id) if row.provider in KEY_SPECS
-        ]
+    async def for_guild(self, guild_id: int) -> list[SealedProviderKey]:
+        return await self._rows.for_guild(guild_id)
+
+    async def in_use(self, guild_id: int, provider: str, version: str | None) -> int:
+        """Shots sent with that version of the server's key that still need it (0 for no key)."""
+        if version is None:
+            return 0
+        return await self._rows.jobs_on(guild_id, provider, version)
 
     # ------------------------------------------------------------------ for the registry (ServerKeySource)
 
     async def server_key(self, guild_id: int, provider: str) -> ServerKey | None:
-        row = await self._storage.provider_keys.get(guild_id, provider)
+        row = await self._rows.get(guild_id, provider)
         if row is None or provider not in KEY_SPECS:
             return None
         # A new nonce per seal, so every set has a new digest: the registry replaces its instance.
         return ServerKey(version=key_version(row.ciphertext), fields=lambda: self._open(row))
 
     async def retired_key(self, guild_id: int, provider: str, version: str) -> ServerKey | None:
-        row = await self._storage.provider_keys.retired(guild_id, provider, version)
+        row = await self._rows.retired(guild_id, provider, version)
         if row is None or provider not in KEY_SPECS:
             return None
         return ServerKey(version=version, fields=lambda: self._open(row))
 
     async def purge_retired(self) -> list[tuple[int, str, str]]:
-        return await self._storage.provider_keys.purge_retired()
+        return await self._rows.purge_retired()
 
     async def keyed_providers(self, guild_id: int) -> list[str]:
         if self._box is None:
             return []
-        return [row.provider for row in await self._storage.provider_keys.for_guild(guild_id)]
-
-    # ------------------------------------------------------------------ helpers
-
-    async def _in_use(self, guild_id: int, provider: str, version: str | None) -> int:
-        """Shots sent with that version of the server's key that still need it (0 for no key)."""
-        if version is None:
-            return 0
-        return await self._storage.provider_keys.jobs_on(guild_id, provider, version)
-
-    @staticmethod
-    def _ensure_manager(actor: Actor) -> None:
-        if not actor.manages_server:
-            raise NotAllowedError("Only members with Manage Server can change the server's provider keys.")
+        return [row.provider for row in await self._rows.for_guild(guild_id)]
 
     def _open(self, row: SealedProviderKey) -> dict[str, str]:
         label = spec_of(row.provider).label
@@ -278,6 +251,63 @@ class ProviderKeys:
         if not isinstance(opened, dict):
             raise ServerKeyError(f"This server's {label} key is damaged: a server admin must enter it again.")
         return {str(k): str(v) for k, v in opened.items()}
+
+
+class ProviderKeys:
+    """What members do with their server's keys: who may, the fields' shapes, the provider's check, the audit."""
+
+    def __init__(self, store: SealedKeys, registry: ProviderRegistry, *, audit: AuditLog | None = None) -> None:
+        self._store = store
+        self._registry = registry
+        self._audit = audit
+
+    @property
+    def enabled(self) -> bool:
+        return self._store.enabled
+
+    def check_can_set(self, actor: Actor, provider: str) -> KeySpec:
+        """The provider's key fields, if this member may set a key for it on this bot (asked before the form)."""
+        self._ensure_manager(actor)
+        spec = spec_of(provider)
+        if not self._store.enabled:
+            raise NoSecretKeyError()
+        return spec
+
+    async def set(self, actor: Actor, provider: str, fields: Mapping[str, str]) -> SavedKey:
+        """Check, seal and keep a server's key for a provider; its next job steps use it."""
+        spec = self.check_can_set(actor, provider)
+        cleaned = clean_fields(spec, fields)
+        verified = await self._verify(spec, cleaned)
+        row, replaced = await self._store.put(actor.guild_id, provider, cleaned, actor.user_id)
+        await self._registry.forget(actor.guild_id, provider)
+        await self._record(actor, "provider_key.set", provider)
+        log.info("guild %s: user %s set the server's %s key", actor.guild_id, actor.user_id, provider)
+        return SavedKey(_status(row), verified, await self._store.in_use(actor.guild_id, provider, replaced))
+
+    async def remove(self, actor: Actor, provider: str) -> RemovedKey:
+        """Forget a server's key; new shots go back to the bot's key (if the bot has one)."""
+        self._ensure_manager(actor)
+        spec = spec_of(provider)
+        row = await self._store.delete(actor.guild_id, provider)
+        if row is None:
+            raise NotFoundError(f"This server has no {spec.label} key of its own.")
+        await self._registry.forget(actor.guild_id, provider)
+        await self._record(actor, "provider_key.remove", provider)
+        log.info("guild %s: user %s removed the server's %s key", actor.guild_id, actor.user_id, provider)
+        return RemovedKey(
+            _status(row), await self._store.in_use(row.guild_id, row.provider, key_version(row.ciphertext))
+        )
+
+    async def status(self, guild_id: int) -> list[KeyStatus]:
+        """The server's own keys: which providers, set by whom, when."""
+        return [_status(row) for row in await self._store.for_guild(guild_id) if row.provider in KEY_SPECS]
+
+    # ------------------------------------------------------------------ helpers
+
+    @staticmethod
+    def _ensure_manager(actor: Actor) -> None:
+        if not actor.manages_server:
+            raise NotAllowedError("Only members with Manage Server can change the server's provider keys.")
 
     async def _verify(self, spec: KeySpec, fields: dict[str, str]) -> bool | None:
         """Ask the provider whether it takes the key, when it has a cheap way to say."""

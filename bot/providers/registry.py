@@ -38,7 +38,7 @@ class ServerKey:
 
 
 class ServerKeySource(Protocol):
-    """Where servers' own keys are kept (bot.providers.accounts.ProviderKeys)."""
+    """Where servers' own keys are kept (bot.providers.accounts.SealedKeys)."""
 
     async def server_key(self, guild_id: int, provider: str) -> ServerKey | None: ...
 
@@ -67,12 +67,13 @@ class ProviderRegistry:
         keyable: Iterable[str] = (),
         server_keys: ServerKeySource | None = None,
     ) -> None:
-        """`keyable`: the providers a server may bring its own key for (built by `factory`)."""
+        """`keyable`: the providers a server may bring its own key for (built by `factory` with the key read from
+        `server_keys`; servers bring none without both)."""
         self._providers = dict(providers)
         self.default = default
         self.factory = factory
         self.keyable = frozenset(keyable)
-        self.server_keys = server_keys
+        self._server_keys = server_keys
         self._per_guild: dict[tuple[int, str], tuple[str, Provider]] = {}  # (guild, name) -> (key version, it)
         self._retired: dict[tuple[int, str, str], Provider] = {}  # (guild, name, key version) -> it
 
@@ -86,9 +87,8 @@ class ProviderRegistry:
     async def names_for_guild(self, guild_id: int) -> list[str]:
         """The providers a server can use: the bot's, and those the server brought its own key for."""
         names = set(self._providers)
-        if self._server_keys_on():
-            assert self.server_keys is not None
-            names.update(n for n in await self.server_keys.keyed_providers(guild_id) if n in self.keyable)
+        if (server_keys := self._keys_in_use()) is not None:
+            names.update(n for n in await server_keys.keyed_providers(guild_id) if n in self.keyable)
         return sorted(names)
 
     def get(self, name: str | None) -> Provider:
@@ -110,9 +110,8 @@ class ProviderRegistry:
     async def resolve(self, guild_id: int, name: str | None) -> tuple[Provider, str]:
         """`for_guild`, and which account that is: BOT_ACCOUNT, or the version of the server's key."""
         chosen = name or self.default
-        if chosen in self.keyable and self._server_keys_on():
-            assert self.server_keys is not None
-            key = await self.server_keys.server_key(guild_id, chosen)
+        if chosen in self.keyable and (server_keys := self._keys_in_use()) is not None:
+            key = await server_keys.server_key(guild_id, chosen)
             if key is not None:
                 return await self._server_instance(guild_id, chosen, key), key.version
             if (guild_id, chosen) in self._per_guild:
@@ -131,12 +130,11 @@ class ProviderRegistry:
         retired = self._retired.get((guild_id, name, account))
         if retired is not None:
             return retired
-        if self._server_keys_on():
-            assert self.server_keys is not None
-            key = await self.server_keys.server_key(guild_id, name)
+        if (server_keys := self._keys_in_use()) is not None:
+            key = await server_keys.server_key(guild_id, name)
             if key is not None and key.version == account:
                 return await self._server_instance(guild_id, name, key)
-            key = await self.server_keys.retired_key(guild_id, name, account)
+            key = await server_keys.retired_key(guild_id, name, account)
             if key is not None:
                 assert self.factory is not None
                 provider = self.factory(name, key.fields())
@@ -163,15 +161,14 @@ class ProviderRegistry:
 
     async def purge_retired(self) -> None:
         """Drop the retired keys no shot needs any more, and close their instances."""
-        if not self._server_keys_on():
+        if (server_keys := self._keys_in_use()) is None:
             return
-        assert self.server_keys is not None
-        for guild_id, name, _version in await self.server_keys.purge_retired():
+        for guild_id, name, _version in await server_keys.purge_retired():
             log.info("guild %s: the server's previous %s key is no longer needed and was deleted", guild_id, name)
         # Only the keys retired when this pass begins are judged: one retired meanwhile (a key set again while
         # this runs) was not looked up, and its shots may still need it.
         for key in list(self._retired):
-            if await self.server_keys.retired_key(*key) is None:
+            if await server_keys.retired_key(*key) is None:
                 provider = self._retired.pop(key, None)
                 if provider is not None:  # a pass running alongside may have closed it already
                     await provider.close()
@@ -195,8 +192,9 @@ class ProviderRegistry:
         for provider in retired:
             await provider.close()
 
-    def _server_keys_on(self) -> bool:
-        return self.server_keys is not None and self.factory is not None
+    def _keys_in_use(self) -> ServerKeySource | None:
+        """Where servers' keys are read, when servers can bring their own (a factory builds their instances)."""
+        return self._server_keys if self.factory is not None else None
 
     async def _server_instance(self, guild_id: int, name: str, key: ServerKey) -> Provider:
         cached = self._per_guild.get((guild_id, name))

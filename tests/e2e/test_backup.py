@@ -141,7 +141,7 @@ async def test_backup_while_the_bot_writes_restores_a_consistent_snapshot(
 ) -> None:
     bot = runner.bot
     assert bot is not None
-    storage = bot.storage
+    storage = bot.services.storage
     guild, alice = world.studio_a.id, world.alice.id
     db_path, blob_dir = runner.settings.db_path, runner.settings.blob_dir
 
@@ -272,7 +272,7 @@ async def test_backup_while_the_bot_writes_restores_a_consistent_snapshot(
     assert dict(live_before_restore["sqlite_sequence"])["characters"] > dict(restored["sqlite_sequence"])["characters"]
     await runner.start()
     assert runner.bot is not None
-    names = {c.name for c in await runner.bot.storage.characters.all(guild)}
+    names = {c.name for c in await runner.bot.services.storage.characters.all(guild)}
     assert names == {row[2] for row in restored["characters"] if row[1] == guild}
     newest = f"Bulk {len(bulk):04d}"  # committed after the snapshot: gone from the restored library
     h = await fake.slash(world.studio_a, world.alice, "character show", {"character": "Ava"})
@@ -891,10 +891,14 @@ def test_a_start_never_makes_an_empty_database_where_one_is_missing(
     )
 
     from bot.ops.backup import MissingDatabaseError
-    from bot.runtime import Services
+    from bot.runtime import Offline, Services
+
+    async def open_services() -> None:
+        async with Services.open(target, Offline()):
+            pass
 
     with pytest.raises(MissingDatabaseError):  # the bot's own start refuses too, whoever calls it
-        asyncio.run(Services.build(target))
+        asyncio.run(open_services())
     assert not target.db_path.exists()
     doctor = run_likeness(tmp_path, "doctor", "--quick", env={"LIKENESS_DATA_DIR": str(target.data_dir)})
     assert doctor.returncode == 1 and "the database is missing" in doctor.stdout, doctor.stdout

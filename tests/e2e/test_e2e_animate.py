@@ -158,7 +158,7 @@ async def test_buttons_work_after_restart_and_refuse_the_wrong_member(
     reroll = int(press.content.split("#")[1].split(" ")[0])
     await until(fake, lambda: bool(result_of(fake, world, reroll)), "the re-roll")
     assert runner.bot is not None
-    job = await runner.bot.storage.jobs.get(reroll)
+    job = await runner.bot.services.storage.jobs.get(reroll)
     assert job is not None and job.parent_job_id == job_id and job.action == "first take"
 
     press = await fake.press(result, f"likeness:job:next:{job_id}", world.alice)
@@ -173,7 +173,7 @@ async def test_buttons_work_after_restart_and_refuse_the_wrong_member(
     assert submitted.content.startswith("Queued shot #"), submitted.content
     next_id = int(submitted.content.split("#")[1].split(" ")[0])
     assert runner.bot is not None
-    next_job = await runner.bot.storage.jobs.get(next_id)
+    next_job = await runner.bot.services.storage.jobs.get(next_id)
     assert next_job is not None and next_job.action == "walks away" and next_job.parent_job_id == job_id
 
     press = await fake.press(result, f"likeness:job:edit:{job_id}", world.alice)  # without a restart: once
@@ -189,7 +189,7 @@ async def test_buttons_work_after_restart_and_refuse_the_wrong_member(
         len(
             [
                 j
-                for j in await runner.bot.storage.jobs.recent_in_guild(world.studio_a.id)
+                for j in await runner.bot.services.storage.jobs.recent_in_guild(world.studio_a.id)
                 if j.action == "first take, slower"
             ]
         )
@@ -216,9 +216,9 @@ async def test_a_clip_over_the_upload_limit_is_reencoded_to_fit(
     refused = [r for r in fake.requests if r.status == 413]
     assert refused, "the first, full-size upload should have been refused"
     assert runner.bot is not None
-    job = await runner.bot.storage.jobs.get(job_id)
+    job = await runner.bot.services.storage.jobs.get(job_id)
     assert job is not None and job.result_blob is not None
-    assert len(await runner.bot.storage.blobs.get(job.result_blob)) > 70 * 1024  # the original is kept
+    assert len(await runner.bot.services.storage.blobs.get(job.result_blob)) > 70 * 1024  # the original is kept
     assert not job.result_posted_whole  # ... even past LIKENESS_KEEP_CLIPS_DAYS: the channel has a lesser copy
 
 
@@ -234,7 +234,7 @@ async def test_a_clip_that_cannot_fit_is_posted_as_a_still_with_a_note(
     assert name == f"ava-shot-{job_id}.jpg" and data[:3] == b"\xff\xd8\xff"
     assert "too large to post in this server even re-encoded" in result.content
     assert runner.bot is not None
-    job = await runner.bot.storage.jobs.get(job_id)
+    job = await runner.bot.services.storage.jobs.get(job_id)
     assert job is not None and job.result_blob is not None and not job.result_posted_whole  # only here: kept
 
 
@@ -274,7 +274,7 @@ async def test_server_negative_presets_are_used_and_only_admins_change_them(
     await ava_with_front_view(fake, world)
     job_id = await animate(fake, world, "hands on hips")
     assert runner.bot is not None
-    job = await runner.bot.storage.jobs.get(job_id)
+    job = await runner.bot.services.storage.jobs.get(job_id)
     assert job is not None and job.negative_prompt is not None
     assert "extra fingers" in job.negative_prompt and "lens flare" in job.negative_prompt
     assert "melting" not in job.negative_prompt  # the face preset is off for this server
@@ -288,7 +288,7 @@ async def test_a_crash_after_posting_but_before_recording_does_not_post_twice(
     await until(fake, lambda: status_of(fake, world, job_id).embeds[0]["title"].startswith("✅"), "done")
     assert runner.bot is not None
     # The crash window: the message exists in the channel, the database never heard of it.
-    await runner.bot.storage.jobs.update(job_id, state=JobState.DELIVERING.value, result_message_id=None)
+    await runner.bot.services.storage.jobs.update(job_id, state=JobState.DELIVERING.value, result_message_id=None)
     fake.nonce_window = fake.nonce_window * 0  # long after: Discord's nonce memory is gone too
     looks_before = sum(1 for r in fake.requests if r.method == "GET" and r.query.get("after"))
     await runner.restart()
@@ -301,7 +301,7 @@ async def test_a_crash_after_posting_but_before_recording_does_not_post_twice(
         while await job_state(runner, job_id) is not JobState.DONE:  # noqa: ASYNC110 - state is in the DB
             await asyncio.sleep(0.02)
     [result] = result_of(fake, world, job_id)
-    job = await runner.bot.storage.jobs.get(job_id)
+    job = await runner.bot.services.storage.jobs.get(job_id)
     assert job is not None and job.result_message_id == result.id
 
 
@@ -332,7 +332,9 @@ async def test_options_follow_the_providers_capabilities(fake: FakeDiscord, worl
         await h.wait_settled()
         assert h.ephemeral and refusal in h.content, (options, h.content)
     assert runner.bot is not None
-    assert await runner.bot.storage.jobs.recent_in_guild(world.studio_a.id) == []  # nothing queued, nothing spent
+    assert (
+        await runner.bot.services.storage.jobs.recent_in_guild(world.studio_a.id) == []
+    )  # nothing queued, nothing spent
 
 
 async def test_a_full_provider_is_waited_for_longer_than_a_failing_one(

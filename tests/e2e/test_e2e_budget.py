@@ -41,7 +41,7 @@ async def test_a_shot_over_the_daily_cap_is_refused_with_the_numbers(
         "($0.50 spent or held by your shots today). It resets at 00:00 UTC, in "
     ), h.content
     assert runner.bot is not None
-    assert [j.id for j in await runner.bot.storage.jobs.recent_in_guild(world.studio_a.id)] == [first]
+    assert [j.id for j in await runner.bot.services.storage.jobs.recent_in_guild(world.studio_a.id)] == [first]
     assert await ledger(runner, world) == [(first, "reserve", 500_000)]  # the refusal reserved nothing
     audit = (await run(fake, world, world.alice, "settings audit")).embeds[0]["description"]
     assert f"<@{world.alice.id}> **refused.budget** `This shot is estimated at $0.50, but you have $0.25 left" in audit
@@ -60,13 +60,13 @@ async def test_costly_shots_wait_for_confirmation(fake: FakeDiscord, world: Worl
     buttons = [c["custom_id"] for row in h.components for c in row["components"]]
     confirm, cancel = buttons
     assert confirm.startswith("likeness:confirm:yes:") and cancel.startswith("likeness:confirm:no:")
-    assert await runner.bot.storage.jobs.recent_in_guild(world.studio_a.id) == []  # nothing queued yet
+    assert await runner.bot.services.storage.jobs.recent_in_guild(world.studio_a.id) == []  # nothing queued yet
     assert await ledger(runner, world) == []
 
     press = await fake.press(h.result, cancel, world.alice)
     await press.wait_settled()
     assert press.content == "Canceled: nothing was queued." and press.components == []
-    assert await runner.bot.storage.jobs.recent_in_guild(world.studio_a.id) == []
+    assert await runner.bot.services.storage.jobs.recent_in_guild(world.studio_a.id) == []
 
     h = await shot(fake, world, "a long one", duration=10)
     confirm = h.components[0]["components"][0]["custom_id"]
@@ -82,7 +82,7 @@ async def test_costly_shots_wait_for_confirmation(fake: FakeDiscord, world: Worl
     assert "(about $1.00)" in press.content
     assert "no longer waiting" in again.content
     assert runner.bot is not None
-    assert [j.id for j in await runner.bot.storage.jobs.recent_in_guild(world.studio_a.id)] == [job_id]
+    assert [j.id for j in await runner.bot.services.storage.jobs.recent_in_guild(world.studio_a.id)] == [job_id]
     await until(fake, lambda: bool(result_of(fake, world, job_id)), "the confirmed shot")
 
     # below the threshold nothing is asked; an admin can lower the threshold
@@ -156,12 +156,12 @@ async def test_a_late_success_after_the_bot_gave_up_is_charged_and_posted(
     scripted(runner, backend)
     await ava_with_front_view(fake, world)
     assert runner.bot is not None
-    worker = runner.bot.worker
+    worker = runner.bot.services.worker
     worker.config = dataclasses.replace(worker.config, max_render_seconds=0.3, late_check_interval=0.1)
 
     job_id = queued_id(await shot(fake, world, "slow"))
     await eventually(lambda: is_state(runner, job_id, JobState.FAILED), "the give-up")
-    job = await runner.bot.storage.jobs.get(job_id)
+    job = await runner.bot.services.storage.jobs.get(job_id)
     assert job is not None and job.late_check_until is not None
     assert await job_total(runner, world, job_id) == 500_000  # still held: the provider may finish it
     await asyncio.sleep(0.3)
@@ -236,7 +236,7 @@ async def test_settings_are_hidden_from_members_and_checked_at_run_time(
     h = await run(fake, world, world.bob, "settings budget", {"monthly": "0"})
     assert h.ephemeral and "Manage Server" in h.content
     assert runner.bot is not None
-    settings = await runner.bot.storage.guilds.get(world.studio_a.id)
+    settings = await runner.bot.services.storage.guilds.get(world.studio_a.id)
     assert settings.rules.monthly_cap_usd is None  # nothing changed
 
 
@@ -258,7 +258,7 @@ async def test_a_render_lost_after_it_succeeded_is_still_charged(
     job_id = queued_id(await shot(fake, world, "lost in transit"))
     await eventually(lambda: is_state(runner, job_id, JobState.FAILED), "the failure")
     assert runner.bot is not None
-    job = await runner.bot.storage.jobs.get(job_id)
+    job = await runner.bot.services.storage.jobs.get(job_id)
     assert job is not None and job.error == (
         "The result's download link expired. You were charged for it, as the provider bills it."
     )

@@ -163,7 +163,7 @@ async def test_without_a_callback_url_nothing_listens_and_no_url_is_sent(
     [body] = kling.bodies(IMAGE2VIDEO)
     assert "callback_url" not in body
     assert not (runner.settings.data_dir / "callback-secret").exists()
-    assert runner.bot is not None and runner.bot._callback_server is None  # pyright: ignore[reportPrivateUsage]
+    assert runner.bot is not None and runner.bot.services.callback_server is None
 
 
 async def test_a_callback_for_a_render_the_bot_gave_up_on_posts_it_without_waiting_for_the_late_check(
@@ -174,12 +174,12 @@ async def test_a_callback_for_a_render_the_bot_gave_up_on_posts_it_without_waiti
     provider.capabilities = replace(provider.capabilities, typical_seconds=0.2)  # polled at once
     kling.polls_to_finish = 10**6  # the render ends only when the test says
     assert runner.bot is not None
-    worker = runner.bot.worker
+    worker = runner.bot.services.worker
     worker.config = replace(worker.config, max_render_seconds=0.3)  # the next late check is 5 minutes away
     await ava_with_front_view(fake, world)
     job_id = await animate(fake, world, "a very long take", provider="kling")
     await eventually(lambda: is_state(runner, job_id, JobState.FAILED), "the bot to give up waiting")
-    job = await runner.bot.storage.jobs.get(job_id)
+    job = await runner.bot.services.storage.jobs.get(job_id)
     assert job is not None and job.late_check_until is not None
 
     [task] = kling.tasks.values()
@@ -199,7 +199,7 @@ async def test_a_callback_while_the_bot_is_still_giving_up_is_not_lost(
     provider.capabilities = replace(provider.capabilities, typical_seconds=0.2)
     kling.polls_to_finish = 10**6
     assert runner.bot is not None
-    worker = runner.bot.worker
+    worker = runner.bot.services.worker
     worker.config = replace(worker.config, max_render_seconds=0.3)
     release = asyncio.Event()
     announce = worker._announce  # pyright: ignore[reportPrivateUsage]

@@ -83,7 +83,7 @@ async def test_duplicate_name_in_any_case_is_refused(fake: FakeDiscord, world: W
     assert h.ephemeral
     assert h.content == "This server already has a character called **Ava**. Pick another name."
     assert runner.bot is not None
-    assert await runner.bot.storage.characters.count(world.studio_a.id) == 1
+    assert await runner.bot.services.storage.characters.count(world.studio_a.id) == 1
 
 
 async def test_invalid_name_gets_a_friendly_refusal(fake: FakeDiscord, world: World, runner: BotRunner) -> None:
@@ -165,7 +165,7 @@ async def test_a_delete_button_cannot_reach_another_server(fake: FakeDiscord, wo
     await forged.wait_settled()
     assert forged.ephemeral and "no longer exists in this server" in forged.content
     assert runner.bot is not None
-    assert await runner.bot.storage.characters.count(world.studio_a.id) == 1
+    assert await runner.bot.services.storage.characters.count(world.studio_a.id) == 1
 
 
 async def test_autocomplete_offers_only_this_servers_names(fake: FakeDiscord, world: World, runner: BotRunner) -> None:
@@ -187,7 +187,9 @@ async def test_long_list_pages_with_buttons_that_survive_a_restart(
 ) -> None:
     assert runner.bot is not None
     for index in range(23):
-        await runner.bot.storage.characters.create(world.studio_a.id, f"Char {index:02d}", "traits", world.alice.id)
+        await runner.bot.services.storage.characters.create(
+            world.studio_a.id, f"Char {index:02d}", "traits", world.alice.id
+        )
     h = await fake.slash(world.studio_a, world.bob, "character list", {})
     await h.wait_settled()
     assert h.embeds[0]["footer"]["text"] == "Page 1/3 · 23 characters"
@@ -258,7 +260,7 @@ async def test_unexpected_error_shows_an_error_id_and_logs_it(
     async def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(runner.bot.library, broken_method, broken)
+    monkeypatch.setattr(runner.bot.services.library, broken_method, broken)
     with caplog.at_level(logging.ERROR):
         h = await fake.slash(world.studio_a, world.alice, command, options)
         await h.wait_settled()

@@ -53,8 +53,10 @@ async def test_generation_only_in_allowed_channels(fake: FakeDiscord, world: Wor
     assert h.ephemeral and h.callback_type == 4
     assert h.content == f"Shots and sheets can be made only in <#{studio}> in this server."
     assert runner.bot is not None
-    ava = await runner.bot.storage.characters.get_by_name(world.studio_a.id, "Ava")
-    assert ava is not None and await runner.bot.storage.sheets.get(world.studio_a.id, ava.id, ava.version) is None
+    ava = await runner.bot.services.storage.characters.get_by_name(world.studio_a.id, "Ava")
+    assert (
+        ava is not None and await runner.bot.services.storage.sheets.get(world.studio_a.id, ava.id, ava.version) is None
+    )
     assert not [m for m in fake.channel_messages(world.studio_a.channel_id) if "character sheet" in m.content]
     h = await fake.slash(world.studio_a, world.alice, "sheet", {"character": "Ava"}, studio)
     await h.wait_settled(timeout=30)
@@ -77,12 +79,12 @@ async def test_buttons_that_generate_follow_the_channel_allow_list(
     refusal = f"Shots and sheets can be made only in <#{studio}> in this server."
 
     assert runner.bot is not None
-    before = len(await runner.bot.storage.jobs.recent_in_guild(world.studio_a.id))
+    before = len(await runner.bot.services.storage.jobs.recent_in_guild(world.studio_a.id))
     for action in ("reroll", "next", "edit"):  # refused at the press: no form to type into in vain
         press = await fake.press(result, f"likeness:job:{action}:{job_id}", world.alice)
         await press.wait_settled()
         assert press.modal is None and press.ephemeral and press.content == refusal, (action, press.content)
-    assert len(await runner.bot.storage.jobs.recent_in_guild(world.studio_a.id)) == before  # nothing generated
+    assert len(await runner.bot.services.storage.jobs.recent_in_guild(world.studio_a.id)) == before  # nothing generated
 
 
 async def test_settings_stay_closed_when_discord_opens_them_to_everyone(
@@ -137,7 +139,7 @@ async def test_block_list_on_prompt_name_and_description(fake: FakeDiscord, worl
     h = await run(fake, world, world.alice, "character edit", {"character": "Ava", "description": "bloodbath survivor"})
     assert h.content == BLOCKED.format("description")
     assert runner.bot is not None
-    assert await runner.bot.storage.characters.count(world.studio_a.id) == 1  # nothing was created or changed
+    assert await runner.bot.services.storage.characters.count(world.studio_a.id) == 1  # nothing was created or changed
 
     # the refusals, and the admin's changes, are in the audit log
     h = await run(fake, world, world.mo, "settings audit", {"count": 10})
@@ -214,7 +216,7 @@ async def test_draft_and_final_quality(fake: FakeDiscord, world: World, runner: 
     final = queued_id(await shot(fake, world, "keep", quality="final"))
     await run(fake, world, world.mo, "settings limits", {"quality": "draft", "max_queued": 20})
     default = queued_id(await shot(fake, world, "server default"))
-    modes = [(await runner.bot.storage.jobs.get(j)).params.mode for j in (draft, final, default)]  # type: ignore[union-attr]
+    modes = [(await runner.bot.services.storage.jobs.get(j)).params.mode for j in (draft, final, default)]  # type: ignore[union-attr]
     assert modes == ["std", "pro", "std"]
 
 
@@ -257,10 +259,10 @@ async def test_settings_show_reflects_every_change(fake: FakeDiscord, world: Wor
     assert "Cooldown: 30 s" in shown["Limits"] and "Rendering per member: 1" in shown["Limits"]
     assert shown["Channels"] == "Anywhere"
     assert runner.bot is not None
-    assert runner.bot.worker.limits().user_cap(world.studio_a.id) == 1  # the scheduler uses the server's cap
+    assert runner.bot.services.worker.limits().user_cap(world.studio_a.id) == 1  # the scheduler uses the server's cap
     await runner.restart()
     assert runner.bot is not None
-    assert runner.bot.worker.limits().user_cap(world.studio_a.id) == 1  # ... after a restart too
+    assert runner.bot.services.worker.limits().user_cap(world.studio_a.id) == 1  # ... after a restart too
     h = await run(fake, world, world.mo, "settings audit")
     assert "monthly_cap_usd: none -> 40.00" in h.embeds[0]["description"]
 
@@ -284,7 +286,7 @@ async def test_the_servers_provider_and_model_are_used_by_default(
     assert h.content == "New shots use **scripted**, model scripted-2."
 
     assert runner.bot is not None
-    jobs = runner.bot.storage.jobs
+    jobs = runner.bot.services.storage.jobs
     server_default = queued_id(
         await run(fake, world, world.alice, "animate", {"character": "Ava", "prompt": "uses the server's choice"})
     )

@@ -62,7 +62,7 @@ async def test_animate_with_kling_delivers_the_clip(
     assert kling.create_attempts == 1 and len(kling.downloads()) == 1
     await until_done(runner, job_id)
     assert runner.bot is not None
-    job = await runner.bot.storage.jobs.get(job_id)
+    job = await runner.bot.services.storage.jobs.get(job_id)
     assert job is not None
     assert job.cost_estimate.usd == Decimal("0.28") and (job.cost_final or Money.ZERO).usd == Decimal("0.28")
 

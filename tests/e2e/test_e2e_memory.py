@@ -120,7 +120,7 @@ async def test_a_small_file_declaring_a_huge_picture_is_kept_at_2048_px(
     assert "scaled down from 7000×5000 to 2048×1463 pixels" in notes
 
     assert runner.bot is not None
-    storage = runner.bot.storage
+    storage = runner.bot.services.storage
     character = await storage.characters.get_by_name(world.studio_a.id, "Ava")
     assert character is not None
     [view] = await storage.references.current_views(world.studio_a.id, character.id)
@@ -153,7 +153,7 @@ async def test_a_card_of_big_images_is_stored_scaled_down_and_sheets_load_thumbn
     h = await import_card(fake, world.studio_b, world.zed, card)
     assert h.content.startswith("📥 Imported **Ava**: 1 views, 2 elements."), h.content
     assert runner.bot is not None
-    storage = runner.bot.storage
+    storage = runner.bot.services.storage
     character = await storage.characters.get_by_name(world.studio_b.id, "Ava")
     assert character is not None
     [view] = await storage.references.current_views(world.studio_b.id, character.id)
@@ -207,9 +207,9 @@ async def test_a_second_upload_while_the_first_is_in_flight_is_refused(
     await first.wait_settled(timeout=30)
     assert first.embeds and first.embeds[0]["title"] == "Saved the front view of Ava", first.content
     assert runner.bot is not None
-    character = await runner.bot.storage.characters.get_by_name(world.studio_a.id, "Ava")
+    character = await runner.bot.services.storage.characters.get_by_name(world.studio_a.id, "Ava")
     assert character is not None and character.version == 2  # only the first upload changed anything
-    [view] = await runner.bot.storage.references.current_views(world.studio_a.id, character.id)
+    [view] = await runner.bot.services.storage.references.current_views(world.studio_a.id, character.id)
     assert view.view is View.FRONT
 
     # once the first is done, the next one is welcome
@@ -261,4 +261,4 @@ async def test_a_card_with_a_5000_digit_number_gets_a_clear_answer_and_no_traceb
     assert h.ephemeral and "holds `NaN`, which isn't a number" in h.content, h.content
     assert [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info] == []
     assert runner.bot is not None
-    assert await runner.bot.storage.characters.count(world.studio_b.id) == 0
+    assert await runner.bot.services.storage.characters.count(world.studio_b.id) == 0

@@ -52,7 +52,7 @@ async def test_sigterm_during_delivery_loses_nothing(
     # Discord makes the result's post wait (429, retry in 30 s): the job is mid-delivery when the stop comes
     fake.rate_limit("POST", r"/channels/\d+/messages", times=1, retry_after=30)
     await until(fake, lambda: bool(fake.rate_limited), "the result post to be held", timeout=60)
-    job = await bot.storage.jobs.get(job_id)
+    job = await bot.services.storage.jobs.get(job_id)
     assert job is not None and job.state is JobState.DELIVERING
 
     await sigterm(task)
@@ -97,8 +97,10 @@ async def test_sigterm_lets_an_upload_finish_and_refuses_new_commands(
 
     await runner.start()  # the upload that finished during the stop was kept
     assert runner.bot is not None
-    [ava] = [c for c in await runner.bot.storage.characters.all(world.studio_a.id) if c.name == "Ava"]
-    assert [v.view.value for v in await runner.bot.storage.references.current_views(ava.guild_id, ava.id)] == ["front"]
+    [ava] = [c for c in await runner.bot.services.storage.characters.all(world.studio_a.id) if c.name == "Ava"]
+    assert [v.view.value for v in await runner.bot.services.storage.references.current_views(ava.guild_id, ava.id)] == [
+        "front"
+    ]
 
 
 async def test_the_grace_period_is_bounded(fake: FakeDiscord, world: World, runner: BotRunner) -> None:
@@ -154,7 +156,7 @@ async def test_metrics_endpoint_on_localhost(fake: FakeDiscord, world: World, ru
     await runner.stop()
     runner.settings = runner.settings.model_copy(update={"metrics_port": 0})
     bot = await runner.start()
-    server = bot._metrics_server
+    server = bot.services.metrics_server
     assert server is not None
     await ava_with_front_view(fake, world)
     job_id = await animate(fake, world, "for the dashboard")
@@ -208,7 +210,7 @@ async def test_a_result_the_channel_refuses_is_kept_and_posted_once_allowed(
 
 async def waiting_to_post(runner: BotRunner, job_id: int) -> bool:
     assert runner.bot is not None
-    job = await runner.bot.storage.jobs.get(job_id)
+    job = await runner.bot.services.storage.jobs.get(job_id)
     return job is not None and job.state is JobState.DELIVERING and job.waiting_since is not None
 
 
@@ -240,7 +242,7 @@ async def test_a_stop_while_the_bot_starts_its_worker_leaves_nothing_running(
         stopped = len(caplog.records)
         settled.set()
         await asyncio.sleep(0.3)
-    assert bot.worker._loop_task is None and bot.janitor._task is None  # pyright: ignore[reportPrivateUsage]
+    assert bot.services.worker._loop_task is None and bot.services.janitor._task is None  # pyright: ignore[reportPrivateUsage]
     after = caplog.records[stopped:]
     assert not [r for r in after if r.levelname == "ERROR"], caplog.text  # nothing ran on the closed database
 
@@ -253,7 +255,7 @@ async def test_healthz_says_whether_the_bot_is_up(fake: FakeDiscord, world: Worl
     await runner.stop()
     runner.settings = runner.settings.model_copy(update={"metrics_port": 0})
     bot = await runner.start()
-    server = bot._metrics_server
+    server = bot.services.metrics_server
     assert server is not None
     async with httpx.AsyncClient() as client:
         up = await client.get(f"http://127.0.0.1:{server.port}/healthz")

@@ -274,7 +274,7 @@ async def test_a_failure_while_saving_a_key_gives_an_error_id_and_never_logs_the
 ) -> None:
     await restart_with(runner, kling, secret_key=generate_key())
     assert runner.bot is not None
-    keys_table = runner.bot.storage.provider_keys
+    keys_table = runner.bot.services.storage.provider_keys
 
     async def broken_put(*args: object, **kwargs: object) -> NoReturn:
         raise RuntimeError("the disk is full")
@@ -345,14 +345,14 @@ async def test_a_server_key_brings_a_provider_the_bot_has_no_key_for(
     assert isinstance(provider, KlingProvider) and provider is await registry.for_guild(world.studio_a.id, "kling")
     assert provider.capabilities.name == "kling"
     # the server's account has its own limits in the scheduler (not the bot's, which has no Kling at all)
-    limits = runner.bot.worker.limits()
+    limits = runner.bot.services.worker.limits()
     assert limits.server_accounts == {(world.studio_a.id, "kling"): provider.capabilities.max_concurrency}
 
     h = await fake.slash(world.studio_a, world.mo, "settings key remove", {"provider": "kling"})
     await h.wait_settled()
     assert h.content == "Removed the server's Kling key; it is not available here until a key is set again."
     assert "kling" not in await registry.names_for_guild(world.studio_a.id)
-    assert runner.bot.worker.limits().server_accounts == {}
+    assert runner.bot.services.worker.limits().server_accounts == {}
 
 
 async def test_a_changed_secret_key_asks_admins_to_enter_the_key_again(
@@ -385,14 +385,14 @@ async def until_running(runner: BotRunner, job_id: int) -> None:
 
 async def stored_job(runner: BotRunner, job_id: int) -> Job:
     assert runner.bot is not None
-    job = await runner.bot.storage.jobs.get(job_id)
+    job = await runner.bot.services.storage.jobs.get(job_id)
     assert job is not None
     return job
 
 
 async def retired_keys(runner: BotRunner) -> int:
     assert runner.bot is not None
-    row = await runner.bot.storage.db.fetchone("SELECT COUNT(*) FROM retired_provider_keys")
+    row = await runner.bot.services.storage.db.fetchone("SELECT COUNT(*) FROM retired_provider_keys")
     assert row is not None
     return int(row[0])
 
@@ -437,7 +437,7 @@ async def test_a_shot_finishes_on_the_key_it_was_sent_with_when_the_key_changes(
     assert runner.bot is not None
     for job_id in (first, second, third):
         assert len(result_of(fake, world, job_id)) == 1, f"shot {job_id} was not posted exactly once"
-        charged = await runner.bot.storage.db.fetchone(
+        charged = await runner.bot.services.storage.db.fetchone(
             "SELECT COUNT(*) FROM ledger WHERE job_id = ? AND entry = 'charge'", (job_id,)
         )
         assert charged is not None and charged[0] == 1
@@ -462,4 +462,4 @@ async def test_a_removed_key_no_shot_used_is_deleted_at_once(
     assert h.content == "Removed the server's Kling key; its shots use the bot's key again."
     assert await retired_keys(runner) == 0
     assert runner.bot is not None
-    assert await runner.bot.storage.db.fetchone("SELECT 1 FROM provider_keys") is None
+    assert await runner.bot.services.storage.db.fetchone("SELECT 1 FROM provider_keys") is None

@@ -57,7 +57,7 @@ async def test_replacing_a_view_keeps_history(fake: FakeDiscord, world: World, r
     await add_view(fake, world, "front", figure_png((40, 90, 200)))
     await add_view(fake, world, "front", figure_png((200, 40, 40)))
     assert runner.bot is not None
-    storage = runner.bot.storage
+    storage = runner.bot.services.storage
     character = await storage.characters.get_by_name(world.studio_a.id, "Ava")
     assert character is not None and character.version == 3
     history = await storage.references.view_history(world.studio_a.id, character.id, View.FRONT)
@@ -75,11 +75,13 @@ async def test_busy_background_photo_is_cleaned_by_the_model(
     h = await add_view(fake, world, "face", photo_png())
     assert "background removed by the model" in h.embeds[0]["description"], h.content
     assert runner.bot is not None
-    character = await runner.bot.storage.characters.get_by_name(world.studio_a.id, "Ava")
+    character = await runner.bot.services.storage.characters.get_by_name(world.studio_a.id, "Ava")
     assert character is not None
-    [view] = await runner.bot.storage.references.current_views(world.studio_a.id, character.id)
+    [view] = await runner.bot.services.storage.references.current_views(world.studio_a.id, character.id)
     assert view.cleaned_blob is not None
-    white = np.asarray(Image.open(io.BytesIO(await runner.bot.storage.blobs.get(view.cleaned_blob))).convert("RGB"))
+    white = np.asarray(
+        Image.open(io.BytesIO(await runner.bot.services.storage.blobs.get(view.cleaned_blob))).convert("RGB")
+    )
     # the corners (background) became white; the middle (the astronaut) did not
     assert white[:8, :8].min() >= 250 and white[:8, -8:].min() >= 250
     h_, w_ = white.shape[:2]
@@ -109,7 +111,7 @@ async def test_bad_uploads_are_refused_and_store_nothing(fake: FakeDiscord, worl
     assert h.ephemeral and "20 MB" in h.content
     assert len([r for r in fake.requests if "/attachments/" in r.path]) == cdn_before
 
-    character = await runner.bot.storage.characters.get_by_name(world.studio_a.id, "Ava")
+    character = await runner.bot.services.storage.characters.get_by_name(world.studio_a.id, "Ava")
     assert character is not None and character.version == 1
     assert not blob_dir.exists() or not any(p.is_file() for p in blob_dir.rglob("*"))
     assert [m for m in channel_posts(fake, world) if m.attachments] == []
@@ -195,7 +197,7 @@ async def test_sheet_layout_and_reuse(fake: FakeDiscord, world: World, runner: B
     await again.wait_settled(timeout=30)
     assert again.attachments[0][1] == data  # same version: the stored sheet, not recomposed
     assert runner.bot is not None
-    rows = await runner.bot.storage.db.fetchall("SELECT version FROM sheets")
+    rows = await runner.bot.services.storage.db.fetchall("SELECT version FROM sheets")
     assert [r[0] for r in rows] == [3]
 
 

@@ -65,11 +65,13 @@ async def test_past_the_overall_deadline_a_full_provider_fails_the_shot_clearly(
     provider = Full(Backend())
     assert runner.bot is not None
     runner.bot.services.providers.register(provider)
-    runner.bot.worker.config = replace(runner.bot.worker.config, max_wait_seconds=0.5)  # LIKENESS_MAX_WAIT_HOURS
+    runner.bot.services.worker.config = replace(
+        runner.bot.services.worker.config, max_wait_seconds=0.5
+    )  # LIKENESS_MAX_WAIT_HOURS
     await ava_with_front_view(fake, world)
     job_id = await animate(fake, world, "too patient", provider="scripted")
     await eventually(lambda: is_state(runner, job_id, JobState.FAILED), "the shot to fail at the deadline")
-    job = await runner.bot.storage.jobs.get(job_id)
+    job = await runner.bot.services.storage.jobs.get(job_id)
     assert job is not None and job.error is not None
     assert "The provider is at its limit." in job.error and "stopped waiting" in job.error
     assert "Nothing was charged" in job.error and await held(runner, world, job_id) == 0
@@ -87,7 +89,7 @@ async def test_a_full_disk_while_storing_the_clip_is_retried_and_the_clip_posted
     backend = Backend()
     assert runner.bot is not None
     runner.bot.services.providers.register(ScriptedProvider(backend))
-    blobs = runner.bot.worker.blobs
+    blobs = runner.bot.services.worker.blobs
     store = blobs.put
     failures = [OSError(errno.ENOSPC, "No space left on device")]
 
@@ -113,7 +115,7 @@ async def test_a_restart_while_the_disk_is_full_recovers_the_clip(
     provider = ScriptedProvider(backend)
     runner.providers[:] = [provider]
     runner.bot.services.providers.register(provider)
-    blobs = runner.bot.worker.blobs
+    blobs = runner.bot.services.worker.blobs
     store = blobs.put
     refused = 0
 

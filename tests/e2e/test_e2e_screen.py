@@ -24,7 +24,7 @@ async def block(fake: FakeDiscord, world: World, kind: str, value: str) -> Any:
 
 async def nothing_queued_or_held(runner: BotRunner, world: World) -> None:
     assert runner.bot is not None
-    storage = runner.bot.storage
+    storage = runner.bot.services.storage
     assert await storage.jobs.recent_in_guild(world.studio_a.id) == []
     assert await ledger(runner, world) == []
     pending = await storage.db.fetchone("SELECT COUNT(*) FROM pending_shots")
@@ -75,9 +75,9 @@ async def test_descriptions_and_element_names_go_through_the_screen(
     h = await add_element(fake, world, "nude cape")
     assert h.ephemeral and h.content == NSFW.format("element name")
     assert runner.bot is not None
-    ava = await runner.bot.storage.characters.get_by_name(world.studio_a.id, "Ava")
-    assert ava is not None and await runner.bot.storage.references.elements(world.studio_a.id, ava.id) == []
-    assert await runner.bot.storage.characters.count(world.studio_a.id) == 1
+    ava = await runner.bot.services.storage.characters.get_by_name(world.studio_a.id, "Ava")
+    assert ava is not None and await runner.bot.services.storage.references.elements(world.studio_a.id, ava.id) == []
+    assert await runner.bot.services.storage.characters.count(world.studio_a.id) == 1
 
     # in an age-restricted channel they are fine, but a shot elsewhere reads them: it is refused there
     h = await fake.slash(
@@ -123,7 +123,7 @@ async def test_an_imported_card_is_screened(fake: FakeDiscord, world: World, run
     h = await import_card(fake, world.studio_b, world.zed, data)
     assert h.ephemeral and h.content == BLOCKED.format("element name **cape**")
     assert runner.bot is not None
-    assert await runner.bot.storage.characters.count(world.studio_b.id) == 0
+    assert await runner.bot.services.storage.characters.count(world.studio_b.id) == 0
 
 
 async def test_a_look_alike_name_is_taken(fake: FakeDiscord, world: World, runner: BotRunner) -> None:
@@ -139,7 +139,7 @@ async def test_a_look_alike_name_is_taken(fake: FakeDiscord, world: World, runne
     h = await run(fake, world, world.bob, "character edit", {"character": "Bea", "new_name": "\u0391VA"})  # Greek
     assert h.ephemeral and "already has a character called **Ava**, which looks the same" in h.content
     assert runner.bot is not None
-    names = [c.name for c in await runner.bot.storage.characters.all(world.studio_a.id)]
+    names = [c.name for c in await runner.bot.services.storage.characters.all(world.studio_a.id)]
     assert names == ["Ava", "Bea"]
 
 

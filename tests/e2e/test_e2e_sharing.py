@@ -37,7 +37,7 @@ async def set_visibility(
 
 async def character(runner: BotRunner, guild: FakeGuild, name: str) -> Character:
     assert runner.bot is not None
-    found = await runner.bot.storage.characters.get_by_name(guild.id, name)
+    found = await runner.bot.services.storage.characters.get_by_name(guild.id, name)
     assert found is not None
     return found
 
@@ -204,7 +204,7 @@ async def test_export_import_round_trip_is_byte_identical(fake: FakeDiscord, wor
     assert filename == "Ava.likeness.zip"
 
     assert runner.bot is not None
-    storage = runner.bot.storage
+    storage = runner.bot.services.storage
     source = await character(runner, world.studio_a, "Ava")
     source_views = await storage.references.current_views(world.studio_a.id, source.id)
     source_elements = await storage.references.elements(world.studio_a.id, source.id)
@@ -263,13 +263,13 @@ async def test_import_name_clash_suggests_the_name_option(fake: FakeDiscord, wor
     h = await import_card(fake, world.studio_b, world.zed, data)
     assert h.ephemeral and "already has a character called **Ava**" in h.content and "`name:`" in h.content
     assert runner.bot is not None
-    assert await runner.bot.storage.characters.count(world.studio_b.id) == 1
+    assert await runner.bot.services.storage.characters.count(world.studio_b.id) == 1
 
     h = await import_card(fake, world.studio_b, world.zed, data, name="Ava Two")
     assert h.content.startswith("📥 Imported **Ava Two**"), h.content
     h = await import_card(fake, world.studio_b, world.zed, data, name="@everyone")
     assert "letters, digits" in h.content
-    assert await runner.bot.storage.characters.count(world.studio_b.id) == 2
+    assert await runner.bot.services.storage.characters.count(world.studio_b.id) == 2
 
 
 def hostile_zip() -> bytes:
@@ -303,7 +303,7 @@ async def test_hostile_cards_are_refused_and_create_nothing(fake: FakeDiscord, w
     assert h.ephemeral and "over the 80 MB limit for character cards" in h.content
     assert len([r for r in fake.requests if "/attachments/" in r.path]) == downloads
 
-    assert await runner.bot.storage.characters.count(world.studio_b.id) == 0
+    assert await runner.bot.services.storage.characters.count(world.studio_b.id) == 0
     assert not blob_dir.exists() or not any(p.is_file() for p in blob_dir.rglob("*"))
     assert [m for m in fake.channel_messages(world.studio_b.channel_id) if not m.ephemeral] == []
 
@@ -322,7 +322,7 @@ async def test_import_goes_through_the_screening_hook(fake: FakeDiscord, world: 
     h = await run(fake, world.studio_b, world.zed, "character create", {"name": "Grumpy", "description": TRAITS})
     assert h.ephemeral and h.content == blocked
     assert runner.bot is not None
-    assert await runner.bot.storage.characters.count(world.studio_b.id) == 0
+    assert await runner.bot.services.storage.characters.count(world.studio_b.id) == 0
     h = await import_card(fake, world.studio_b, world.zed, data, filename="Grumpy.likeness.zip", name="Sunny")
     assert h.content.startswith("📥 Imported **Sunny**")
 

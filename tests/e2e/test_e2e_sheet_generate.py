@@ -44,7 +44,7 @@ async def test_generate_with_the_local_provider_and_keep_all(
     [(filename, data, _type)] = message.attachments
     assert filename == f"ava-sheet-{job_id}.png" and data.startswith(b"\x89PNG")
     assert runner.bot is not None
-    job = await runner.bot.storage.jobs.get(job_id)
+    job = await runner.bot.services.storage.jobs.get(job_id)
     assert job is not None and "side profile" in job.prompt and "clean line art" in job.prompt
 
     press = await fake.press(message, f"likeness:sheetgen:keep:{job_id}", world.bob)
@@ -67,9 +67,12 @@ async def test_keep_only_some_views_after_a_restart(fake: FakeDiscord, world: Wo
     await press.wait_settled()
     assert "kept the side view for **Ava** (now v3)" in press.content
     assert runner.bot is not None
-    character = await runner.bot.storage.characters.get_by_name(world.studio_a.id, "Ava")
+    character = await runner.bot.services.storage.characters.get_by_name(world.studio_a.id, "Ava")
     assert character is not None
-    views = {v.view.value for v in await runner.bot.storage.references.current_views(world.studio_a.id, character.id)}
+    views = {
+        v.view.value
+        for v in await runner.bot.services.storage.references.current_views(world.studio_a.id, character.id)
+    }
     assert views == {"front", "side"}
 
 
@@ -90,15 +93,15 @@ async def test_generate_through_fal_to_stored_views(fake: FakeDiscord, world: Wo
         runner.bot.services.generated_sheets.sheet_provider = "fal"
         await ava_with_front_view(fake, world)
         job_id, message = await generate(fake, world)
-        job = await runner.bot.storage.jobs.get(job_id)
+        job = await runner.bot.services.storage.jobs.get(job_id)
         assert job is not None and job.provider == "fal" and job.model == "fal-ai/bytedance/seedream/v4/edit"
         assert "Found: front, side, three-quarter." in message.content
         press = await fake.press(message, f"likeness:sheetgen:keep:{job_id}", world.alice)
         await press.wait_settled()
         assert "kept the front, side, three-quarter views for **Ava**" in press.content
-        character = await runner.bot.storage.characters.get_by_name(world.studio_a.id, "Ava")
+        character = await runner.bot.services.storage.characters.get_by_name(world.studio_a.id, "Ava")
         assert character is not None
-        current = await runner.bot.storage.references.current_views(world.studio_a.id, character.id)
+        current = await runner.bot.services.storage.references.current_views(world.studio_a.id, character.id)
         assert {v.view.value for v in current} == {"front", "side", "three_quarter"}
     finally:
         await provider.close()
@@ -119,7 +122,7 @@ async def test_a_costly_sheet_waits_for_confirmation(
     h = await fake.slash(world.studio_a, world.alice, "sheet", {"character": "Ava", "generate": True})
     await h.wait_settled(timeout=30)
     assert h.ephemeral and h.content.startswith("This sheet of **Ava** with Local is estimated at **$0.40**"), h.content
-    assert await runner.bot.storage.jobs.recent_in_guild(world.studio_a.id) == []
+    assert await runner.bot.services.storage.jobs.recent_in_guild(world.studio_a.id) == []
     confirm = h.components[0]["components"][0]["custom_id"]
     assert h.result is not None
     press = await fake.press(h.result, confirm, world.alice)
@@ -128,7 +131,7 @@ async def test_a_costly_sheet_waits_for_confirmation(
     job_id = int(press.content.split("#")[1].split(" ")[0])
     await until(fake, lambda: bool(sheet_results(fake, world, job_id)), "the confirmed sheet")
     await eventually(lambda: is_state(runner, job_id, JobState.DONE), "settled")  # posted first, then settled
-    ledger = await runner.bot.storage.ledger.entries(world.studio_a.id)
+    ledger = await runner.bot.services.storage.ledger.entries(world.studio_a.id)
     # held at the estimate; charged what the provider reported billing (the local renderer reports $0)
     assert [(e.entry, e.amount.micros) for e in ledger] == [("reserve", 400_000), ("release", -400_000), ("charge", 0)]
 

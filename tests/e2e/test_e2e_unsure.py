@@ -121,7 +121,7 @@ async def test_a_lost_submit_answer_waits_for_a_manager_and_is_sent_again_once(
 ) -> None:
     job_id = await unsure_shot(fake, world, runner, paid)
     assert runner.bot is not None
-    job = await runner.bot.storage.jobs.get(job_id)
+    job = await runner.bot.services.storage.jobs.get(job_id)
     assert job is not None
     assert await held(runner, world, job_id) == job.cost_estimate.micros > 0  # the money stays held
 
@@ -190,7 +190,7 @@ async def test_a_manager_releases_a_shot_the_provider_may_have(
     await eventually(lambda: is_state(runner, job_id, JobState.FAILED), "the shot to be released")
     assert await held(runner, world, job_id) == 0  # released, nothing charged
     assert runner.bot is not None
-    entries = [e for e in await runner.bot.storage.ledger.entries(world.studio_a.id) if e.job_id == job_id]
+    entries = [e for e in await runner.bot.services.storage.ledger.entries(world.studio_a.id) if e.job_id == job_id]
     assert sorted(e.entry for e in entries) == ["release", "reserve"]
     await until(fake, lambda: "Released by" in str(status_of(fake, world, job_id).embeds), "the released status")
     assert paid.submits() == 1
@@ -210,7 +210,7 @@ async def test_a_crash_while_sending_leaves_the_shot_to_a_manager(
     await eventually(lambda: is_state(runner, job_id, JobState.UNSURE), "the resumed shot to wait for a manager")
     assert paid.submits() == 1
     assert runner.bot is not None
-    job = await runner.bot.storage.jobs.get(job_id)
+    job = await runner.bot.services.storage.jobs.get(job_id)
     assert job is not None and "stopped while this shot was being sent" in (job.error or "")
     assert await held(runner, world, job_id) == job.cost_estimate.micros
 
@@ -234,5 +234,5 @@ async def test_kling_looks_a_timed_out_submit_up_and_never_pays_twice(
         await until(fake, lambda: bool(result_of(fake, world, job_id)), "the clip")
         await eventually(lambda: is_state(runner, job_id, JobState.DONE), "the shot to be done")
         assert kling.create_attempts == 1 and len(kling.tasks) == 1
-        entries = [e for e in await runner.bot.storage.ledger.entries(world.studio_a.id) if e.job_id == job_id]
+        entries = [e for e in await runner.bot.services.storage.ledger.entries(world.studio_a.id) if e.job_id == job_id]
         assert sorted(e.entry for e in entries) == ["charge", "release", "reserve"]  # charged once

@@ -153,8 +153,8 @@ async def test_deleting_a_character_removes_its_images_from_the_disk(
     fake: FakeDiscord, world: World, runner: BotRunner
 ) -> None:
     assert runner.bot is not None
-    storage = runner.bot.storage
-    janitor = runner.bot.janitor
+    storage = runner.bot.services.storage
+    janitor = runner.bot.services.janitor
     await fake.wait_until(lambda: janitor.last is not None, 15, "the sweep the bot makes once it is ready")
     await add_front(fake, world.studio_a, world.alice, "Ava", figure_png((200, 40, 40)))
     ava_only = on_disk(storage)
@@ -215,7 +215,7 @@ async def test_a_clip_posted_whole_leaves_the_data_folder_after_the_days_set(
     job_id = await animate(fake, world, "waves at the camera")
     await until(fake, lambda: bool(result_of(fake, world, job_id)), "the clip")
     assert runner.bot is not None
-    storage = runner.bot.storage
+    storage = runner.bot.services.storage
     await eventually(lambda: is_state(runner, job_id, JobState.DONE), "done")  # posted, then done
     job = await storage.jobs.get(job_id)
     assert job is not None and job.result_blob is not None and job.result_posted_whole
@@ -250,11 +250,11 @@ async def test_the_audit_log_forgets_refused_words_after_the_days_set(
     assert h.ephemeral and "block list does not allow the prompt" in h.content, h.content
     assert "walks in gore" in await audit()
 
-    bot.janitor.clock = lambda: time.time() + 89 * 86400
-    await bot.janitor.run_once()
+    bot.services.janitor.clock = lambda: time.time() + 89 * 86400
+    await bot.services.janitor.run_once()
     assert "walks in gore" in await audit()  # not yet
-    bot.janitor.clock = lambda: time.time() + 91 * 86400
-    await bot.janitor.run_once()
+    bot.services.janitor.clock = lambda: time.time() + 91 * 86400
+    await bot.services.janitor.run_once()
     assert await audit() == "Nothing yet: refusals and settings changes show here."
-    settings = await bot.storage.guilds.get(world.studio_a.id)
+    settings = await bot.services.storage.guilds.get(world.studio_a.id)
     assert settings.rules.blocked_words == ["gore"]  # the log is forgotten, not the setting it recorded

@@ -47,7 +47,7 @@ def fields(message: Any) -> dict[str, str]:
 
 async def job_state(runner: BotRunner, job_id: int) -> JobState:
     assert runner.bot is not None
-    job = await runner.bot.storage.jobs.get(job_id)
+    job = await runner.bot.services.storage.jobs.get(job_id)
     assert job is not None
     return job.state
 
@@ -87,7 +87,7 @@ def queued_id(h: Any) -> int:
 
 async def ledger(runner: BotRunner, world: World) -> list[tuple[int, str, int]]:
     assert runner.bot is not None
-    entries = await runner.bot.storage.ledger.entries(world.studio_a.id)
+    entries = await runner.bot.services.storage.ledger.entries(world.studio_a.id)
     return [(e.job_id, e.entry, e.amount.micros) for e in entries]
 
 
@@ -97,4 +97,8 @@ async def job_total(runner: BotRunner, world: World, job_id: int) -> int:
 
 async def held(runner: BotRunner, world: World, job_id: int) -> int:
     assert runner.bot is not None
-    return (await runner.bot.storage.ledger.job_totals(world.studio_a.id, [job_id])).get(job_id, Money.ZERO).micros
+    return (
+        (await runner.bot.services.storage.ledger.job_totals(world.studio_a.id, [job_id]))
+        .get(job_id, Money.ZERO)
+        .micros
+    )

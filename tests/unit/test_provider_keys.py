@@ -11,7 +11,7 @@ import pytest
 from bot.domain import BOT_ACCOUNT, Actor, JobState
 from bot.domain.errors import InvalidInputError, NotAllowedError, NotFoundError
 from bot.library.characters import Library
-from bot.providers.accounts import KEY_SPECS, ProviderKeys, ServerKeyError
+from bot.providers.accounts import KEY_SPECS, ProviderKeys, SealedKeys, ServerKeyError
 from bot.providers.base import FinalError, Provider, RetryableError
 from bot.providers.registry import AccountGoneError, ProviderRegistry
 from bot.providers.secret_box import NoSecretKeyError, SecretBox, generate_key
@@ -57,12 +57,12 @@ class World:
     def __init__(self, storage: Storage, box: SecretBox | None) -> None:
         self.built: list[KeyedProvider] = []
         self.bots_kling = KeyedProvider("kling", {"access_key": "bot"})
+        self.sealed = SealedKeys(storage.provider_keys, box)
         self.registry = ProviderRegistry(
-            {"kling": self.bots_kling}, default="kling", factory=self.build, keyable=KEY_SPECS
+            {"kling": self.bots_kling}, default="kling", factory=self.build, keyable=KEY_SPECS, server_keys=self.sealed
         )
         self.audit = RecordingAudit()
-        self.keys = ProviderKeys(storage, box, self.registry, audit=self.audit)
-        self.registry.server_keys = self.keys
+        self.keys = ProviderKeys(self.sealed, self.registry, audit=self.audit)
 
     def build(self, name: str, fields: Mapping[str, str]) -> Provider:
         provider = KeyedProvider(name, fields)
@@ -224,7 +224,7 @@ async def test_a_replaced_key_is_kept_only_while_a_shot_sent_with_it_may_still_n
     assert new is not first and new_account != first_account
 
     # After a restart the old key is opened again from its sealed row (never kept in plain).
-    restarted = World(storage, world.keys._box)  # pyright: ignore[reportPrivateUsage]
+    restarted = World(storage, world.sealed._box)  # pyright: ignore[reportPrivateUsage]
     reopened = await restarted.registry.for_job(1, "kling", first_account)
     assert isinstance(reopened, KeyedProvider) and reopened.fields == KLING
 
@@ -255,7 +255,7 @@ async def test_a_key_retired_while_a_purge_runs_is_not_closed_under_its_shot(
     await job_on(storage, second_account)
     assert isinstance(first, KeyedProvider) and isinstance(second, KeyedProvider)
 
-    looked_up = world.keys.retired_key
+    looked_up = world.sealed.retired_key
     interleaved = False
 
     async def retired_key(guild_id: int, provider: str, version: str) -> object:
@@ -265,7 +265,7 @@ async def test_a_key_retired_while_a_purge_runs_is_not_closed_under_its_shot(
             await world.keys.set(ADMIN, "kling", {**KLING, "secret_key": "sk-the-third-01234"})
         return await looked_up(guild_id, provider, version)
 
-    monkeypatch.setattr(world.keys, "retired_key", retired_key)
+    monkeypatch.setattr(world.sealed, "retired_key", retired_key)
     await world.registry.purge_retired()
     assert interleaved and not first.closed and not second.closed  # each still has a shot rendering on it
     assert await world.registry.for_job(1, "kling", second_account) is second
