@@ -263,7 +263,7 @@ class Services:
                 remover,
                 http,
                 providers,
-                AnimateService(storage, library, providers, orders, generated_sheets),
+                AnimateService(storage, library, providers, orders, generated_sheets, delivery, worker.positions),
                 generated_sheets,
                 server_settings,
                 provider_keys,

@@ -28,7 +28,6 @@ from bot.domain import Job, JobState, Quality
 from bot.domain.errors import UserFacingError
 from bot.generation.orders import ACTION_MAX, Shot
 from bot.generation.prompts import CAMERA_MOVES
-from bot.jobs.delivery import Progress
 from bot.library.characters import HIDDEN_CHARACTER
 
 QUALITY_CHOICES = [
@@ -119,7 +118,6 @@ class UnsureButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=UNSU
             bot = bot_of(interaction)
             send_again = self.action == "resend"
             job = await bot.services.animate.decide_unsure(actor_of(interaction), self.job_id, send_again=send_again)
-            await bot.services.delivery.show_status(job, Progress())
             text = (
                 f"Shot #{job.id} goes back to the queue and will be sent to {job.provider} once more."
                 if send_again
@@ -197,19 +195,15 @@ class Animate(commands.Cog):
     @queue.command(name="show", description="Your shots and this server's queue")
     async def queue_show(self, interaction: discord.Interaction[Any]) -> None:
         actor = actor_of(interaction)
-        jobs = await self.bot.services.storage.jobs.in_states(
-            [JobState.QUEUED, *[s for s in JobState if s.active], JobState.UNSURE], guild_id=actor.guild_id
-        )
-        places = await self.bot.services.worker.positions()
+        view = await self.bot.services.animate.queue_view(actor)
+        jobs = view.jobs
         embed = discord.Embed(title="Render queue", colour=discord.Colour(0x5B8DEF))
         if not jobs:
             embed.description = "Nothing is waiting or rendering. Start a shot with `/animate`."
 
-        names = await self.bot.services.library.job_names(actor, jobs)  # private characters stay unnamed, still counted
-
         def line(job: Job) -> str:
-            where = f"position {places[job.id]}" if job.id in places else job.state.label.lower()
-            name = names[job.id]
+            where = f"position {view.places[job.id]}" if job.id in view.places else job.state.label.lower()
+            name = view.names[job.id]  # private characters stay unnamed, still counted
             return f"#{job.id} {f'**{name}**' if name else HIDDEN_CHARACTER} · {where} · <@{job.user_id}>"
 
         mine = [line(j) for j in jobs if j.user_id == actor.user_id]
@@ -226,7 +220,6 @@ class Animate(commands.Cog):
     async def queue_cancel(self, interaction: discord.Interaction[Any], job: int) -> None:
         canceled = await self.bot.services.animate.cancel(actor_of(interaction), job)
         if canceled.state is JobState.CANCELED:
-            await self.bot.services.delivery.show_status(canceled, Progress())
             text = f"Canceled shot #{canceled.id}."
         else:
             text = f"Canceling shot #{canceled.id}: it is being stopped at the provider."

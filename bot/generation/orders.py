@@ -7,6 +7,7 @@ Cancel, a manager's choice for a shot the provider may have, and the result butt
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 
 from bot.domain import Actor, Character, Job, JobState, Quality, ServerRules, ShotParams, WorkKind
@@ -14,6 +15,7 @@ from bot.domain.errors import InvalidInputError, NotAllowedError
 from bot.generation.prompts import CAMERA_MOVES, DEFAULT_NEGATIVE_PRESETS, choose_references, compile_prompt
 from bot.generation.queueing import OrderQueue, PendingShot
 from bot.governance.limits import Place, check_channel
+from bot.jobs.delivery import Delivery, Progress
 from bot.library.characters import Library
 from bot.library.sheets.generate import SheetGenerator
 from bot.providers.base import Capabilities, RenderRequest
@@ -41,6 +43,16 @@ class Shot:
     quality: Quality | None = None
 
 
+@dataclass(frozen=True)
+class QueueView:
+    """The server's unfinished shots as one member may see them: place in line of the queued ones, and the
+    character's name where this member may read it (None: hidden, still counted)."""
+
+    jobs: list[Job]
+    places: dict[int, int]
+    names: dict[int, str | None]
+
+
 class AnimateService:
     """Shot orders: a new shot, another take of one, confirming a costly order, cancel, and a manager's choice for
     a shot the provider may have. Generated sheets are bot.library.sheets.generate; both queue through `orders`."""
@@ -52,12 +64,16 @@ class AnimateService:
         providers: ProviderRegistry,
         orders: OrderQueue,
         sheets: SheetGenerator,
+        delivery: Delivery,
+        positions: Callable[[], Awaitable[dict[int, int]]],
     ) -> None:
         self._storage = storage
         self._library = library
         self._providers = providers
         self._orders = orders
         self._sheets = sheets
+        self._delivery = delivery  # a canceled or decided shot's status message changes at once
+        self._positions = positions  # the worker's order of the queued shots
 
     async def queue(
         self,
@@ -212,7 +228,17 @@ class AnimateService:
             canceled = await self._storage.jobs.get(job.id)
         self._orders.wake(job.id)
         assert canceled is not None
+        if canceled.state is JobState.CANCELED:
+            await self._delivery.show_status(canceled, Progress())
         return canceled
+
+    async def queue_view(self, actor: Actor) -> QueueView:
+        """What `/queue show` lists: this server's queued, rendering and unsure shots."""
+        jobs = await self._storage.jobs.in_states(
+            [JobState.QUEUED, *[s for s in JobState if s.active], JobState.UNSURE], guild_id=actor.guild_id
+        )
+        places = await self._positions()
+        return QueueView(jobs, places, await self._library.job_names(actor, jobs))
 
     async def decide_unsure(self, actor: Actor, job_id: int, *, send_again: bool) -> Job:
         """A manager's choice for a shot the provider may have: send it once more (back to the queue, sent when a
@@ -258,6 +284,7 @@ class AnimateService:
             detail=f"#{job.id} ({job.provider}, {job.cost_estimate.usd} USD held)",
         )
         self._orders.wake(job.id)
+        await self._delivery.show_status(moved, Progress())
         return moved
 
     async def again(
