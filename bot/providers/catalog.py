@@ -1,0 +1,15 @@
+"""Every provider this bot knows: adding one is its module under bot/providers/ (exporting a `SPEC`, see
+bot.providers.spec) and one entry here. The order is the README's and the doctor's."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.providers import fal, kling, local, runway
+from bot.providers.spec import ProviderSpec
+
+SPECS: tuple[ProviderSpec[Any], ...] = (local.SPEC, kling.SPEC, fal.SPEC, runway.SPEC)
+
+
+def spec_named(name: str) -> ProviderSpec[Any] | None:
+    return next((spec for spec in SPECS if spec.name == name), None)
