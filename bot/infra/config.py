@@ -1,7 +1,8 @@
 """Every knob of the bot, read from the environment and `.env`, validated at start.
 
 The Discord token is `DISCORD_TOKEN` (the name every Discord tutorial uses); every other setting is
-`LIKENESS_<NAME>`, for example `LIKENESS_DATA_DIR=/srv/likeness`.
+`LIKENESS_<NAME>`, for example `LIKENESS_DATA_DIR=/srv/likeness`. Each provider's own settings come from its spec
+(bot.providers.spec), as `LIKENESS_<PROVIDER>_<NAME>`: `LIKENESS_KLING_MODEL` is the field `model` of Kling's.
 """
 
 from __future__ import annotations

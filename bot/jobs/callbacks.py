@@ -90,7 +90,7 @@ def read_body(body: bytes) -> object:
 def worth_polling(provider: str, body: bytes | object) -> bool:
     """Whether a callback says something a poll now would pick up (an end), as far as its body (raw or already
     read) tells."""
-    spec = catalog.spec_named(provider)
+    spec = catalog.find(provider)
     if spec is None or spec.callback_status is None:  # it calls back once, on completion (fal)
         return True
     try:
@@ -103,7 +103,7 @@ def worth_polling(provider: str, body: bytes | object) -> bool:
 
 
 def _calls_back(provider: str) -> bool:
-    spec = catalog.spec_named(provider)
+    spec = catalog.find(provider)
     return spec is not None and spec.calls_back
 
 

@@ -34,9 +34,7 @@ def build_provider(
     """One provider on the bot's settings (host, model, concurrency) with the given keys: the bot's own, or a
     server's (its spec's `key_fields`; `owner` then says so in its errors). The host never comes from a server.
     A value the provider refuses (an unknown model) is reported as a bad setting, not a traceback."""
-    spec = catalog.spec_named(name)
-    if spec is None:
-        raise ValueError(f"{name!r} is not a provider")
+    spec = catalog.get(name)
     context = BuildContext(
         settings=spec.own_settings(settings),
         keys=keys,

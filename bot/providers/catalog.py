@@ -11,5 +11,12 @@ from bot.providers.spec import ProviderSpec
 SPECS: tuple[ProviderSpec[Any], ...] = (local.SPEC, kling.SPEC, fal.SPEC, runway.SPEC)
 
 
-def spec_named(name: str) -> ProviderSpec[Any] | None:
+def find(name: str) -> ProviderSpec[Any] | None:
     return next((spec for spec in SPECS if spec.name == name), None)
+
+
+def get(name: str) -> ProviderSpec[Any]:
+    spec = find(name)
+    if spec is None:
+        raise ValueError(f"{name!r} is not a provider")
+    return spec

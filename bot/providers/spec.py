@@ -24,7 +24,7 @@ from bot.providers.base import Dialect, KeyOwner, Provider, TaskStatus
 
 S = TypeVar("S", bound=BaseModel)
 
-NO_SPACE = re.compile(r"^\S+$")
+_NO_SPACE = re.compile(r"^\S+$")
 
 Keys = Mapping[str, str | None]  # a provider's key fields (KeyField.name -> value)
 
@@ -37,7 +37,7 @@ class KeyField:
     placeholder: str
     min_length: int = 8
     max_length: int = 200
-    pattern: re.Pattern[str] = NO_SPACE
+    pattern: re.Pattern[str] = _NO_SPACE
     shape: str = ""  # what a valid value looks like, for the refusal ("" : no spaces)
 
 

@@ -17,7 +17,6 @@ from bot.providers import catalog
 if TYPE_CHECKING:
     from bot.discord_io.probe import DiscordProbe
     from bot.providers.base import Provider
-    from bot.providers.spec import ProviderSpec
 
 MAX_NAMED_SERVERS = 5  # servers named in one line; the rest are counted
 GUILD_COMMAND_CHECKS = 10  # servers asked for their own commands when none are global
@@ -392,7 +391,7 @@ async def check_providers(settings: Settings, wait: float) -> list[CheckResult]:
         half = spec.key_warning(spec.own_settings(settings)) if spec.key_warning is not None else None
         if half is not None:
             results.append(warning(spec.label, *half))
-    default = catalog.spec_named(settings.default_provider)
+    default = catalog.find(settings.default_provider)
     if default is not None and default.takes_keys and default.name not in keys:
         results.append(
             warning(
@@ -412,20 +411,13 @@ async def check_providers(settings: Settings, wait: float) -> list[CheckResult]:
     return results + list(checked)
 
 
-def _spec(name: str) -> ProviderSpec[Any]:
-    spec = catalog.spec_named(name)
-    if spec is None:
-        raise ValueError(f"{name!r} is not a provider")
-    return spec
-
-
 def _built(settings: Settings, name: str, keys: Mapping[str, str | None]) -> Provider | CheckResult:
     from bot.providers.building import build_provider
 
     try:
         return build_provider(settings, name, keys)
     except (SettingsError, ValueError, OSError) as error:
-        return failure(_spec(name).label, f"cannot be set up: {error}", "Correct the setting named above.")
+        return failure(catalog.get(name).label, f"cannot be set up: {error}", "Correct the setting named above.")
 
 
 async def check_provider(
@@ -438,7 +430,7 @@ async def check_provider(
 
     if isinstance(provider, CheckResult):
         return provider
-    spec = _spec(name)
+    spec = catalog.get(name)
     label = spec.label
     base_setting = spec.env_name("base_url")
     base_url = str(spec.own_settings(settings).base_url)
