@@ -126,8 +126,8 @@ class CoreSettings(BaseSettings):
     )
     callback_url: str | None = Field(
         default=None,
-        description="Public base URL (https://...) that reaches the callback listener, for Kling and fal.ai to say "
-        "a render finished, so it posts at once; empty: providers are polled only.",
+        description="Public base URL (https://...) that reaches the callback listener, for "
+        f"{catalog.calling_back()} to say a render finished, so it posts at once; empty: providers are polled only.",
     )
     callback_host: str = Field(
         default="127.0.0.1", description="Address the callback listener binds (put an HTTPS reverse proxy in front)."

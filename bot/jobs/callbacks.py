@@ -1,5 +1,5 @@
-"""Provider callbacks: Kling and fal.ai can say a task changed, so a finished render is picked up at once instead
-of at the next poll.
+"""Provider callbacks: the providers whose spec `calls_back` (Kling, fal.ai) can say a task changed, so a finished
+render is picked up at once instead of at the next poll.
 
 A callback is only ever a nudge to poll the task now through the provider's authenticated API; its body is not
 believed. Deliveries repeat, arrive out of order, and anyone who can reach the listener can POST to it, so:

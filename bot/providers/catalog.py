@@ -15,6 +15,12 @@ def find(name: str) -> ProviderSpec[Any] | None:
     return next((spec for spec in SPECS if spec.name == name), None)
 
 
+def calling_back(*, possessive: bool = False) -> str:
+    """The providers that call back, for a sentence: "Kling and fal.ai" ("Kling's and fal.ai's")."""
+    labels = [f"{spec.label}'s" if possessive else spec.label for spec in SPECS if spec.calls_back]
+    return ", ".join(labels[:-1]) + f" and {labels[-1]}" if len(labels) > 1 else "".join(labels)
+
+
 def get(name: str) -> ProviderSpec[Any]:
     spec = find(name)
     if spec is None:

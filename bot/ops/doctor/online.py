@@ -469,7 +469,7 @@ async def _ping(provider: Provider) -> float:
 
 async def check_callbacks(settings: Settings, wait: float, transport: Any = None) -> list[CheckResult]:
     """With LIKENESS_CALLBACK_URL set: that the URL reaches a running bot's callback listener, and that it is one
-    Kling and fal.ai can use (https, not a local address: the doctor reaching it from this machine proves
+    the providers that call back can use (https, not a local address: the doctor reaching it from this machine proves
     nothing for them). Only warnings: shots are polled anyway."""
     import httpx
 
@@ -488,7 +488,11 @@ async def check_callbacks(settings: Settings, wait: float, transport: Any = None
             answer = await client.get(url)
     except httpx.HTTPError as error:
         return [
-            warning(name, f"{url} cannot be reached ({_reason(error, wait)}): Kling and fal.ai cannot call back.", fix)
+            warning(
+                name,
+                f"{url} cannot be reached ({_reason(error, wait)}): {catalog.calling_back()} cannot call back.",
+                fix,
+            )
         ]
     if answer.status_code != 200 or answer.text != HELLO:
         return [warning(name, f"{url} answers {answer.status_code}, not as the bot's callback listener does.", fix)]
@@ -516,7 +520,7 @@ def _out_of_providers_reach(base_url: str) -> str | None:
     else:
         local = not address.is_global
     if local:
-        return f"{host} is a local address, out of Kling's and fal.ai's reach"
+        return f"{host} is a local address, out of {catalog.calling_back(possessive=True)} reach"
     if parts.scheme != "https":
         return "it is plain http: fal.ai takes https webhooks only, and the URL tokens would travel in clear"
     return None
