@@ -55,7 +55,7 @@ def bot_keys(settings: Settings) -> dict[str, dict[str, str | None]]:
     """The bot's own keys, by provider, for the providers that take keys and have them."""
     keys: dict[str, dict[str, str | None]] = {}
     for spec in catalog.SPECS:
-        found = spec.bot_keys(spec.own_settings(settings)) if spec.takes_keys else None
+        found = spec.bot_key(spec.own_settings(settings)) if spec.takes_keys else None
         if found is not None:
             keys[spec.name] = dict(found)
     return keys

@@ -1028,7 +1028,7 @@ SPEC = ProviderSpec(
         KeyField("access_key", "Access key", "access key", "Kling console > API keys: Access Key"),
         KeyField("secret_key", "Secret key", "secret key", "Kling console > API keys: Secret Key"),
     ),
-    bot_key=_bot_key,
+    read_bot_key=_bot_key,
     key_settings=_key_settings,
     key_source="the Kling developer console (API keys)",
     key_warning=_half_key,

@@ -66,7 +66,7 @@ class ProviderSpec(Generic[S]):
     """One provider, as the rest of the bot knows it.
 
     `key_fields`: what a server may bring as its own key (empty: the provider takes no key, like local, and is
-    always on); the bot's own key is read from the settings of the same names (`bot_key` overrides that).
+    always on); the bot's own key is read from the settings of the same names (`read_bot_key` overrides that).
     """
 
     name: str
@@ -74,7 +74,7 @@ class ProviderSpec(Generic[S]):
     settings: type[S]  # LIKENESS_<NAME>_<FIELD>
     build: Callable[[BuildContext[S]], Provider]
     key_fields: tuple[KeyField, ...] = ()
-    bot_key: Callable[[S], Keys | None] | None = None  # None: every key field, from its setting, all set
+    read_bot_key: Callable[[S], Keys | None] | None = None  # None: every key field, from its setting, all set
     key_settings: Callable[[Keys], str] | None = None  # the settings holding a bot key; None: the key fields'
     key_source: str = ""  # where an admin finds its key, for the doctor's advice
     key_warning: Callable[[S], tuple[str, str] | None] | None = None  # (problem, fix): a bot key half set
@@ -96,10 +96,10 @@ class ProviderSpec(Generic[S]):
         values = {name: getattr(settings, f"{self.name}_{name}") for name in self.settings.model_fields}
         return self.settings.model_construct(**values)
 
-    def bot_keys(self, own: S) -> Keys | None:
+    def bot_key(self, own: S) -> Keys | None:
         """The bot's own key from these settings, or None when it has none (or an incomplete one)."""
-        if self.bot_key is not None:
-            return self.bot_key(own)
+        if self.read_bot_key is not None:
+            return self.read_bot_key(own)
         keys = {f.name: secret(getattr(own, f.name, None)) for f in self.key_fields}
         return keys if keys and all(keys.values()) else None
 
