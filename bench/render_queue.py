@@ -17,7 +17,16 @@ from bot.domain import Job, JobState, Money, ShotParams, WorkKind
 from bot.imaging.prep import KLING
 from bot.jobs.delivery import NoDelivery
 from bot.jobs.worker import Worker, WorkerConfig
-from bot.providers.base import Artifact, Capabilities, CostModel, PollResult, RenderRequest, Submission, TaskStatus
+from bot.providers.base import (
+    PLAIN,
+    Artifact,
+    Capabilities,
+    CostModel,
+    PollResult,
+    RenderRequest,
+    Submission,
+    TaskStatus,
+)
 from bot.providers.registry import ProviderRegistry
 from storage import Storage
 
@@ -53,7 +62,7 @@ class RemoteLike:
             aspect_ratios=("16:9",),
             max_reference_images=4,
             negative_prompt=True,
-            element_syntax="plain",
+            element_syntax=PLAIN,
             prompt_max_chars=2500,
             extend=False,
             image_limits=KLING,

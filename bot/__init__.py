@@ -9,7 +9,8 @@ The map (each folder answers one question; imports run one way, from the top of 
 - `generation/`: making things: shot orders (what /animate queues) and the prompt spine.
 - `governance/`: what a server allows: budget, limits, the content screen, the server's settings.
 - `jobs/`: the durable render queue: scheduler, worker, provider callbacks, retention.
-- `providers/`: the render providers, one module each, listed once in the registry; server keys (accounts).
+- `providers/`: the render providers, one module each: its `SPEC` (spec.py) says all the bot knows of it (settings,
+  keys, factory, prompt dialect, doctor check), and `catalog.py` lists them; the registry, server keys (accounts).
 - `imaging/`: pixels: intake of uploads, background removal, provider prep, sheet drawing, video, model files.
 - `domain/`: the plain models and enums, errors, `Actor`, money: imports nothing else of the bot.
 - `infra/`: the process: settings, logs, metrics, listeners, shutdown, the instance lock.

@@ -12,15 +12,14 @@ Pure functions: no I/O, no Discord, no provider calls.
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal
 
 from bot.domain import Character, Element, ElementKind, ReferenceView, View
 from bot.domain.errors import InvalidInputError
 from bot.domain.text import clean_member_text
-from bot.providers.base import ElementSyntax
+from bot.providers.base import Dialect, Referable
 
 Role = Literal["view", "element"]
 
@@ -249,96 +248,10 @@ def _bound_elements(elements: Sequence[Element], overrides: Mapping[str, bool]) 
 # --- Reference tokens per dialect -------------------------------------------------------------------------------
 
 
-class Referable(Protocol):
-    """Anything with a label and a role: a BoundReference here, a providers.base.ReferenceImage in a provider."""
-
-    @property
-    def label(self) -> str: ...
-
-    @property
-    def role(self) -> Role: ...
-
-
-# fal (Kling O1/O3 reference-to-video and v3 image-to-video, providers.md §2.7): the character's views travel as
-# ONE element, {frontal_image_url: first view, reference_image_urls: the next views}, called @Element1; each bound
-# element (outfit, prop...) is its own element, @Element2, @Element3... Elements are the one form all three fal
-# endpoints take (v3 image-to-video has no image_urls) and the form fal's own example uses ("@Element1 turns and
-# waves, wearing the jacket from @Element2"). A Kling element holds 1 frontal + at most 3 more angles
-# (providers.md §1.7.8), so a fifth view spills into image_urls as @Image1 (O1/O3 only).
-FAL_ELEMENT_MAX_IMAGES = 4
-
-RUNWAY_TAG_MIN, RUNWAY_TAG_MAX = 3, 16  # providers.md §3.2: 3-16 chars, a letter first, letters/digits/_
-
-
-def reference_tokens(references: Sequence[Referable], syntax: ElementSyntax) -> tuple[str, ...]:
-    """How the prompt names each reference, in order. Providers build their request from the same tokens.
-
-    kling: `<<<image_N>>>`, N in order (the omni `image_list`). kling_elements (Kling omni with the element
-    library): every view is the character's one element `<<<element_1>>>`, every bound element image is
-    `<<<image_N>>>`, N from 1 in binding order (the omni `image_list`). fal: `@ElementN` / `@ImageN` (see above; the
-    references sharing a token form one element, the first of them is its frontal image). runway: `@tag`, the
-    tag derived from the label (strip the `@` for `referenceImages[].tag`). plain: "" (no tokens).
-    """
-    if syntax == "kling":
-        return tuple(f"<<<image_{number}>>>" for number in range(1, len(references) + 1))
-    if syntax == "kling_elements":
-        return _kling_element_tokens(references)
-    if syntax == "fal":
-        return _fal_tokens(references)
-    if syntax == "runway":
-        taken: set[str] = set()
-        return tuple(f"@{runway_tag(ref.label, taken)}" for ref in references)
-    return tuple("" for _ in references)
-
-
-def _kling_element_tokens(references: Sequence[Referable]) -> tuple[str, ...]:
-    tokens: list[str] = []
-    images = 0
-    for ref in references:
-        if ref.role == "element":
-            images += 1
-            tokens.append(f"<<<image_{images}>>>")
-        else:
-            tokens.append("<<<element_1>>>")
-    return tuple(tokens)
-
-
-def _fal_tokens(references: Sequence[Referable]) -> tuple[str, ...]:
-    tokens: list[str] = []
-    elements = images = views_in_character = 0
-    character: int | None = None
-    for ref in references:
-        if ref.role == "element":
-            elements += 1
-            tokens.append(f"@Element{elements}")
-        elif views_in_character < FAL_ELEMENT_MAX_IMAGES:
-            if character is None:
-                elements += 1
-                character = elements
-            views_in_character += 1
-            tokens.append(f"@Element{character}")
-        else:
-            images += 1
-            tokens.append(f"@Image{images}")
-    return tuple(tokens)
-
-
-def runway_tag(label: str, taken: set[str]) -> str:
-    """A Runway reference tag for this label, unique (case-insensitively) among `taken`, which it joins."""
-    ascii_label = unicodedata.normalize("NFKD", label).encode("ascii", "ignore").decode()
-    base = re.sub(r"[^A-Za-z0-9]+", "_", ascii_label).strip("_")
-    if not base[:1].isalpha():
-        base = f"ref_{base}" if base else "ref"
-    if len(base) < RUNWAY_TAG_MIN:
-        base = f"{base}_ref"
-    base = base[:RUNWAY_TAG_MAX].rstrip("_")
-    tag, number = base, 2
-    while tag.casefold() in taken:
-        suffix = f"_{number}"
-        tag = base[: RUNWAY_TAG_MAX - len(suffix)].rstrip("_") + suffix
-        number += 1
-    taken.add(tag.casefold())
-    return tag
+def reference_tokens(references: Sequence[Referable], syntax: Dialect) -> tuple[str, ...]:
+    """How the prompt names each reference, in order, in the provider's dialect (its module defines it, and
+    builds its request from the same tokens); "" for each in a dialect that names no image (plain)."""
+    return syntax.tokens_for(references)
 
 
 # --- Compilation ------------------------------------------------------------------------------------------------
@@ -393,7 +306,7 @@ def compile_prompt(
     camera: str,
     setting: str | None,
     binding: Binding,
-    syntax: ElementSyntax,
+    syntax: Dialect,
     negative_supported: bool,
     max_chars: int,
     negative_presets: Sequence[str],
@@ -449,14 +362,14 @@ def compile_prompt(
 
 
 def _lead(
-    name: str, chosen: Sequence[BoundReference], tokens: Sequence[str], syntax: ElementSyntax, *, has_traits: bool
+    name: str, chosen: Sequence[BoundReference], tokens: Sequence[str], syntax: Dialect, *, has_traits: bool
 ) -> str:
     """ "<<<image_1>>> (front view) and <<<image_2>>> (side view) show Ava:" / "Ava, the character in..." """
     colon = ":" if has_traits else "."
     views = [(ref, token) for ref, token in zip(chosen, tokens, strict=True) if ref.role == "view"]
     if not views:
         return f"{name}{colon}"
-    if syntax == "plain":
+    if syntax.plain:
         nouns = _group_noun([ref for ref, _ in views])
         return f"{name}, the character in the reference images ({nouns}){colon}"
     groups = _group_by_token(views)
@@ -465,7 +378,7 @@ def _lead(
     return f"{_join_and(named)} {verb} {name}{colon}"
 
 
-def _elements_sentence(chosen: Sequence[BoundReference], tokens: Sequence[str], syntax: ElementSyntax) -> str:
+def _elements_sentence(chosen: Sequence[BoundReference], tokens: Sequence[str], syntax: Dialect) -> str:
     """ "Wearing <<<image_3>>> (outfit: jacket), holding <<<image_4>>> (prop: sword)." """
     by_verb: dict[str, list[str]] = {}
     for ref, token in zip(chosen, tokens, strict=True):
@@ -473,12 +386,12 @@ def _elements_sentence(chosen: Sequence[BoundReference], tokens: Sequence[str], 
             continue
         name = clean_member_text(ref.label)
         kind = ref.element_kind.value
-        phrase = f"the {name} ({kind})" if syntax == "plain" else f"{token} ({kind}: {name})"
+        phrase = f"the {name} ({kind})" if syntax.plain else f"{token} ({kind}: {name})"
         by_verb.setdefault(_ELEMENT_VERBS[ref.element_kind], []).append(phrase)
     if not by_verb:
         return ""
     text = ", ".join(f"{verb} {_join_and(phrases)}" for verb, phrases in by_verb.items())
-    if syntax == "plain":
+    if syntax.plain:
         text += ", as in the reference images"
     return _sentence(_capitalized(text))
 

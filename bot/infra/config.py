@@ -1,16 +1,20 @@
 """Every knob of the bot, read from the environment and `.env`, validated at start.
 
 The Discord token is `DISCORD_TOKEN` (the name every Discord tutorial uses); every other setting is
-`LIKENESS_<NAME>`, for example `LIKENESS_DATA_DIR=/srv/likeness`.
+`LIKENESS_<NAME>`, for example `LIKENESS_DATA_DIR=/srv/likeness`. Each provider's own settings come from its spec
+(bot.providers.spec), as `LIKENESS_<PROVIDER>_<NAME>`: `LIKENESS_KLING_MODEL` is the field `model` of Kling's.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, create_model, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot.providers import catalog
+from bot.providers.spec import secret
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
@@ -25,8 +29,8 @@ Likeness needs the token of a Discord application's bot user:
 The README explains how to invite the bot to your server."""
 
 
-class Settings(BaseSettings):
-    """Runtime settings. Field descriptions double as the README's settings table."""
+class CoreSettings(BaseSettings):
+    """The settings of the bot itself; `Settings` adds every provider's (bot.providers.catalog)."""
 
     model_config = SettingsConfigDict(
         env_prefix="LIKENESS_",
@@ -69,10 +73,6 @@ class Settings(BaseSettings):
         description="Background cleanups that may run at once (each uses the CPU cores); also how many uploads, "
         "card imports and sheets are decoded at once, which bounds their memory (~200 MB each at most).",
     )
-    local_delay: float = Field(
-        default=3.0, ge=0, le=600, description="Extra seconds the local provider waits, like a remote render."
-    )
-    local_concurrency: int = Field(default=2, ge=1, le=16, description="Local renders that may run at once.")
     per_user_running: int = Field(
         default=2, ge=1, le=50, description="Shots of one member that may render at the same time."
     )
@@ -94,20 +94,6 @@ class Settings(BaseSettings):
     status_edit_interval: float = Field(
         default=5.0, ge=0, le=120, description="Seconds between two edits of one status message (Discord limits)."
     )
-    kling_access_key: SecretStr | None = Field(default=None, description="Kling API access key (with the secret key).")
-    kling_secret_key: SecretStr | None = Field(default=None, description="Kling API secret key. Never logged.")
-    kling_api_key: SecretStr | None = Field(default=None, description="A single Kling API key, instead of the pair.")
-    kling_base_url: str = Field(
-        default="https://api-singapore.klingai.com", description="Kling API host (api-beijing for Chinese accounts)."
-    )
-    kling_model: str = Field(default="kling-v1-6", description="Kling video model.")
-    kling_concurrency: int = Field(default=5, ge=1, le=100, description="Kling tasks your resource pack runs at once.")
-    fal_key: SecretStr | None = Field(default=None, description="fal.ai API key. Never logged.")
-    fal_base_url: str = Field(default="https://queue.fal.run", description="fal.ai queue host.")
-    fal_concurrency: int = Field(default=2, ge=1, le=100, description="fal.ai requests your account runs at once.")
-    runway_api_key: SecretStr | None = Field(default=None, description="Runway API key. Never logged.")
-    runway_base_url: str = Field(default="https://api.dev.runwayml.com", description="Runway API host.")
-    runway_concurrency: int = Field(default=2, ge=1, le=100, description="Runway tasks your tier runs at once.")
     secret_key: SecretStr | None = Field(
         default=None,
         description="Encrypts servers' own provider keys in the database (32 bytes, url-safe base64; "
@@ -140,8 +126,8 @@ class Settings(BaseSettings):
     )
     callback_url: str | None = Field(
         default=None,
-        description="Public base URL (https://...) that reaches the callback listener, for Kling and fal.ai to say "
-        "a render finished, so it posts at once; empty: providers are polled only.",
+        description="Public base URL (https://...) that reaches the callback listener, for "
+        f"{catalog.calling_back()} to say a render finished, so it posts at once; empty: providers are polled only.",
     )
     callback_host: str = Field(
         default="127.0.0.1", description="Address the callback listener binds (put an HTTPS reverse proxy in front)."
@@ -178,7 +164,7 @@ class Settings(BaseSettings):
     @field_validator("default_provider")
     @classmethod
     def _known_provider(cls, value: str) -> str:
-        known = {"local", "kling", "fal", "runway"}
+        known = {spec.name for spec in catalog.SPECS}
         if value not in known:
             raise ValueError(f"must be one of {', '.join(sorted(known))}")
         return value
@@ -225,16 +211,26 @@ class Settings(BaseSettings):
         return [value for value in map(self.secret, names) if value is not None]
 
     def secret(self, name: str) -> str | None:
-        value = getattr(self, name)
-        if isinstance(value, SecretStr) and value.get_secret_value().strip():
-            return value.get_secret_value().strip()
-        return None
+        return secret(getattr(self, name))
 
     def token(self) -> str:
         """The Discord token, or `MissingToken` with instructions for the admin."""
         if self.discord_token is None or not self.discord_token.get_secret_value().strip():
             raise MissingTokenError(TOKEN_HELP)
         return self.discord_token.get_secret_value().strip()
+
+
+def _provider_fields() -> dict[str, Any]:
+    """Each provider's settings as flat fields: kling's `model` is `kling_model`, LIKENESS_KLING_MODEL."""
+    return {
+        f"{spec.name}_{name}": (field.annotation, field)
+        for spec in catalog.SPECS
+        for name, field in spec.settings.model_fields.items()
+    }
+
+
+class Settings(create_model("ProviderSettings", __base__=CoreSettings, **_provider_fields())):
+    """Runtime settings. Field descriptions double as the README's settings table."""
 
 
 class MissingTokenError(RuntimeError):

@@ -1,5 +1,5 @@
-"""Provider callbacks: Kling and fal.ai can say a task changed, so a finished render is picked up at once instead
-of at the next poll.
+"""Provider callbacks: the providers whose spec `calls_back` (Kling, fal.ai) can say a task changed, so a finished
+render is picked up at once instead of at the next poll.
 
 A callback is only ever a nudge to poll the task now through the provider's authenticated API; its body is not
 believed. Deliveries repeat, arrive out of order, and anyone who can reach the listener can POST to it, so:
@@ -30,13 +30,13 @@ from typing import Any, cast
 from aiohttp import web
 
 from bot.infra.listeners import Listener, ListenerLimits, application
+from bot.providers import catalog
 from bot.providers.base import TaskStatus
 
 log = logging.getLogger(__name__)
 
 BODY_MAX = 1024 * 1024  # larger bodies are refused (413) unread
 HELLO = "likeness callbacks\n"
-KNOWN = ("kling", "fal")  # the providers that call back
 ENDS = (TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELED)
 TOKEN_CHARS = 32  # hex characters of the HMAC kept in the URL: 128 bits
 
@@ -90,17 +90,21 @@ def read_body(body: bytes) -> object:
 def worth_polling(provider: str, body: bytes | object) -> bool:
     """Whether a callback says something a poll now would pick up (an end), as far as its body (raw or already
     read) tells."""
-    if provider != "kling":  # fal calls back once, on completion
+    spec = catalog.find(provider)
+    if spec is None or spec.callback_status is None:  # it calls back once, on completion (fal)
         return True
-    from bot.providers.kling import parse_callback
-
     try:
         payload = read_body(body) if isinstance(body, bytes) else body
         if not isinstance(payload, Mapping):
             return True
-        return parse_callback(cast(Mapping[str, Any], payload)).result.status in ENDS
+        return spec.callback_status(cast(Mapping[str, Any], payload)) in ENDS
     except Exception:  # the body is only a hint, never believed: whatever it holds (wrong types...), poll
         return True
+
+
+def _calls_back(provider: str) -> bool:
+    spec = catalog.find(provider)
+    return spec is not None and spec.calls_back
 
 
 Nudge = Callable[[str, int], None]  # (provider, job id): poll that job now
@@ -160,7 +164,7 @@ class CallbackServer:
         provider = request.match_info["provider"]
         job_id = int(request.match_info["job_id"])
         if not self._urls.verify(provider, job_id, request.match_info["token"]):
-            self._count(provider if provider in KNOWN else "other", "refused")  # forged names make no new label
+            self._count(provider if _calls_back(provider) else "other", "refused")  # forged names make no new label
             log.warning("refused a callback for job %s from %s: wrong token", job_id, request.remote)
             return web.Response(status=404, text="not found\n")
         try:

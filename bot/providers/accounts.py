@@ -16,34 +16,20 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from bot.domain import Actor
 from bot.domain.errors import InvalidInputError, NotAllowedError, NotFoundError
+from bot.providers import catalog
 from bot.providers.base import FinalError, ProviderError
 from bot.providers.registry import ProviderRegistry, ServerKey
 from bot.providers.secret_box import NO_SECRET_KEY, NoSecretKeyError, SecretBox, UnreadableSecretError
+from bot.providers.spec import KeyField
 from storage.provider_keys import ProviderKeyRepository, SealedProviderKey, key_version
 
 log = logging.getLogger(__name__)
-
-_NO_SPACE = re.compile(r"^\S+$")
-_FAL_KEY = re.compile(r"^[^\s:]+:[^\s:]+$")
-
-
-@dataclass(frozen=True)
-class KeyField:
-    name: str  # the provider's keyword for it (bot.providers.building.build_provider)
-    label: str  # shown in the modal (Discord: at most 45 characters)
-    noun: str  # in a sentence: "the Kling access key"
-    placeholder: str
-    min_length: int = 8
-    max_length: int = 200
-    pattern: re.Pattern[str] = _NO_SPACE
-    shape: str = ""  # what a valid value looks like, for the refusal ("" : no spaces)
 
 
 @dataclass(frozen=True)
@@ -53,27 +39,10 @@ class KeySpec:
     fields: tuple[KeyField, ...]
 
 
-_SPECS = (
-    KeySpec(
-        "kling",
-        "Kling",
-        (
-            KeyField("access_key", "Access key", "access key", "Kling console > API keys: Access Key"),
-            KeyField("secret_key", "Secret key", "secret key", "Kling console > API keys: Secret Key"),
-        ),
-    ),
-    KeySpec(
-        "fal",
-        "fal.ai",
-        (KeyField("key", "API key", "API key", "id:secret, from fal.ai > Keys", 10, 300, _FAL_KEY, "`id:secret`"),),
-    ),
-    KeySpec(
-        "runway",
-        "Runway",
-        (KeyField("api_key", "API key", "API key", "key_..., from the Runway developer portal", max_length=300),),
-    ),
-)
-KEY_SPECS: dict[str, KeySpec] = {spec.provider: spec for spec in _SPECS}
+# The providers a server may bring its own key for: those whose spec has key fields (bot.providers.catalog).
+KEY_SPECS: dict[str, KeySpec] = {
+    spec.name: KeySpec(spec.name, spec.label, spec.key_fields) for spec in catalog.SPECS if spec.takes_keys
+}
 
 
 class ServerKeyError(FinalError, InvalidInputError):

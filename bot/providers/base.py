@@ -11,6 +11,7 @@ the member.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal, Protocol, runtime_checkable
@@ -18,7 +19,35 @@ from typing import Literal, Protocol, runtime_checkable
 from bot.domain import Money, WorkKind
 from bot.imaging.prep import ProviderImageLimits
 
-ElementSyntax = Literal["kling", "kling_elements", "fal", "runway", "plain"]
+
+class Referable(Protocol):
+    """Anything with a label and a role: a prompt's bound reference, or a ReferenceImage in a provider."""
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def role(self) -> Literal["view", "element"]: ...
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How a prompt names the images bound to a shot, in one provider's syntax (bot.generation.prompts writes it;
+    the provider builds its request from the same tokens). `tokens` names each reference, in order; None: the
+    prompt names no image and describes them in words instead ("plain")."""
+
+    name: str
+    tokens: Callable[[Sequence[Referable]], tuple[str, ...]] | None = None
+
+    @property
+    def plain(self) -> bool:
+        return self.tokens is None
+
+    def tokens_for(self, references: Sequence[Referable]) -> tuple[str, ...]:
+        return self.tokens(references) if self.tokens is not None else tuple("" for _ in references)
+
+
+PLAIN = Dialect("plain")
 
 
 class TaskStatus(StrEnum):
@@ -47,7 +76,7 @@ class Capabilities:
     aspect_ratios: tuple[str, ...]
     max_reference_images: int  # subject images one shot may bind
     negative_prompt: bool  # False: negative presets are dropped, with a visible note
-    element_syntax: ElementSyntax  # how the prompt refers to bound images
+    element_syntax: Dialect  # how the prompt refers to bound images
     prompt_max_chars: int
     extend: bool
     image_limits: ProviderImageLimits

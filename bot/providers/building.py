@@ -5,13 +5,13 @@ from __future__ import annotations
 import functools
 import logging
 import secrets
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
 
 from bot.infra.config import Settings, SettingsError
+from bot.providers import catalog
 from bot.providers.base import BOT_KEYS, SERVER_KEYS, KeyOwner, Provider
-from bot.providers.local import LocalProvider
 from bot.providers.registry import ProviderFactory
+from bot.providers.spec import BuildContext
 
 log = logging.getLogger(__name__)
 
@@ -28,83 +28,48 @@ def install_id(settings: Settings) -> str:
     return value
 
 
-def _configured(setting: str, factory: Callable[..., Provider], **options: Any) -> Provider:
-    """Build a provider; a value it refuses (an unknown model) is reported as a bad setting, not a traceback."""
-    try:
-        return factory(**options)
-    except ValueError as error:
-        raise SettingsError(f"Some settings are not valid:\n  {setting}: {error}") from None
-
-
 def build_provider(
     settings: Settings, name: str, keys: Mapping[str, str | None], owner: KeyOwner = BOT_KEYS
 ) -> Provider:
-    """One remote provider on the bot's settings (host, model, concurrency) with the given keys: the bot's own,
-    or a server's (bot.providers.accounts.KEY_SPECS names the same fields; `owner` then says so in its errors). The host
-    never comes from a server."""
-    if name == "kling":
-        from bot.providers.kling import KlingProvider
-
-        return _configured(
-            "LIKENESS_KLING_MODEL",
-            KlingProvider,
-            base_url=settings.kling_base_url,
-            access_key=keys.get("access_key"),
-            secret_key=keys.get("secret_key"),
-            api_key=keys.get("api_key"),
-            model=settings.kling_model,
-            max_concurrency=settings.kling_concurrency,
-            external_id_prefix=install_id(settings),
-            owner=owner,
-            download_deadline=settings.download_deadline,
-        )
-    if name == "fal":
-        from bot.providers.fal import FalProvider
-
-        return FalProvider(
-            key=keys.get("key") or "",
-            base_url=settings.fal_base_url,
-            max_concurrency=settings.fal_concurrency,
-            owner=owner,
-            download_deadline=settings.download_deadline,
-        )
-    if name == "runway":
-        from bot.providers.runway import RunwayProvider
-
-        return RunwayProvider(
-            api_key=keys.get("api_key") or "",
-            base_url=settings.runway_base_url,
-            max_concurrency=settings.runway_concurrency,
-            owner=owner,
-            download_deadline=settings.download_deadline,
-        )
-    raise ValueError(f"{name!r} is not a provider that takes keys")
+    """One provider on the bot's settings (host, model, concurrency) with the given keys: the bot's own, or a
+    server's (its spec's `key_fields`; `owner` then says so in its errors). The host never comes from a server.
+    A value the provider refuses (an unknown model) is reported as a bad setting, not a traceback."""
+    spec = catalog.get(name)
+    context = BuildContext(
+        settings=spec.own_settings(settings),
+        keys=keys,
+        owner=owner,
+        download_deadline=settings.download_deadline,
+        render_dir=settings.render_dir,
+        install_id=functools.partial(install_id, settings),
+    )
+    try:
+        return spec.build(context)
+    except ValueError as error:
+        if spec.checked_setting is None:
+            raise
+        raise SettingsError(f"Some settings are not valid:\n  {spec.env_name(spec.checked_setting)}: {error}") from None
 
 
 def bot_keys(settings: Settings) -> dict[str, dict[str, str | None]]:
-    """The bot's own keys, by provider, for the providers that have them."""
+    """The bot's own keys, by provider, for the providers that take keys and have them."""
     keys: dict[str, dict[str, str | None]] = {}
-    kling = {name: settings.secret(f"kling_{name}") for name in ("access_key", "secret_key", "api_key")}
-    if (kling["access_key"] and kling["secret_key"]) or kling["api_key"]:
-        keys["kling"] = kling
-    if (fal_key := settings.secret("fal_key")) is not None:
-        keys["fal"] = {"key": fal_key}
-    if (runway_key := settings.secret("runway_api_key")) is not None:
-        keys["runway"] = {"api_key": runway_key}
+    for spec in catalog.SPECS:
+        found = spec.bot_key(spec.own_settings(settings)) if spec.takes_keys else None
+        if found is not None:
+            keys[spec.name] = dict(found)
     return keys
 
 
 def build_providers(settings: Settings) -> dict[str, Provider]:
-    """The local provider always; a remote one only when its key is configured (a provider without a key
-    is not offered to members, unless a server brings its own key)."""
-    providers: dict[str, Provider] = {
-        "local": LocalProvider(
-            settings.render_dir, delay=settings.local_delay, max_concurrency=settings.local_concurrency
-        )
+    """Those that take no key (local) always; one that takes keys only when the bot has its key (a provider
+    without a key is not offered to members, unless a server brings its own key)."""
+    keyed = bot_keys(settings)
+    return {
+        spec.name: build_provider(settings, spec.name, keyed.get(spec.name, {}))
+        for spec in catalog.SPECS
+        if not spec.takes_keys or spec.name in keyed
     }
-    for name, keys in bot_keys(settings).items():
-        providers[name] = build_provider(settings, name, keys)
-    return providers
 
 
 def provider_factory(settings: Settings) -> ProviderFactory:

@@ -41,27 +41,30 @@ import binascii
 import email.utils
 import json
 import logging
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import httpx
+from pydantic import BaseModel, Field, SecretStr
 
 from bot.domain import Money, WorkKind
-from bot.generation.prompts import reference_tokens
 from bot.imaging.prep import ProviderImageLimits
 from bot.providers.base import (
     BOT_KEYS,
+    PLAIN,
     Artifact,
     Capabilities,
     CostModel,
-    ElementSyntax,
+    Dialect,
     FinalError,
     KeyOwner,
     OutcomeUnknownError,
     PollResult,
     ProviderError,
+    Referable,
     ReferenceImage,
     RenderRequest,
     RetryableError,
@@ -76,6 +79,7 @@ from bot.providers.http import (
     timed_request,
     transport_errors,
 )
+from bot.providers.spec import BuildContext, KeyField, ProviderSpec
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +106,40 @@ _UNANSWERED_SUBMIT = PaidSubmit(
 )
 
 
+# The prompt's dialect (Kling O1/O3 reference-to-video and v3 image-to-video, providers.md §2.7): the character's
+# views travel as ONE element, {frontal_image_url: first view, reference_image_urls: the next views}, called
+# @Element1; each bound element (outfit, prop...) is its own element, @Element2, @Element3... Elements are the one
+# form all three fal endpoints take (v3 image-to-video has no image_urls) and the form fal's own example uses
+# ("@Element1 turns and waves, wearing the jacket from @Element2"). A Kling element holds 1 frontal + at most 3 more
+# angles (providers.md §1.7.8), so a fifth view spills into image_urls as @Image1 (O1/O3 only).
+ELEMENT_MAX_IMAGES = 4
+
+
+def _tokens(references: Sequence[Referable]) -> tuple[str, ...]:
+    """`@ElementN` / `@ImageN`: the references sharing a token form one element, the first of them its frontal
+    image."""
+    tokens: list[str] = []
+    elements = images = views_in_character = 0
+    character: int | None = None
+    for ref in references:
+        if ref.role == "element":
+            elements += 1
+            tokens.append(f"@Element{elements}")
+        elif views_in_character < ELEMENT_MAX_IMAGES:
+            if character is None:
+                elements += 1
+                character = elements
+            views_in_character += 1
+            tokens.append(f"@Element{character}")
+        else:
+            images += 1
+            tokens.append(f"@Image{images}")
+    return tuple(tokens)
+
+
+DIALECT = Dialect("fal", _tokens)
+
+
 @dataclass(frozen=True)
 class VideoEndpoint:
     """What one fal Kling endpoint takes."""
@@ -110,7 +148,7 @@ class VideoEndpoint:
     durations: tuple[int, ...]  # the first is the default (bot/animate.py uses durations[0])
     max_images: int
     negative_prompt: bool
-    element_syntax: ElementSyntax
+    element_syntax: Dialect
     price_per_second: Money
 
 
@@ -127,7 +165,7 @@ _O3_DURATIONS = (5, 3, 4, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
 
 def _reference_to_video(durations: tuple[int, ...], price: Money) -> VideoEndpoint:
     """O1/O3 reference-to-video: 7 references at most in all (elements + image_urls), no negative prompt."""
-    return VideoEndpoint("reference", durations, 7, False, "fal", price)
+    return VideoEndpoint("reference", durations, 7, False, DIALECT, price)
 
 
 # Prices from reference/providers.md §2.7/§2.8 (USD). [T] marks a third-party figure, [?] an unconfirmed fact.
@@ -140,7 +178,7 @@ VIDEO_ENDPOINTS: dict[str, VideoEndpoint] = {
     "fal-ai/kling-video/o3/4k/reference-to-video": _reference_to_video(_O3_DURATIONS, Money.from_usd("0.42")),
     # Kling 1.6 elements: up to 4 input_image_urls, which the prompt cannot name; takes a negative prompt.
     "fal-ai/kling-video/v1.6/standard/elements": VideoEndpoint(
-        "elements", (5, 10), 4, True, "plain", Money.from_usd("0.056")
+        "elements", (5, 10), 4, True, PLAIN, Money.from_usd("0.056")
     ),
 }
 IMAGE_ENDPOINTS: dict[str, ImageEndpoint] = {
@@ -703,18 +741,18 @@ class FalProvider:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Elements: the same grouping as bot/prompts.py's fal tokens
+# Elements: the same grouping as the prompt's tokens (DIALECT)
 
 
 def fal_elements(images: Sequence[ReferenceImage]) -> tuple[list[dict[str, Any]], list[str]]:
     """`elements` and `image_urls` for O1/O3, built from the tokens the compiled prompt used for these images.
 
-    `reference_tokens(images, "fal")` names each image `@ElementN` or `@ImageN`: the images sharing `@ElementN` form
+    `DIALECT` names each image `@ElementN` or `@ImageN`: the images sharing `@ElementN` form
     element N (the first is its frontal image, the rest its reference images: the character's views), every bound
     element is its own `@ElementN`, and views past the fourth are `@ImageN` in `image_urls`. fal needs 1..3
     reference images per element, so an element with a single image repeats it as its reference.
     """
-    tokens = reference_tokens(images, "fal")
+    tokens = _tokens(images)
     grouped: dict[int, list[str]] = {}
     image_urls: dict[int, str] = {}
     for image, token in zip(images, tokens, strict=True):
@@ -806,3 +844,46 @@ def _retry_after(value: str | None) -> float | None:
             return None
         seconds = when.timestamp() - time.time()
     return min(max(seconds, 0.0), _MAX_RETRY_AFTER)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The plug-in: settings, keys, factory (bot.providers.spec)
+
+
+class FalSettings(BaseModel):
+    key: SecretStr | None = Field(default=None, description="fal.ai API key. Never logged.")
+    base_url: str = Field(default=DEFAULT_BASE_URL, description="fal.ai queue host.")
+    concurrency: int = Field(default=2, ge=1, le=100, description="fal.ai requests your account runs at once.")
+
+
+def _build(context: BuildContext[FalSettings]) -> FalProvider:
+    return FalProvider(
+        key=context.keys.get("key") or "",
+        base_url=context.settings.base_url,
+        max_concurrency=context.settings.concurrency,
+        owner=context.owner,
+        download_deadline=context.download_deadline,
+    )
+
+
+SPEC = ProviderSpec(
+    name="fal",
+    label="fal.ai",
+    settings=FalSettings,
+    build=_build,
+    key_fields=(
+        KeyField(
+            "key",
+            "API key",
+            "API key",
+            "id:secret, from fal.ai > Keys",
+            10,
+            300,
+            re.compile(r"^[^\s:]+:[^\s:]+$"),
+            "`id:secret`",
+        ),
+    ),
+    key_source="fal.ai > Dashboard > Keys (an id:secret pair)",
+    dialects=(DIALECT,),
+    calls_back=True,
+)

@@ -43,28 +43,31 @@ import math
 import re
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import httpx
-import jwt
 from PIL import Image
+from pydantic import BaseModel, Field, SecretStr
 
 from bot.domain import Money, WorkKind
 from bot.domain.errors import UserFacingError
 from bot.imaging.prep import KLING, prepare_for_provider
 from bot.providers.base import (
     BOT_KEYS,
+    PLAIN,
     Artifact,
     Capabilities,
     CostModel,
+    Dialect,
     FinalError,
     KeyOwner,
     PollResult,
     ProviderError,
+    Referable,
     ReferenceImage,
     RenderRequest,
     RetryableError,
@@ -72,6 +75,7 @@ from bot.providers.base import (
     TaskStatus,
 )
 from bot.providers.http import KEY_REFUSED, TooLargeError, read_capped, timed_request, transport_errors
+from bot.providers.spec import BuildContext, KeyField, Keys, ProviderSpec, secret
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +156,29 @@ UNAVAILABLE_CODES = frozenset({5001, 5002})  # temporarily unavailable (maintena
 _MAX_BUSY_DELAY = 30.0
 _RISK_WORDS = ("risk", "safety", "sensitive", "inappropriate", "violat", "moderat", "nsfw", "policy")
 _NOT_FOUND_WORDS = ("not found", "not exist", "does not exist", "no such")
+
+
+def _image_tokens(references: Sequence[Referable]) -> tuple[str, ...]:
+    return tuple(f"<<<image_{number}>>>" for number in range(1, len(references) + 1))
+
+
+def _element_tokens(references: Sequence[Referable]) -> tuple[str, ...]:
+    tokens: list[str] = []
+    images = 0
+    for ref in references:
+        if ref.role == "element":
+            images += 1
+            tokens.append(f"<<<image_{images}>>>")
+        else:
+            tokens.append("<<<element_1>>>")
+    return tuple(tokens)
+
+
+# `<<<image_N>>>`, N in order (the omni `image_list`).
+IMAGES_DIALECT = Dialect("kling", _image_tokens)
+# Omni with the element library: every view is the character's one element `<<<element_1>>>`, every bound element
+# image is `<<<image_N>>>`, N from 1 in binding order (the omni `image_list`).
+ELEMENTS_DIALECT = Dialect("kling_elements", _element_tokens)
 
 
 def balance_message(owner: KeyOwner = BOT_KEYS) -> str:
@@ -331,7 +358,7 @@ class KlingProvider:
             aspect_ratios=tuple(ASPECT_RATIOS),
             max_reference_images=OMNI_MAX_INPUTS if omni else 4,
             negative_prompt=not omni,
-            element_syntax="kling_elements" if omni else "plain",
+            element_syntax=ELEMENTS_DIALECT if omni else PLAIN,
             prompt_max_chars=PROMPT_MAX,
             extend=False,
             image_limits=KLING,
@@ -678,6 +705,8 @@ class KlingProvider:
             assert self._access_key is not None and self._secret_key is not None
             expires = now + TOKEN_LIFETIME
             payload = {"iss": self._access_key, "exp": int(expires), "nbf": int(now - NOT_BEFORE_SKEW)}
+            import jwt  # here, not at the top: the catalog imports this module with the settings, PyJWT is slow
+
             with warnings.catch_warnings():  # PyJWT warns on keys under 32 bytes; the key is Kling's, not ours
                 warnings.simplefilter("ignore")
                 self._token = jwt.encode(payload, self._secret_key, algorithm="HS256", headers={"typ": "JWT"})
@@ -686,9 +715,9 @@ class KlingProvider:
 
     def _scrub(self, text: str) -> str:
         """Kling's words with any of our secrets taken out (they are never expected there; never shown if so)."""
-        for secret in (self._token, self._secret_key, self._api_key):
-            if secret:
-                text = text.replace(secret, "[redacted]")
+        for value in (self._token, self._secret_key, self._api_key):
+            if value:
+                text = text.replace(value, "[redacted]")
         return text
 
     async def _call(
@@ -937,3 +966,74 @@ def _within_limits(data: bytes, aspect: float | None) -> tuple[bytes, str]:
         raise FinalError(
             "A reference image of this shot could not be read.", detail=str(error), code="image"
         ) from error
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The plug-in: settings, keys, factory (bot.providers.spec)
+
+
+class KlingSettings(BaseModel):
+    access_key: SecretStr | None = Field(default=None, description="Kling API access key (with the secret key).")
+    secret_key: SecretStr | None = Field(default=None, description="Kling API secret key. Never logged.")
+    api_key: SecretStr | None = Field(default=None, description="A single Kling API key, instead of the pair.")
+    base_url: str = Field(
+        default="https://api-singapore.klingai.com", description="Kling API host (api-beijing for Chinese accounts)."
+    )
+    model: str = Field(default="kling-v1-6", description="Kling video model.")
+    concurrency: int = Field(default=5, ge=1, le=100, description="Kling tasks your resource pack runs at once.")
+
+
+def _bot_key(own: KlingSettings) -> Keys | None:
+    """The pair, or the single API key."""
+    keys = {"access_key": secret(own.access_key), "secret_key": secret(own.secret_key), "api_key": secret(own.api_key)}
+    return keys if (keys["access_key"] and keys["secret_key"]) or keys["api_key"] else None
+
+
+def _key_settings(keys: Keys) -> str:
+    return (
+        "LIKENESS_KLING_API_KEY" if keys.get("api_key") else "LIKENESS_KLING_ACCESS_KEY and LIKENESS_KLING_SECRET_KEY"
+    )
+
+
+def _half_key(own: KlingSettings) -> tuple[str, str] | None:
+    if _bot_key(own) is None and (secret(own.access_key) or secret(own.secret_key)):
+        return (
+            "only one of LIKENESS_KLING_ACCESS_KEY and LIKENESS_KLING_SECRET_KEY is set, so Kling is off.",
+            "Set both (from the Kling developer console), or LIKENESS_KLING_API_KEY instead.",
+        )
+    return None
+
+
+def _build(context: BuildContext[KlingSettings]) -> KlingProvider:
+    own, keys = context.settings, context.keys
+    return KlingProvider(
+        base_url=own.base_url,
+        access_key=keys.get("access_key"),
+        secret_key=keys.get("secret_key"),
+        api_key=keys.get("api_key"),
+        model=own.model,
+        max_concurrency=own.concurrency,
+        external_id_prefix=context.install_id(),
+        owner=context.owner,
+        download_deadline=context.download_deadline,
+    )
+
+
+SPEC = ProviderSpec(
+    name=NAME,
+    label="Kling",
+    settings=KlingSettings,
+    build=_build,
+    key_fields=(
+        KeyField("access_key", "Access key", "access key", "Kling console > API keys: Access Key"),
+        KeyField("secret_key", "Secret key", "secret key", "Kling console > API keys: Secret Key"),
+    ),
+    read_bot_key=_bot_key,
+    key_settings=_key_settings,
+    key_source="the Kling developer console (API keys)",
+    key_warning=_half_key,
+    checked_setting="model",
+    dialects=(IMAGES_DIALECT, ELEMENTS_DIALECT),
+    calls_back=True,
+    callback_status=lambda payload: parse_callback(payload).result.status,
+)

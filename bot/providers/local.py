@@ -32,12 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
+from pydantic import BaseModel, Field
 
 from bot.domain import Money, WorkKind
-from bot.imaging import video
-from bot.imaging.cleanup import flat_key
 from bot.imaging.prep import KLING
 from bot.providers.base import (
+    PLAIN,
     Artifact,
     Capabilities,
     CostModel,
@@ -48,6 +48,7 @@ from bot.providers.base import (
     Submission,
     TaskStatus,
 )
+from bot.providers.spec import BuildContext, ProviderSpec
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ class LocalProvider:
             aspect_ratios=tuple(FRAME_SIZES),
             max_reference_images=4,
             negative_prompt=True,
-            element_syntax="plain",
+            element_syntax=PLAIN,
             prompt_max_chars=2500,
             extend=False,
             image_limits=KLING,
@@ -215,6 +216,8 @@ class LocalProvider:
             problems.append(f"clips last {' or '.join(map(str, caps.durations))} seconds, not {request.duration}")
         if request.aspect_ratio not in FRAME_SIZES:
             problems.append(f"aspect ratio {request.aspect_ratio!r} is not one of {', '.join(FRAME_SIZES)}")
+        from bot.imaging import video  # here, not at the top: the catalog imports this module with the settings
+
         if request.kind is not WorkKind.SHEET and request.camera not in video.CAMERAS:
             problems.append(f"camera move {request.camera!r} is not one of {', '.join(video.CAMERAS)}")
         if not request.images:
@@ -403,6 +406,8 @@ class LocalProvider:
 
         if record.get("kind") == WorkKind.SHEET.value:
             return turnaround_sheet(views or images)
+        from bot.imaging import video
+
         return video.render_camera_move(
             views or images,
             duration=float(record["duration"]),
@@ -459,6 +464,8 @@ def _load_reference(folder: Path, entry: dict[str, str]) -> Image.Image:
             detail=str(error),
             code="bad_image",
         ) from error
+    from bot.imaging.cleanup import flat_key  # numpy and scipy: not needed to read the settings
+
     keyed = flat_key(image)
     if keyed is None:
         return image
@@ -466,3 +473,21 @@ def _load_reference(folder: Path, entry: dict[str, str]) -> Image.Image:
     cutout = Image.fromarray(colours).convert("RGBA")
     cutout.putalpha(Image.fromarray(alpha))
     return cutout
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The plug-in: settings, factory (bot.providers.spec); no key, so always on
+
+
+class LocalSettings(BaseModel):
+    delay: float = Field(
+        default=3.0, ge=0, le=600, description="Extra seconds the local provider waits, like a remote render."
+    )
+    concurrency: int = Field(default=2, ge=1, le=16, description="Local renders that may run at once.")
+
+
+def _build(context: BuildContext[LocalSettings]) -> LocalProvider:
+    return LocalProvider(context.render_dir, delay=context.settings.delay, max_concurrency=context.settings.concurrency)
+
+
+SPEC = ProviderSpec(name="local", label="Local", settings=LocalSettings, build=_build, dialects=(PLAIN,))

@@ -4,7 +4,7 @@
   result downloads: those are signed CDN URLs, and the key must not leave for another host).
 - `POST /v1/image_to_video` (ANIMATE): one `promptImage` (gen4_turbo takes only a first frame), a ratio such
   as `1280:720`, 5 or 10 s. `POST /v1/text_to_image` (SHEET): up to 3 `referenceImages` with tags; the prompt
-  already names them as `@tag` (bot/prompts.py), and the tags sent here are derived the same way.
+  already names them as `@tag` (DIALECT), and the tags sent here are derived the same way.
 - Both return `{"id"}`; `GET /v1/tasks/{id}` is polled (no webhooks exist); `DELETE /v1/tasks/{id}` cancels.
 - Result URLs expire within 24-48 h: the worker downloads at once, and a later poll gives fresh URLs.
 
@@ -28,24 +28,27 @@ import math
 import mimetypes
 import re
 import time
+import unicodedata
 from collections.abc import Sequence
 from typing import Any, NoReturn
 from urllib.parse import quote, urlsplit
 
 import httpx
+from pydantic import BaseModel, Field, SecretStr
 
 from bot.domain import Money, WorkKind
-from bot.generation.prompts import reference_tokens, runway_tag
 from bot.imaging.prep import ProviderImageLimits
 from bot.providers.base import (
     BOT_KEYS,
     Artifact,
     Capabilities,
     CostModel,
+    Dialect,
     FinalError,
     KeyOwner,
     OutcomeUnknownError,
     PollResult,
+    Referable,
     ReferenceImage,
     RenderRequest,
     RetryableError,
@@ -60,11 +63,41 @@ from bot.providers.http import (
     timed_request,
     transport_errors,
 )
+from bot.providers.spec import BuildContext, KeyField, ProviderSpec
 
 log = logging.getLogger(__name__)
 
 API_VERSION = "2024-11-06"
 DEFAULT_BASE_URL = "https://api.dev.runwayml.com"
+
+TAG_MIN, TAG_MAX = 3, 16  # providers.md §3.2: 3-16 chars, a letter first, letters/digits/_
+
+
+def runway_tag(label: str, taken: set[str]) -> str:
+    """A Runway reference tag for this label, unique (case-insensitively) among `taken`, which it joins."""
+    ascii_label = unicodedata.normalize("NFKD", label).encode("ascii", "ignore").decode()
+    base = re.sub(r"[^A-Za-z0-9]+", "_", ascii_label).strip("_")
+    if not base[:1].isalpha():
+        base = f"ref_{base}" if base else "ref"
+    if len(base) < TAG_MIN:
+        base = f"{base}_ref"
+    base = base[:TAG_MAX].rstrip("_")
+    tag, number = base, 2
+    while tag.casefold() in taken:
+        suffix = f"_{number}"
+        tag = base[: TAG_MAX - len(suffix)].rstrip("_") + suffix
+        number += 1
+    taken.add(tag.casefold())
+    return tag
+
+
+def _tokens(references: Sequence[Referable]) -> tuple[str, ...]:
+    taken: set[str] = set()
+    return tuple(f"@{runway_tag(ref.label, taken)}" for ref in references)
+
+
+# `@tag`, the tag derived from the label (strip the `@` for `referenceImages[].tag`).
+DIALECT = Dialect("runway", _tokens)
 
 # Ratios per §3.2/§3.3, for the frame shapes members choose. Sheets use the 1080p tier (8 credits).
 VIDEO_RATIOS: dict[str, str] = {"16:9": "1280:720", "9:16": "720:1280", "1:1": "960:960"}
@@ -141,7 +174,7 @@ class RunwayProvider:
             # Capabilities has one number and it is the clip's: whoever binds a sheet uses MAX_SHEET_REFERENCES.
             max_reference_images=1,
             negative_prompt=False,
-            element_syntax="runway",
+            element_syntax=DIALECT,
             prompt_max_chars=PROMPT_MAX_UNITS,
             extend=False,
             image_limits=RUNWAY_IMAGE_LIMITS,
@@ -490,7 +523,7 @@ def _transport_errors(timeout: str, network: str, *, paid_submit: PaidSubmit | N
 
 def sheet_tags(images: Sequence[ReferenceImage]) -> list[str]:
     """The `referenceImages[].tag` values: the same `runway_tag`s, in the same order, as the compiled prompt's
-    `@tag`s (bot/prompts.py `reference_tokens(refs, "runway")`)."""
+    `@tag`s (DIALECT)."""
     taken: set[str] = set()
     return [runway_tag(image.label, taken) for image in images]
 
@@ -570,7 +603,7 @@ def prompt_units(text: str) -> int:
 def _video_prompt(prompt: str, images: Sequence[ReferenceImage]) -> str:
     """The clip's prompt without `@tag` syntax: image_to_video binds no tags (its one image is the first frame),
     so the compiled prompt's `@front` becomes `front`. Never longer than the compiled prompt."""
-    tags = sorted({token.removeprefix("@") for token in reference_tokens(images, "runway")}, key=len, reverse=True)
+    tags = sorted({token.removeprefix("@") for token in _tokens(images)}, key=len, reverse=True)
     if not tags:
         return prompt
     pattern = re.compile(r"@(" + "|".join(map(re.escape, tags)) + r")(?![A-Za-z0-9_])")
@@ -653,3 +686,36 @@ def _clip(value: object) -> str:
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
     text = " ".join(text.split())
     return text if len(text) <= _DETAIL_MAX else text[: _DETAIL_MAX - 1] + "…"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The plug-in: settings, keys, factory (bot.providers.spec)
+
+
+class RunwaySettings(BaseModel):
+    api_key: SecretStr | None = Field(default=None, description="Runway API key. Never logged.")
+    base_url: str = Field(default=DEFAULT_BASE_URL, description="Runway API host.")
+    concurrency: int = Field(default=2, ge=1, le=100, description="Runway tasks your tier runs at once.")
+
+
+def _build(context: BuildContext[RunwaySettings]) -> RunwayProvider:
+    return RunwayProvider(
+        api_key=context.keys.get("api_key") or "",
+        base_url=context.settings.base_url,
+        max_concurrency=context.settings.concurrency,
+        owner=context.owner,
+        download_deadline=context.download_deadline,
+    )
+
+
+SPEC = ProviderSpec(
+    name="runway",
+    label="Runway",
+    settings=RunwaySettings,
+    build=_build,
+    key_fields=(
+        KeyField("api_key", "API key", "API key", "key_..., from the Runway developer portal", max_length=300),
+    ),
+    key_source="the Runway developer portal > API Keys (a key for api.dev.runwayml.com)",
+    dialects=(DIALECT,),
+)

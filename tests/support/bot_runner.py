@@ -44,7 +44,7 @@ class BotRunner:
             guild_ready_timeout=0.05,
             models_dir=installed_models_dir(),
             cleanup_model="u2netp",
-            local_delay=0.0,
+            local_delay=0.0,  # pyright: ignore[reportCallIssue]  (a provider setting: bot.providers.local)
             status_edit_interval=0.05,
         )
         self.providers: list[Provider] = []  # registered at every start, like keys in the settings

@@ -24,6 +24,7 @@ from bot.providers.base import (
     Submission,
     TaskStatus,
 )
+from bot.providers.kling import IMAGES_DIALECT
 
 
 @dataclass
@@ -83,7 +84,7 @@ class ScriptedProvider:
             aspect_ratios=("16:9", "9:16", "1:1"),
             max_reference_images=4,
             negative_prompt=False,
-            element_syntax="kling",
+            element_syntax=IMAGES_DIALECT,
             prompt_max_chars=2500,
             extend=False,
             image_limits=KLING,

@@ -73,13 +73,13 @@ def test_a_provider_without_a_key_is_not_offered(tmp_path: Path) -> None:
     assert list(build_providers(Settings(data_dir=tmp_path))) == ["local"]
     keyed = Settings(
         data_dir=tmp_path,
-        kling_access_key="ak-123456789",  # pyright: ignore[reportArgumentType]
-        kling_secret_key="sk-123456789",  # pyright: ignore[reportArgumentType]
-        fal_key="fal-123456789",  # pyright: ignore[reportArgumentType]
-        runway_api_key="key_123456789",  # pyright: ignore[reportArgumentType]
+        kling_access_key="ak-123456789",  # pyright: ignore[reportCallIssue]
+        kling_secret_key="sk-123456789",  # pyright: ignore[reportCallIssue]
+        fal_key="fal-123456789",  # pyright: ignore[reportCallIssue]
+        runway_api_key="key_123456789",  # pyright: ignore[reportCallIssue]
     )
     assert sorted(build_providers(keyed)) == ["fal", "kling", "local", "runway"]
-    half = Settings(data_dir=tmp_path, kling_access_key="ak-123456789")  # pyright: ignore[reportArgumentType]
+    half = Settings(data_dir=tmp_path, kling_access_key="ak-123456789")  # pyright: ignore[reportCallIssue]
     assert "kling" not in build_providers(half)  # the access key alone cannot sign anything
     assert install_id(keyed) == install_id(keyed)  # stable across starts
     assert "sk-123456789" not in repr(keyed)
@@ -90,10 +90,10 @@ def test_kling_model_setting_chooses_omni_or_is_refused_clearly(tmp_path: Path) 
     from bot.providers.building import build_providers
 
     keys = {"kling_access_key": "ak-123456789", "kling_secret_key": "sk-123456789"}
-    omni = build_providers(Settings(data_dir=tmp_path, kling_model="kling-video-o1", **keys))  # pyright: ignore[reportArgumentType]
-    assert omni["kling"].capabilities.element_syntax == "kling_elements"
+    omni = build_providers(Settings(data_dir=tmp_path, kling_model="kling-video-o1", **keys))  # pyright: ignore[reportCallIssue]
+    assert omni["kling"].capabilities.element_syntax.name == "kling_elements"
     with pytest.raises(SettingsError, match=r"LIKENESS_KLING_MODEL: .*kling-v9"):
-        build_providers(Settings(data_dir=tmp_path, kling_model="kling-v9", **keys))  # pyright: ignore[reportArgumentType]
+        build_providers(Settings(data_dir=tmp_path, kling_model="kling-v9", **keys))  # pyright: ignore[reportCallIssue]
 
 
 def test_the_readme_settings_table_matches_the_settings_model() -> None:

@@ -13,6 +13,7 @@ from bot.domain import ElementKind, ServerRules, View
 from bot.domain.errors import InvalidInputError
 from bot.generation.prompts import CompiledPrompt, choose_references, compile_prompt
 from bot.governance.moderation import Refused, checked_pattern, checked_word, find_blocked, looks_nsfw, screen
+from bot.providers.kling import IMAGES_DIALECT
 from tests.support.evasions import CYRILLIC, EVASIONS
 from tests.support.prompt_parts import AVA, element, view
 
@@ -27,7 +28,7 @@ def shot_prompt(action: str) -> CompiledPrompt:
         camera="push_in",
         setting=None,
         binding=binding,
-        syntax="kling",
+        syntax=IMAGES_DIALECT,
         negative_supported=True,
         max_chars=2500,
         negative_presets=(),

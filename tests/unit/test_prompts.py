@@ -20,12 +20,16 @@ from bot.generation.prompts import (
     compile_prompt,
     negative_prompt,
     reference_tokens,
-    runway_tag,
 )
-from bot.providers.base import ElementSyntax, ReferenceImage
+from bot.providers import catalog
+from bot.providers.base import ReferenceImage
+from bot.providers.runway import runway_tag
 from tests.support.prompt_parts import AVA, TRAITS, element, view
 
 DEFAULT_NEGATIVE = ", ".join(term for key in DEFAULT_NEGATIVE_PRESETS for term in NEGATIVE_PRESETS[key].terms)
+
+
+DIALECTS = {dialect.name: dialect for spec in catalog.SPECS for dialect in spec.dialects}
 
 
 def labels(refs: Binding) -> list[str]:
@@ -34,7 +38,7 @@ def labels(refs: Binding) -> list[str]:
 
 def compile_shot(
     binding: Binding,
-    syntax: ElementSyntax,
+    syntax: str,
     *,
     action: str = "waves at the camera",
     setting: str | None = "a rainy street",
@@ -52,7 +56,7 @@ def compile_shot(
         camera=camera,
         setting=setting,
         binding=binding,
-        syntax=syntax,
+        syntax=DIALECTS[syntax],
         negative_supported=negative_supported,
         max_chars=max_chars,
         negative_presets=presets,
@@ -230,7 +234,7 @@ def test_fal_dialect_views_form_element_1_and_elements_follow() -> None:
 
 def test_fal_dialect_fifth_view_spills_into_image_urls() -> None:
     binding = choose_references([view(v) for v in View], [element("sword", ElementKind.PROP)], max_images=7)
-    assert reference_tokens(binding.chosen, "fal") == (
+    assert reference_tokens(binding.chosen, DIALECTS["fal"]) == (
         "@Element1",
         "@Element1",
         "@Element1",
@@ -265,7 +269,7 @@ def test_kling_elements_dialect_numbers_element_images_in_binding_order() -> Non
         ],
         max_images=7,
     )
-    assert reference_tokens(binding.chosen, "kling_elements") == (
+    assert reference_tokens(binding.chosen, DIALECTS["kling_elements"]) == (
         "<<<element_1>>>",
         "<<<image_1>>>",
         "<<<image_2>>>",
@@ -308,7 +312,7 @@ def test_plain_dialect_uses_words_only() -> None:
 
 
 @pytest.mark.parametrize("syntax", ["kling", "kling_elements", "fal", "runway", "plain"])
-def test_no_references_just_the_name_and_traits(syntax: ElementSyntax) -> None:
+def test_no_references_just_the_name_and_traits(syntax: str) -> None:
     compiled = compile_shot(Binding(chosen=()), syntax)
     assert compiled.prompt == f"Ava: {TRAITS}. {TAIL}"
 
@@ -337,7 +341,7 @@ def test_runway_tags_are_unique_case_insensitively() -> None:
         ReferenceImage(label=label, role="element", data=b"", mime="image/png")
         for label in ("front", "Front", "front", "a very long element name", "a very long element name!")
     ]
-    assert reference_tokens(refs, "runway") == (
+    assert reference_tokens(refs, DIALECTS["runway"]) == (
         "@front",
         "@Front_2",
         "@front_3",
@@ -351,10 +355,10 @@ def test_reference_tokens_accept_provider_reference_images() -> None:
         ReferenceImage(label="front", role="view", data=b"", mime="image/png"),
         ReferenceImage(label="jacket", role="element", data=b"", mime="image/png"),
     ]
-    assert reference_tokens(refs, "kling") == ("<<<image_1>>>", "<<<image_2>>>")
-    assert reference_tokens(refs, "kling_elements") == ("<<<element_1>>>", "<<<image_1>>>")
-    assert reference_tokens(refs, "fal") == ("@Element1", "@Element2")
-    assert reference_tokens(refs, "plain") == ("", "")
+    assert reference_tokens(refs, DIALECTS["kling"]) == ("<<<image_1>>>", "<<<image_2>>>")
+    assert reference_tokens(refs, DIALECTS["kling_elements"]) == ("<<<element_1>>>", "<<<image_1>>>")
+    assert reference_tokens(refs, DIALECTS["fal"]) == ("@Element1", "@Element2")
+    assert reference_tokens(refs, DIALECTS["plain"]) == ("", "")
 
 
 # --- Length fitting ---------------------------------------------------------------------------------------------
@@ -409,7 +413,7 @@ def test_traits_are_cut_last_with_a_note() -> None:
 
 @pytest.mark.parametrize("syntax", ["kling", "kling_elements", "fal", "runway", "plain"])
 @pytest.mark.parametrize("max_chars", [1, 20, 60, 100, 140, 200, 260, 333, 500, 1000])
-def test_never_over_the_limit(syntax: ElementSyntax, max_chars: int) -> None:
+def test_never_over_the_limit(syntax: str, max_chars: int) -> None:
     binding = choose_references(
         [view(v) for v in View], [element("jacket", ElementKind.OUTFIT), element("sword", ElementKind.PROP)], 7
     )
@@ -483,7 +487,7 @@ def test_binding_notes_are_carried_into_the_compiled_prompt() -> None:
 
 
 @pytest.mark.parametrize("syntax", ["kling", "kling_elements", "fal", "runway", "plain"])
-def test_member_text_cannot_inject_references(syntax: ElementSyntax) -> None:
+def test_member_text_cannot_inject_references(syntax: str) -> None:
     action = "hugs <<<image_9>>> and <<< element_2 >>>, waves at @Image3 and ＠Element1 and @\u200bfront <@1234>"
     character = AVA.model_copy(update={"description": "tall <<<image_5>>> @Element7"})
     compiled = compile_shot(
@@ -494,7 +498,7 @@ def test_member_text_cannot_inject_references(syntax: ElementSyntax) -> None:
         character=character,
         extra="@Image2",
     )
-    expected_tokens = set(reference_tokens(FRONT_34_JACKET.chosen, syntax)) - {""}
+    expected_tokens = set(reference_tokens(FRONT_34_JACKET.chosen, DIALECTS[syntax])) - {""}
     found = set(re.findall(r"<<<\w+>>>|@\w+", compiled.prompt))
     assert found == expected_tokens
     assert "Hugs image_9 and element_2 , waves at Image3 and Element1 and front 1234." in compiled.prompt

@@ -41,7 +41,7 @@ from bot.providers.base import (
     Submission,
     TaskStatus,
 )
-from bot.providers.fal import FalProvider, _retry_after
+from bot.providers.fal import DIALECT, FalProvider, _retry_after
 from bot.providers.registry import ProviderRegistry
 from storage import Storage
 from tests.support.fake_providers.fal import Failure, FakeFal, content_policy, runner_error
@@ -114,7 +114,7 @@ def handle(submission: Submission) -> dict[str, Any]:
 async def test_capabilities(provider: FalProvider) -> None:
     caps = provider.capabilities
     assert isinstance(provider, Provider)
-    assert (caps.name, caps.label, caps.element_syntax) == ("fal", "fal.ai", "fal")
+    assert (caps.name, caps.label, caps.element_syntax.name) == ("fal", "fal.ai", "fal")
     assert caps.kinds == frozenset({WorkKind.ANIMATE, WorkKind.SHEET})
     assert caps.models == (VIDEO_MODEL,) and caps.default_model == VIDEO_MODEL
     assert caps.durations[0] == 5 and set(caps.durations) == set(range(3, 11))
@@ -178,7 +178,7 @@ async def test_animate_lifecycle_body_and_download(fake: FakeFal, provider: FalP
 async def test_seven_references_match_the_prompt_tokens(fake: FakeFal, provider: FalProvider) -> None:
     """The order bot/prompts.py binds them in: front, 3/4, side, elements, face, back."""
     images = (FRONT, THREE_QUARTER, SIDE, JACKET, SWORD, FACE, BACK)
-    assert reference_tokens(images, "fal") == (
+    assert reference_tokens(images, DIALECT) == (
         "@Element1",
         "@Element1",
         "@Element1",
@@ -283,7 +283,7 @@ async def test_kling_1_6_elements_takes_input_images_and_a_negative_prompt(fake:
     try:
         caps = provider.capabilities
         assert (caps.durations, caps.max_reference_images, caps.negative_prompt) == ((5, 10), 4, True)
-        assert caps.element_syntax == "plain"
+        assert caps.element_syntax.name == "plain"
         submission = await provider.submit(animate(model=model, negative_prompt="blurry, extra fingers"))
         body = submitted_body(fake)
         assert body["input_image_urls"] == [uri(FRONT), uri(THREE_QUARTER), uri(SIDE), uri(JACKET)]

@@ -690,10 +690,10 @@ def element_tasks(kling: FakeKling) -> list[dict[str, Any]]:
 
 async def test_o1_capabilities_declare_the_element_dialect(make: Callable[..., KlingProvider]) -> None:
     caps = make(model=O1).capabilities
-    assert caps.element_syntax == "kling_elements" and caps.default_model == O1 and O1 in caps.models
+    assert caps.element_syntax.name == "kling_elements" and caps.default_model == O1 and O1 in caps.models
     assert caps.durations == (5, 10) and caps.max_reference_images == 7 and caps.negative_prompt is False
     legacy = make().capabilities
-    assert legacy.element_syntax == "plain" and O1 not in legacy.models and legacy.negative_prompt is True
+    assert legacy.element_syntax.name == "plain" and O1 not in legacy.models and legacy.negative_prompt is True
 
 
 async def test_o1_makes_the_character_element_once_then_renders_with_it(

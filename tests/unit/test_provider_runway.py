@@ -50,7 +50,7 @@ from bot.providers.base import (
     TaskStatus,
 )
 from bot.providers.registry import ProviderRegistry
-from bot.providers.runway import RUNWAY_IMAGE_LIMITS, RunwayProvider, retry_after, sheet_tags
+from bot.providers.runway import DIALECT, RUNWAY_IMAGE_LIMITS, RunwayProvider, retry_after, sheet_tags
 from storage import Storage
 from tests.support.fake_providers.runway import VERSION, Asset, FakeRunway, sample_png, sample_video
 from tests.support.figures import BLUE, GREEN, RED, figure
@@ -152,7 +152,7 @@ async def test_capabilities_and_cost() -> None:
     assert caps.durations == (5, 10)
     assert caps.aspect_ratios == ("16:9", "9:16", "1:1")
     assert caps.max_reference_images == 1
-    assert (caps.negative_prompt, caps.element_syntax, caps.prompt_max_chars, caps.extend) == (
+    assert (caps.negative_prompt, caps.element_syntax.name, caps.prompt_max_chars, caps.extend) == (
         False,
         "runway",
         1000,
@@ -324,7 +324,7 @@ def compiled_sheet(views: list[View], elements: list[Element]) -> tuple[Binding,
         camera="static",
         setting=None,
         binding=binding,
-        syntax="runway",
+        syntax=DIALECT,
         negative_supported=False,
         max_chars=1000,
         negative_presets=(),
@@ -347,7 +347,7 @@ async def test_sheet_tags_match_the_compiled_prompt(fake: FakeRunway, runway: Ru
     body = create.body
     assert (body["model"], body["ratio"], body["promptText"]) == ("gen4_image", "1920:1080", prompt)
     tags = [reference["tag"] for reference in body["referenceImages"]]
-    prompt_tags = [token.removeprefix("@") for token in reference_tokens(binding.chosen, "runway")]
+    prompt_tags = [token.removeprefix("@") for token in reference_tokens(binding.chosen, DIALECT)]
     assert tags == prompt_tags == sheet_tags(images)
     assert len(set(map(str.casefold, tags))) == len(tags)
     for tag in tags:

@@ -42,8 +42,8 @@ class RecordingFront(Offline):
 
 def settings(tmp_path: Path, **changes: object) -> Settings:
     # no background model in models_dir: nothing for the warm-up to load
-    return Settings(data_dir=tmp_path / "data", models_dir=tmp_path / "models", local_delay=0.0).model_copy(
-        update=changes
+    return Settings(data_dir=tmp_path / "data", models_dir=tmp_path / "models").model_copy(
+        update={"local_delay": 0.0, **changes}  # a provider setting (bot.providers.local)
     )
 
 

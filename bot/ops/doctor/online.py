@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from bot.infra.config import Settings, SettingsError
 from bot.ops.doctor.local import REINSTALL_TOKEN
 from bot.ops.doctor.results import CheckResult, failure, ok, skipped, warning
+from bot.providers import catalog
 
 if TYPE_CHECKING:
     from bot.discord_io.probe import DiscordProbe
@@ -47,13 +48,6 @@ PRIVILEGED_INTENT_FLAGS: dict[str, int] = {
     "Message Content": (1 << 18) | (1 << 19),
 }
 VERIFICATION_PENDING_GUILD_LIMIT = 1 << 16
-
-PROVIDER_SETTINGS: dict[str, tuple[str, str]] = {  # provider -> (display name, where its key comes from)
-    "kling": ("Kling", "the Kling developer console (API keys)"),
-    "fal": ("fal.ai", "fal.ai > Dashboard > Keys (an id:secret pair)"),
-    "runway": ("Runway", "the Runway developer portal > API Keys (a key for api.dev.runwayml.com)"),
-}
-
 
 # ---------------------------------------------------------------------------------------------------- Discord
 
@@ -388,37 +382,22 @@ async def channels_result(
 # -------------------------------------------------------------------------------------------------- providers
 
 
-def _key_settings(name: str, keys: Mapping[str, str | None]) -> str:
-    if name == "kling":
-        return (
-            "LIKENESS_KLING_API_KEY"
-            if keys.get("api_key")
-            else "LIKENESS_KLING_ACCESS_KEY and LIKENESS_KLING_SECRET_KEY"
-        )
-    return {"fal": "LIKENESS_FAL_KEY", "runway": "LIKENESS_RUNWAY_API_KEY"}[name]
-
-
 async def check_providers(settings: Settings, wait: float) -> list[CheckResult]:
     from bot.providers.building import bot_keys
 
     keys = bot_keys(settings)
     results: list[CheckResult] = []
-    kling_parts = [settings.secret(f"kling_{part}") for part in ("access_key", "secret_key")]
-    if "kling" not in keys and any(kling_parts):
-        results.append(
-            warning(
-                "Kling",
-                "only one of LIKENESS_KLING_ACCESS_KEY and LIKENESS_KLING_SECRET_KEY is set, so Kling is off.",
-                "Set both (from the Kling developer console), or LIKENESS_KLING_API_KEY instead.",
-            )
-        )
-    if settings.default_provider != "local" and settings.default_provider not in keys:
-        label = PROVIDER_SETTINGS[settings.default_provider][0]
+    for spec in catalog.SPECS:
+        half = spec.key_warning(spec.own_settings(settings)) if spec.key_warning is not None else None
+        if half is not None:
+            results.append(warning(spec.label, *half))
+    default = catalog.find(settings.default_provider)
+    if default is not None and default.takes_keys and default.name not in keys:
         results.append(
             warning(
                 "Default provider",
                 f"LIKENESS_DEFAULT_PROVIDER is {settings.default_provider}, which has no key: servers get local.",
-                f"Set the {label} key, or LIKENESS_DEFAULT_PROVIDER=local.",
+                f"Set the {default.label} key, or LIKENESS_DEFAULT_PROVIDER=local.",
             )
         )
     if not keys:
@@ -438,21 +417,23 @@ def _built(settings: Settings, name: str, keys: Mapping[str, str | None]) -> Pro
     try:
         return build_provider(settings, name, keys)
     except (SettingsError, ValueError, OSError) as error:
-        return failure(PROVIDER_SETTINGS[name][0], f"cannot be set up: {error}", "Correct the setting named above.")
+        return failure(catalog.get(name).label, f"cannot be set up: {error}", "Correct the setting named above.")
 
 
 async def check_provider(
     settings: Settings, name: str, keys: Mapping[str, str | None], provider: Provider | CheckResult, wait: float
 ) -> CheckResult:
-    """The provider's free authenticated call (`ping`) with the bot's own keys, timed to its first byte."""
+    """The provider's free authenticated call (`ping`) with the bot's own keys, timed to its first byte, at the
+    host its settings name (`base_url`)."""
     from bot.providers.base import FinalError, ProviderError
     from bot.providers.http import KEY_REFUSED
 
     if isinstance(provider, CheckResult):
         return provider
-    label, key_source = PROVIDER_SETTINGS[name]
-    base_setting = f"LIKENESS_{name.upper()}_BASE_URL"
-    base_url = str(getattr(settings, f"{name}_base_url"))
+    spec = catalog.get(name)
+    label = spec.label
+    base_setting = spec.env_name("base_url")
+    base_url = str(spec.own_settings(settings).base_url)
     host = urlsplit(base_url).netloc or base_url
     unreachable_fix = f"Check {base_setting} ({base_url}) and this machine's access to it (DNS, firewall, proxy)."
     try:
@@ -466,7 +447,7 @@ async def check_provider(
             return failure(
                 label,
                 f"key refused by {host}{said}.",
-                f"Check {_key_settings(name, keys)}: copy the key again from {key_source}.",
+                f"Check {spec.key_setting_names(keys)}: copy the key again from {spec.key_source}.",
             )
         if error.code in ("timeout", "network"):
             return failure(label, f"cannot reach {host} ({error.detail or error.code}).", unreachable_fix)
@@ -488,7 +469,7 @@ async def _ping(provider: Provider) -> float:
 
 async def check_callbacks(settings: Settings, wait: float, transport: Any = None) -> list[CheckResult]:
     """With LIKENESS_CALLBACK_URL set: that the URL reaches a running bot's callback listener, and that it is one
-    Kling and fal.ai can use (https, not a local address: the doctor reaching it from this machine proves
+    the providers that call back can use (https, not a local address: the doctor reaching it from this machine proves
     nothing for them). Only warnings: shots are polled anyway."""
     import httpx
 
@@ -507,7 +488,11 @@ async def check_callbacks(settings: Settings, wait: float, transport: Any = None
             answer = await client.get(url)
     except httpx.HTTPError as error:
         return [
-            warning(name, f"{url} cannot be reached ({_reason(error, wait)}): Kling and fal.ai cannot call back.", fix)
+            warning(
+                name,
+                f"{url} cannot be reached ({_reason(error, wait)}): {catalog.calling_back()} cannot call back.",
+                fix,
+            )
         ]
     if answer.status_code != 200 or answer.text != HELLO:
         return [warning(name, f"{url} answers {answer.status_code}, not as the bot's callback listener does.", fix)]
@@ -535,7 +520,7 @@ def _out_of_providers_reach(base_url: str) -> str | None:
     else:
         local = not address.is_global
     if local:
-        return f"{host} is a local address, out of Kling's and fal.ai's reach"
+        return f"{host} is a local address, out of {catalog.calling_back(possessive=True)} reach"
     if parts.scheme != "https":
         return "it is plain http: fal.ai takes https webhooks only, and the URL tokens would travel in clear"
     return None
