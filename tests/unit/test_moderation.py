@@ -4,9 +4,10 @@ word and on the NSFW gate; look-alike letters are folded; admins' patterns run i
 from __future__ import annotations
 
 import re
+import unicodedata
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from bot.domain import ElementKind, ServerRules, View
@@ -145,12 +146,15 @@ _NOISE = st.sampled_from(
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.lists(_NOISE, max_size=2), min_size=5, max_size=5))
+@example([["\u043e", "\u0301"], [], [], [], []])  # "о́gore" is one word (the accent belongs to the о), not "gore"
 def test_whenever_the_provider_reads_the_word_the_screen_does(noise: list[list[str]]) -> None:
     """Any mix of noise between the letters of a blocked word: if the compiled prompt reads the word whole, the
-    screen of the member's text refuses it."""
+    screen of the member's text refuses it. A combining mark is read as part of the letter it follows (Python's
+    `\\w` counts it as a sign, which would make the word before it end there)."""
     letters = ["", "g", "o", "r", "e"]
     action = "".join(letter + "".join(extra) for letter, extra in zip(letters, noise, strict=True)) + " at dawn"
     prompt = shot_prompt(action).prompt.casefold()
+    prompt = "".join(char for char in prompt if unicodedata.category(char) not in ("Mn", "Me"))
     provider_reads = re.search(r"(?<![^\W_])g[o\u043e]r[e\u0435](?![^\W_])", prompt) is not None
     if provider_reads:
         assert find_blocked(action, RULES) is not None, (action, prompt)
