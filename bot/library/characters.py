@@ -177,9 +177,9 @@ class Library:
             raise not_found(character.name)
         cached = self._references.get((character.id, character.version))
         if cached is None:
-            views = await self._storage.references.current_views(actor.guild_id, character.id)
-            elements = await self._storage.references.elements(actor.guild_id, character.id)
-            # Only remember what was read at the version asked for: a change racing this read has a new one.
+            views, elements = await self._storage.references.current(actor.guild_id, character.id)
+            # Only remember what was read at the version asked for: a change racing this read has a new one
+            # (the character itself is read from memory, see storage.characters).
             fresh = await self._storage.characters.get(actor.guild_id, character.id)
             if fresh is not None and fresh.version == character.version:
                 self._remember(character, views, elements)
