@@ -98,6 +98,7 @@ class Services:
         await server_settings.warm()
         # names and descriptions are screened with the rules in memory: no database read per command
         moderator = Moderator(storage, rules_of=server_settings.cached_rules)
+        await moderator.warm()
         library = Library(storage, screen=moderator.screen_member_text)
         remover = BackgroundRemover(choose_cleanup_model(settings), settings.model_dir, settings.cleanup_workers)
         # one bound for the whole process on the memory-heavy image work: uploads, card imports and sheets

@@ -10,6 +10,7 @@ regular expressions run by RE2, whose time is linear in the text, so no pattern 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Callable
@@ -20,7 +21,7 @@ import re2
 
 from bot.domain import Actor, ServerRules
 from bot.domain.errors import InvalidInputError
-from bot.domain.text import lookalike_fold, match_form, words
+from bot.domain.text import load_confusables, lookalike_fold, match_form, words
 from storage import Storage
 
 log = logging.getLogger(__name__)
@@ -249,6 +250,11 @@ class Moderator:
     def __init__(self, storage: Storage, rules_of: Callable[[int], ServerRules] | None = None) -> None:
         self._storage = storage
         self._rules_of = rules_of  # the rules kept in memory (bot.governance.server_settings), when there are
+
+    async def warm(self) -> None:
+        """Read the look-alike table before the first text: read on first use, it would stall the commands
+        around it (names and descriptions are folded with it, and stored with their look-alike key)."""
+        await asyncio.to_thread(load_confusables)
 
     async def screen(
         self,
