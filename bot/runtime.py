@@ -96,6 +96,7 @@ class Services:
         )
         server_settings = ServerSettings(storage, providers)
         await server_settings.warm()
+        await storage.characters.warm()  # read by nearly every command: kept in memory (storage.characters)
         # names and descriptions are screened with the rules in memory: no database read per command
         moderator = Moderator(storage, rules_of=server_settings.cached_rules)
         await moderator.warm()

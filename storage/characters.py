@@ -1,4 +1,5 @@
-"""Characters of the subject library. Every query is scoped by guild_id: no row crosses servers.
+"""Characters of the subject library. Every query is scoped by guild_id (the read at start, `warm`, puts each row in
+its own server's copy): no row crosses servers.
 
 Every interaction that names a character reads it, so each server's characters are kept in memory once read
 (`_Library`): the bot is the only writer of its database (a restore from the shell runs only while it is stopped,
@@ -89,6 +90,15 @@ class CharacterRepository:
         self._libraries: OrderedDict[int, _Library] = OrderedDict()
         # Bumped by every write of a server: a read that started before a write does not keep what it read.
         self._generation: dict[int, int] = {}
+
+    async def warm(self) -> None:
+        """Read every server's characters now, in one read (at start: no first command of a server waits for it)."""
+        rows = await self._db.fetchall(f"SELECT {_KEYED} FROM characters ORDER BY guild_id")
+        by_guild: dict[int, list[sqlite3.Row]] = {}
+        for row in rows:
+            by_guild.setdefault(int(row["guild_id"]), []).append(row)
+        for guild_id in list(by_guild)[:SERVERS_KEPT]:
+            self._libraries.setdefault(guild_id, _Library(by_guild[guild_id]))
 
     async def _library(self, guild_id: int) -> _Library:
         """The server's characters, from memory, or read once (one round trip) and kept."""

@@ -62,6 +62,17 @@ async def test_a_write_is_seen_by_the_next_read_in_its_server_only(storage: Stor
     await assert_coherent(storage, 1, 2)
 
 
+async def test_the_read_at_start_puts_each_server_in_its_own_copy(storage: Storage) -> None:
+    ava = await storage.characters.create(1, "Ava", "tall", owner_id=10)
+    bea = await storage.characters.create(2, "Bea", "short", owner_id=11)
+    warmed = CharacterRepository(storage.db)
+    await warmed.warm()
+    assert await warmed.all(1) == [ava]
+    assert await warmed.all(2) == [bea]
+    assert await warmed.get(1, bea.id) is None
+    assert await warmed.all(3) == []
+
+
 async def test_the_library_is_in_name_order_like_the_database(storage: Storage) -> None:
     for name in ("zed", "Émile", "ava", "Bea", "ava 2"):
         await storage.characters.create(1, name, "traits", owner_id=10)
