@@ -10,6 +10,7 @@ write returns (a write inside a transaction: once it commits). A read racing a w
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from collections import OrderedDict
@@ -90,6 +91,7 @@ class CharacterRepository:
         self._libraries: OrderedDict[int, _Library] = OrderedDict()
         # Bumped by every write of a server: a read that started before a write does not keep what it read.
         self._generation: dict[int, int] = {}
+        self._loading: dict[int, asyncio.Future[_Library]] = {}
 
     async def warm(self) -> None:
         """Read every server's characters now, in one read (at start: no first command of a server waits for it)."""
@@ -101,11 +103,19 @@ class CharacterRepository:
             self._libraries.setdefault(guild_id, _Library(by_guild[guild_id]))
 
     async def _library(self, guild_id: int) -> _Library:
-        """The server's characters, from memory, or read once (one round trip) and kept."""
+        """The server's characters, from memory, or read once (one round trip, shared by every command that asks
+        meanwhile) and kept."""
         library = self._libraries.get(guild_id)
         if library is not None:
             self._libraries.move_to_end(guild_id)
             return library
+        loading = self._loading.get(guild_id)
+        if loading is None:
+            loading = self._loading[guild_id] = asyncio.ensure_future(self._load(guild_id))
+            loading.add_done_callback(lambda _: self._loading.pop(guild_id, None))
+        return await asyncio.shield(loading)  # one asker giving up does not cancel the read for the others
+
+    async def _load(self, guild_id: int) -> _Library:
         generation = self._generation.get(guild_id, 0)
         rows = await self._db.fetchall(f"SELECT {_KEYED} FROM characters WHERE guild_id = ?", (guild_id,))
         library = _Library(rows)

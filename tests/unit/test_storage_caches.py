@@ -73,6 +73,23 @@ async def test_the_read_at_start_puts_each_server_in_its_own_copy(storage: Stora
     assert await warmed.all(3) == []
 
 
+async def test_commands_asking_at_once_share_one_read(storage: Storage, monkeypatch: pytest.MonkeyPatch) -> None:
+    ava = await storage.characters.create(1, "Ava", "tall", owner_id=10)
+    fresh = CharacterRepository(storage.db)
+    reads: list[str] = []
+    read = storage.db.fetchall
+
+    async def counted(sql: str, params: tuple[object, ...] = ()) -> list[object]:
+        reads.append(sql)
+        return list(await read(sql, params))
+
+    monkeypatch.setattr(storage.db, "fetchall", counted)
+    found = await asyncio.gather(*(fresh.get_by_name(1, "Ava") for _ in range(10)), fresh.all(2))
+    assert found == [ava] * 10 + [[]]
+    assert len(reads) == 2  # one per server
+    assert await fresh.get(1, ava.id) == ava and len(reads) == 2
+
+
 async def test_the_library_is_in_name_order_like_the_database(storage: Storage) -> None:
     for name in ("zed", "Émile", "ava", "Bea", "ava 2"):
         await storage.characters.create(1, name, "traits", owner_id=10)
