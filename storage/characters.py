@@ -126,7 +126,8 @@ class CharacterRepository:
         return library
 
     def _changed(self, guild_id: int) -> _Library | None:
-        """A write of the server returned: reads in flight keep nothing; the server's copy, if kept, to update."""
+        """A write of the server returned (or runs, inside a transaction): reads in flight keep nothing; returns the
+        server's copy to update, if one is kept."""
         self._generation[guild_id] = self._generation.get(guild_id, 0) + 1
         return self._libraries.get(guild_id)
 
