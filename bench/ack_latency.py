@@ -3,7 +3,8 @@
 200 slash commands from 20 servers are sent at once through the fake Discord, which runs in its own
 process (bench/fake_driver.py) as Discord runs on its own machines; for each command, the time from
 INTERACTION_CREATE sent to the bot's first callback received. The bare bot only answers "ok", so the
-difference is what Likeness itself adds (database, rules, embeds). Last line: one JSON object.
+difference is what Likeness itself adds (database, rules, embeds). Likeness runs /character create, show and list,
+200 of each. Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from tests.support.fake_discord.server import DiscordPyPatch
 
 GUILDS = 20
 COMMANDS = 200
+TARGET_RATIO = 1.3  # issue 13: Likeness's p99 at most 1.3 times the bare bot's
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -60,7 +62,7 @@ class Driver:
         self.process = process
 
     @classmethod
-    async def start(cls) -> tuple[Driver, dict[str, str]]:
+    async def start(cls) -> tuple[Driver, dict[str, Any]]:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bench.fake_driver", str(GUILDS), stdin=-1, stdout=-1
         )
@@ -98,7 +100,12 @@ async def with_bot(
 
 async def main() -> dict[str, Any]:
     driver, fake = await Driver.start()
-    results: dict[str, Any] = {"commands": COMMANDS, "guilds": GUILDS, "fake_in_own_process": True}
+    results: dict[str, Any] = {
+        "commands": COMMANDS,
+        "guilds": GUILDS,
+        "fake_in_own_process": True,
+        "fake_validates": fake["validation"],  # "after" each burst (see bench/fake_driver.py), "inline" or "none"
+    }
     with DiscordPyPatch(fake["api_base"], yarl.URL(fake["ws_url"])), tempfile.TemporaryDirectory() as tmp:
         bare = BareBot()
 
@@ -112,18 +119,21 @@ async def main() -> dict[str, Any]:
 
         async def likeness_run() -> None:
             await driver.fire("character list", lambda i: {})  # warm-up, as for the bare bot
-            # a realistic mix: creating characters (writes), then showing them (reads)
+            # a realistic mix: creating characters (writes), then showing them and listing them (reads)
             creates = await driver.fire("character create", lambda i: {"name": f"Char {i}", "description": "tall"})
             shows = await driver.fire("character show", lambda i: {"character": f"Char {i}"})
+            lists = await driver.fire("character list", lambda i: {})
             results["likeness_create"] = figures(creates)
             results["likeness_show"] = figures(shows)
-            results["likeness"] = figures(creates + shows)
+            results["likeness_list"] = figures(lists)
+            results["likeness"] = figures(creates + shows + lists)
 
         await with_bot(bot, fake["token"], lambda: sync_commands(bot), likeness_run)
     results["validation_errors"] = (await driver.send({"quit": True}))["validation_errors"]
     await driver.process.wait()
     results["p99_ratio_vs_bare"] = round(results["likeness"]["p99_ms"] / results["bare"]["p99_ms"], 2)
-    results["target_met"] = results["likeness"]["p99_ms"] < 300 and results["p99_ratio_vs_bare"] < 2
+    # The ratio, not a time: both bots run on the same machine in the same run, whatever else loads it.
+    results["target_met"] = results["p99_ratio_vs_bare"] <= TARGET_RATIO
     return results
 
 

@@ -185,8 +185,10 @@ class Services:
             provider_keys = ProviderKeys(sealed_keys, providers, audit=storage.audit)
             server_settings = ServerSettings(storage, providers)
             await server_settings.warm()
+            await storage.characters.warm()  # read by nearly every command: kept in memory (storage.characters)
             # names and descriptions are screened with the rules in memory: no database read per command
             moderator = Moderator(storage, rules_of=server_settings.cached_rules)
+            await moderator.warm()
             library = Library(storage, screen=moderator.screen_member_text)
             references = ReferenceService(storage, library, remover, intake_limits(settings), http, gate)
             cards = CharacterCards(storage, library, CardLimits.for_images(intake_limits(settings)), http, gate)

@@ -36,11 +36,12 @@ class Storage:
         """Open the database, bring its schema up to date, and build the repositories."""
         db = await Database.open(db_path)
         await db.migrate()
+        characters = CharacterRepository(db)
         return cls(
             db=db,
             blobs=BlobStore(blob_dir),
-            characters=CharacterRepository(db),
-            references=ReferenceRepository(db),
+            characters=characters,
+            references=ReferenceRepository(db, characters),
             guilds=GuildSettingsRepository(db),
             sheets=SheetRepository(db),
             jobs=JobRepository(db),

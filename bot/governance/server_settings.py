@@ -60,18 +60,19 @@ class ServerSettings:
     def __init__(self, storage: Storage, providers: ProviderRegistry | None = None) -> None:
         self._storage = storage
         self._providers = providers
-        self._rules: dict[int, ServerRules] = {}  # a copy for code that cannot wait (member roles, the scheduler)
 
     async def warm(self) -> None:
-        for settings in await self._storage.guilds.all_with_rules():
-            self._rules[settings.guild_id] = settings.rules
+        """Keep every server's settings in memory (storage.guilds): for code that cannot wait (member roles, the
+        scheduler), and so that no interaction waits on the database for its server's rules."""
+        await self._storage.guilds.load()
 
     def cached_rules(self, guild_id: int) -> ServerRules:
-        return self._rules.get(guild_id, DEFAULT_RULES)
+        settings = self._storage.guilds.kept(guild_id)
+        return settings.rules if settings is not None else DEFAULT_RULES
 
     def running_caps(self) -> dict[int, int]:
         """Servers that set their own cap on a member's renders at once."""
-        return {guild: rules.max_running for guild, rules in self._rules.items() if rules.max_running}
+        return {s.guild_id: s.rules.max_running for s in self._storage.guilds.all_kept() if s.rules.max_running}
 
     async def get(self, guild_id: int) -> GuildSettings:
         """The settings, for the bot's own use; what a member is shown comes from `view`."""
@@ -200,7 +201,6 @@ class ServerSettings:
         current = await self._storage.guilds.get(actor.guild_id)
         updated = current.model_copy(update=changes)
         await self._storage.guilds.save(updated)
-        self._rules[actor.guild_id] = updated.rules
         await self._storage.audit.record(
             guild_id=actor.guild_id, user_id=actor.user_id, action=f"settings.{name}", detail=_diff(current, updated)
         )

@@ -159,6 +159,14 @@ class Library:
             f"**{name}**. {hint}"
         )
 
+    def _carry(self, before: Character, after: Character, *, bumped: bool) -> Character:
+        """A change to the character itself (not its views or elements) keeps what it refers to: the references
+        remembered at its old version stand for its new one, unless another change came in between."""
+        cached = self._references.get((before.id, before.version))
+        if cached is not None and after.version == before.version + int(bumped):
+            self._remember(after, *cached)
+        return after
+
     def _remember(self, character: Character, views: list[ReferenceView], elements: list[Element]) -> None:
         key = (character.id, character.version)
         self._references[key] = (views, elements)
@@ -177,9 +185,9 @@ class Library:
             raise not_found(character.name)
         cached = self._references.get((character.id, character.version))
         if cached is None:
-            views = await self._storage.references.current_views(actor.guild_id, character.id)
-            elements = await self._storage.references.elements(actor.guild_id, character.id)
-            # Only remember what was read at the version asked for: a change racing this read has a new one.
+            views, elements = await self._storage.references.current(actor.guild_id, character.id)
+            # Only remember what was read at the version asked for: a change racing this read has a new one
+            # (the character itself is read from memory, see storage.characters).
             fresh = await self._storage.characters.get(actor.guild_id, character.id)
             if fresh is not None and fresh.version == character.version:
                 self._remember(character, views, elements)
@@ -222,14 +230,11 @@ class Library:
         await self.screen_text(
             actor, {"name": cleaned_name, "description": cleaned_description}, nsfw_allowed=nsfw_allowed
         )
+        # the traits are what shots bind to: a new description is a new version
+        bump = cleaned_description is not None and cleaned_description != character.description
         try:
             updated = await self._storage.characters.update(
-                actor.guild_id,
-                character.id,
-                name=cleaned_name,
-                description=cleaned_description,
-                # the traits are what shots bind to: a new description is a new version
-                bump_version=cleaned_description is not None and cleaned_description != character.description,
+                actor.guild_id, character.id, name=cleaned_name, description=cleaned_description, bump_version=bump
             )
         except NameTakenError:
             raise await self.name_taken(
@@ -237,7 +242,7 @@ class Library:
             ) from None
         if updated is None:
             raise NotFoundError(f"**{character.name}** was deleted meanwhile.")
-        return updated
+        return self._carry(character, updated, bumped=bump)
 
     async def delete_by_id(self, actor: Actor, character_id: int) -> str:
         """Delete a character of the actor's server (the id comes from a button); returns its name."""
@@ -257,7 +262,7 @@ class Library:
         updated = await self._storage.characters.update(actor.guild_id, character.id, locked=locked)
         if updated is None:
             raise NotFoundError(f"**{character.name}** was deleted meanwhile.")
-        return updated
+        return self._carry(character, updated, bumped=False)
 
     async def set_visibility(
         self, actor: Actor, character: Character, visibility: Visibility, role_ids: Sequence[int] = ()
@@ -279,7 +284,7 @@ class Library:
         )
         if updated is None:
             raise NotFoundError(f"**{character.name}** was deleted meanwhile.")
-        return updated
+        return self._carry(character, updated, bumped=True)
 
     def ensure_can_change(self, actor: Actor, character: Character) -> None:
         """Refuse a change to someone else's character, or to a locked one by anyone but its owner."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.domain import Actor, Visibility
+from bot.domain import Actor, ElementKind, StoredImage, View, Visibility
 from bot.domain.errors import ConflictError, InvalidInputError, NotAllowedError, NotFoundError
 from bot.library.characters import Library, can_see, clean_name
 from storage import Storage
@@ -148,5 +148,42 @@ async def test_screening_hook_sees_names_and_descriptions(tmp_path: Path) -> Non
         await library.edit(OWNER, ava, new_name="Ava Prime")
         assert screened[-1] == (1, ["Ava Prime"])
         assert [c.name for c in await library.visible(OWNER)] == ["Ava Prime"]
+    finally:
+        await storage.close()
+
+
+async def test_details_follow_every_change_whatever_was_remembered(tmp_path: Path) -> None:
+    """What `details` remembers of a character's views and elements is what a fresh read says, after changes to the
+    character itself (carried over to its new version) and to its views (a new version, read again)."""
+    storage = await Storage.open(tmp_path / "db.sqlite3", tmp_path / "blobs")
+    library = Library(storage)
+    image = StoredImage(original="a" * 64, cleaned="b" * 64, cutout="c" * 64)
+
+    async def assert_as_fresh(character_name: str) -> None:
+        character = await library.get(OWNER, character_name)
+        remembered = await library.details(OWNER, character)
+        fresh = await Library(storage).details(OWNER, character)  # nothing remembered: read from the database
+        assert (remembered.views, remembered.elements) == (fresh.views, fresh.elements)
+
+    try:
+        ava = await library.create(OWNER, "Ava", "tall")
+        await library.details(OWNER, ava)
+        await storage.references.set_view(1, ava.id, View.FRONT, image, uploaded_by=10)
+        await assert_as_fresh("Ava")
+        await storage.references.add_element(1, ava.id, "jacket", ElementKind.OUTFIT, image)
+        await assert_as_fresh("Ava")
+        current = await library.get(OWNER, "Ava")
+        edited = await library.edit(OWNER, current, new_name="Ava Prime", description="short")
+        assert edited.version == current.version + 1
+        await assert_as_fresh("Ava Prime")
+        locked = await library.set_locked(OWNER, edited, True)
+        await assert_as_fresh("Ava Prime")
+        shared = await library.set_visibility(OWNER, locked, Visibility.PRIVATE)
+        await assert_as_fresh("Ava Prime")
+        await storage.references.remove_element(1, shared.id, "jacket")
+        await assert_as_fresh("Ava Prime")
+        assert [v.view for v in (await library.details(OWNER, await library.get(OWNER, "Ava Prime"))).views] == [
+            View.FRONT
+        ]
     finally:
         await storage.close()

@@ -146,7 +146,7 @@ _NOISE = st.sampled_from(
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.lists(_NOISE, max_size=2), min_size=5, max_size=5))
-@example([["\u043e", "\u0301"], [], [], [], []])  # "о́gore" is one word (the accent belongs to the о), not "gore"
+@example([["\u043e", "\u0301"], [], [], [], []])  # a Cyrillic o, an accent, "gore": one word
 def test_whenever_the_provider_reads_the_word_the_screen_does(noise: list[list[str]]) -> None:
     """Any mix of noise between the letters of a blocked word: if the compiled prompt reads the word whole, the
     screen of the member's text refuses it. A combining mark is read as part of the letter it follows (Python's
