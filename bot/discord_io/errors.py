@@ -77,9 +77,9 @@ async def report_error(interaction: discord.Interaction[Any], error: BaseExcepti
     message = friendly_message(error)
     if message is None:
         error_id = secrets.token_hex(4)
-        metrics = getattr(interaction.client, "metrics", None)
-        if metrics is not None:
-            metrics.error("command")
+        services = getattr(interaction.client, "services", None)  # None before setup (or outside LikenessBot)
+        if services is not None:
+            services.metrics.error("command")
         log.error(
             "error %s in %s (guild %s, user %s)",
             error_id,

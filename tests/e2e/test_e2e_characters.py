@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.bot_runner import BotRunner, World
 from tests.support.fake_discord import FakeDiscord, FakeGuild, FakeUser
@@ -270,3 +271,8 @@ async def test_unexpected_error_shows_an_error_id_and_logs_it(
         error_id in r.getMessage() and r.exc_info and "disk on fire" in str(r.exc_info[1]) for r in caplog.records
     )
     assert "disk on fire" not in h.content
+    exposition = runner.bot.services.metrics.render({}, None)
+    errors = next(f for f in text_string_to_metric_families(exposition) if f.name == "likeness_errors")
+    assert [(s.labels, s.value) for s in errors.samples if s.name == "likeness_errors_total"] == [
+        ({"where": "command"}, 1.0)
+    ]
