@@ -118,6 +118,7 @@ async def main() -> dict[str, Any]:
         bot = LikenessBot(Settings(data_dir=Path(tmp), guild_ready_timeout=0.05))
 
         async def likeness_run() -> None:
+            await bot.started.wait()  # its first ready's start (the worker, one full garbage collection) is over
             await driver.fire("character list", lambda i: {})  # warm-up, as for the bare bot
             # a realistic mix: creating characters (writes), then showing them and listing them (reads)
             creates = await driver.fire("character create", lambda i: {"name": f"Char {i}", "description": "tall"})
