@@ -41,6 +41,7 @@ async def submit_shot_modal(interaction: discord.Interaction[Any], match: re.Mat
     action = modal_field(interaction, SHOT_FIELD)
     if action is None:
         raise UserFacingError("That form came back empty; press the button again.")
+    await interaction.response.defer(ephemeral=True, thinking=True)  # queueing takes a few database trips
     result = await bot_of(interaction).services.animate.again(
         actor_of(interaction),
         place_of(interaction),
@@ -92,6 +93,7 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=JOB.pat
             await interaction.response.send_modal(modal)
             modal.stop()  # not kept in memory: the submit is handled from its custom id (see Animate.on_interaction)
             return
+        await interaction.response.defer(ephemeral=True, thinking=True)  # queueing takes a few database trips
         await answer_queued(
             interaction, await animate.again(actor, place_of(interaction), job.id), "Re-rolling: queued"
         )
@@ -117,13 +119,14 @@ class UnsureButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=UNSU
         try:
             bot = bot_of(interaction)
             send_again = self.action == "resend"
+            await interaction.response.defer(ephemeral=True, thinking=True)  # the decision is a transaction
             job = await bot.services.animate.decide_unsure(actor_of(interaction), self.job_id, send_again=send_again)
             text = (
                 f"Shot #{job.id} goes back to the queue and will be sent to {job.provider} once more."
                 if send_again
                 else f"Released shot #{job.id}: it is not sent again and nothing is charged for it."
             )
-            await interaction.response.send_message(text, ephemeral=True)
+            await interaction.edit_original_response(content=text)
         except Exception as exc:
             await report_error(interaction, exc)
 
@@ -218,12 +221,13 @@ class Animate(commands.Cog):
     @app_commands.describe(job="The shot's number (#), as shown on its status message")
     @app_commands.autocomplete(job=my_jobs_autocomplete)
     async def queue_cancel(self, interaction: discord.Interaction[Any], job: int) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)  # a cancel is a transaction
         canceled = await self.bot.services.animate.cancel(actor_of(interaction), job)
         if canceled.state is JobState.CANCELED:
             text = f"Canceled shot #{canceled.id}."
         else:
             text = f"Canceling shot #{canceled.id}: it is being stopped at the provider."
-        await interaction.response.send_message(text, ephemeral=True)
+        await interaction.edit_original_response(content=text)
 
 
 async def setup(bot: LikenessBot) -> None:

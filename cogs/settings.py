@@ -252,6 +252,7 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
     @app_commands.describe(provider="The provider whose server key is removed; its shots use the bot's key again")
     @app_commands.choices(provider=PROVIDER_KEY_CHOICES)
     async def key_remove(self, interaction: discord.Interaction[Any], provider: app_commands.Choice[str]) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)  # the key's shots are counted and audited
         removed = await self.bot.services.provider_keys.remove(actor_of(interaction), provider.value)
         fallback = (
             "its shots use the bot's key again"
@@ -259,8 +260,8 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
             else "it is not available here until a key is set again"
         )
         note = still_rendering_note(removed.in_use, "this")
-        await interaction.response.send_message(
-            f"Removed the server's {removed.status.label} key; {fallback}.{note}", ephemeral=True
+        await interaction.edit_original_response(
+            content=f"Removed the server's {removed.status.label} key; {fallback}.{note}"
         )
 
     @key.command(name="show", description="Which providers this server has its own key for (never the keys)")

@@ -80,6 +80,7 @@ class SheetRetry(discord.ui.DynamicItem[discord.ui.Button[Any]], template=SHEET_
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
         try:
+            await interaction.response.defer(ephemeral=True, thinking=True)  # queueing takes a few database trips
             again = await bot_of(interaction).services.generated_sheets.retry(
                 actor_of(interaction), place_of(interaction), self.job_id
             )
