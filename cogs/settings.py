@@ -57,6 +57,9 @@ async def settings_model_autocomplete(
     return await model_autocomplete(interaction, value) if actor_of(interaction).manages_server else []
 
 
+OPENS_A_FORM = frozenset({"settings key set"})  # a form must be the first response: no deferral
+
+
 @app_commands.guild_only()
 @app_commands.default_permissions(manage_guild=True)  # hidden by default; Discord's admins can open it to anyone
 class Settings(commands.GroupCog, group_name="settings", group_description="Server settings (Manage Server)"):
@@ -67,6 +70,9 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
     async def interaction_check(self, interaction: discord.Interaction[Any], /) -> bool:
         """Every /settings command, key sub-commands included, checks Manage Server when it runs."""
         check_settings_rights(interaction)
+        if interaction.command is not None and interaction.command.qualified_name not in OPENS_A_FORM:
+            # settings are read and written in a few database trips: the answer fills in this private deferral
+            await interaction.response.defer(ephemeral=True, thinking=True)
         return True
 
     @app_commands.command(name="show", description="Show this server's settings")
@@ -75,9 +81,8 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
         settings = await self.bot.services.server_settings.view(actor)
         summary = await self.bot.services.budget.summary(actor)
         keys = await self.bot.services.provider_keys.status(actor.guild_id)
-        await interaction.response.send_message(
-            embed=settings_embed(settings, summary, self.bot.services.providers.default, [k.label for k in keys]),
-            ephemeral=True,
+        await interaction.edit_original_response(
+            embed=settings_embed(settings, summary, self.bot.services.providers.default, [k.label for k in keys])
         )
 
     @app_commands.command(name="provider", description="Choose the provider and video model new shots use")
@@ -89,8 +94,8 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
     async def provider(self, interaction: discord.Interaction[Any], provider: str, model: str | None = None) -> None:
         updated = await self.bot.services.server_settings.set_provider(actor_of(interaction), provider, model)
         chosen = updated.provider or f"{self.bot.services.providers.default} (the bot's default)"
-        await interaction.response.send_message(
-            f"New shots use **{chosen}**, model {updated.video_model or 'the provider default'}.", ephemeral=True
+        await interaction.edit_original_response(
+            content=f"New shots use **{chosen}**, model {updated.video_model or 'the provider default'}."
         )
 
     @app_commands.command(name="budget", description="Money caps (USD): the server per month, each member per day")
@@ -110,10 +115,9 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
             actor_of(interaction), monthly=monthly, daily=daily, confirm_over=confirm_over
         )
         rules = updated.rules
-        await interaction.response.send_message(
-            f"Budget: server {money(rules.monthly_cap_usd)} a month; each member {money(rules.daily_cap_usd)} a day; "
-            f"confirmation from {money(rules.confirm_over_usd) if rules.confirm_over_usd is not None else 'never'}.",
-            ephemeral=True,
+        await interaction.edit_original_response(
+            content=f"Budget: server {money(rules.monthly_cap_usd)} a month; each member {money(rules.daily_cap_usd)} a day; "
+            f"confirmation from {money(rules.confirm_over_usd) if rules.confirm_over_usd is not None else 'never'}."
         )
 
     @app_commands.command(name="limits", description="Cooldown, queue limits and the default quality for members")
@@ -145,7 +149,7 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
             max_running=max_running,
             quality=quality.value if quality else None,
         )
-        await interaction.response.send_message(f"Limits: {describe_limits(updated.rules, self.bot)}.", ephemeral=True)
+        await interaction.edit_original_response(content=f"Limits: {describe_limits(updated.rules, self.bot)}.")
 
     @app_commands.command(name="channels", description="Where shots and sheets may be made (an empty list: anywhere)")
     @app_commands.describe(action="Add or remove a channel, or clear the list", channel="The channel")
@@ -159,8 +163,8 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
         updated = await self.bot.services.server_settings.set_channel(
             actor_of(interaction), action.value, channel.id if channel else None
         )
-        await interaction.response.send_message(
-            f"Shots and sheets can be made {describe_channels(updated.rules)}.", ephemeral=True
+        await interaction.edit_original_response(
+            content=f"Shots and sheets can be made {describe_channels(updated.rules)}."
         )
 
     @app_commands.command(name="managers", description="Roles that moderate Likeness like Manage Server does")
@@ -172,7 +176,7 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
         updated = await self.bot.services.server_settings.set_manager_role(
             actor_of(interaction), action.value, role.id if role else None
         )
-        await interaction.response.send_message(f"Manager roles: {describe_roles(updated.rules)}.", ephemeral=True)
+        await interaction.edit_original_response(content=f"Manager roles: {describe_roles(updated.rules)}.")
 
     @app_commands.command(name="blocklist", description="Words and patterns refused in prompts, names and descriptions")
     @app_commands.describe(
@@ -200,7 +204,7 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
             rules = (await service.view(actor)).rules
         else:
             rules = (await service.set_blocked(actor, action.value, kind.value if kind else "word", value)).rules
-        await interaction.response.send_message(describe_blocklist(rules), ephemeral=True)
+        await interaction.edit_original_response(content=describe_blocklist(rules))
 
     @app_commands.command(name="audit", description="Recent refusals and settings changes in this server")
     @app_commands.describe(count="How many entries to show (newest first)")
@@ -211,7 +215,7 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
         ]
         embed = discord.Embed(title="Audit log", colour=discord.Colour(0x5B8DEF))
         embed.description = "\n".join(lines)[:4000] or "Nothing yet: refusals and settings changes show here."
-        await interaction.response.send_message(embed=embed, ephemeral=True)
+        await interaction.edit_original_response(embed=embed)
 
     @app_commands.command(name="negative", description="Choose the negative prompt presets every shot uses")
     @app_commands.describe(
@@ -225,8 +229,8 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
         extra: app_commands.Range[str, 1, 300] | None = None,
     ) -> None:
         updated = await self.bot.services.server_settings.set_negative(actor_of(interaction), presets, extra)
-        await interaction.response.send_message(
-            f"Negative presets for new shots: {describe_negative(updated)}.", ephemeral=True
+        await interaction.edit_original_response(
+            content=f"Negative presets for new shots: {describe_negative(updated)}."
         )
 
     key = app_commands.Group(name="key", description="This server's own provider keys (stored encrypted)")
@@ -252,7 +256,6 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
     @app_commands.describe(provider="The provider whose server key is removed; its shots use the bot's key again")
     @app_commands.choices(provider=PROVIDER_KEY_CHOICES)
     async def key_remove(self, interaction: discord.Interaction[Any], provider: app_commands.Choice[str]) -> None:
-        await interaction.response.defer(ephemeral=True, thinking=True)  # the key's shots are counted and audited
         removed = await self.bot.services.provider_keys.remove(actor_of(interaction), provider.value)
         fallback = (
             "its shots use the bot's key again"
@@ -268,8 +271,8 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
     async def key_show(self, interaction: discord.Interaction[Any]) -> None:
         statuses = await self.bot.services.provider_keys.status(actor_of(interaction).guild_id)
         lines = [f"**{s.label}**: set by <@{s.set_by}> on <t:{int(s.set_at)}:D>" for s in statuses]
-        await interaction.response.send_message(
-            "\n".join(lines) or "This server uses the bot's provider keys (it has none of its own).", ephemeral=True
+        await interaction.edit_original_response(
+            content="\n".join(lines) or "This server uses the bot's provider keys (it has none of its own)."
         )
 
 
