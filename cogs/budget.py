@@ -44,8 +44,9 @@ class Budget(commands.GroupCog, group_name="budget", group_description="Spending
     @app_commands.command(name="show", description="The server's and your spending, what is left, your last shots")
     @app_commands.guild_only()
     async def show(self, interaction: discord.Interaction[Any]) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)  # the month's ledger sums: a few reads
         summary = await self.bot.services.budget.summary(actor_of(interaction))
-        await interaction.response.send_message(embed=budget_embed(summary), ephemeral=True)
+        await interaction.edit_original_response(embed=budget_embed(summary))
 
     @app_commands.command(name="export", description="The month's shots and costs as a CSV file (Manage Server)")
     @app_commands.describe(month="The month as YYYY-MM (default: this month, UTC)")

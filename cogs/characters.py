@@ -364,9 +364,10 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
     async def element_remove(
         self, interaction: discord.Interaction[Any], character: CharacterArg, element: str
     ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)  # a new version of the character: a transaction
         updated = await self.bot.services.references.remove_element(actor_of(interaction), character, element)
-        await interaction.response.send_message(
-            f"Removed **{element.strip()}** from **{updated.name}** (now v{updated.version}).", ephemeral=True
+        await interaction.edit_original_response(
+            content=f"Removed **{element.strip()}** from **{updated.name}** (now v{updated.version})."
         )
 
     @app_commands.command(name="bind", description="Element Binding: include an element in every shot, or not")
@@ -383,12 +384,13 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
         element: str,
         state: Literal["on", "off"],
     ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)  # a new version of the character: a transaction
         updated, bound = await self.bot.services.references.bind(
             actor_of(interaction), character, element, state == "on"
         )
         verb = "bound to" if bound.bound else "unbound from"
-        await interaction.response.send_message(
-            f"**{bound.name}** is {verb} **{updated.name}** (v{updated.version}).", ephemeral=True
+        await interaction.edit_original_response(
+            content=f"**{bound.name}** is {verb} **{updated.name}** (v{updated.version})."
         )
 
 
