@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 from collections.abc import Awaitable, Callable
@@ -264,3 +265,11 @@ async def test_healthz_says_whether_the_bot_is_up(fake: FakeDiscord, world: Worl
         bot.draining = False
     assert up.status_code == 200 and up.json() == {"status": "ok"}
     assert stopping.status_code == 503 and stopping.json() == {"status": "unavailable"}
+
+
+async def test_started_is_set_once_the_first_ready_has_started_the_worker(runner: BotRunner) -> None:
+    """`LikenessBot.started` (what the ack bench waits for) means the worker runs and the start's collection is done."""
+    assert runner.bot is not None
+    await asyncio.wait_for(runner.bot.started.wait(), timeout=30)
+    assert any(t.get_name() == "likeness-worker" and not t.done() for t in asyncio.all_tasks())
+    assert gc.get_freeze_count() > 0
