@@ -2,7 +2,7 @@
 
 200 slash commands from 20 servers are sent at once through the fake Discord, which runs in its own
 process (bench/fake_driver.py) as Discord runs on its own machines; for each command, the time from
-INTERACTION_CREATE sent to the bot's first callback received. The bare bot only answers "ok", so the
+INTERACTION_CREATE sent to the bot's first callback received (and, beside it, to the final answer). The bare bot only answers "ok", so the
 difference is what Likeness itself adds (database, rules, embeds). Likeness runs /character create, show and list,
 200 of each. Last line: one JSON object.
 """
@@ -15,6 +15,7 @@ import statistics
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,15 @@ def figures(latencies: list[float]) -> dict[str, float]:
         "p99_ms": round(percentile(ms, 99), 2),
         "max_ms": round(max(ms), 2),
     }
+
+
+@dataclass(frozen=True)
+class Burst:
+    """Seconds per command: to the first callback (the acknowledgement), and to the final answer (a deferral's
+    edit included); a burst is over when every command is answered."""
+
+    acks: list[float]
+    answered: list[float]
 
 
 class BareBot(commands.AutoShardedBot):
@@ -79,9 +89,9 @@ class Driver:
         await self.process.stdin.drain()
         return await self.read()
 
-    async def fire(self, command: str, options: Callable[[int], dict[str, Any]]) -> list[float]:
+    async def fire(self, command: str, options: Callable[[int], dict[str, Any]]) -> Burst:
         reply = await self.send({"run": command, "options": [options(i) for i in range(COMMANDS)]})
-        return reply["latencies"]
+        return Burst(reply["latencies"], reply["answered"])
 
 
 async def with_bot(
@@ -111,7 +121,7 @@ async def main() -> dict[str, Any]:
 
         async def bare_run() -> None:
             await driver.fire("ping", lambda i: {})  # warm-up
-            results["bare"] = figures(await driver.fire("ping", lambda i: {}))
+            results["bare"] = figures((await driver.fire("ping", lambda i: {})).acks)
 
         await with_bot(bare, fake["token"], bare.tree.sync, bare_run)
 
@@ -124,10 +134,15 @@ async def main() -> dict[str, Any]:
             creates = await driver.fire("character create", lambda i: {"name": f"Char {i}", "description": "tall"})
             shows = await driver.fire("character show", lambda i: {"character": f"Char {i}"})
             lists = await driver.fire("character list", lambda i: {})
-            results["likeness_create"] = figures(creates)
-            results["likeness_show"] = figures(shows)
-            results["likeness_list"] = figures(lists)
-            results["likeness"] = figures(creates + shows + lists)
+            results["likeness_create"] = figures(creates.acks)
+            results["likeness_show"] = figures(shows.acks)
+            results["likeness_list"] = figures(lists.acks)
+            results["likeness"] = figures(creates.acks + shows.acks + lists.acks)
+            # what the member waits for the answer itself (/character create defers, then writes)
+            results["likeness_answered_p99_ms"] = {
+                name: figures(burst.answered)["p99_ms"]
+                for name, burst in (("create", creates), ("show", shows), ("list", lists))
+            }
 
         await with_bot(bot, fake["token"], lambda: sync_commands(bot), likeness_run)
     results["validation_errors"] = (await driver.send({"quit": True}))["validation_errors"]

@@ -21,7 +21,7 @@ from bot.discord_io.arguments import (
 )
 from bot.discord_io.client import LikenessBot
 from bot.discord_io.components import JOB, SHOT_FIELD, SHOT_FORM, UNSURE, shot_modal
-from bot.discord_io.errors import handle_form, report_error
+from bot.discord_io.errors import report_error
 from bot.discord_io.queued import ConfirmShot, answer_queued
 from bot.discord_io.replies import actor_of, modal_field, place_of
 from bot.domain import Job, JobState, Quality
@@ -91,7 +91,7 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=JOB.pat
         if self.action in ("edit", "next"):
             modal = shot_modal(job, same_shot=self.action == "edit")
             await interaction.response.send_modal(modal)
-            modal.stop()  # not kept in memory: the submit is handled from its custom id (see Animate.on_interaction)
+            modal.stop()  # not kept in memory: the submit is handled from its custom id (bot.forms)
             return
         await interaction.response.defer(ephemeral=True, thinking=True)  # queueing takes a few database trips
         await answer_queued(
@@ -137,14 +137,11 @@ class Animate(commands.Cog):
 
     async def cog_load(self) -> None:
         self.bot.add_dynamic_items(JobButton, ConfirmShot, UnsureButton)
+        self.bot.forms.add(SHOT_FORM.pattern, submit_shot_modal)  # Edit prompt / Next shot, opened whenever
 
     async def cog_unload(self) -> None:
         self.bot.remove_dynamic_items(JobButton, ConfirmShot, UnsureButton)
-
-    @commands.Cog.listener()
-    async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
-        """Edit prompt / Next shot forms, whenever they were opened (before a restart too)."""
-        await handle_form(interaction, SHOT_FORM.pattern, lambda match: submit_shot_modal(interaction, match))
+        self.bot.forms.remove(SHOT_FORM.pattern)
 
     @app_commands.command(name="animate", description="Queue an animated shot of a character")
     @app_commands.describe(

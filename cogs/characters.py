@@ -52,10 +52,15 @@ async def show_page(interaction: discord.Interaction[Any], number: int, *, edit:
     page = await library.page(actor_of(interaction), number, PER_PAGE)
     guild_name = interaction.guild.name if interaction.guild else "this server"
     embed = library_page_embed(guild_name, page)
+    if page.total_pages == 1:  # no buttons (a view with none would still be built, stored and sent)
+        if edit:
+            await interaction.response.edit_message(embed=embed, view=None)
+        else:
+            await interaction.response.send_message(embed=embed, ephemeral=True)
+        return
     view = LikenessView(timeout=None)
-    if page.total_pages > 1:
-        view.add_item(PageButton(page.number - 1, "◀ Previous", disabled=page.number <= 1))
-        view.add_item(PageButton(page.number + 1, "Next ▶", disabled=page.number >= page.total_pages))
+    view.add_item(PageButton(page.number - 1, "◀ Previous", disabled=page.number <= 1))
+    view.add_item(PageButton(page.number + 1, "Next ▶", disabled=page.number >= page.total_pages))
     if edit:
         await interaction.response.edit_message(embed=embed, view=view)
     else:
@@ -159,12 +164,13 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
         name: app_commands.Range[str, 1, NAME_MAX],
         description: app_commands.Range[str, 1, DESCRIPTION_MAX],
     ) -> None:
-        character = await self.bot.services.library.create(
-            actor_of(interaction), name, description, nsfw_allowed=place_of(interaction).nsfw
-        )
-        details = await self.bot.services.library.details(actor_of(interaction), character)
-        await interaction.response.send_message(
-            f"✨ <@{interaction.user.id}> added **{character.name}** to the library.",
+        library, actor = self.bot.services.library, actor_of(interaction)
+        new = await library.vet_new(actor, name, description, nsfw_allowed=place_of(interaction).nsfw)
+        await interaction.response.defer(thinking=True)  # the write waits its turn in the database thread
+        character = await library.add(actor, new)
+        details = await library.details(actor, character)
+        await interaction.edit_original_response(
+            content=f"✨ <@{interaction.user.id}> added **{character.name}** to the library.",
             embed=character_embed(details),
         )
 

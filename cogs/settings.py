@@ -3,6 +3,7 @@ an admin open the command to everyone in the server's integration settings, and 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import discord
@@ -12,7 +13,7 @@ from discord.ext import commands
 from bot.discord_io.arguments import bot_of, model_autocomplete, provider_autocomplete
 from bot.discord_io.client import LikenessBot
 from bot.discord_io.components import PROVIDER_KEY_FORM, provider_key_modal
-from bot.discord_io.errors import FriendlyError, handle_form
+from bot.discord_io.errors import FriendlyError
 from bot.discord_io.replies import actor_of, modal_field
 from bot.domain import GuildSettings, ServerRules
 from bot.domain.errors import UserFacingError
@@ -66,6 +67,12 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
     def __init__(self, bot: LikenessBot) -> None:
         self.bot = bot
         super().__init__()
+
+    async def cog_load(self) -> None:
+        self.bot.forms.add(PROVIDER_KEY_FORM.pattern, submit_provider_key)  # a key form, opened whenever
+
+    async def cog_unload(self) -> None:
+        self.bot.forms.remove(PROVIDER_KEY_FORM.pattern)
 
     async def interaction_check(self, interaction: discord.Interaction[Any], /) -> bool:
         """Every /settings command, key sub-commands included, checks Manage Server when it runs."""
@@ -243,14 +250,7 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
         spec = keys.check_can_set(actor_of(interaction), provider.value)  # before anyone types a key in vain
         modal = provider_key_modal(spec)
         await interaction.response.send_modal(modal)
-        modal.stop()  # not kept in memory: the submit is handled from its custom id (see on_interaction)
-
-    @commands.Cog.listener()
-    async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
-        """A key form's submit, whenever it was opened (before a restart too)."""
-        await handle_form(
-            interaction, PROVIDER_KEY_FORM.pattern, lambda match: submit_provider_key(interaction, match["provider"])
-        )
+        modal.stop()  # not kept in memory: the submit is handled from its custom id (bot.forms)
 
     @key.command(name="remove", description="Forget this server's own key for a provider")
     @app_commands.describe(provider="The provider whose server key is removed; its shots use the bot's key again")
@@ -276,9 +276,10 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
         )
 
 
-async def submit_provider_key(interaction: discord.Interaction[Any], provider: str) -> None:
+async def submit_provider_key(interaction: discord.Interaction[Any], match: re.Match[str]) -> None:
     """Hand the typed key to the service (which checks Manage Server again); it is not kept here."""
     check_settings_rights(interaction)  # a form is no command: the cog's check does not run for it
+    provider = match["provider"]
     spec = spec_of(provider)
     await interaction.response.defer(ephemeral=True, thinking=True)  # the provider may be asked to check it
     fields = {field.name: modal_field(interaction, field.name) or "" for field in spec.fields}

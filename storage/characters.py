@@ -23,7 +23,8 @@ from storage.db import Database, Transaction
 _COLUMNS = (
     "id, guild_id, name, description, owner_id, locked, version, created_at, updated_at, visibility, visible_role_ids"
 )
-_KEYED = f"{_COLUMNS}, name_key"  # what the in-memory copy is read with: the stored key, as the SQL lookups use it
+# what the in-memory copy is read with: the stored key and skeleton, as the SQL lookups and the unique indexes use them
+_KEYED = f"{_COLUMNS}, name_key, name_skeleton"
 _NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
 SERVERS_KEPT = 1024  # servers whose characters stay in memory (the least recently used are dropped)
 
@@ -40,6 +41,7 @@ def name_key(name: str) -> str:
 def _character(row: sqlite3.Row) -> Character:
     data = dict(row)
     data.pop("name_key", None)
+    data.pop("name_skeleton", None)
     data["visible_role_ids"] = json.loads(data["visible_role_ids"] or "[]")
     return Character.model_validate(data)
 
@@ -55,27 +57,32 @@ def _insert_params(guild_id: int, name: str, description: str, owner_id: int) ->
 
 
 class _Library:
-    """One server's characters as the database has them: by id, by stored name key, and in name order."""
+    """One server's characters as the database has them: by id, by stored name key and skeleton, in name order."""
 
     def __init__(self, rows: Sequence[sqlite3.Row]) -> None:
         self.by_id: dict[int, Character] = {}
         self.ids_by_key: dict[str, int] = {}
-        self._key_of: dict[int, str] = {}
+        self.skeletons: set[str] = set()  # unique per server, as the key (NULL for old look-alikes: never clashes)
+        self._names_of: dict[int, tuple[str, str | None]] = {}
         self._ordered: list[Character] | None = None
         for row in rows:
             self.put(row)
 
     def put(self, row: sqlite3.Row) -> Character:
-        character, key = _character(row), str(row["name_key"])
+        character, key, skeleton = _character(row), str(row["name_key"]), row["name_skeleton"]
         self.remove(character.id)
         self.by_id[character.id] = character
         self.ids_by_key[key] = character.id
-        self._key_of[character.id] = key
+        if skeleton is not None:
+            self.skeletons.add(str(skeleton))
+        self._names_of[character.id] = (key, skeleton)
         return character
 
     def remove(self, character_id: int) -> None:
         if self.by_id.pop(character_id, None) is not None:
-            del self.ids_by_key[self._key_of.pop(character_id)]
+            key, skeleton = self._names_of.pop(character_id)
+            del self.ids_by_key[key]
+            self.skeletons.discard(skeleton or "")
         self._ordered = None
 
     def ordered(self) -> list[Character]:
@@ -159,6 +166,11 @@ class CharacterRepository:
         library = await self._library(guild_id)
         found = library.ids_by_key.get(name_key(name))
         return library.by_id[found] if found is not None else None
+
+    async def is_taken(self, guild_id: int, name: str) -> bool:
+        """Whether a new character may not take `name` (the rule of the unique indexes), from memory."""
+        library = await self._library(guild_id)
+        return name_key(name) in library.ids_by_key or name_skeleton(name) in library.skeletons
 
     async def clashing(self, guild_id: int, name: str, *, other_than: int | None = None) -> Character | None:
         """The character whose name `name` may not take: the same name in another case, or a look-alike

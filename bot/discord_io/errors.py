@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import secrets
@@ -95,25 +96,46 @@ async def report_error(interaction: discord.Interaction[Any], error: BaseExcepti
     await reply_ephemeral(interaction, message)
 
 
-async def handle_form(
-    interaction: discord.Interaction[Any],
-    custom_id: re.Pattern[str],
-    handle: Callable[[re.Match[str]], Awaitable[None]],
-) -> None:
-    """Hand a form (modal) submit whose custom id matches to `handle`, reporting its errors like a command's.
+FormHandler = Callable[[discord.Interaction[Any], re.Match[str]], Awaitable[None]]
+
+
+class FormRoutes:
+    """Form (modal) submits routed by their custom id, as discord.py routes DynamicItems for buttons.
 
     Forms are handled from their custom id, not from a Modal kept in memory: discord.py keeps a Modal only once
     Discord has answered the callback that opened it, and not across a restart, so a fast or late submit would
-    otherwise go unanswered."""
-    if interaction.type is not discord.InteractionType.modal_submit:
-        return
-    match = custom_id.fullmatch(str((interaction.data or {}).get("custom_id", "")))
-    if match is None:
-        return
-    try:
-        await handle(match)
-    except Exception as exc:
-        await report_error(interaction, exc)
+    otherwise go unanswered. One table for the bot, looked up as the interaction arrives, rather than an
+    `on_interaction` listener per cog: each listener costs every interaction (every command) a task."""
+
+    def __init__(self) -> None:
+        self._routes: dict[re.Pattern[str], FormHandler] = {}
+        self._running: set[asyncio.Task[None]] = set()  # strong references until each is done
+
+    def add(self, custom_id: re.Pattern[str], handler: FormHandler) -> None:
+        self._routes[custom_id] = handler
+
+    def remove(self, custom_id: re.Pattern[str]) -> None:
+        self._routes.pop(custom_id, None)
+
+    def route(self, interaction: discord.Interaction[Any]) -> None:
+        """Start the handler of a form submit whose custom id matches; anything else costs a type check."""
+        if interaction.type is not discord.InteractionType.modal_submit:
+            return
+        custom_id = str((interaction.data or {}).get("custom_id", ""))
+        for pattern, handler in self._routes.items():
+            match = pattern.fullmatch(custom_id)
+            if match is not None:
+                task = asyncio.create_task(self._run(handler, interaction, match), name=f"likeness-form-{custom_id}")
+                self._running.add(task)
+                task.add_done_callback(self._running.discard)
+                return
+
+    @staticmethod
+    async def _run(handler: FormHandler, interaction: discord.Interaction[Any], match: re.Match[str]) -> None:
+        try:
+            await handler(interaction, match)
+        except Exception as exc:  # reported like a command's error
+            await report_error(interaction, exc)
 
 
 RESTARTING = "Likeness is restarting; try again in a minute. Nothing was changed."

@@ -60,6 +60,14 @@ def not_found(name: str) -> NotFoundError:
 
 
 @dataclass(frozen=True)
+class NewCharacter:
+    """A character `Library.vet_new` let through: its cleaned name and description, not written yet."""
+
+    name: str
+    description: str
+
+
+@dataclass(frozen=True)
 class CharacterDetails:
     character: Character
     views: list[ReferenceView]
@@ -130,12 +138,25 @@ class Library:
 
     async def create(self, actor: Actor, name: str, description: str, *, nsfw_allowed: bool | None = None) -> Character:
         """A new character; `nsfw_allowed` is whether the channel asked from is age-restricted (None: unknown)."""
+        return await self.add(actor, await self.vet_new(actor, name, description, nsfw_allowed=nsfw_allowed))
+
+    async def vet_new(
+        self, actor: Actor, name: str, description: str, *, nsfw_allowed: bool | None = None
+    ) -> NewCharacter:
+        """Everything `create` refuses, without writing: the cleaned texts, the server's screening and a name the
+        server has (from memory). /character create asks before it defers, so a refusal is its private answer."""
         name, description = clean_name(name), clean_description(description)
         await self.screen_text(actor, {"name": name, "description": description}, nsfw_allowed=nsfw_allowed)
+        if await self._storage.characters.is_taken(actor.guild_id, name):
+            raise await self.name_taken(actor, name)
+        return NewCharacter(name, description)
+
+    async def add(self, actor: Actor, new: NewCharacter) -> Character:
+        """Write a vetted character (the database refuses a name taken meanwhile, as `create` says)."""
         try:
-            character = await self._storage.characters.create(actor.guild_id, name, description, actor.user_id)
+            character = await self._storage.characters.create(actor.guild_id, new.name, new.description, actor.user_id)
         except NameTakenError:
-            raise await self.name_taken(actor, name) from None
+            raise await self.name_taken(actor, new.name) from None
         self._remember(character, [], [])  # a new character has no views or elements yet
         return character
 
@@ -211,7 +232,7 @@ class Library:
         total_pages = max(1, -(-total // per_page))
         number = min(max(1, number), total_pages)
         items = characters[(number - 1) * per_page : number * per_page]
-        return Page[Character](items=items, number=number, total_pages=total_pages, total_items=total)
+        return Page(items=items, number=number, total_pages=total_pages, total_items=total)
 
     async def edit(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
@@ -27,7 +28,8 @@ async def create(
 async def test_create_show_list_edit_lock_delete(fake: FakeDiscord, world: World, runner: BotRunner) -> None:
     h = await fake.slash(world.studio_a, world.alice, "character create", {"name": "Ava", "description": TRAITS})
     await h.wait_settled()
-    assert h.callback_type == 4 and not h.ephemeral
+    # vetted first (a refusal is the private first answer), then a public deferral while the write runs
+    assert h.callback_type == 5 and not h.ephemeral and h.updates == 1
     assert "added **Ava** to the library" in h.content
     card = h.embeds[0]
     assert card["title"] == "Ava"
@@ -81,8 +83,33 @@ async def test_duplicate_name_in_any_case_is_refused(fake: FakeDiscord, world: W
     await create(fake, world, "Ava")
     h = await fake.slash(world.studio_a, world.bob, "character create", {"name": "aVA", "description": "other"})
     await h.wait_settled()
-    assert h.ephemeral
+    assert h.ephemeral and h.callback_type == 4  # refused before any deferral: the first answer is private
     assert h.content == "This server already has a character called **Ava**. Pick another name."
+    assert runner.bot is not None
+    assert await runner.bot.services.storage.characters.count(world.studio_a.id) == 1
+
+
+async def test_the_same_name_twice_at_once_makes_one_character(
+    fake: FakeDiscord, world: World, runner: BotRunner
+) -> None:
+    """Whichever loses is refused privately: by the check from memory (its first answer), or, when both passed
+    it before either wrote, by the database after its public deferral, which is then deleted."""
+    options = {"name": "Ava", "description": "tall"}
+    first, second = await asyncio.gather(
+        fake.slash(world.studio_a, world.alice, "character create", options),
+        fake.slash(world.studio_a, world.bob, "character create", options),
+    )
+    await asyncio.gather(first.wait_settled(), second.wait_settled())
+    made, refused = sorted([first, second], key=lambda h: "added **Ava**" not in h.content)
+    assert "added **Ava** to the library" in made.content and not made.ephemeral
+    if refused.callback_type == 5:  # deferred publicly, refused by the database
+        assert refused.original is not None and refused.original.deleted
+        await fake.wait_until(lambda: bool(refused.followups), 15, "the refusal's follow-up")
+        answer = refused.followups[-1]
+    else:
+        assert refused.callback_type == 4 and refused.original is not None
+        answer = refused.original
+    assert answer.flags & 64 and "already has a character called **Ava**" in answer.content
     assert runner.bot is not None
     assert await runner.bot.services.storage.characters.count(world.studio_a.id) == 1
 

@@ -177,3 +177,18 @@ async def test_server_settings_in_memory_follow_every_save(storage: Storage) -> 
         assert await reread.guilds.get(2) == saved  # what memory says is what the database says
     finally:
         await reread.close()
+
+
+async def test_a_taken_name_is_known_from_memory_as_the_unique_indexes_say(storage: Storage) -> None:
+    ava = await storage.characters.create(1, "Ava", "tall", owner_id=10)
+    assert await storage.characters.is_taken(1, "aVA")  # any case
+    assert await storage.characters.is_taken(1, "\u0410va")  # a Cyrillic capital A: the same look
+    assert not await storage.characters.is_taken(2, "Ava")  # another server's name is free
+    await storage.characters.update(1, ava.id, name="Bea", description="tall", bump_version=True)
+    assert not await storage.characters.is_taken(1, "Ava") and await storage.characters.is_taken(1, "bea")
+    fresh = CharacterRepository(storage.db)  # read afresh: the same answers from the stored key and skeleton
+    assert await fresh.is_taken(1, "BEA") and not await fresh.is_taken(1, "Ava")
+    await storage.characters.delete(1, ava.id)
+    assert not await storage.characters.is_taken(1, "Bea")
+    for name in ("Bea", "Ava"):  # what memory calls free, the database takes
+        await storage.characters.create(1, name, "again", owner_id=10)
