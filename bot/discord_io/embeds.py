@@ -11,6 +11,7 @@ from bot.library.references import UploadResult
 COLOR = discord.Colour(0x5B8DEF)
 LOCKED = "🔒"
 _VISIBILITY_MARK = {Visibility.SERVER: "", Visibility.PRIVATE: " · 🔐 private", Visibility.ROLES: " · 👥 roles"}
+_VIEW_LABELS = tuple((view, view.label) for view in View)  # every card lists them (iterating an enum is slow)
 
 
 def character_embed(details: CharacterDetails) -> discord.Embed:
@@ -23,8 +24,8 @@ def character_embed(details: CharacterDetails) -> discord.Embed:
     embed.add_field(name="Visible to", value=visibility_text(character), inline=False)
     present = {view.view for view in details.views}
     embed.add_field(
-        name=f"Reference views ({len(present)}/{len(View)})",
-        value=" · ".join(f"{'✅' if view in present else '▫️'} {view.label}" for view in View),
+        name=f"Reference views ({len(present)}/{len(_VIEW_LABELS)})",
+        value=" · ".join(f"{'✅' if view in present else '▫️'} {label}" for view, label in _VIEW_LABELS),
         inline=False,
     )
     if details.elements:
@@ -35,8 +36,9 @@ def character_embed(details: CharacterDetails) -> discord.Embed:
     else:
         elements = "None yet: an outfit, a prop or an accessory can be bound to the character."
     embed.add_field(name="Elements", value=elements, inline=False)
-    if details.missing_views:
-        embed.set_footer(text=f"Next view to add: {details.missing_views[0].label}")
+    missing = details.missing_views
+    if missing:
+        embed.set_footer(text=f"Next view to add: {missing[0].label}")
     return embed
 
 
