@@ -66,8 +66,9 @@ def clean_member_text(text: str) -> str:
     full-width look-alike of `@` or `<` nor an invisible character inside a token can hide it from the last step.
     The screen matches this very text (see `match_form`).
     """
-    text = unicodedata.normalize("NFKC", text)
-    text = "".join(" " if char.isspace() else char for char in text if char.isspace() or printable(char))
+    if not (text.isascii() and text.isprintable()):  # else NFKC keeps it and every character stays (the most text)
+        text = unicodedata.normalize("NFKC", text)
+        text = "".join(" " if char.isspace() else char for char in text if char.isspace() or printable(char))
     text = _ANGLE.sub("", text)
     text = _MENTION_AT.sub("", text)
     return " ".join(text.split())
@@ -75,6 +76,8 @@ def clean_member_text(text: str) -> str:
 
 def _fold(text: str) -> str:
     """Case folded, without accents (nonspacing and enclosing marks), NFKC."""
+    if text.isascii():  # no marks, and both normal forms keep it
+        return text.casefold()
     decomposed = unicodedata.normalize("NFKD", text).casefold()
     plain = "".join(char for char in decomposed if unicodedata.category(char) not in ("Mn", "Me"))
     return unicodedata.normalize("NFKC", plain)

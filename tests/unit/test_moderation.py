@@ -11,6 +11,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from bot.domain import ElementKind, ServerRules, View
+from bot.domain import text as text_module
 from bot.domain.errors import InvalidInputError
 from bot.generation.prompts import CompiledPrompt, choose_references, compile_prompt
 from bot.governance.moderation import Refused, checked_pattern, checked_word, find_blocked, looks_nsfw, screen
@@ -166,3 +167,20 @@ def test_an_old_pattern_re2_cannot_run_is_skipped_with_a_warning(caplog: pytest.
         match = find_blocked("a gore bath", rules)
     assert match is not None and match.term == "gore"
     assert "blocked pattern '(?<!old )bath' is skipped: RE2 cannot run it" in caplog.text
+
+
+def _general_clean_and_fold(text: str) -> str:
+    """`match_form` by its general steps, which its ASCII shortcut skips (NFKC, dropping unprintables, folding)."""
+    text = unicodedata.normalize("NFKC", text)
+    text = "".join(" " if c.isspace() else c for c in text if c.isspace() or text_module.printable(c))
+    text = text_module._ANGLE.sub("", text)  # pyright: ignore[reportPrivateUsage]
+    text = " ".join(text_module._MENTION_AT.sub("", text).split())  # pyright: ignore[reportPrivateUsage]
+    decomposed = unicodedata.normalize("NFKD", text).casefold()
+    plain = unicodedata.normalize("NFKC", "".join(c for c in decomposed if unicodedata.category(c) not in ("Mn", "Me")))
+    return " ".join(plain.split())
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=0x7F), max_size=60))
+@example("Ava <@123> says\thi\x00 @everyone")
+def test_the_ascii_shortcut_reads_text_as_the_general_steps_do(text: str) -> None:
+    assert text_module.match_form(text) == _general_clean_and_fold(text)
