@@ -52,19 +52,15 @@ async def show_page(interaction: discord.Interaction[Any], number: int, *, edit:
     page = await library.page(actor_of(interaction), number, PER_PAGE)
     guild_name = interaction.guild.name if interaction.guild else "this server"
     embed = library_page_embed(guild_name, page)
-    if page.total_pages == 1:  # no buttons (a view with none would still be built, stored and sent)
-        if edit:
-            await interaction.response.edit_message(embed=embed, view=None)
-        else:
-            await interaction.response.send_message(embed=embed, ephemeral=True)
-        return
-    view = LikenessView(timeout=None)
-    view.add_item(PageButton(page.number - 1, "◀ Previous", disabled=page.number <= 1))
-    view.add_item(PageButton(page.number + 1, "Next ▶", disabled=page.number >= page.total_pages))
+    view: LikenessView | None = None  # one page: no buttons (a view with none would still be built, stored, sent)
+    if page.total_pages > 1:
+        view = LikenessView(timeout=None)
+        view.add_item(PageButton(page.number - 1, "◀ Previous", disabled=page.number <= 1))
+        view.add_item(PageButton(page.number + 1, "Next ▶", disabled=page.number >= page.total_pages))
     if edit:
-        await interaction.response.edit_message(embed=embed, view=view)
+        await interaction.response.edit_message(embed=embed, view=view)  # None takes the buttons away
     else:
-        await interaction.response.send_message(embed=embed, view=view, ephemeral=True)
+        await interaction.response.send_message(embed=embed, view=view or discord.utils.MISSING, ephemeral=True)
 
 
 class PageButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CHARACTER_PAGE.pattern):

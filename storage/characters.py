@@ -69,12 +69,13 @@ class _Library:
             self.put(row)
 
     def put(self, row: sqlite3.Row) -> Character:
-        character, key, skeleton = _character(row), str(row["name_key"]), row["name_skeleton"]
+        character, key = _character(row), str(row["name_key"])
+        skeleton: str | None = row["name_skeleton"]
         self.remove(character.id)
         self.by_id[character.id] = character
         self.ids_by_key[key] = character.id
         if skeleton is not None:
-            self.skeletons.add(str(skeleton))
+            self.skeletons.add(skeleton)
         self._names_of[character.id] = (key, skeleton)
         return character
 
@@ -82,7 +83,8 @@ class _Library:
         if self.by_id.pop(character_id, None) is not None:
             key, skeleton = self._names_of.pop(character_id)
             del self.ids_by_key[key]
-            self.skeletons.discard(skeleton or "")
+            if skeleton is not None:
+                self.skeletons.discard(skeleton)
         self._ordered = None
 
     def ordered(self) -> list[Character]:

@@ -106,7 +106,8 @@ class InteractionHandle:
     # --- timing --------------------------------------------------------------------------------
 
     @property
-    def _started(self) -> float:
+    def started_at(self) -> float:
+        """When the interaction reached the bot (its INTERACTION_CREATE was sent), in the loop's time."""
         return self.dispatched_at if self.dispatched_at is not None else self.created_at
 
     def effective_deadline(self) -> float:
@@ -116,10 +117,10 @@ class InteractionHandle:
         return self._fake.token_lifetime if self.token_lifetime is None else self.token_lifetime
 
     def is_past_deadline(self, now: float) -> bool:
-        return now - self._started > self.effective_deadline()
+        return now - self.started_at > self.effective_deadline()
 
     def is_token_expired(self, now: float) -> bool:
-        return now - self._started > self.effective_token_lifetime()
+        return now - self.started_at > self.effective_token_lifetime()
 
     def expire_token(self) -> None:
         """Make the interaction token invalid now, as if 15 minutes had passed."""

@@ -286,7 +286,7 @@ class RestApi:
             status=0,
             error=None,
             at=now,
-            latency=now - (handle.dispatched_at if handle.dispatched_at is not None else handle.created_at),
+            latency=now - handle.started_at,
         )
         handle.callbacks.append(record)
         try:

@@ -991,9 +991,8 @@ class FakeDiscord:
             handle = self.interactions_by_token.get(params["interaction_token"])
             if handle is not None:
                 now = asyncio.get_running_loop().time()
-                started = handle.dispatched_at if handle.dispatched_at is not None else handle.created_at
                 kind = body.get("type") if isinstance(body, dict) else None
-                handle.callbacks.append(CallbackRecord(kind, body, False, 400, answer, now, now - started))
+                handle.callbacks.append(CallbackRecord(kind, body, False, 400, answer, now, now - handle.started_at))
         elif "webhook_token" in params:
             handle = self.interactions_by_token.get(params["webhook_token"])
             if handle is not None:
