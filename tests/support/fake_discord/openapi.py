@@ -53,10 +53,14 @@ class OpenAPISpec:
         self._request_registry: Registry[Any] = Registry().with_resource(_SPEC_URI, request_resource)
         # Templates grouped by segment count; literal segments win over parameters when sorting,
         # so "/users/@me" beats "/users/{user_id}" and ".../messages/@original" beats "{message_id}".
-        self._templates: dict[int, list[tuple[str, tuple[str, ...]]]] = {}
+        # Keyed by segment count and first segment as well (every template starts with a literal), so a request
+        # tries a handful of templates, not hundreds: the fake stands for Discord and must not be the bottleneck.
+        self._templates: dict[tuple[int, str], list[tuple[str, tuple[str, ...]]]] = {}
         for template in spec["paths"]:
             segments = tuple(template.strip("/").split("/"))
-            self._templates.setdefault(len(segments), []).append((template, segments))
+            if segments[0].startswith("{"):
+                raise ValueError(f"{template}: a template starting with a parameter cannot be indexed")
+            self._templates.setdefault((len(segments), segments[0]), []).append((template, segments))
         for group in self._templates.values():
             group.sort(key=lambda item: tuple(seg.startswith("{") for seg in item[1]))
         self._validators: dict[tuple[str, str, str], Validator | None] = {}
@@ -65,7 +69,7 @@ class OpenAPISpec:
     def match(self, path: str) -> RouteMatch | None:
         """The spec template for a concrete path (without the ``/api/v10`` prefix)."""
         segments = path.strip("/").split("/")
-        for template, template_segments in self._templates.get(len(segments), []):
+        for template, template_segments in self._templates.get((len(segments), segments[0]), []):
             params: dict[str, str] = {}
             for seg, tseg in zip(segments, template_segments, strict=True):
                 if tseg.startswith("{"):
