@@ -5,6 +5,7 @@ process (bench/fake_driver.py) as Discord runs on its own machines; for each com
 INTERACTION_CREATE sent to the bot's first callback received (and, beside it, to the final answer). The bare bot only answers "ok", so the
 difference is what Likeness itself adds (database, rules, embeds). Likeness runs /character create, show and list,
 200 of each; the bare bot three bursts of its one command, and each side's p99 is over its 600 commands.
+That is one round; the figures are the median of five independent rounds (LIKENESS_BENCH_ROUNDS).
 Last line: one JSON object.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -32,6 +34,7 @@ from tests.support.fake_discord.server import DiscordPyPatch
 GUILDS = 20
 COMMANDS = 200
 TARGET_RATIO = 1.3  # issue 13: Likeness's p99 at most 1.3 times the bare bot's
+ROUNDS = int(os.environ.get("LIKENESS_BENCH_ROUNDS", "5"))  # an odd number: the median is one round's
 BURSTS = 3  # Likeness's measured bursts (create, show, list); the bare bot runs as many
 
 
@@ -111,7 +114,8 @@ async def with_bot(
         await task
 
 
-async def main() -> dict[str, Any]:
+async def one_round() -> dict[str, Any]:
+    """Both bots, one after the other, against a fresh fake Discord (in its own process) and a fresh database."""
     driver, fake = await Driver.start()
     results: dict[str, Any] = {
         "commands": COMMANDS,
@@ -159,10 +163,26 @@ async def main() -> dict[str, Any]:
         await with_bot(bot, fake["token"], lambda: sync_commands(bot), likeness_run)
     results["validation_errors"] = (await driver.send({"quit": True}))["validation_errors"]
     await driver.process.wait()
+    # The ratio, not a time: both bots run on the same machine in the same round, whatever else loads it.
     results["p99_ratio_vs_bare"] = round(results["likeness"]["p99_ms"] / results["bare"]["p99_ms"], 2)
-    # The ratio, not a time: both bots run on the same machine in the same run, whatever else loads it.
-    results["target_met"] = results["p99_ratio_vs_bare"] <= TARGET_RATIO
     return results
+
+
+async def main() -> dict[str, Any]:
+    """ROUNDS independent rounds; the figures are the median round's, beside every round's ratio. One round's p99
+    is its slowest few commands, so a neighbour's burst of CPU on a shared machine moves one round's ratio by
+    +-0.2 (measured: 0.83-1.56 over ten single rounds); the median of independent rounds is what the code does."""
+    rounds = [await one_round() for _ in range(ROUNDS)]
+    ratios = [r["p99_ratio_vs_bare"] for r in rounds]
+    median = sorted(rounds, key=lambda r: r["p99_ratio_vs_bare"])[len(rounds) // 2]
+    return {
+        **median,
+        "rounds": ROUNDS,
+        "p99_ratio_per_round": ratios,
+        "p99_ratio_vs_bare": median["p99_ratio_vs_bare"],
+        "validation_errors": sum(r["validation_errors"] for r in rounds),
+        "target_met": median["p99_ratio_vs_bare"] <= TARGET_RATIO,
+    }
 
 
 if __name__ == "__main__":

@@ -141,6 +141,20 @@ class FormRoutes:
 RESTARTING = "Likeness is restarting; try again in a minute. Nothing was changed."
 
 
+def _command_name(interaction: discord.Interaction[Any]) -> str | None:
+    """ "character show", read from the payload: `interaction.command` would walk the tree for it, and the tree
+    walks it again right after this check (the check runs first, on every command and autocomplete keystroke)."""
+    data: Any = interaction.data
+    if not isinstance(data, dict) or "name" not in data:
+        return None
+    parts = [str(data["name"])]  # pyright: ignore[reportUnknownArgumentType]
+    options: Any = data.get("options")  # pyright: ignore[reportUnknownMemberType]
+    while options and isinstance(options[0], dict) and options[0].get("type") in (1, 2):  # a (sub)command group
+        parts.append(str(options[0]["name"]))  # pyright: ignore[reportUnknownArgumentType]
+        options = options[0].get("options")  # pyright: ignore[reportUnknownMemberType]
+    return " ".join(parts)
+
+
 class LikenessTree(app_commands.CommandTree[Any]):
     async def interaction_check(self, interaction: discord.Interaction[Any], /) -> bool:
         """Every command: its log lines say where and what; while the bot is stopping, new work is refused."""
@@ -148,7 +162,7 @@ class LikenessTree(app_commands.CommandTree[Any]):
             interaction_id=interaction.id,
             guild_id=interaction.guild_id,
             user_id=interaction.user.id,
-            command=interaction.command.qualified_name if interaction.command else None,
+            command=_command_name(interaction),
         )
         if getattr(interaction.client, "draining", False):
             raise FriendlyError(RESTARTING)

@@ -8,6 +8,7 @@ import logging
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bot.infra.logs import log_context
 from tests.support.bot_runner import BotRunner, World
 from tests.support.fake_discord import FakeDiscord, FakeGuild, FakeUser
 
@@ -285,7 +286,10 @@ async def test_unexpected_error_shows_an_error_id_and_logs_it(
 ) -> None:
     assert runner.bot is not None
 
+    context: dict[str, object] = {}
+
     async def broken(*args: object, **kwargs: object) -> None:
+        context.update(log_context.get())  # what every log line of this command says it is about
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(runner.bot.services.library, broken_method, broken)
@@ -298,6 +302,8 @@ async def test_unexpected_error_shows_an_error_id_and_logs_it(
         error_id in r.getMessage() and r.exc_info and "disk on fire" in str(r.exc_info[1]) for r in caplog.records
     )
     assert "disk on fire" not in h.content
+    assert context["command"] == command and context["guild_id"] == world.studio_a.id
+    assert context["user_id"] == world.alice.id and context["interaction_id"] == h.id
     exposition = runner.bot.services.metrics.render({}, None)
     errors = next(f for f in text_string_to_metric_families(exposition) if f.name == "likeness_errors")
     assert [(s.labels, s.value) for s in errors.samples if s.name == "likeness_errors_total"] == [

@@ -9,12 +9,12 @@ queued from synchronous code (``fake.add_member`` etc.).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from aiohttp import WSMsgType, web
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ class GatewayConnection:
             if self.ws.closed:
                 continue
             try:
-                await self.ws.send_str(json.dumps(payload))
+                await self.ws.send_str(orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS).decode())
             except (ConnectionError, RuntimeError):
                 _log.debug("gateway send failed; client went away")
                 continue
@@ -109,7 +109,7 @@ class GatewayConnection:
                 if msg.type is WSMsgType.BINARY:
                     await self.close(4002, "Decode error")
                 continue
-            payload = json.loads(msg.data)
+            payload = orjson.loads(msg.data)
             self.received.append(payload)
             await self._handle(payload)
 

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import datetime
 import hashlib
-import json
 import re
 import secrets
 import time
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
+import orjson
 import yarl
 from aiohttp import BodyPartReader, web
 from multidict import CIMultiDict
@@ -899,7 +899,7 @@ class FakeDiscord:
             return web.Response(status=status if body is not None else 204, headers=all_headers)
         # discord.py only parses JSON when the content type is exactly "application/json".
         all_headers["Content-Type"] = "application/json"
-        return web.Response(status=status, body=json.dumps(body).encode(), headers=all_headers)
+        return web.Response(status=status, body=orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS), headers=all_headers)
 
     async def _read_body(self, request: web.Request) -> tuple[Any, list[RecordedFile], str | None]:
         if not request.can_read_body:
@@ -913,7 +913,7 @@ class FakeDiscord:
                     continue
                 if part.name == "payload_json":
                     try:
-                        body = json.loads(await part.text())
+                        body = orjson.loads(await part.text())
                     except ValueError:
                         return None, files, "payload_json is not valid JSON"
                 else:
@@ -925,7 +925,7 @@ class FakeDiscord:
         if not raw:
             return None, [], None
         try:
-            return json.loads(raw), [], None
+            return orjson.loads(raw), [], None
         except ValueError:
             return None, [], "The request body contains invalid JSON."
 
