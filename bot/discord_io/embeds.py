@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Hashable
+
 import discord
 
 from bot.domain import Character, Page, View, Visibility
@@ -14,7 +17,29 @@ _VISIBILITY_MARK = {Visibility.SERVER: "", Visibility.PRIVATE: " · 🔐 private
 _VIEW_LABELS = tuple((view, view.label) for view in View)  # every card lists them (iterating an enum is slow)
 
 
+_CARDS: OrderedDict[Hashable, discord.Embed] = OrderedDict()  # the last cards built, by what they show
+_CARDS_KEPT = 512
+
+
 def character_embed(details: CharacterDetails) -> discord.Embed:
+    """A character's card. The same card is shown again and again (/character show), so the last few hundred are
+    kept by everything they show; nobody changes an embed once built (each is sent as it is)."""
+    key = (
+        details.character,
+        tuple(view.view for view in details.views),
+        tuple((element.name, element.kind, element.bound) for element in details.elements),
+    )
+    card = _CARDS.get(key)
+    if card is None:
+        card = _CARDS[key] = _build_card(details)
+        if len(_CARDS) > _CARDS_KEPT:
+            _CARDS.popitem(last=False)
+    else:
+        _CARDS.move_to_end(key)
+    return card
+
+
+def _build_card(details: CharacterDetails) -> discord.Embed:
     character = details.character
     title = f"{LOCKED} {character.name}" if character.locked else character.name
     embed = discord.Embed(title=title, description=character.description, colour=COLOR)
