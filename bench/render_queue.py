@@ -21,7 +21,7 @@ from bot.providers.base import (
     PLAIN,
     Artifact,
     Capabilities,
-    CostModel,
+    ModelRow,
     PollResult,
     RenderRequest,
     Submission,
@@ -56,18 +56,20 @@ class RemoteLike:
         self.capabilities = Capabilities(
             name="remote",
             kinds=frozenset({WorkKind.ANIMATE}),
-            models=("m",),
+            rows=(
+                ModelRow(
+                    "m",
+                    frozenset({WorkKind.ANIMATE}),
+                    durations=(5,),
+                    aspect_ratios=("16:9",),
+                    max_images=4,
+                    negative_prompt=True,
+                    element_syntax=PLAIN,
+                ),
+            ),
             default_model="m",
-            durations=(5,),
-            aspect_ratios=("16:9",),
-            max_reference_images=4,
-            negative_prompt=True,
-            element_syntax=PLAIN,
-            prompt_max_chars=2500,
-            extend=False,
             image_limits=KLING,
             max_concurrency=CAP,
-            cost=CostModel(),
             typical_seconds=RENDER_SECONDS,
         )
         self.submitted: dict[str, float] = {}

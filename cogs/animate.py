@@ -18,6 +18,7 @@ from bot.discord_io.arguments import (
     model_autocomplete,
     my_jobs_autocomplete,
     provider_autocomplete,
+    upload_of,
 )
 from bot.discord_io.client import LikenessBot
 from bot.discord_io.components import JOB, SHOT_FIELD, SHOT_FORM, UNSURE, shot_modal
@@ -155,6 +156,8 @@ class Animate(commands.Cog):
         mode="Quality mode, where the provider has them (e.g. Kling std / pro)",
         model="The provider's model (default: the bot's choice)",
         quality="Draft (cheaper, to try ideas) or final (best), where the provider has both",
+        audio="Native sound and voices, on models that render audio (costs more there)",
+        end_frame="An image the clip should end on (PNG, JPEG or WebP), on models that take an end frame",
     )
     @app_commands.choices(camera=CAMERA_CHOICES, quality=QUALITY_CHOICES)
     @app_commands.autocomplete(duration=duration_autocomplete)
@@ -174,6 +177,8 @@ class Animate(commands.Cog):
         mode: str | None = None,
         model: str | None = None,
         quality: app_commands.Choice[str] | None = None,
+        audio: bool = False,
+        end_frame: discord.Attachment | None = None,
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         shot = Shot(
@@ -186,8 +191,15 @@ class Animate(commands.Cog):
             mode=mode,
             model=model,
             quality=Quality(quality.value) if quality else None,
+            audio=audio,
         )
-        result = await self.bot.services.animate.queue(actor_of(interaction), place_of(interaction), character, shot)
+        result = await self.bot.services.animate.queue(
+            actor_of(interaction),
+            place_of(interaction),
+            character,
+            shot,
+            end_frame=upload_of(end_frame) if end_frame is not None else None,
+        )
         await answer_queued(interaction, result)
 
     queue = app_commands.Group(name="queue", description="The render queue", guild_only=True)

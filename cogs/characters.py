@@ -10,7 +10,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.discord_io.arguments import CharacterArg, bot_of, element_autocomplete
+from bot.discord_io.arguments import CharacterArg, bot_of, element_autocomplete, upload_of
 from bot.discord_io.client import LikenessBot
 from bot.discord_io.components import CHARACTER_DELETE, CHARACTER_KEEP, CHARACTER_PAGE
 from bot.discord_io.embeds import character_embed, library_page_embed, upload_embed, visibility_text
@@ -20,7 +20,7 @@ from bot.domain import ElementKind, View, Visibility
 from bot.library.card_format import SUFFIX
 from bot.library.cards import CardUpload
 from bot.library.characters import DESCRIPTION_MAX, NAME_MAX
-from bot.library.references import ELEMENT_NAME_MAX, Upload, UploadResult
+from bot.library.references import ELEMENT_NAME_MAX, UploadResult
 
 PER_PAGE = 10
 
@@ -28,10 +28,6 @@ PER_PAGE = 10
 VIEW_CHOICES = [app_commands.Choice(name=view.label, value=view.value) for view in View]
 KIND_CHOICES = [app_commands.Choice(name=kind.value.capitalize(), value=kind.value) for kind in ElementKind]
 VISIBILITY_CHOICES = [app_commands.Choice(name=v.value.capitalize(), value=v.value) for v in Visibility]
-
-
-def upload_of(attachment: discord.Attachment) -> Upload:
-    return Upload(attachment.url, attachment.filename, attachment.size, attachment.content_type)
 
 
 async def post_upload(interaction: discord.Interaction[Any], what: str, result: UploadResult) -> None:

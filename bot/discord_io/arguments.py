@@ -13,7 +13,8 @@ from bot.discord_io.errors import FriendlyError
 from bot.discord_io.replies import actor_of
 from bot.domain import Character, JobState
 from bot.domain.errors import UserFacingError
-from bot.providers.base import Capabilities
+from bot.library.references import Upload
+from bot.providers.base import Capabilities, ModelRow
 
 
 def bot_of(interaction: discord.Interaction[Any]) -> LikenessBot:
@@ -65,8 +66,9 @@ async def provider_autocomplete(interaction: discord.Interaction[Any], value: st
 
 
 async def duration_autocomplete(interaction: discord.Interaction[Any], value: str) -> list[app_commands.Choice[int]]:
-    caps = await _chosen_capabilities(interaction)
-    durations = caps.durations if caps else ()
+    """The chosen model's lengths (the provider's default model until a model is chosen)."""
+    row = await _chosen_row(interaction)
+    durations = sorted(row.durations) if row else ()
     return [app_commands.Choice(name=f"{d} seconds", value=d) for d in durations if value in str(d)][:25]
 
 
@@ -84,19 +86,52 @@ async def _chosen_capabilities(interaction: discord.Interaction[Any]) -> Capabil
         return None
 
 
-async def aspect_autocomplete(interaction: discord.Interaction[Any], value: str) -> list[app_commands.Choice[str]]:
+async def _chosen_row(interaction: discord.Interaction[Any]) -> ModelRow | None:
+    """The row of the model chosen so far in the command: the typed model, else the server's, else the
+    provider's default."""
     caps = await _chosen_capabilities(interaction)
-    return [app_commands.Choice(name=a, value=a) for a in (caps.aspect_ratios if caps else ()) if value in a][:25]
+    if caps is None or interaction.guild_id is None:
+        return None
+    typed = getattr(interaction.namespace, "model", None)
+    if isinstance(typed, str) and caps.find_row(typed) is not None:
+        return caps.row(typed)
+    server = await bot_of(interaction).services.storage.guilds.get(interaction.guild_id)
+    chosen = getattr(interaction.namespace, "provider", None)
+    if chosen in (None, server.provider) and caps.find_row(server.video_model) is not None:
+        return caps.row(server.video_model or "")
+    return caps.default_row
+
+
+async def aspect_autocomplete(interaction: discord.Interaction[Any], value: str) -> list[app_commands.Choice[str]]:
+    row = await _chosen_row(interaction)
+    return [app_commands.Choice(name=a, value=a) for a in (row.aspect_ratios if row else ()) if value in a][:25]
 
 
 async def mode_autocomplete(interaction: discord.Interaction[Any], value: str) -> list[app_commands.Choice[str]]:
-    caps = await _chosen_capabilities(interaction)
-    return [app_commands.Choice(name=m, value=m) for m in (caps.modes if caps else ()) if value in m][:25]
+    row = await _chosen_row(interaction)
+    return [app_commands.Choice(name=m, value=m) for m in (row.modes if row else ()) if value in m][:25]
 
 
 async def model_autocomplete(interaction: discord.Interaction[Any], value: str) -> list[app_commands.Choice[str]]:
+    """The provider's clip models, each with what it takes ("kling-v3 · 3-15 s · audio")."""
     caps = await _chosen_capabilities(interaction)
-    return [app_commands.Choice(name=m, value=m) for m in (caps.models if caps else ()) if value in m][:25]
+    rows = [row for row in (caps.rows if caps else ()) if row.makes_clips and value.lower() in row.model.lower()]
+    return [app_commands.Choice(name=_model_label(row)[:100], value=row.model) for row in rows][:25]
+
+
+def _model_label(row: ModelRow) -> str:
+    parts = [row.model, row.seconds_text()]
+    if row.audio:
+        parts.append("audio")
+    if row.end_frame is not None:
+        parts.append("end frame")
+    if row.multi_shot is not None:
+        parts.append(f"up to {row.multi_shot.max_shots} shots")
+    return " · ".join(parts)
+
+
+def upload_of(attachment: discord.Attachment) -> Upload:
+    return Upload(attachment.url, attachment.filename, attachment.size, attachment.content_type)
 
 
 async def my_jobs_autocomplete(interaction: discord.Interaction[Any], value: str) -> list[app_commands.Choice[int]]:

@@ -57,6 +57,7 @@ class BoundImage(Frozen):
     label: str
     role: str  # "view" or "element"
     blob: str
+    subject: int = 0  # which cast member's view (0: the shot's character)
 
 
 class ShotParams(Frozen):
@@ -66,6 +67,8 @@ class ShotParams(Frozen):
     setting: str | None = None
     mode: str | None = None
     notes: list[str] = []
+    audio: bool = False  # native audio, on a model that renders it
+    end_frame: str | None = None  # blob digest of the image the clip ends on, on a model that takes one
 
 
 BOT_ACCOUNT = ""  # Job.account of a shot sent with the bot's own key

@@ -17,8 +17,9 @@ from bot.generation.queueing import OrderQueue, PendingShot
 from bot.governance.limits import Place, check_channel
 from bot.jobs.delivery import Delivery, Progress
 from bot.library.characters import Library
+from bot.library.references import Upload
 from bot.library.sheets.generate import SheetGenerator
-from bot.providers.base import Capabilities, RenderRequest
+from bot.providers.base import Capabilities, ModelRow, RenderRequest
 from bot.providers.registry import ProviderRegistry
 from storage import Storage
 from storage.ledger import Settlement
@@ -41,6 +42,8 @@ class Shot:
     mode: str | None = None
     model: str | None = None
     quality: Quality | None = None
+    audio: bool = False
+    end_frame: str | None = None  # blob digest of the image the clip ends on
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ class AnimateService:
         sheets: SheetGenerator,
         delivery: Delivery,
         positions: Callable[[], Awaitable[dict[int, int]]],
+        take_frame: Callable[[Actor, Upload], Awaitable[str]] | None = None,
     ) -> None:
         self._storage = storage
         self._library = library
@@ -74,6 +78,7 @@ class AnimateService:
         self._sheets = sheets
         self._delivery = delivery  # a canceled or decided shot's status message changes at once
         self._positions = positions  # the worker's order of the queued shots
+        self._take_frame = take_frame  # stores a member's start/end frame image, returns its digest
 
     async def queue(
         self,
@@ -84,8 +89,10 @@ class AnimateService:
         *,
         parent_job_id: int | None = None,
         confirmed: bool = False,
+        end_frame: Upload | None = None,
     ) -> Job | PendingShot:
-        """Queue a shot, or hold it for a Confirm press when it costs more than the server's threshold."""
+        """Queue a shot, or hold it for a Confirm press when it costs more than the server's threshold.
+        `end_frame`: an image the member attached for the clip to end on (checked against the model first)."""
         server = await self._storage.guilds.get(actor.guild_id)
         rules = server.rules
         check_channel(rules, place)
@@ -96,22 +103,24 @@ class AnimateService:
             raise InvalidInputError("Describe what happens in the shot, for example: `waves and smiles at the camera`.")
         if len(action) > ACTION_MAX:
             raise InvalidInputError(f"The shot description can be at most {ACTION_MAX} characters.")
-        duration = shot.duration or caps.durations[0]
-        if duration not in caps.durations:
-            allowed = ", ".join(f"{d} s" for d in caps.durations)
-            raise InvalidInputError(f"**{caps.name}** renders {allowed} clips, not {duration} s.")
-        aspect = shot.aspect_ratio or caps.aspect_ratios[0]
-        if aspect not in caps.aspect_ratios:
-            raise InvalidInputError(f"**{caps.name}** takes the aspect ratios {', '.join(caps.aspect_ratios)}.")
         # the server's chosen video model applies to its chosen provider (when the member did not pick another)
         server_model = server.video_model if shot.provider in (None, server.provider) else None
         model = shot.model or (server_model if server_model in caps.models else None) or caps.default_model
-        if model not in caps.models:
+        row = caps.find_row(model)
+        if row is None:
             raise InvalidInputError(f"**{caps.label}** has the models {', '.join(caps.models)}, not `{model}`.")
-        if shot.mode is not None and shot.mode not in caps.modes:
-            modes = ", ".join(caps.modes) or "none"
-            raise InvalidInputError(f"**{caps.label}** has the quality modes: {modes}; `{shot.mode}` is not one.")
-        mode = shot.mode or _mode_for(caps, shot.quality, rules)
+        duration = shot.duration or row.durations[0]
+        aspect = shot.aspect_ratio or row.aspect_ratios[0]
+        mode = _checked_mode(caps, row, shot.mode, shot.quality, rules)
+        check_row(
+            caps,
+            row,
+            duration=duration,
+            aspect=aspect,
+            mode=mode,
+            audio=shot.audio,
+            end_frame=end_frame is not None or shot.end_frame is not None,
+        )
         if shot.camera not in CAMERA_MOVES:
             raise InvalidInputError(f"Unknown camera move `{shot.camera}`: use one of {', '.join(CAMERA_MOVES)}.")
         if shot.setting and len(shot.setting) > SETTING_MAX:
@@ -120,7 +129,7 @@ class AnimateService:
         await self._orders.screen_words(actor, place, rules, typed_words)
 
         details = await self._library.details(actor, character)
-        binding = choose_references(details.views, details.elements, caps.max_reference_images)
+        binding = choose_references(details.views, details.elements, row.max_images)
         if not binding.chosen:
             raise InvalidInputError(
                 f"**{character.name}** has no reference images yet. Add a front view first with "
@@ -132,15 +141,20 @@ class AnimateService:
             camera=shot.camera,
             setting=shot.setting,
             binding=binding,
-            syntax=caps.element_syntax,
-            negative_supported=caps.negative_prompt,
-            max_chars=caps.prompt_max_chars,
+            syntax=row.element_syntax,
+            negative_supported=row.negative_prompt,
+            max_chars=row.prompt_max_chars,
             negative_presets=DEFAULT_NEGATIVE_PRESETS if server.negative_presets is None else server.negative_presets,
             extra_negative=", ".join(t for t in (server.negative_extra, shot.negative) if t) or None,
             provider_label=caps.label,
         )
         typed = (action, shot.setting)
         await self._orders.screen_prompt(actor, place, rules, character, binding, compiled.prompt, "shot", typed)
+        frame_digest = shot.end_frame
+        if end_frame is not None:
+            if self._take_frame is None:
+                raise InvalidInputError("This bot does not take end frames.")
+            frame_digest = await self._take_frame(actor, end_frame)
         estimate = provider.estimate_cost(
             RenderRequest(
                 job_id=0,
@@ -153,10 +167,20 @@ class AnimateService:
                 camera=shot.camera,
                 images=(),
                 mode=mode,
+                audio=shot.audio,
             )
         )
         if self._orders.needs_confirmation(rules, estimate, confirmed=confirmed):
-            fixed = Shot(**{**asdict(shot), "duration": duration, "aspect_ratio": aspect, "model": model, "mode": mode})
+            fixed = Shot(
+                **{
+                    **asdict(shot),
+                    "duration": duration,
+                    "aspect_ratio": aspect,
+                    "model": model,
+                    "mode": mode,
+                    "end_frame": frame_digest,
+                }
+            )
             payload = {"shot": asdict(fixed), "parent_job_id": parent_job_id}
             return await self._orders.hold_for_confirmation(
                 actor, rules, place, character, estimate, payload, caps, duration, WorkKind.ANIMATE
@@ -179,6 +203,8 @@ class AnimateService:
                 setting=shot.setting,
                 mode=mode,
                 notes=list(compiled.notes),
+                audio=shot.audio,
+                end_frame=frame_digest,
             ),
             binding=binding,
             estimate=estimate,
@@ -304,15 +330,67 @@ class AnimateService:
             provider=job.provider,
             mode=params.mode,
             model=job.model,
+            audio=params.audio,
+            end_frame=params.end_frame if same_shot else None,
         )
         return await self.queue(actor, place, character, shot, parent_job_id=job.id)
 
 
-def _mode_for(caps: Capabilities, quality: Quality | None, rules: ServerRules) -> str | None:
-    """The provider mode for draft (its cheapest) or final (its best), where the provider has both."""
-    if quality is not None and len(caps.modes) < 2:
-        raise InvalidInputError(f"**{caps.label}** has a single quality, so draft and final are the same there.")
+def _checked_mode(
+    caps: Capabilities, row: ModelRow, asked: str | None, quality: Quality | None, rules: ServerRules
+) -> str | None:
+    """The mode asked for (refused when the model has no such mode), else the one draft/final picks (None: the
+    provider's default, which the provider fits to the model)."""
+    if asked is not None and asked not in row.modes:
+        modes = ", ".join(row.modes) or "none (one quality)"
+        raise InvalidInputError(f"**{caps.label}** `{row.model}` has the quality modes: {modes}; `{asked}` is not one.")
+    return asked or _mode_for(caps, row, quality, rules)
+
+
+def check_row(
+    caps: Capabilities, row: ModelRow, *, duration: int, aspect: str, mode: str | None, audio: bool, end_frame: bool
+) -> None:
+    """Refuse, before anything is held, what the chosen model cannot do, naming the limit and the models of the
+    same provider that can."""
+
+    def instead(test: Callable[[ModelRow], bool], what: str) -> str:
+        others = [m for m in caps.clip_models_where(test) if m != row.model]
+        return f" For {what}, choose the model {_either(others)}." if others else ""
+
+    name = f"**{caps.label}** `{row.model}`"
+    if duration not in row.durations:
+        raise InvalidInputError(
+            f"{name} renders {row.seconds_text()} clips, not {duration} s."
+            + instead(lambda r: duration in r.durations, f"{duration} s")
+        )
+    if aspect not in row.aspect_ratios:
+        raise InvalidInputError(
+            f"{name} takes the aspect ratios {', '.join(row.aspect_ratios)}, not {aspect}."
+            + instead(lambda r: aspect in r.aspect_ratios, aspect)
+        )
+    if audio and not row.audio:
+        raise InvalidInputError(f"{name} renders no audio." + instead(lambda r: r.audio, "native audio"))
+    if end_frame and not row.takes_end_frame(mode):
+        if row.end_frame is not None and row.end_frame_modes:
+            raise InvalidInputError(
+                f"{name} takes an end frame only in the mode {_either(list(row.end_frame_modes))}: "
+                f"add `mode:{row.end_frame_modes[0]}`."
+            )
+        raise InvalidInputError(f"{name} takes no end frame." + instead(lambda r: r.end_frame is not None, "one"))
+
+
+def _either(names: list[str]) -> str:
+    quoted = [f"`{n}`" for n in names]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + f" or {quoted[-1]}"
+
+
+def _mode_for(caps: Capabilities, row: ModelRow, quality: Quality | None, rules: ServerRules) -> str | None:
+    """The provider mode for draft (its cheapest) or final (its best), where the model has both."""
+    if quality is not None and len(row.modes) < 2:
+        raise InvalidInputError(
+            f"**{caps.label}** `{row.model}` has a single quality, so draft and final are the same there."
+        )
     chosen = quality or rules.quality
-    if chosen is None or len(caps.modes) < 2:
+    if chosen is None or len(row.modes) < 2:
         return None
-    return caps.modes[0] if chosen is Quality.DRAFT else caps.modes[-1]
+    return row.modes[0] if chosen is Quality.DRAFT else row.modes[-1]

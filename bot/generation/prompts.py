@@ -168,6 +168,7 @@ class BoundReference:
     view: View | None
     element_kind: ElementKind | None
     blob: str  # digest of the cleaned image in the blob store
+    subject: int = 0  # which cast member it belongs to (0: the shot's first character)
 
     @property
     def display_name(self) -> str:

@@ -160,7 +160,10 @@ class OrderQueue:
                 prompt=prompt,
                 negative_prompt=negative_prompt,
                 params=params,
-                bound=[BoundImage(label=ref.label, role=ref.role, blob=ref.blob) for ref in binding.chosen],
+                bound=[
+                    BoundImage(label=ref.label, role=ref.role, blob=ref.blob, subject=ref.subject)
+                    for ref in binding.chosen
+                ],
                 cost_estimate=estimate,
                 parent_job_id=parent_job_id,
                 tx=tx,

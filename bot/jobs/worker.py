@@ -45,6 +45,7 @@ from bot.jobs.scheduler import Limits, jobs_to_start, positions
 from bot.providers.base import (
     Artifact,
     FinalError,
+    Frame,
     OutcomeUnknownError,
     PollResult,
     Provider,
@@ -609,9 +610,18 @@ class Worker:
             prepared, mime = await asyncio.to_thread(_prepare, data, limits)
             images.append(
                 ReferenceImage(
-                    label=bound.label, role="view" if bound.role == "view" else "element", data=prepared, mime=mime
+                    label=bound.label,
+                    role="view" if bound.role == "view" else "element",
+                    data=prepared,
+                    mime=mime,
+                    subject=bound.subject,
                 )
             )
+        end_frame = None
+        if job.params.end_frame is not None:
+            data = await self.blobs.get(job.params.end_frame)
+            prepared, mime = await asyncio.to_thread(_prepare, data, limits)
+            end_frame = Frame(prepared, mime)
         return RenderRequest(
             job_id=job.id,
             kind=job.kind,
@@ -624,6 +634,8 @@ class Worker:
             images=tuple(images),
             caption=job.action,
             mode=job.params.mode,
+            audio=job.params.audio,
+            end_frame=end_frame,
             callback_url=(
                 self.callback_url_for(job.provider, job.id)
                 if self.callback_url_for is not None and provider.capabilities.callbacks

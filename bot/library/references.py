@@ -104,6 +104,16 @@ class ReferenceService:
         )
         return stored, preview_png, decoded, result
 
+    async def take_frame(self, actor: Actor, upload: Upload) -> str:
+        """A start or end frame a member attached to a shot: checked and decoded like every upload, kept as it is
+        (a frame is a whole scene: no background removal), stored as PNG. Its digest."""
+        check_declared(upload.filename, upload.size, upload.content_type, self._limits)
+        async with self._gate.member(actor.user_id), self._gate.slot():
+            data = await download(upload.url, upload.size, self._limits, self._http)
+            decoded = await asyncio.to_thread(decode, data, self._limits)
+            png = await asyncio.to_thread(png_bytes, decoded.image)
+        return await self._storage.blobs.put(png)
+
     async def _current(self, actor: Actor, character: Character) -> Character:
         fresh = await self._storage.characters.get(actor.guild_id, character.id)
         if fresh is None:

@@ -57,10 +57,10 @@ from bot.providers.base import (
     PLAIN,
     Artifact,
     Capabilities,
-    CostModel,
     Dialect,
     FinalError,
     KeyOwner,
+    ModelRow,
     OutcomeUnknownError,
     PollResult,
     ProviderError,
@@ -191,6 +191,34 @@ IMAGE_ENDPOINTS: dict[str, ImageEndpoint] = {
 SHEET_SIZES: dict[str, tuple[int, int]] = {"16:9": (2048, 1152), "9:16": (1152, 2048), "1:1": (1536, 1536)}
 
 
+def _video_row(model: str, endpoint: VideoEndpoint) -> ModelRow:
+    return ModelRow(
+        model=model,
+        kinds=frozenset({WorkKind.ANIMATE}),
+        durations=endpoint.durations,
+        free_durations=endpoint.family == "reference",
+        aspect_ratios=ASPECT_RATIOS,
+        max_images=endpoint.max_images,
+        max_subjects=endpoint.max_images if endpoint.family == "reference" else 1,
+        negative_prompt=endpoint.negative_prompt,
+        prompt_max_chars=PROMPT_MAX_CHARS,
+        element_syntax=endpoint.element_syntax,
+        price_per_second={"": endpoint.price_per_second},
+        route=model,
+    )
+
+
+def _image_row(model: str, endpoint: ImageEndpoint) -> ModelRow:
+    return ModelRow(
+        model=model,
+        kinds=frozenset({WorkKind.SHEET}),
+        max_images=endpoint.max_images,
+        prompt_max_chars=PROMPT_MAX_CHARS,
+        price_per_image=endpoint.price_per_image,
+        route=model,
+    )
+
+
 @dataclass(frozen=True)
 class _Handle:
     """A submitted request, as kept in `Submission.status_url`."""
@@ -254,21 +282,10 @@ class FalProvider:
             name="fal",
             display_name="fal.ai",
             kinds=frozenset({WorkKind.ANIMATE, WorkKind.SHEET}),
-            models=(video_model,),
+            rows=(_video_row(video_model, self._video), _image_row(image_model, self._image)),
             default_model=video_model,
-            durations=self._video.durations,
-            aspect_ratios=ASPECT_RATIOS,
-            max_reference_images=self._video.max_images,
-            negative_prompt=self._video.negative_prompt,
-            element_syntax=self._video.element_syntax,
-            prompt_max_chars=PROMPT_MAX_CHARS,
-            extend=False,
             image_limits=FAL_IMAGE_LIMITS,
             max_concurrency=max_concurrency,
-            cost=CostModel(
-                per_second={video_model: self._video.price_per_second},
-                per_image={image_model: self._image.price_per_image},
-            ),
             needs_key=True,
             typical_seconds=TYPICAL_SECONDS,
             image_model=image_model,

@@ -58,13 +58,14 @@ from bot.domain.errors import UserFacingError
 from bot.imaging.prep import KLING, prepare_for_provider
 from bot.providers.base import (
     BOT_KEYS,
-    PLAIN,
     Artifact,
     Capabilities,
-    CostModel,
     Dialect,
     FinalError,
+    Frame,
     KeyOwner,
+    ModelRow,
+    MultiShot,
     PollResult,
     ProviderError,
     Referable,
@@ -73,6 +74,8 @@ from bot.providers.base import (
     RetryableError,
     Submission,
     TaskStatus,
+    free_seconds,
+    request_problems,
 )
 from bot.providers.http import KEY_REFUSED, TooLargeError, read_capped, timed_request, transport_errors
 from bot.providers.spec import BuildContext, KeyField, Keys, ProviderSpec, secret
@@ -103,12 +106,20 @@ VIDEO_UNITS_PER_SECOND: dict[str, dict[str, Decimal]] = {
     "kling-v2-master": _MASTER,
     "kling-v2-1-master": _MASTER,
     "kling-v2-5-turbo": _STD_PRO_03_05,
-    "kling-v2-6": _STD_PRO_03_05,  # silent; native audio is not offered
+    "kling-v2-6": _STD_PRO_03_05,  # image2video is pro only (std is motion control); silent price here
+    "kling-v3": {"std": Decimal("0.6"), "pro": Decimal("0.8")},
+}
+# Native audio (`sound: "on"`), per second (providers.md §1.9).
+AUDIO_UNITS_PER_SECOND: dict[str, dict[str, Decimal]] = {
+    "kling-v2-6": {"pro": Decimal("1.0")},
+    "kling-v3": {"std": Decimal("0.9"), "pro": Decimal("1.2")},
+    "kling-v3-omni": {"std": Decimal("0.9"), "pro": Decimal("1.2")},
 }
 VIDEO_MODELS = tuple(VIDEO_UNITS_PER_SECOND)
 # Omni (providers.md §1.7.7, §1.9): no reference video, so the lower rate of each mode.
 OMNI_UNITS_PER_SECOND: dict[str, dict[str, Decimal]] = {
     "kling-video-o1": {"std": Decimal("0.6"), "pro": Decimal("0.8")},
+    "kling-v3-omni": {"std": Decimal("0.6"), "pro": Decimal("0.8")},
 }
 OMNI_MODELS = tuple(OMNI_UNITS_PER_SECOND)
 ALL_VIDEO_UNITS: dict[str, dict[str, Decimal]] = {**VIDEO_UNITS_PER_SECOND, **OMNI_UNITS_PER_SECOND}
@@ -123,6 +134,8 @@ ELEMENT_RETRY_SECONDS = 3.0
 # Image units per sheet: an image-to-image generation (a reference image given) on kling-v1-5.
 IMAGE_UNITS: dict[str, Decimal] = {"kling-v1-5": Decimal("8")}
 IMAGE_MODELS = tuple(IMAGE_UNITS)
+V3_MODELS = frozenset({"kling-v3", "kling-v3-omni"})  # 3-15 s, sound, multi_shot
+V3_MULTI_SHOT = MultiShot(max_shots=6, min_shot_seconds=1, shot_prompt_max=512)
 
 MULTI_IMAGE_MODELS = frozenset({"kling-v1-6"})  # the only model multi-image2video takes
 CFG_SCALE_MODELS = frozenset({"kling-v1-5", "kling-v1-6"})  # not supported on kling-v2.x
@@ -142,6 +155,65 @@ _AXES = ("horizontal", "vertical", "pan", "tilt", "roll", "zoom")
 ASPECT_RATIOS: dict[str, float] = {"16:9": 16 / 9, "9:16": 9 / 16, "1:1": 1.0}
 DURATIONS = (5, 10)
 PROMPT_MAX = 2500
+
+
+def _usd(units: Mapping[str, Decimal]) -> dict[str, Money]:
+    return {mode: VIDEO_UNIT_USD * per_second for mode, per_second in units.items()}
+
+
+# Modes where image2video takes an end frame (`image_tail`): pro on every model but the masters (providers.md §1.8).
+_TAIL_PRO = ("pro",)
+_RESOLUTIONS = {"std": "720p", "pro": "1080p"}
+
+
+def _omni_row(model: str, durations: tuple[int, ...], note: str, **changes: Any) -> ModelRow:
+    """An omni-video model: the character as one element, outfits and props as images, 7 inputs in all."""
+    fields: dict[str, Any] = {
+        "model": model,
+        "kinds": frozenset({WorkKind.ANIMATE}),
+        "durations": durations,
+        "free_durations": True,
+        "modes": MODES,
+        "resolutions": _RESOLUTIONS,
+        "aspect_ratios": tuple(ASPECT_RATIOS),
+        "max_images": OMNI_MAX_INPUTS,
+        "max_subjects": OMNI_MAX_INPUTS,
+        "start_frame": "image_list[first_frame]",
+        "end_frame": "image_list[end_frame]",
+        "element_syntax": ELEMENTS_DIALECT,
+        "prompt_max_chars": PROMPT_MAX,
+        "price_per_second": _usd(OMNI_UNITS_PER_SECOND[model]),
+        "route": OMNI_VIDEO,
+        "note": note,
+    }
+    fields.update(changes)
+    return ModelRow(**fields)
+
+
+def _legacy_row(model: str, note: str = "", **changes: Any) -> ModelRow:
+    """An image2video model on the `/v1` routes: 5 or 10 s, the first view as the first frame."""
+    units = VIDEO_UNITS_PER_SECOND[model]
+    modes = () if model in NO_MODE_MODELS else MODES
+    fields: dict[str, Any] = {
+        "model": model,
+        "kinds": frozenset({WorkKind.ANIMATE}),
+        "durations": DURATIONS,
+        "modes": modes,
+        "resolutions": _RESOLUTIONS if modes else {"": "1080p" if model == "kling-v2-1-master" else "720p"},
+        "aspect_ratios": tuple(ASPECT_RATIOS),
+        "max_images": 4 if model in MULTI_IMAGE_MODELS else 1,
+        "start_frame": "image",
+        "end_frame": None if model in NO_MODE_MODELS else "image_tail",
+        "end_frame_modes": None if model in NO_MODE_MODELS else _TAIL_PRO,
+        "negative_prompt": True,
+        "prompt_max_chars": PROMPT_MAX,
+        "price_per_second": _usd(units) if modes else {"": VIDEO_UNIT_USD * units["pro"]},
+        "route": MULTI_IMAGE2VIDEO + " (2-4 images), " + IMAGE2VIDEO if model in MULTI_IMAGE_MODELS else IMAGE2VIDEO,
+        "note": note,
+    }
+    fields.update(changes)
+    return ModelRow(**fields)
+
 
 TOKEN_LIFETIME = 1800.0  # seconds; the docs' example
 TOKEN_MARGIN = 300.0  # a cached token is replaced this long before it expires
@@ -163,22 +235,78 @@ def _image_tokens(references: Sequence[Referable]) -> tuple[str, ...]:
 
 
 def _element_tokens(references: Sequence[Referable]) -> tuple[str, ...]:
+    """Each character's views are its own element, numbered in order of appearance; bound images count apart."""
     tokens: list[str] = []
     images = 0
+    elements: dict[int, int] = {}
     for ref in references:
         if ref.role == "element":
             images += 1
             tokens.append(f"<<<image_{images}>>>")
         else:
-            tokens.append("<<<element_1>>>")
+            number = elements.setdefault(ref.subject, len(elements) + 1)
+            tokens.append(f"<<<element_{number}>>>")
     return tuple(tokens)
 
 
 # `<<<image_N>>>`, N in order (the omni `image_list`).
 IMAGES_DIALECT = Dialect("kling", _image_tokens)
-# Omni with the element library: every view is the character's one element `<<<element_1>>>`, every bound element
-# image is `<<<image_N>>>`, N from 1 in binding order (the omni `image_list`).
+# Omni with the element library: every view of a character is that character's one element `<<<element_N>>>` (N by
+# cast order), every bound element image is `<<<image_N>>>`, N from 1 in binding order (the omni `image_list`).
 ELEMENTS_DIALECT = Dialect("kling_elements", _element_tokens)
+
+
+_V3_DURATIONS = free_seconds(3, 15, 5)
+ROWS: tuple[ModelRow, ...] = (
+    _legacy_row("kling-v1-5", "camera control on pro 5 s"),
+    _legacy_row("kling-v1-6", "2-4 views as subjects (multi-image2video); the cheapest way to bind several views"),
+    _legacy_row("kling-v2-1"),
+    _legacy_row("kling-v2-master"),
+    _legacy_row("kling-v2-1-master"),
+    _legacy_row("kling-v2-5-turbo"),
+    _legacy_row(
+        "kling-v2-6",
+        "image-to-video is pro only; native audio on request (no end frame with audio)",
+        modes=("pro",),
+        resolutions={"pro": "1080p"},
+        price_per_second={"pro": VIDEO_UNIT_USD * VIDEO_UNITS_PER_SECOND["kling-v2-6"]["pro"]},
+        audio=True,
+        audio_price_per_second=_usd(AUDIO_UNITS_PER_SECOND["kling-v2-6"]),
+    ),
+    _legacy_row(
+        "kling-v3",
+        "Kling 3.0: 3-15 s, native audio, a storyboard of up to 6 shots in one task; start and end frames",
+        durations=_V3_DURATIONS,
+        free_durations=True,
+        end_frame_modes=None,
+        multi_shot=V3_MULTI_SHOT,
+        audio=True,
+        audio_price_per_second=_usd(AUDIO_UNITS_PER_SECOND["kling-v3"]),
+    ),
+    _omni_row(
+        "kling-video-o1",
+        free_seconds(3, 10, 5),
+        "Kling O1: the character's views as one element, outfits and props as images (7 in all); no negative prompt",
+    ),
+    _omni_row(
+        "kling-v3-omni",
+        _V3_DURATIONS,
+        "Kling 3.0 Omni: holds a character best; several characters as elements, 3-15 s, audio, up to 6 shots",
+        multi_shot=V3_MULTI_SHOT,
+        audio=True,
+        audio_price_per_second=_usd(AUDIO_UNITS_PER_SECOND["kling-v3-omni"]),
+    ),
+    ModelRow(
+        model="kling-v1-5",
+        kinds=frozenset({WorkKind.SHEET}),
+        aspect_ratios=("16:9",),
+        max_images=1,
+        prompt_max_chars=PROMPT_MAX,
+        price_per_image=IMAGE_UNIT_USD * IMAGE_UNITS["kling-v1-5"],
+        route=IMAGE_GENERATIONS,
+        note="sheets: the front view as a subject reference",
+    ),
+)
 
 
 def balance_message(owner: KeyOwner = BOT_KEYS) -> str:
@@ -346,32 +474,16 @@ class KlingProvider:
         self._token_expires = 0.0
         self._busy: dict[int, int] = {}  # job id -> busy answers (1302/1303) in a row, for its backoff
         self._elements: dict[str, int | str] = {}  # element external_task_id -> Kling element_id, once made
-        omni = model in OMNI_UNITS_PER_SECOND
         self.capabilities = Capabilities(
             name=NAME,
             kinds=frozenset({WorkKind.ANIMATE, WorkKind.SHEET}),
-            # omni: the views as one element (<<<element_1>>>), outfits and props as <<<image_N>>>; no negative
-            # prompt. Otherwise multi-image2video takes the images as a list, with no tokens in the prompt.
-            models=OMNI_MODELS if omni else VIDEO_MODELS,
+            rows=ROWS,
             default_model=model,
-            durations=DURATIONS,
-            aspect_ratios=tuple(ASPECT_RATIOS),
-            max_reference_images=OMNI_MAX_INPUTS if omni else 4,
-            negative_prompt=not omni,
-            element_syntax=ELEMENTS_DIALECT if omni else PLAIN,
-            prompt_max_chars=PROMPT_MAX,
-            extend=False,
             image_limits=KLING,
             max_concurrency=max_concurrency,
-            cost=CostModel(
-                # per second in the configured mode; estimate_cost() prices the mode a request asks for
-                per_second={m: VIDEO_UNIT_USD * units[mode] for m, units in ALL_VIDEO_UNITS.items()},
-                per_image={m: IMAGE_UNIT_USD * units for m, units in IMAGE_UNITS.items()},
-            ),
             needs_key=True,
             typical_seconds=90.0,
             display_name="Kling",
-            modes=MODES,
             cancel_stops_billing=False,  # no cancel endpoint: the task renders and is billed
             image_model=image_model,
             callbacks=True,
@@ -480,11 +592,15 @@ class KlingProvider:
     def estimate_cost(self, request: RenderRequest) -> Money:
         if request.kind is WorkKind.SHEET:
             return IMAGE_UNIT_USD * IMAGE_UNITS.get(request.model, Decimal(0))
-        units = ALL_VIDEO_UNITS.get(request.model)
-        if units is None:
+        row = self.capabilities.find_row(request.model)
+        if row is None:
             return Money.ZERO
-        mode = request.mode if request.mode in MODES else self._mode
-        return VIDEO_UNIT_USD * (units[mode] * request.duration)
+        return row.clip_cost(self._mode_of(row, request.mode), request.duration, audio=request.audio)
+
+    def _mode_of(self, row: ModelRow, asked: str | None) -> str:
+        """The mode a request runs in on this model: the one asked for, else the bot's setting, else the model's
+        own (kling-v2-6 image-to-video is pro only, whatever the bot's default)."""
+        return row.mode_or_default(asked if asked in row.modes else self._mode)
 
     async def close(self) -> None:
         """Close the connection pool. A later call opens a new one (the bot registers providers again on start)."""
@@ -533,63 +649,88 @@ class KlingProvider:
             return self._sheet_body(request)
         if request.kind is not WorkKind.ANIMATE:
             raise FinalError(f"Kling on this bot does not do {request.kind.value} jobs.", code="unsupported")
-        problems: list[str] = []
-        if request.model not in VIDEO_UNITS_PER_SECOND:
-            problems.append(f"unknown video model {request.model!r} (known: {', '.join(VIDEO_MODELS)})")
-        if request.duration not in DURATIONS:
-            problems.append(f"clips last 5 or 10 seconds, not {request.duration}")
-        if request.aspect_ratio not in ASPECT_RATIOS:
-            problems.append(f"the aspect ratio {request.aspect_ratio!r} is not one of {', '.join(ASPECT_RATIOS)}")
+        row = self.capabilities.find_row(request.model)
+        if row is None:
+            raise FinalError(
+                f"Kling can't take this shot: unknown video model {request.model!r} "
+                f"(known: {', '.join(self.capabilities.models)}).",
+                code="invalid",
+            )
+        mode = self._mode_of(row, request.mode)
         images: list[ReferenceImage] = list(request.images)
-        mode = request.mode or self._mode
-        if mode not in MODES:
-            problems.append(f"the mode {mode!r} is not one of {', '.join(MODES)}")
-        if not images:
+        if request.model not in MULTI_IMAGE_MODELS and images:
+            # image2video takes one image, the lead view as the first frame; another character stays, to be refused
+            lead = images[0]
+            images = [lead, *(image for image in images if image.role == "view" and image.subject != lead.subject)]
+        problems = request_problems(row, replace(request, images=tuple(images), mode=request.mode or mode))
+        if not images and request.start_frame is None:
             problems.append("at least one reference image is needed")
-        if len(images) > 4:
-            problems.append(f"at most 4 reference images, got {len(images)}")
         if problems:
             raise FinalError("Kling can't take this shot: " + "; ".join(problems) + ".", code="invalid")
 
-        body: dict[str, Any] = {"model_name": request.model, "prompt": request.prompt}
+        body: dict[str, Any] = {"model_name": request.model}
+        _prompts(body, request, row)
         if request.negative_prompt:
             body["negative_prompt"] = request.negative_prompt[:PROMPT_MAX]
-        if request.model not in NO_MODE_MODELS:
+        if row.modes:
             body["mode"] = mode
         body["duration"] = str(request.duration)  # a string: Kling answers 400 to a number
-        first = images[0]
-        if len(images) >= 2 and request.model in MULTI_IMAGE_MODELS:
+        if row.audio:
+            body["sound"] = "on" if request.audio else "off"
+        if len(images) >= 2 and request.model in MULTI_IMAGE_MODELS and request.end_frame is None:
             endpoint = MULTI_IMAGE2VIDEO
             body["image_list"] = [{"image": _base64(image)} for image in images]
             body["aspect_ratio"] = request.aspect_ratio
         else:
             endpoint = IMAGE2VIDEO
-            body["image"] = _base64(_first_frame(first, request.aspect_ratio))
+            body["image"] = _base64(_first_frame(_start_image(request), request.aspect_ratio))
+            if request.end_frame is not None:
+                body["image_tail"] = _base64(_first_frame(_frame_image(request.end_frame), request.aspect_ratio))
             if request.model in CFG_SCALE_MODELS:
                 body["cfg_scale"] = 0.5
             camera = CAMERA_CONFIG.get(request.camera)
-            if camera is not None and (request.model, mode, request.duration) in CAMERA_CONTROL_SUPPORT:
+            supported = (request.model, mode, request.duration) in CAMERA_CONTROL_SUPPORT
+            if camera is not None and supported and "image_tail" not in body:  # the two exclude each other
                 body["camera_control"] = {"type": "simple", "config": {axis: camera.get(axis, 0) for axis in _AXES}}
         return endpoint, self._common(body, request)
 
     async def _omni(self, request: RenderRequest) -> tuple[str, dict[str, Any]]:
-        """The omni-video endpoint and body; first makes sure the character's element exists (see the module doc)."""
-        views, extras = _omni_inputs(request, self._mode)
-        element_id = await self._character_element(views, request.job_id)
-        body = await asyncio.to_thread(self._omni_body, request, element_id, extras)
+        """The omni-video endpoint and body; first makes sure each character's element exists (see the module doc)."""
+        row = self.capabilities.row(request.model)
+        mode = self._mode_of(row, request.mode)
+        subjects, extras = _omni_inputs(request, row, mode)
+        element_ids = [await self._character_element(views, request.job_id) for views in subjects]
+        body = await asyncio.to_thread(self._omni_body, request, row, mode, element_ids, extras)
         return OMNI_VIDEO, body
 
-    def _omni_body(self, request: RenderRequest, element_id: int | str, extras: list[ReferenceImage]) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "model_name": request.model,
-            "prompt": request.prompt[:PROMPT_MAX],
-            "element_list": [{"element_id": element_id}],
-        }
-        if extras:
-            body["image_list"] = [{"image_url": _base64(image)} for image in extras]
-        body["mode"] = request.mode or self._mode
-        body["aspect_ratio"] = request.aspect_ratio  # required: no first frame is given
+    def _omni_body(
+        self,
+        request: RenderRequest,
+        row: ModelRow,
+        mode: str,
+        element_ids: list[int | str],
+        extras: list[ReferenceImage],
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"model_name": request.model}
+        _prompts(body, request, row)
+        if "prompt" in body:
+            body["prompt"] = body["prompt"][:PROMPT_MAX]  # the compiled prompt already fits; the tokens stay whole
+        body["element_list"] = [{"element_id": element_id} for element_id in element_ids]
+        image_list: list[dict[str, str]] = [{"image_url": _base64(image)} for image in extras]
+        if request.start_frame is not None:
+            frame = _first_frame(_frame_image(request.start_frame), request.aspect_ratio)
+            image_list.append({"image_url": _base64(frame), "type": "first_frame"})
+        if request.end_frame is not None:
+            frame = _first_frame(_frame_image(request.end_frame), request.aspect_ratio)
+            image_list.append({"image_url": _base64(frame), "type": "end_frame"})
+        if image_list:
+            body["image_list"] = image_list
+        body["mode"] = mode
+        if request.start_frame is None:
+            body["aspect_ratio"] = request.aspect_ratio  # required when no first frame is given
         body["duration"] = str(request.duration)
+        if row.audio:
+            body["sound"] = "on" if request.audio else "off"
         return self._common(body, request)
 
     def element_external_id(self, views: tuple[ReferenceImage, ...] | list[ReferenceImage]) -> str:
@@ -836,25 +977,51 @@ class KlingProvider:
         return RetryableError(message, detail=said, code=tag, retry_after=max(1.0, delay), rate_limited=True)
 
 
-def _omni_inputs(request: RenderRequest, default_mode: str) -> tuple[list[ReferenceImage], list[ReferenceImage]]:
-    """(views, element images) of an omni shot, or a FinalError naming what Kling would refuse."""
-    problems: list[str] = []
-    if request.duration not in DURATIONS:
-        problems.append(f"clips last 5 or 10 seconds, not {request.duration}")
-    if request.aspect_ratio not in ASPECT_RATIOS:
-        problems.append(f"the aspect ratio {request.aspect_ratio!r} is not one of {', '.join(ASPECT_RATIOS)}")
-    mode = request.mode or default_mode
-    if mode not in MODES:
-        problems.append(f"the mode {mode!r} is not one of {', '.join(MODES)}")
-    views = [image for image in request.images if image.role == "view"]
+def _omni_inputs(
+    request: RenderRequest, row: ModelRow, mode: str
+) -> tuple[list[list[ReferenceImage]], list[ReferenceImage]]:
+    """(each character's views, element images) of an omni shot, or a FinalError naming what Kling would refuse."""
+    problems = request_problems(row, replace(request, mode=request.mode or mode))
+    subjects: dict[int, list[ReferenceImage]] = {}
+    for image in request.images:
+        if image.role == "view":
+            subjects.setdefault(image.subject, []).append(image)
     extras = [image for image in request.images if image.role != "view"]
-    if not views:
+    frames = (request.start_frame is not None) + (request.end_frame is not None)
+    if not subjects:
         problems.append("at least one view of the character is needed")
-    if len(extras) + 1 > OMNI_MAX_INPUTS:
-        problems.append(f"at most {OMNI_MAX_INPUTS - 1} outfit or prop images besides the character")
+    if len(subjects) + len(extras) + frames > OMNI_MAX_INPUTS:
+        problems.append(f"at most {OMNI_MAX_INPUTS} characters, outfit or prop images and frames in all")
+    if request.end_frame is not None and len(extras) + frames > 2:
+        problems.append("an end frame is not taken with more than 2 images")
     if problems:
         raise FinalError("Kling can't take this shot: " + "; ".join(problems) + ".", code="invalid")
-    return views, extras
+    return list(subjects.values()), extras
+
+
+def _prompts(body: dict[str, Any], request: RenderRequest, row: ModelRow) -> None:
+    """`prompt`, or a storyboard (`multi_shot`, `shot_type: customize`, `multi_prompt`) with no `prompt`."""
+    if not request.shots:
+        body["prompt"] = request.prompt  # too long is Kling's to refuse, in its own words
+        return
+    assert row.multi_shot is not None  # request_problems refused it otherwise
+    body["multi_shot"] = True
+    body["shot_type"] = "customize"
+    body["multi_prompt"] = [
+        {"index": number, "prompt": shot.prompt, "duration": str(shot.duration)}
+        for number, shot in enumerate(request.shots, start=1)
+    ]
+
+
+def _start_image(request: RenderRequest) -> ReferenceImage:
+    """The first frame: the request's start frame, else its first view (the character's lead view)."""
+    if request.start_frame is not None:
+        return _frame_image(request.start_frame)
+    return request.images[0]
+
+
+def _frame_image(frame: Frame) -> ReferenceImage:
+    return ReferenceImage(label="frame", role="view", data=frame.data, mime=frame.mime)
 
 
 def _element_body(views: list[ReferenceImage], external: str) -> dict[str, Any]:

@@ -40,8 +40,8 @@ from bot.providers.base import (
     PLAIN,
     Artifact,
     Capabilities,
-    CostModel,
     FinalError,
+    ModelRow,
     PollResult,
     RenderRequest,
     RetryableError,
@@ -65,6 +65,32 @@ _RENDER_SHARE = 0.9  # progress reported while rendering; the rest belongs to th
 _TYPICAL_RENDER_SECONDS = 1.5  # a 5 s 720p clip on two cores (bench/render.py); the worker learns the real figure
 _CLOSE_WAIT = 5.0  # seconds close() waits for running renders to notice they must stop
 _STALE_SUBMIT = 3600.0  # seconds after which a half-written submission folder (a crash) is removed
+
+
+ROWS = (
+    ModelRow(
+        model=MODEL,
+        kinds=frozenset({WorkKind.ANIMATE}),
+        durations=(5, 10),
+        resolutions={"": "720p"},
+        aspect_ratios=tuple(FRAME_SIZES),
+        max_images=4,
+        negative_prompt=True,
+        element_syntax=PLAIN,
+        price_per_second={"": Money.ZERO},
+        route="this machine (PyAV)",
+        note="free and offline: camera moves over the character's own views; for trying shots with no key",
+    ),
+    ModelRow(
+        model=SHEET_MODEL,
+        kinds=frozenset({WorkKind.SHEET}),
+        aspect_ratios=tuple(FRAME_SIZES),
+        max_images=4,
+        price_per_image=Money.ZERO,
+        route="this machine (Pillow)",
+        note="draws the views side by side on a sheet",
+    ),
+)
 
 
 def task_id_for(job_id: int) -> str:
@@ -111,18 +137,10 @@ class LocalProvider:
         self.capabilities = Capabilities(
             name="local",
             kinds=frozenset({WorkKind.ANIMATE, WorkKind.SHEET}),
-            models=(MODEL,),
+            rows=ROWS,
             default_model=MODEL,
-            durations=(5, 10),
-            aspect_ratios=tuple(FRAME_SIZES),
-            max_reference_images=4,
-            negative_prompt=True,
-            element_syntax=PLAIN,
-            prompt_max_chars=2500,
-            extend=False,
             image_limits=KLING,
             max_concurrency=max_concurrency,
-            cost=CostModel(per_second={MODEL: Money.ZERO}),
             needs_key=False,
             typical_seconds=max(0.0, delay) + _TYPICAL_RENDER_SECONDS,
             display_name="Local",
@@ -185,7 +203,7 @@ class LocalProvider:
             raise FinalError("The clip is no longer available.", detail=artifact.url, code="expired") from None
 
     def estimate_cost(self, request: RenderRequest) -> Money:
-        return self.capabilities.cost.per_second.get(request.model, Money.ZERO) * request.duration
+        return Money.ZERO
 
     async def close(self) -> None:
         """Stop taking work; renders in flight stop at their next frame and resume after a restart."""
@@ -208,12 +226,15 @@ class LocalProvider:
         problems = []
         if request.kind not in caps.kinds:
             problems.append(f"the local renderer only makes clips and sheets, not {request.kind.value}")
-        if request.model not in (*caps.models, caps.image_model):
+        kind = WorkKind.SHEET if request.kind is WorkKind.SHEET else WorkKind.ANIMATE
+        row = caps.find_row(request.model, kind)
+        if row is None:
             problems.append(f"unknown model {request.model!r} (available: {', '.join(caps.models)})")
+            row = caps.row(SHEET_MODEL, WorkKind.SHEET) if kind is WorkKind.SHEET else caps.default_row
         if request.kind is WorkKind.SHEET:
             pass  # a sheet image has no duration or camera
-        elif request.duration not in caps.durations:
-            problems.append(f"clips last {' or '.join(map(str, caps.durations))} seconds, not {request.duration}")
+        elif request.duration not in row.durations:
+            problems.append(f"clips last {row.seconds_text()}, not {request.duration}")
         if request.aspect_ratio not in FRAME_SIZES:
             problems.append(f"aspect ratio {request.aspect_ratio!r} is not one of {', '.join(FRAME_SIZES)}")
         from bot.imaging import video  # here, not at the top: the catalog imports this module with the settings
@@ -222,10 +243,10 @@ class LocalProvider:
             problems.append(f"camera move {request.camera!r} is not one of {', '.join(video.CAMERAS)}")
         if not request.images:
             problems.append("at least one reference image is needed")
-        if len(request.images) > caps.max_reference_images:
-            problems.append(f"at most {caps.max_reference_images} reference images, got {len(request.images)}")
-        if len(request.prompt) > caps.prompt_max_chars:
-            problems.append(f"the prompt is longer than {caps.prompt_max_chars} characters")
+        if len(request.images) > row.max_images:
+            problems.append(f"at most {row.max_images} reference images, got {len(request.images)}")
+        if len(request.prompt) > row.prompt_max_chars:
+            problems.append(f"the prompt is longer than {row.prompt_max_chars} characters")
         if problems:
             raise FinalError("The local renderer refused this shot: " + "; ".join(problems) + ".", code="invalid")
 

@@ -42,10 +42,10 @@ from bot.providers.base import (
     BOT_KEYS,
     Artifact,
     Capabilities,
-    CostModel,
     Dialect,
     FinalError,
     KeyOwner,
+    ModelRow,
     OutcomeUnknownError,
     PollResult,
     Referable,
@@ -114,6 +114,37 @@ MAX_SHEET_REFERENCES = 3
 TAG_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{2,15}$")
 DATA_URI_MAX_CHARS = 5_000_000  # "5 MB" for a data URI; read as the whole URI in decimal bytes, the strictest way
 
+ROWS: tuple[ModelRow, ...] = (
+    ModelRow(
+        model="gen4_turbo",
+        kinds=frozenset({WorkKind.ANIMATE}),
+        durations=DURATIONS,
+        resolutions={"": "720p"},
+        aspect_ratios=tuple(VIDEO_RATIOS),
+        max_images=1,
+        start_frame="promptImage",
+        prompt_max_chars=PROMPT_MAX_UNITS,
+        element_syntax=DIALECT,
+        price_per_second={"": CREDIT * VIDEO_CREDITS_PER_SECOND["gen4_turbo"]},
+        route="/v1/image_to_video",
+        note="the first view as the first frame; fast and cheap",
+    ),
+    *(
+        ModelRow(
+            model=model,
+            kinds=frozenset({WorkKind.SHEET}),
+            aspect_ratios=tuple(IMAGE_RATIOS),
+            max_images=MAX_SHEET_REFERENCES,
+            prompt_max_chars=PROMPT_MAX_UNITS,
+            element_syntax=DIALECT,
+            price_per_image=CREDIT * credits,
+            route="/v1/text_to_image",
+            note="sheets from up to 3 tagged references",
+        )
+        for model, credits in IMAGE_CREDITS.items()
+    ),
+)
+
 # The prepared images travel as data URIs: base64 grows them by 4/3, so the raw cap leaves room for that.
 RUNWAY_IMAGE_LIMITS = ProviderImageLimits(
     min_side=320,  # no documented minimum; a floor so the first frame of a 720p clip is not a thumbnail
@@ -166,23 +197,10 @@ class RunwayProvider:
             name="runway",
             display_name="Runway",
             kinds=frozenset({WorkKind.ANIMATE, WorkKind.SHEET}),
-            models=(video_model,),
+            rows=ROWS,
             default_model=video_model,
-            durations=DURATIONS,
-            aspect_ratios=tuple(VIDEO_RATIOS),
-            # gen4_turbo takes one promptImage. Sheets (text_to_image) take up to MAX_SHEET_REFERENCES, but
-            # Capabilities has one number and it is the clip's: whoever binds a sheet uses MAX_SHEET_REFERENCES.
-            max_reference_images=1,
-            negative_prompt=False,
-            element_syntax=DIALECT,
-            prompt_max_chars=PROMPT_MAX_UNITS,
-            extend=False,
             image_limits=RUNWAY_IMAGE_LIMITS,
             max_concurrency=max_concurrency,
-            cost=CostModel(
-                per_second={model: CREDIT * credits for model, credits in VIDEO_CREDITS_PER_SECOND.items()},
-                per_image={model: CREDIT * credits for model, credits in IMAGE_CREDITS.items()},
-            ),
             typical_seconds=TYPICAL_SECONDS,
             image_model=image_model,
             findable=False,  # no lookup by our job id: a create whose outcome is unknown waits for a manager
@@ -283,11 +301,11 @@ class RunwayProvider:
             return await self._download(artifact.url)
 
     def estimate_cost(self, request: RenderRequest) -> Money:
-        cost = self.capabilities.cost
+        caps = self.capabilities
         if request.kind is WorkKind.SHEET:
-            return cost.per_image[self._image_model_for(request)]
-        per_second = cost.per_second.get(request.model, cost.per_second[self._video_model])
-        return per_second * request.duration
+            return CREDIT * IMAGE_CREDITS[self._image_model_for(request)]
+        row = caps.find_row(request.model) or caps.row(self._video_model)
+        return row.clip_cost(request.mode, request.duration, audio=request.audio)
 
     async def close(self) -> None:
         self._closed = True

@@ -15,8 +15,8 @@ from bot.imaging.prep import KLING
 from bot.providers.base import (
     Artifact,
     Capabilities,
-    CostModel,
     FinalError,
+    ModelRow,
     PollResult,
     ProviderError,
     RenderRequest,
@@ -78,18 +78,19 @@ class ScriptedProvider:
         self.capabilities = Capabilities(
             name=name,
             kinds=frozenset({WorkKind.ANIMATE}),
-            models=("scripted-1",),
+            rows=(
+                ModelRow(
+                    "scripted-1",
+                    frozenset({WorkKind.ANIMATE}),
+                    durations=(5, 10),
+                    max_images=4,
+                    element_syntax=IMAGES_DIALECT,
+                    price_per_second={"": Money.from_usd("0.10")},
+                ),
+            ),
             default_model="scripted-1",
-            durations=(5, 10),
-            aspect_ratios=("16:9", "9:16", "1:1"),
-            max_reference_images=4,
-            negative_prompt=False,
-            element_syntax=IMAGES_DIALECT,
-            prompt_max_chars=2500,
-            extend=False,
             image_limits=KLING,
             max_concurrency=max_concurrency,
-            cost=CostModel(per_second={"scripted-1": Money.from_usd("0.10")}),
             typical_seconds=0.1,
             findable=True,  # its `find` looks the task up by job id, like Kling's external_task_id
         )

@@ -91,7 +91,7 @@ def test_kling_model_setting_chooses_omni_or_is_refused_clearly(tmp_path: Path) 
 
     keys = {"kling_access_key": "ak-123456789", "kling_secret_key": "sk-123456789"}
     omni = build_providers(Settings(data_dir=tmp_path, kling_model="kling-video-o1", **keys))  # pyright: ignore[reportCallIssue]
-    assert omni["kling"].capabilities.element_syntax.name == "kling_elements"
+    assert omni["kling"].capabilities.default_row.element_syntax.name == "kling_elements"
     with pytest.raises(SettingsError, match=r"LIKENESS_KLING_MODEL: .*kling-v9"):
         build_providers(Settings(data_dir=tmp_path, kling_model="kling-v9", **keys))  # pyright: ignore[reportCallIssue]
 

@@ -154,7 +154,7 @@ async def test_it_is_a_provider_with_honest_capabilities(providers: Callable[...
     assert caps.name == "local" and not caps.needs_key and caps.max_concurrency == 3
     assert caps.kinds == frozenset({WorkKind.ANIMATE, WorkKind.SHEET}) and caps.default_model in caps.models
     assert caps.image_model == "local-sheet-v1"
-    assert caps.durations == (5, 10) and caps.aspect_ratios == ("16:9", "9:16", "1:1")
+    assert caps.default_row.durations == (5, 10) and caps.default_row.aspect_ratios == ("16:9", "9:16", "1:1")
     assert provider.estimate_cost(request(1, duration=10)) == Money.from_usd("0")
     assert 0 < caps.typical_seconds < 10, "the worker's first poll comes soon after a local render"
     assert providers(delay=2.0).capabilities.typical_seconds > 2.0
@@ -345,7 +345,7 @@ async def test_a_corrupt_reference_fails_with_a_clear_final_error(
     [
         ({"kind": WorkKind.EXTEND}, "only makes clips and sheets"),
         ({"aspect_ratio": "4:3"}, "aspect ratio"),
-        ({"duration": 7}, "5 or 10 seconds"),
+        ({"duration": 7}, "clips last 5 or 10 s, not 7"),
         ({"camera": "dolly_zoom"}, "camera move"),
         ({"images": ()}, "at least one reference image"),
         ({"images": VIEWS + VIEWS}, "at most 4"),

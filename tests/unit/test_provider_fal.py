@@ -114,15 +114,16 @@ def handle(submission: Submission) -> dict[str, Any]:
 async def test_capabilities(provider: FalProvider) -> None:
     caps = provider.capabilities
     assert isinstance(provider, Provider)
-    assert (caps.name, caps.label, caps.element_syntax.name) == ("fal", "fal.ai", "fal")
+    row = caps.default_row
+    assert (caps.name, caps.label, row.element_syntax.name) == ("fal", "fal.ai", "fal")
     assert caps.kinds == frozenset({WorkKind.ANIMATE, WorkKind.SHEET})
     assert caps.models == (VIDEO_MODEL,) and caps.default_model == VIDEO_MODEL
-    assert caps.durations[0] == 5 and set(caps.durations) == set(range(3, 11))
-    assert caps.aspect_ratios == ("16:9", "9:16", "1:1")
-    assert caps.max_reference_images == 7 and caps.negative_prompt is False
+    assert row.durations[0] == 5 and set(row.durations) == set(range(3, 11)) and row.free_durations
+    assert row.aspect_ratios == ("16:9", "9:16", "1:1")
+    assert row.max_images == 7 and row.negative_prompt is False
     assert caps.image_model == "fal-ai/bytedance/seedream/v4/edit"
     assert caps.image_limits.min_side == 300 and caps.image_limits.max_aspect == 2.5
-    assert caps.cost.per_second[VIDEO_MODEL] == Money.from_usd("0.112")
+    assert row.per_second(None) == Money.from_usd("0.112")
 
 
 async def test_estimate_cost(provider: FalProvider) -> None:
@@ -281,9 +282,9 @@ async def test_kling_1_6_elements_takes_input_images_and_a_negative_prompt(fake:
     model = "fal-ai/kling-video/v1.6/standard/elements"
     provider = FalProvider(key=fake.key, base_url=fake.url, video_model=model)
     try:
-        caps = provider.capabilities
-        assert (caps.durations, caps.max_reference_images, caps.negative_prompt) == ((5, 10), 4, True)
-        assert caps.element_syntax.name == "plain"
+        row = provider.capabilities.row(model)
+        assert (row.durations, row.max_images, row.negative_prompt) == ((5, 10), 4, True)
+        assert row.element_syntax.name == "plain"
         submission = await provider.submit(animate(model=model, negative_prompt="blurry, extra fingers"))
         body = submitted_body(fake)
         assert body["input_image_urls"] == [uri(FRONT), uri(THREE_QUARTER), uri(SIDE), uri(JACKET)]

@@ -20,6 +20,7 @@ from bot.domain import Money, WorkKind
 from bot.imaging.video import probe
 from bot.providers.base import (
     FinalError,
+    Frame,
     PollResult,
     Provider,
     ReferenceImage,
@@ -57,6 +58,7 @@ AUTH_MESSAGE = "Kling refused the bot's keys; an admin must check LIKENESS_KLING
 FRONT = ReferenceImage("front", "view", figure_png(), "image/png")  # 600x800
 SIDE = ReferenceImage("side", "view", figure_png((200, 40, 40), size=(500, 800)), "image/png")
 BACK = ReferenceImage("back", "view", figure_png((40, 160, 40), size=(640, 800)), "image/png")
+FRAME = Frame(figure_png((20, 20, 200), size=(800, 450)), "image/png")
 DONE = (TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELED)
 
 
@@ -338,11 +340,11 @@ async def test_shots_kling_cannot_take_are_refused_before_any_request(
     kling: FakeKling, provider: KlingProvider
 ) -> None:
     for request, words in [
-        (shot(duration=7), "clips last 5 or 10 seconds"),
+        (shot(duration=7), "clips last 5 or 10 s, not 7 s"),
         (shot(images=(FRONT, SIDE, BACK, FRONT, SIDE)), "at most 4 reference images"),
         (shot(images=()), "at least one reference image"),
         (shot(model="kling-v9"), "unknown video model"),
-        (shot(mode="ultra"), "the mode 'ultra'"),
+        (shot(mode="ultra"), "has the modes std, pro, not 'ultra'"),
         (shot(kind=WorkKind.EXTEND), "does not do extend"),
     ]:
         with pytest.raises(FinalError) as caught:
@@ -690,10 +692,12 @@ def element_tasks(kling: FakeKling) -> list[dict[str, Any]]:
 
 async def test_o1_capabilities_declare_the_element_dialect(make: Callable[..., KlingProvider]) -> None:
     caps = make(model=O1).capabilities
-    assert caps.element_syntax.name == "kling_elements" and caps.default_model == O1 and O1 in caps.models
-    assert caps.durations == (5, 10) and caps.max_reference_images == 7 and caps.negative_prompt is False
-    legacy = make().capabilities
-    assert legacy.element_syntax.name == "plain" and O1 not in legacy.models and legacy.negative_prompt is True
+    row = caps.default_row
+    assert row.element_syntax.name == "kling_elements" and caps.default_model == O1 and O1 in caps.models
+    assert row.durations[0] == 5 and sorted(row.durations) == list(range(3, 11)) and row.free_durations
+    assert row.max_images == 7 and row.negative_prompt is False
+    legacy = make().capabilities.default_row
+    assert legacy.element_syntax.name == "plain" and legacy.negative_prompt is True and legacy.durations == (5, 10)
 
 
 async def test_o1_makes_the_character_element_once_then_renders_with_it(
@@ -798,9 +802,10 @@ async def test_omni_shots_kling_cannot_take_are_refused_before_any_request(
 ) -> None:
     provider = make(model=O1)
     for request, words in [
-        (o1_shot(duration=7), "clips last 5 or 10 seconds"),
+        (o1_shot(duration=11), "clips last 3-10 s, not 11 s"),
         (o1_shot(images=(JACKET,)), "at least one view"),
-        (o1_shot(images=(FRONT, *[JACKET] * 7)), "at most 6 outfit or prop images"),
+        (o1_shot(images=(FRONT, *[JACKET] * 7)), "takes at most 7 reference images, not 8"),
+        (o1_shot(images=(FRONT, *[JACKET] * 6), end_frame=FRAME), "at most 7 characters, outfit or prop images"),
         (o1_shot(aspect_ratio="4:3"), "aspect ratio"),
     ]:
         with pytest.raises(FinalError) as caught:
@@ -835,10 +840,11 @@ def test_cost_estimates_follow_the_price_list(provider: KlingProvider) -> None:
     assert provider.estimate_cost(shot(model="kling-v2-master")) == Money.from_usd("1.40")  # 10 units
     assert provider.estimate_cost(shot(kind=WorkKind.SHEET, model="kling-v1-5", duration=0)) == Money.from_usd("0.028")
     caps = provider.capabilities
-    assert caps.name == "kling" and caps.label == "Kling" and caps.modes == ("std", "pro")
+    assert caps.name == "kling" and caps.label == "Kling" and caps.default_row.modes == ("std", "pro")
     assert {"kling-v1-6", "kling-v2-1", "kling-v2-5-turbo"} <= set(caps.models) and caps.default_model == "kling-v1-6"
     assert caps.kinds == {WorkKind.ANIMATE, WorkKind.SHEET} and caps.image_model == "kling-v1-5"
-    assert caps.cost.per_second["kling-v1-6"] == Money.from_usd("0.056")
+    assert caps.row("kling-v1-6").per_second("std") == Money.from_usd("0.056")
+    assert caps.row("kling-v2-6").modes == ("pro",)  # image-to-video is pro only
     assert provider.estimate_cost(shot(model="kling-video-o1")) == Money.from_usd("0.42")  # O1 std 5 s: 3 units
     assert provider.estimate_cost(shot(model="kling-video-o1", mode="pro", duration=10)) == Money.from_usd("1.12")
 

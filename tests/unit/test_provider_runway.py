@@ -148,15 +148,16 @@ async def test_capabilities_and_cost() -> None:
     assert isinstance(provider, Provider)
     assert (caps.name, caps.label) == ("runway", "Runway")
     assert caps.kinds == {WorkKind.ANIMATE, WorkKind.SHEET}
-    assert (caps.models, caps.default_model, caps.image_model) == (("gen4_turbo",), "gen4_turbo", "gen4_image")
-    assert caps.durations == (5, 10)
-    assert caps.aspect_ratios == ("16:9", "9:16", "1:1")
-    assert caps.max_reference_images == 1
-    assert (caps.negative_prompt, caps.element_syntax.name, caps.prompt_max_chars, caps.extend) == (
+    assert (caps.default_model, caps.image_model) == ("gen4_turbo", "gen4_image")
+    row = caps.row("gen4_turbo")
+    assert row.durations == (5, 10)
+    assert row.aspect_ratios == ("16:9", "9:16", "1:1")
+    assert row.max_images == 1
+    assert (row.negative_prompt, row.element_syntax.name, row.prompt_max_chars, row.extend_from) == (
         False,
         "runway",
         1000,
-        False,
+        (),
     )
     assert caps.image_limits.max_bytes * 4 / 3 < 5_000_000  # the base64 data URI stays under 5 MB
     assert set(caps.image_limits.formats) == {"JPEG", "PNG", "WEBP"}

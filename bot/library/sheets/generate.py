@@ -55,10 +55,11 @@ class SheetGenerator:
         style = clean_member_text(style)[:STYLE_MAX] if style else None
         await self._orders.screen_words(actor, place, rules, {"style": style})
         details = await self._library.details(actor, character)
-        binding = choose_references(details.views, [], min(caps.max_reference_images, SHEET_REFERENCES))
+        row = caps.image_row or caps.default_row
+        binding = choose_references(details.views, [], min(row.max_images, SHEET_REFERENCES))
         prompt = sheet_prompt(clean_member_text(character.name), clean_member_text(character.description), style)
         await self._orders.screen_prompt(actor, place, rules, character, binding, prompt, "sheet", (style,))
-        model = caps.image_model or caps.default_model
+        model = row.model
         estimate = provider.estimate_cost(
             RenderRequest(0, WorkKind.SHEET, model, prompt, None, 0, "16:9", "static", images=())
         )
@@ -76,7 +77,7 @@ class SheetGenerator:
             provider=caps.name,
             model=model,
             action=f"character sheet{f' ({style})' if style else ''}",
-            prompt=prompt[: caps.prompt_max_chars],
+            prompt=prompt[: row.prompt_max_chars],
             negative_prompt=None,
             params=ShotParams(duration=0, aspect_ratio="16:9", camera="static", setting=style),
             binding=binding,

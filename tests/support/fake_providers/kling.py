@@ -32,7 +32,11 @@ constants, so a wrong constant in bot/providers/kling.py shows up as a refused r
   <= 100, `image_refer` with a frontal image and 1-3 `refer_images`, known tag ids, unique `external_task_id`);
   its query moves with polls like any task and, once `succeed`, holds `task_result.elements[0].element_id` (a
   64-bit int, in `elements`). Omni video (`/v1/videos/omni-video`) checks that every `element_list` id exists,
-  `image_list[].image_url`, images + elements <= 7, `aspect_ratio` without a first frame, duration "3".."10".
+  `image_list[].image_url`, images + elements <= 7, `aspect_ratio` without a first frame, duration "3".."10"
+  ("3".."15" on kling-v3-omni), no end frame with more than 2 images.
+- Kling 3.0 on the legacy routes: `sound` on v2.6+ only, kling-v2-6 image-to-video in pro only, `image_tail` pro
+  only before v3, and storyboards (`multi_shot`, `shot_type`, `multi_prompt` of 1-6 shots whose seconds add up to
+  `duration`, no `prompt` beside them) on kling-v3 / kling-v3-omni only.
 - `requests` records every request, downloads and all; `tasks` every task created.
 
 `FakeKlingThread` runs the fake on its own event loop in a thread (benchmarks: its CPU is not the client's).
@@ -124,7 +128,20 @@ VIDEO_RATES: dict[str, tuple[float, float]] = {
     "kling-v2-1-master": (2.0, 2.0),
     "kling-v2-5-turbo": (0.3, 0.5),
     "kling-v2-6": (0.3, 0.5),
+    "kling-v3": (0.6, 0.8),
+    "kling-v3-omni": (0.6, 0.8),
+    "kling-video-o1": (0.6, 0.8),
 }
+SOUND_RATES: dict[str, tuple[float, float]] = {
+    "kling-v2-6": (1.0, 1.0),
+    "kling-v3": (0.9, 1.2),
+    "kling-v3-omni": (0.9, 1.2),
+}
+SOUND_MODELS = frozenset(SOUND_RATES)  # `sound` on v2.6 and later (§1.7.4)
+STORYBOARD_MODELS = frozenset({"kling-v3", "kling-v3-omni"})  # multi_shot (providers-2026 §1.1)
+# image2video models whose end frame (`image_tail`) is pro only (§1.8); kling-v3 takes it in both modes.
+TAIL_PRO_ONLY = frozenset({"kling-v1-5", "kling-v1-6", "kling-v2-1", "kling-v2-5-turbo", "kling-v2-6"})
+SHOT_PROMPT_MAX, MAX_SHOTS = 512, 6
 VIDEO_ASPECTS = frozenset({"16:9", "9:16", "1:1"})
 IMAGE_ASPECTS = frozenset({"16:9", "9:16", "1:1", "4:3", "3:4", "3:2", "2:3", "21:9"})
 CAMERA_TYPES = frozenset({"simple", "down_back", "forward_up", "right_turn_forward", "left_turn_forward"})
@@ -586,8 +603,17 @@ class FakeKling:
                 raise _Refused(1201, f"{name} must be a string")
             if isinstance(value, str) and len(value) > PROMPT_MAX:
                 raise _Refused(1201, f"{name} must be at most {PROMPT_MAX} characters")
-        if route in (TEXT2VIDEO, MULTI_IMAGE2VIDEO, OMNI_VIDEO, *IMAGE_ROUTES) and not body.get("prompt"):
+        storyboard = self._storyboard(route, model, body)
+        needs_prompt = route in (TEXT2VIDEO, MULTI_IMAGE2VIDEO, OMNI_VIDEO, *IMAGE_ROUTES)
+        if needs_prompt and not body.get("prompt") and not storyboard:
             raise _Refused(1201, "prompt is required")
+        if "sound" in body:
+            if model not in SOUND_MODELS:
+                raise _Refused(1201, f"sound is not supported by {model}")
+            if body["sound"] not in ("on", "off"):
+                raise _Refused(1201, "sound must be on or off")
+        if route == IMAGE2VIDEO and model == "kling-v2-6" and body.get("mode", "std") != "pro":
+            raise _Refused(1201, "kling-v2-6 image-to-video is only available in pro mode")
         if "duration" in body:
             duration = body["duration"]
             if not isinstance(duration, str):
@@ -625,6 +651,11 @@ class FakeKling:
             for name in ("image", "image_tail"):
                 if body.get(name):
                     sizes += self._image(body[name], name)
+            if body.get("image_tail"):
+                if model in TAIL_PRO_ONLY and body.get("mode", "std") != "pro":
+                    raise _Refused(1201, f"image_tail is only supported in pro mode on {model}")
+                if model == "kling-v2-6" and body.get("sound") == "on":
+                    raise _Refused(1201, "image_tail is not supported with sound on kling-v2-6")
             if "camera_control" in body:
                 if body.get("image_tail") or body.get("dynamic_masks") or body.get("static_mask"):
                     raise _Refused(1201, "camera_control cannot be used with image_tail or motion brush")
@@ -685,9 +716,44 @@ class FakeKling:
                     or self.elements[element_id].account != account
                 ):
                     raise _Refused(1201, f"element_id {element_id!r} does not exist")
+            if any(isinstance(i, dict) and i.get("type") == "end_frame" for i in images) and len(images) > 2:
+                raise _Refused(1201, "end_frame is not supported with more than 2 images")
             if route == OMNI_VIDEO and not first_frame and not body.get("aspect_ratio"):
                 raise _Refused(1201, "aspect_ratio is required without a first frame")
         return sizes
+
+    @staticmethod
+    def _storyboard(route: str, model: str, body: dict[str, Any]) -> bool:
+        """`multi_shot` + `shot_type` + `multi_prompt` (kling-v3 / v3-omni): True for a custom storyboard."""
+        if not body.get("multi_shot"):
+            if "multi_prompt" in body:
+                raise _Refused(1201, "multi_prompt needs multi_shot")
+            return False
+        if model not in STORYBOARD_MODELS or route not in (TEXT2VIDEO, IMAGE2VIDEO, OMNI_VIDEO):
+            raise _Refused(1201, f"{model} does not support storyboards")
+        shot_type = body.get("shot_type")
+        if shot_type not in ("customize", "intelligence"):
+            raise _Refused(1201, "shot_type must be customize or intelligence")
+        if shot_type == "intelligence":
+            return False
+        shots = body.get("multi_prompt")
+        if not isinstance(shots, list) or not 1 <= len(shots) <= MAX_SHOTS:
+            raise _Refused(1201, f"multi_prompt must hold 1-{MAX_SHOTS} shots")
+        total = 0
+        for number, shot in enumerate(shots, start=1):
+            if not isinstance(shot, dict) or shot.get("index") != number:
+                raise _Refused(1201, "multi_prompt items need index 1, 2, ... in order")
+            text, seconds = shot.get("prompt"), shot.get("duration")
+            if not isinstance(text, str) or not text or len(text) > SHOT_PROMPT_MAX:
+                raise _Refused(1201, f"each multi_prompt prompt must be 1-{SHOT_PROMPT_MAX} characters")
+            if not isinstance(seconds, str) or not seconds.isdigit() or int(seconds) < 1:
+                raise _Refused(1201, 'each multi_prompt duration must be a string of at least "1"')
+            total += int(seconds)
+        if str(total) != body.get("duration"):
+            raise _Refused(1201, "Total storyboard duration must equal the global duration")
+        if body.get("prompt"):
+            raise _Refused(1201, "prompt must be empty when multi_prompt is given")
+        return True
 
     def _validate_element(self, body: dict[str, Any], account: str | None) -> list[tuple[int, int]]:
         name, description = body.get("element_name"), body.get("element_description", "")
@@ -800,7 +866,8 @@ class FakeKling:
         if route in IMAGE_ROUTES:
             per_image = 8 if body.get("image") or route != IMAGE_GENERATIONS else 4
             return str(per_image * int(body.get("n", 1)))
-        std, pro = VIDEO_RATES.get(model, (0.5, 0.5))
+        rates = SOUND_RATES if body.get("sound") == "on" else VIDEO_RATES
+        std, pro = rates.get(model, VIDEO_RATES.get(model, (0.5, 0.5)))
         seconds = int(body.get("duration", "5"))
         return f"{(pro if body.get('mode') == 'pro' else std) * seconds:g}"
 
