@@ -1,4 +1,4 @@
-"""`likeness`: the command line (run, sync, doctor, backup, restore, keygen, version)."""
+"""`likeness`: the command line (run, sync, doctor, providers, backup, restore, keygen, version)."""
 
 from __future__ import annotations
 
@@ -80,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick", action="store_true", help="offline checks only, no network, under a second (Docker HEALTHCHECK)"
     )
     doctor.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
+    providers = commands.add_parser(
+        "providers",
+        help="list every provider's models: what each takes (seconds, characters, frames, shots, audio) and costs",
+        description="Needs no key and no network: the capability tables the bot validates every order against.",
+    )
+    providers.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
     commands.add_parser("version", help="print the version")
     return parser
 
@@ -109,6 +115,19 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _providers(args: argparse.Namespace) -> int:
+    import json
+
+    from bot.ops.provider_table import lines, table
+    from bot.providers.catalog import SPECS
+
+    if args.json:
+        print(json.dumps(table(SPECS), indent=2))
+    else:
+        print("\n".join(lines(SPECS)))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = args.command or "run"
@@ -118,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if command == "models":
             return _models(args)
+        if command == "providers":
+            return _providers(args)
         if command == "keygen":
             from bot.providers.secret_box import generate_key
 

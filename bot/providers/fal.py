@@ -903,4 +903,8 @@ SPEC = ProviderSpec(
     key_source="fal.ai > Dashboard > Keys (an id:secret pair)",
     dialects=(DIALECT,),
     calls_back=True,
+    rows=(
+        *(_video_row(model, endpoint) for model, endpoint in VIDEO_ENDPOINTS.items()),
+        *(_image_row(model, endpoint) for model, endpoint in IMAGE_ENDPOINTS.items()),
+    ),
 )

@@ -1203,4 +1203,5 @@ SPEC = ProviderSpec(
     dialects=(IMAGES_DIALECT, ELEMENTS_DIALECT),
     calls_back=True,
     callback_status=lambda payload: parse_callback(payload).result.status,
+    rows=ROWS,
 )

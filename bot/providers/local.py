@@ -511,4 +511,4 @@ def _build(context: BuildContext[LocalSettings]) -> LocalProvider:
     return LocalProvider(context.render_dir, delay=context.settings.delay, max_concurrency=context.settings.concurrency)
 
 
-SPEC = ProviderSpec(name="local", label="Local", settings=LocalSettings, build=_build, dialects=(PLAIN,))
+SPEC = ProviderSpec(name="local", label="Local", settings=LocalSettings, build=_build, dialects=(PLAIN,), rows=ROWS)

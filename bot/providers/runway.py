@@ -736,4 +736,5 @@ SPEC = ProviderSpec(
     ),
     key_source="the Runway developer portal > API Keys (a key for api.dev.runwayml.com)",
     dialects=(DIALECT,),
+    rows=ROWS,
 )

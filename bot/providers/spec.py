@@ -20,7 +20,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, SecretStr
 
-from bot.providers.base import Dialect, KeyOwner, Provider, TaskStatus
+from bot.providers.base import Dialect, KeyOwner, ModelRow, Provider, TaskStatus
 
 S = TypeVar("S", bound=BaseModel)
 
@@ -83,6 +83,10 @@ class ProviderSpec(Generic[S]):
     calls_back: bool = False  # takes a callback URL (bot.jobs.callbacks)
     # What a callback body says of the task (Kling calls back on every change); None: each callback is an end.
     callback_status: Callable[[Mapping[str, Any]], TaskStatus] | None = None
+    # Every model the provider knows, whatever is configured (its full capability table): `likeness providers`
+    # prints it, so an admin can choose before setting anything. An instance's capabilities hold the rows of the
+    # models it was built with.
+    rows: tuple[ModelRow, ...] = ()
 
     @property
     def takes_keys(self) -> bool:

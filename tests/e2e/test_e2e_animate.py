@@ -13,6 +13,7 @@ from bot.providers.base import FinalError
 from tests.support.bot_runner import BotRunner, World
 from tests.support.characters import ava_with_front_view
 from tests.support.fake_discord import FakeDiscord
+from tests.support.figures import figure_png
 from tests.support.scripted_provider import Backend, ScriptedProvider
 from tests.support.shots import animate, fields, is_state, job_state, result_of, results, status_of
 from tests.support.waiting import eventually, until
@@ -322,7 +323,9 @@ async def test_options_follow_the_providers_capabilities(fake: FakeDiscord, worl
     )
     assert [c["value"] for c in choices] == ["16:9", "9:16", "1:1"]
     for options, refusal in (
-        ({"duration": 7}, "renders 5 s, 10 s clips, not 7 s"),
+        ({"duration": 7}, "renders 5 or 10 s clips, not 7 s"),
+        ({"audio": True}, "renders no audio"),
+        ({"end_frame": fake.upload(figure_png(), "end.png", "image/png")}, "takes no end frame"),
         ({"aspect": "4:3"}, "takes the aspect ratios"),
         ({"mode": "pro"}, "has the quality modes: none"),
         ({"model": "gen-9"}, "has the models local-v1, not `gen-9`"),

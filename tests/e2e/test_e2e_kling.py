@@ -15,8 +15,9 @@ from tests.support.bot_runner import BotRunner, World
 from tests.support.characters import ava_with_front_view
 from tests.support.fake_discord import FakeDiscord
 from tests.support.fake_providers.kling import IMAGE2VIDEO, FakeKling, sample_video
+from tests.support.figures import figure_png
 from tests.support.kling_keys import ACCESS, SECRET, running_kling
-from tests.support.shots import animate, job_state, result_of
+from tests.support.shots import animate, job_state, queued_id, result_of
 from tests.support.waiting import until
 
 
@@ -26,9 +27,9 @@ async def kling() -> AsyncIterator[FakeKling]:
         yield fake
 
 
-def use_kling(runner: BotRunner, kling: FakeKling) -> KlingProvider:
+def use_kling(runner: BotRunner, kling: FakeKling, model: str = "kling-v1-6") -> KlingProvider:
     """Kling set up with keys, as an admin would; registered now and at every start of the bot."""
-    provider = KlingProvider(base_url=kling.base_url, access_key=ACCESS, secret_key=SECRET)
+    provider = KlingProvider(base_url=kling.base_url, access_key=ACCESS, secret_key=SECRET, model=model)
     # The fake renders in two polls, not in Kling's minute and a half: the first poll comes at once.
     provider.capabilities = replace(provider.capabilities, typical_seconds=0.2)
     runner.providers.append(provider)
@@ -90,3 +91,67 @@ async def test_a_job_stopped_mid_submit_is_recovered_without_a_second_task(
     lookups = [r for r in kling.api_requests("GET", IMAGE2VIDEO) if r.path == f"{IMAGE2VIDEO}/{job_id}"]
     assert [r.status for r in lookups][-1] == 200  # the lookup after the restart found it
     await until_done(runner, job_id)
+
+
+async def test_kling_v3_renders_12_s_with_audio_and_an_end_frame(
+    kling: FakeKling, fake: FakeDiscord, world: World, runner: BotRunner
+) -> None:
+    use_kling(runner, kling)
+    await ava_with_front_view(fake, world)
+    choices = await fake.autocomplete(
+        world.studio_a,
+        world.alice,
+        "animate",
+        {"character": "Ava", "prompt": "x", "provider": "kling", "model": "kling-v3"},
+        focused="model",
+    )
+    [v3] = [c for c in choices if c["value"] == "kling-v3"]
+    assert "3-15 s" in v3["name"] and "audio" in v3["name"] and "end frame" in v3["name"]
+    seconds = await fake.autocomplete(
+        world.studio_a,
+        world.alice,
+        "animate",
+        {"character": "Ava", "prompt": "x", "provider": "kling", "model": "kling-v3", "duration": "1"},
+        focused="duration",
+    )
+    assert [c["value"] for c in seconds] == [10, 11, 12, 13, 14, 15]  # any whole second of 3-15 with a "1"
+
+    end = fake.upload(figure_png((200, 60, 60)), "end.png", "image/png")
+    options = {"provider": "kling", "model": "kling-v3", "duration": 12, "audio": True, "end_frame": end}
+    h = await fake.slash(
+        world.studio_a, world.alice, "animate", {"character": "Ava", "prompt": "walks to the door", **options}
+    )
+    await h.wait_settled()
+    assert h.ephemeral and "This 12 s shot of **Ava** with Kling is estimated at **$1.51**" in h.content, h.content
+    assert h.result is not None
+    press = await fake.press(h.result, h.components[0]["components"][0]["custom_id"], world.alice)
+    await press.wait_settled()
+    job_id = queued_id(press)
+    await until(fake, lambda: bool(result_of(fake, world, job_id)), "the Kling 3.0 clip")
+    [body] = kling.bodies(IMAGE2VIDEO)
+    assert body["model_name"] == "kling-v3" and body["duration"] == "12" and body["sound"] == "on"
+    assert body["image"] and body["image_tail"] and body["image_tail"] != body["image"]
+    await until_done(runner, job_id)
+    assert runner.bot is not None
+    job = await runner.bot.services.storage.jobs.get(job_id)
+    assert job is not None and job.cost_estimate.usd == Decimal("1.512")  # 12 s of std with audio, $0.126/s
+
+
+async def test_a_shot_the_model_cannot_take_is_refused_before_anything_is_held(
+    kling: FakeKling, fake: FakeDiscord, world: World, runner: BotRunner
+) -> None:
+    use_kling(runner, kling)
+    await ava_with_front_view(fake, world)
+    for options, refusal in (
+        ({"duration": 12}, "`kling-v1-6` renders 5 or 10 s clips, not 12 s. For 12 s, choose the model `kling-v3`"),
+        ({"audio": True}, "`kling-v1-6` renders no audio. For native audio, choose the model `kling-v2-6`"),
+        ({"model": "kling-v2-master", "end_frame": fake.upload(figure_png(), "end.png", "image/png")}, "no end frame"),
+    ):
+        h = await fake.slash(
+            world.studio_a, world.alice, "animate", {"character": "Ava", "prompt": "x", "provider": "kling", **options}
+        )
+        await h.wait_settled()
+        assert h.ephemeral and refusal in h.content, (options, h.content)
+    assert runner.bot is not None
+    assert await runner.bot.services.storage.jobs.recent_in_guild(world.studio_a.id) == []
+    assert kling.create_attempts == 0

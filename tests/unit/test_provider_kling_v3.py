@@ -76,7 +76,11 @@ async def test_kling_v3_takes_any_length_from_3_to_15_s_with_sound_and_an_end_fr
 
 
 async def test_a_storyboard_is_one_kling_v3_task_of_several_shots(kling: FakeKling, provider: KlingProvider) -> None:
-    shots = (ShotPrompt("Ava opens the door", 3), ShotPrompt("Ava steps into the rain", 4), ShotPrompt("She looks up", 2))
+    shots = (
+        ShotPrompt("Ava opens the door", 3),
+        ShotPrompt("Ava steps into the rain", 4),
+        ShotPrompt("She looks up", 2),
+    )
     submission = await provider.submit(shot(model="kling-v3", duration=9, shots=shots))
     [body] = kling.bodies(IMAGE2VIDEO)
     assert "prompt" not in body and body["multi_shot"] is True and body["shot_type"] == "customize"
