@@ -1,12 +1,27 @@
-"""Runway's API (providers.md §3): gen4_turbo image-to-video clips and gen4_image character sheets.
+"""Runway's API (providers.md §3, providers-2026.md R1-R5 and §1.3): image-to-video clips (gen4_turbo, gen4.5 and
+the Veo 3.1 models Runway resells), gen4.5 multi-shot clips through the multi-shot recipe, and gen4_image
+character sheets.
 
 - Auth: `Authorization: Bearer <key>` and `X-Runway-Version: 2024-11-06` on every API call (never on the
   result downloads: those are signed CDN URLs, and the key must not leave for another host).
-- `POST /v1/image_to_video` (ANIMATE): one `promptImage` (gen4_turbo takes only a first frame), a ratio such
-  as `1280:720`, 5 or 10 s. `POST /v1/text_to_image` (SHEET): up to 3 `referenceImages` with tags; the prompt
-  already names them as `@tag` (DIALECT), and the tags sent here are derived the same way.
-- Both return `{"id"}`; `GET /v1/tasks/{id}` is polled (no webhooks exist); `DELETE /v1/tasks/{id}` cancels.
+- `POST /v1/image_to_video` (ANIMATE): `promptImage` (the request's start frame, else its first view), a ratio
+  such as `1280:720` and the clip's seconds, per the model's row (ROWS): gen4_turbo 5 or 10 s, first frame only;
+  gen4.5 any whole second 2-10, `promptText` required, first frame only; veo3.1 / veo3.1_fast 4, 6 or 8 s, an
+  end frame as `promptImage: [{uri, position: "first"}, {uri, position: "last"}]`, native `audio`, and a
+  `negativePrompt`.
+- `POST /v1/recipes/multi_shot_video` (ANIMATE with `request.shots`, gen4.5 only): `mode: "custom"`,
+  `version: "2026-06"`, `shots: [{prompt, duration}]` (3-5, adding up to `duration`, which is 5, 10 or 15),
+  `ratio` from the 720p (standard tier) set, `firstFrame: {uri}`.
+- `POST /v1/text_to_image` (SHEET): up to 3 `referenceImages` with tags; the prompt already names them as
+  `@tag` (DIALECT), and the tags sent here are derived the same way.
+- Creates return `{"id", "estimatedCost": {"credits"}}`; `GET /v1/tasks/{id}` is polled (no webhooks exist);
+  `DELETE /v1/tasks/{id}` cancels. A finished task (SUCCEEDED, FAILED, CANCELLED) carries `cost: {"credits"}`,
+  what Runway really charged (a refund lowers it): it is returned as PollResult.charged, at $0.01 a credit.
 - Result URLs expire within 24-48 h: the worker downloads at once, and a later poll gives fresh URLs.
+
+Not built: the Kling and Seedance models Runway also resells (kling3.0_*, klingO3_*, kling_4, seedance2*): their
+fields are in the official SDK but no source gives their price in credits, and a row without a price would hold
+nothing against the budget.
 
 Errors: 400/401/403/404 are final (with Runway's own words as the detail, the key never echoed); 408/409/429
 and 5xx, timeouts and network errors are retryable (Retry-After honoured), 429 and 503 as "busy" (the worker
@@ -30,6 +45,8 @@ import re
 import time
 import unicodedata
 from collections.abc import Sequence
+from dataclasses import replace
+from decimal import Decimal
 from typing import Any, NoReturn
 from urllib.parse import quote, urlsplit
 
@@ -44,8 +61,10 @@ from bot.providers.base import (
     Capabilities,
     Dialect,
     FinalError,
+    Frame,
     KeyOwner,
     ModelRow,
+    MultiShot,
     OutcomeUnknownError,
     PollResult,
     Referable,
@@ -54,6 +73,8 @@ from bot.providers.base import (
     RetryableError,
     Submission,
     TaskStatus,
+    free_seconds,
+    request_problems,
 )
 from bot.providers.http import (
     KEY_REFUSED,
@@ -101,18 +122,61 @@ DIALECT = Dialect("runway", _tokens)
 
 # Ratios per §3.2/§3.3, for the frame shapes members choose. Sheets use the 1080p tier (8 credits).
 VIDEO_RATIOS: dict[str, str] = {"16:9": "1280:720", "9:16": "720:1280", "1:1": "960:960"}
+VEO_RATIOS: dict[str, str] = {"16:9": "1280:720", "9:16": "720:1280"}  # the SDK's veo3.1 720p ratios (no square)
 IMAGE_RATIOS: dict[str, str] = {"16:9": "1920:1080", "9:16": "1080:1920", "1:1": "1080:1080"}
 
 CREDIT = Money.from_usd("0.01")  # one Runway credit
-VIDEO_CREDITS_PER_SECOND: dict[str, int] = {"gen4_turbo": 5}
+# Credits per second of clip (runwayml/skills rw-api-reference: gen4_turbo 5, gen4.5 12, veo3.1 20-40, veo3.1_fast
+# 10-15; the SDK says audio "affects pricing", so the low figure is silent and the high one with audio).
+VIDEO_CREDITS_PER_SECOND: dict[str, int] = {"gen4_turbo": 5, "gen4.5": 12, "veo3.1": 20, "veo3.1_fast": 10}
+AUDIO_CREDITS_PER_SECOND: dict[str, int] = {"veo3.1": 40, "veo3.1_fast": 15}
 IMAGE_CREDITS: dict[str, int] = {"gen4_image": 8, "gen4_image_turbo": 2}  # gen4_image at 1080p (5 at 720p)
 IMAGE_MODELS_NEEDING_REFERENCES = frozenset({"gen4_image_turbo"})
+PROMPT_REQUIRED = frozenset({"gen4.5"})  # the SDK types gen4.5's promptText as Required
+RATIOS_BY_MODEL: dict[str, dict[str, str]] = {
+    "gen4_turbo": VIDEO_RATIOS,
+    "gen4.5": VIDEO_RATIOS,
+    "veo3.1": VEO_RATIOS,
+    "veo3.1_fast": VEO_RATIOS,
+}
 
-DURATIONS = (5, 10)  # the SDK types duration as int; 5 and 10 are the values every source agrees on
+DURATIONS = (5, 10)  # gen4_turbo: the SDK types duration as int; 5 and 10 are the values every source agrees on
+GEN45_DURATIONS = free_seconds(2, 10, 5)  # "Must be an integer from 2 to 10" (SDK, image_to_video_create_params)
+VEO_DURATIONS = (8, 4, 6)  # Literal[4, 6, 8]
 PROMPT_MAX_UNITS = 1000  # UTF-16 code units
 MAX_SHEET_REFERENCES = 3
 TAG_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{2,15}$")
 DATA_URI_MAX_CHARS = 5_000_000  # "5 MB" for a data URI; read as the whole URI in decimal bytes, the strictest way
+
+# The multi-shot recipe (providers-2026.md §1.3; SDK recipe_multi_shot_video_params): custom mode, 3-5 shots whose
+# seconds add up to `duration` (5, 10 or 15; gen4.5's row stops at 10 s, so 15 s is not reached). The shortest shot
+# and a shot prompt's limit are not documented: 1 s and the 1000 of promptText.
+RECIPE_PATH = "/v1/recipes/multi_shot_video"
+RECIPE_VERSION = "2026-06"
+RECIPE_DURATIONS = (5, 10, 15)
+GEN45_MULTI_SHOT = MultiShot(max_shots=5, min_shots=3, min_shot_seconds=1, shot_prompt_max=PROMPT_MAX_UNITS)
+
+
+def _veo_row(model: str, note: str) -> ModelRow:
+    return ModelRow(
+        model=model,
+        kinds=frozenset({WorkKind.ANIMATE}),
+        durations=VEO_DURATIONS,
+        resolutions={"": "720p"},
+        aspect_ratios=tuple(VEO_RATIOS),
+        max_images=1,
+        start_frame="promptImage",
+        end_frame="promptImage[position=last]",
+        audio=True,
+        negative_prompt=True,
+        prompt_max_chars=PROMPT_MAX_UNITS,
+        element_syntax=DIALECT,
+        price_per_second={"": CREDIT * VIDEO_CREDITS_PER_SECOND[model]},
+        audio_price_per_second={"": CREDIT * AUDIO_CREDITS_PER_SECOND[model]},
+        route="/v1/image_to_video",
+        note=note,
+    )
+
 
 ROWS: tuple[ModelRow, ...] = (
     ModelRow(
@@ -129,6 +193,24 @@ ROWS: tuple[ModelRow, ...] = (
         route="/v1/image_to_video",
         note="the first view as the first frame; fast and cheap",
     ),
+    ModelRow(
+        model="gen4.5",
+        kinds=frozenset({WorkKind.ANIMATE}),
+        durations=GEN45_DURATIONS,
+        free_durations=True,
+        resolutions={"": "720p"},
+        aspect_ratios=tuple(VIDEO_RATIOS),
+        max_images=1,
+        start_frame="promptImage",
+        multi_shot=GEN45_MULTI_SHOT,
+        prompt_max_chars=PROMPT_MAX_UNITS,
+        element_syntax=DIALECT,
+        price_per_second={"": CREDIT * VIDEO_CREDITS_PER_SECOND["gen4.5"]},
+        route="/v1/image_to_video (3-5 shots: /v1/recipes/multi_shot_video)",
+        note="Runway's best; first frame only, a prompt is required; 3-5 shots in one 5 or 10 s clip",
+    ),
+    _veo_row("veo3.1", "Google Veo 3.1 through Runway: an end frame, native audio (priced higher)"),
+    _veo_row("veo3.1_fast", "Google Veo 3.1 Fast through Runway: an end frame, native audio, cheaper"),
     *(
         ModelRow(
             model=model,
@@ -233,7 +315,7 @@ class RunwayProvider:
 
     async def submit(self, request: RenderRequest) -> Submission:
         if request.kind is WorkKind.ANIMATE:
-            path, body = "/v1/image_to_video", self._video_body(request)
+            path, body = self._video_body(request)
         elif request.kind is WorkKind.SHEET:
             path, body = "/v1/text_to_image", self._image_body(request)
         else:
@@ -249,7 +331,13 @@ class RunwayProvider:
                 detail=_clip(data),
                 code="bad_response",
             )
-        log.info("runway: job %s submitted as task %s (%s)", request.job_id, task_id, path)
+        log.info(
+            "runway: job %s submitted as task %s (%s, estimated %s credits)",
+            request.job_id,
+            task_id,
+            path,
+            _credits(data.get("estimatedCost")),
+        )
         return Submission(task_id=task_id, status_url=self._task_url(task_id))
 
     async def find(self, job_id: int) -> Submission | None:
@@ -265,17 +353,21 @@ class RunwayProvider:
             return PollResult(TaskStatus.QUEUED, progress=0.0)
         if status == "RUNNING":
             return PollResult(TaskStatus.RUNNING, progress=_progress(data.get("progress")))
+        charged = charged_cost(data)
         if status == "SUCCEEDED":
             urls = [url for url in data.get("output") or [] if isinstance(url, str) and url]
             if not urls:
                 error = FinalError("Runway finished the task but returned no result.", code="no_output", charged=True)
-                return PollResult(TaskStatus.FAILED, error=error)
+                return PollResult(TaskStatus.FAILED, error=error, charged=charged)
             artifacts = tuple(Artifact(url=url, mime=_guess_mime(url)) for url in urls)
-            return PollResult(TaskStatus.SUCCEEDED, progress=1.0, artifacts=artifacts)
+            return PollResult(TaskStatus.SUCCEEDED, progress=1.0, artifacts=artifacts, charged=charged)
         if status == "FAILED":
-            return PollResult(TaskStatus.FAILED, error=task_failure(data.get("failureCode"), data.get("failure")))
+            error = task_failure(data.get("failureCode"), data.get("failure"))
+            if charged is not None:  # Runway's own figure says whether it billed, over the failure code's rule
+                error.charged = charged > Money.ZERO
+            return PollResult(TaskStatus.FAILED, error=error, charged=charged)
         if status == "CANCELLED":
-            return PollResult(TaskStatus.CANCELED)
+            return PollResult(TaskStatus.CANCELED, charged=charged)
         # An unknown or missing status: never spin on it forever; the worker gives up after a few attempts.
         raise RetryableError("Runway gave an answer I don't understand.", detail=_clip(data), code="bad_response")
 
@@ -334,30 +426,70 @@ class RunwayProvider:
     # ----------------------------------------------------------------------------------------------------------
     # Request bodies (what Runway would refuse with a 400 is refused here first, with the same reasons)
 
-    def _video_body(self, request: RenderRequest) -> dict[str, Any]:
+    def _video_body(self, request: RenderRequest) -> tuple[str, dict[str, Any]]:
+        """The path and body of a clip: `/v1/image_to_video`, or the multi-shot recipe when `request.shots` is set.
+        The model's row (request_problems) and Runway's own rules are checked first; every problem is named."""
         model = request.model or self._video_model
-        problems: list[str] = []
-        if model not in self.capabilities.models:
-            problems.append(f"unknown model {model!r} (available: {', '.join(self.capabilities.models)})")
-        if request.duration not in DURATIONS:
-            problems.append(f"clips last {' or '.join(map(str, DURATIONS))} seconds, not {request.duration}")
-        ratio = VIDEO_RATIOS.get(request.aspect_ratio)
-        if ratio is None:
-            problems.append(f"the frame shape {request.aspect_ratio!r} is not one of {', '.join(VIDEO_RATIOS)}")
-        if not request.images:
-            problems.append("a reference image is needed for the first frame")
+        row = self.capabilities.find_row(model)
+        if row is None:
+            _refuse([f"unknown model {model!r} (available: {', '.join(self.capabilities.models)})"])
+        assert row is not None
+        # What is sent: the start frame, else the first view (the other views are not sent to image_to_video).
+        sent = replace(request, images=request.images[:1] if request.start_frame is None else ())
+        problems = request_problems(row, sent)
+        first = _frame_uri(request.start_frame, "start frame") if request.start_frame is not None else None
+        if first is None and request.images:
+            first = _data_uri(request.images[0])
         prompt = _video_prompt(request.prompt, request.images)
-        problems += _prompt_problems(prompt, required=False)
+        ratio = RATIOS_BY_MODEL.get(model, VIDEO_RATIOS).get(request.aspect_ratio)
+        if request.shots:
+            return RECIPE_PATH, self._recipe_body(request, problems, ratio, first)
+        if first is None:
+            problems.append("a reference image is needed for the first frame")
+        problems += _prompt_problems(prompt, required=model in PROMPT_REQUIRED, model=model)
+        _refuse(problems)
+        assert ratio is not None and first is not None
+        image: str | list[dict[str, str]] = first
+        if request.end_frame is not None:  # request_problems let it through: the row takes a last frame
+            last = _frame_uri(request.end_frame, "end frame")
+            image = [{"uri": first, "position": "first"}, {"uri": last, "position": "last"}]
+        body: dict[str, Any] = {"model": model, "promptImage": image, "ratio": ratio, "duration": request.duration}
+        if prompt:
+            body["promptText"] = prompt
+        if row.audio:
+            body["audio"] = request.audio  # explicit: Veo's default is not documented, and audio costs more
+        if row.negative_prompt and request.negative_prompt and request.negative_prompt.strip():
+            body["negativePrompt"] = request.negative_prompt.strip()
+        return "/v1/image_to_video", body
+
+    def _recipe_body(
+        self, request: RenderRequest, problems: list[str], ratio: str | None, first: str | None
+    ) -> dict[str, Any]:
+        """`POST /v1/recipes/multi_shot_video` in custom mode: our shots, their seconds adding up to the clip's."""
+        if request.duration not in RECIPE_DURATIONS:
+            problems.append(
+                f"a multi-shot clip lasts {', '.join(map(str, RECIPE_DURATIONS[:-1]))} or {RECIPE_DURATIONS[-1]} s, "
+                f"not {request.duration} s"
+            )
+        shots = [
+            {"prompt": _video_prompt(shot.prompt, request.images), "duration": shot.duration} for shot in request.shots
+        ]
+        for number, shot in enumerate(shots, start=1):
+            if not str(shot["prompt"]).strip():
+                problems.append(f"shot {number} has no prompt")
+            elif prompt_units(str(shot["prompt"])) > PROMPT_MAX_UNITS:
+                problems.append(f"shot {number}'s prompt is longer than {PROMPT_MAX_UNITS} characters")
         _refuse(problems)
         assert ratio is not None
         body: dict[str, Any] = {
-            "model": model,
-            "promptImage": _data_uri(request.images[0]),
-            "ratio": ratio,
+            "mode": "custom",
+            "version": RECIPE_VERSION,
+            "shots": shots,
             "duration": request.duration,
+            "ratio": ratio,
         }
-        if prompt:
-            body["promptText"] = prompt
+        if first is not None:
+            body["firstFrame"] = {"uri": first}
         return body
 
     def _image_body(self, request: RenderRequest) -> dict[str, Any]:
@@ -642,9 +774,9 @@ def _mention_tags(prompt: str, tags: Sequence[str]) -> str:
     return named if prompt_units(named) <= PROMPT_MAX_UNITS else prompt
 
 
-def _prompt_problems(prompt: str, *, required: bool) -> list[str]:
+def _prompt_problems(prompt: str, *, required: bool, model: str = "") -> list[str]:
     if required and not prompt.strip():
-        return ["the prompt is empty"]
+        return [f"{model} needs a prompt" if model else "the prompt is empty"]
     units = prompt_units(prompt)
     if units > PROMPT_MAX_UNITS:
         return [f"the prompt is {units} characters long; Runway takes at most {PROMPT_MAX_UNITS}"]
@@ -657,20 +789,38 @@ def _refuse(problems: list[str]) -> None:
 
 
 def _data_uri(image: ReferenceImage) -> str:
-    if image.mime not in ("image/jpeg", "image/png", "image/webp"):
-        raise FinalError(
-            f"The reference image “{image.label}” is not a JPEG, PNG or WebP, which Runway needs.",
-            detail=image.mime,
-            code="invalid",
-        )
-    uri = f"data:{image.mime};base64,{base64.b64encode(image.data).decode('ascii')}"
+    return _image_uri(image.data, image.mime, f"reference image “{image.label}”")
+
+
+def _frame_uri(frame: Frame, what: str) -> str:
+    return _image_uri(frame.data, frame.mime, what)
+
+
+def _image_uri(data: bytes, mime: str, what: str) -> str:
+    if mime not in ("image/jpeg", "image/png", "image/webp"):
+        raise FinalError(f"The {what} is not a JPEG, PNG or WebP, which Runway needs.", detail=mime, code="invalid")
+    uri = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
     if len(uri) > DATA_URI_MAX_CHARS:
         raise FinalError(
-            f"The reference image “{image.label}” is too large for Runway (5 MB at most as sent).",
-            detail=f"{len(image.data)} bytes",
-            code="invalid",
+            f"The {what} is too large for Runway (5 MB at most as sent).", detail=f"{len(data)} bytes", code="invalid"
         )
     return uri
+
+
+def _credits(value: object) -> Decimal | None:
+    """The `credits` of a `{"credits": n}` object (`cost` or `estimatedCost`), when it is a finite count >= 0."""
+    if not isinstance(value, dict):
+        return None
+    credits: object = value.get("credits")  # pyright: ignore[reportUnknownMemberType]
+    if isinstance(credits, bool) or not isinstance(credits, int | float) or not math.isfinite(credits) or credits < 0:
+        return None
+    return Decimal(str(credits))
+
+
+def charged_cost(task: dict[str, Any]) -> Money | None:
+    """What Runway says a finished task charged: `cost.credits` at $0.01 a credit (None when it says nothing)."""
+    credits = _credits(task.get("cost"))
+    return CREDIT * credits if credits is not None else None
 
 
 def _progress(value: object) -> float | None:

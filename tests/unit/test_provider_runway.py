@@ -237,8 +237,8 @@ async def test_concurrency_over_the_account_limit_waits_throttled(fake: FakeRunw
 @pytest.mark.parametrize(
     ("changes", "reason"),
     [
-        ({"duration": 7}, "5 or 10 seconds"),
-        ({"aspect_ratio": "4:3"}, "frame shape '4:3'"),
+        ({"duration": 7}, "gen4_turbo clips last 5 or 10 s, not 7 s"),
+        ({"aspect_ratio": "4:3"}, "aspect ratio '4:3'"),
         ({"images": ()}, "reference image is needed"),
         ({"model": "gen3a_turbo"}, "unknown model"),
         ({"prompt": "🙂" * 501}, "1002 characters"),  # 501 emoji = 1002 UTF-16 units, Runway's measure
@@ -667,6 +667,28 @@ def t2i(**changes: Any) -> dict[str, Any]:
     return body
 
 
+FIRST_AND_LAST = [{"uri": PNG_URI, "position": "first"}, {"uri": PNG_URI, "position": "last"}]
+SHOTS = [{"prompt": "a", "duration": 3}, {"prompt": "b", "duration": 3}, {"prompt": "c", "duration": 4}]
+
+
+def i2v(model: str, **changes: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": model,
+        "promptImage": PNG_URI,
+        "promptText": "Ava waves",
+        "ratio": "1280:720",
+        "duration": 8,
+    }
+    body.update(changes)
+    return {key: value for key, value in body.items() if value is not None}
+
+
+def recipe(**changes: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"mode": "custom", "version": "2026-06", "shots": SHOTS, "duration": 10, "ratio": "1280:720"}
+    body.update(changes)
+    return {key: value for key, value in body.items() if value is not None}
+
+
 def ref(uri: str, tag: str | None = "Aria") -> dict[str, str]:
     return {"uri": uri} if tag is None else {"uri": uri, "tag": tag}
 
@@ -689,7 +711,21 @@ def ref(uri: str, tag: str | None = "Aria") -> dict[str, str]:
         ("/v1/text_to_image", t2i(referenceImages=[ref("https://cdn.example/octet")]), "Content-Type"),
         ("/v1/text_to_image", t2i(referenceImages=[ref("https://cdn.example/moved")]), "redirects"),
         ("/v1/text_to_image", t2i(referenceImages=[ref("data:image/gif;base64,R0lGOD")]), "unsupported asset type"),
-        ("/v1/image_to_video", {"model": "gen4_turbo", "promptImage": PNG_URI, "ratio": "1280:720"}, "duration"),
+        ("/v1/image_to_video", i2v("gen4.5", duration=None), "duration"),  # gen4.5's duration is required
+        ("/v1/image_to_video", i2v("gen4.5", duration=12), "duration"),
+        ("/v1/image_to_video", i2v("gen4.5", promptText=None), "promptText"),
+        ("/v1/image_to_video", i2v("gen4.5", promptImage=FIRST_AND_LAST), "position"),
+        ("/v1/image_to_video", i2v("gen4.5", audio=True), "audio"),
+        ("/v1/image_to_video", i2v("veo3.1", duration=5), "duration"),
+        ("/v1/image_to_video", i2v("veo3.1", ratio="960:960"), "ratio"),
+        ("/v1/image_to_video", i2v("veo3.1", promptImage=[{"uri": PNG_URI, "position": "last"}]), "first frame"),
+        ("/v1/image_to_video", i2v("veo3.1_fast", audio="yes"), "audio"),
+        ("/v1/recipes/multi_shot_video", recipe(version=None), "version"),
+        ("/v1/recipes/multi_shot_video", recipe(shots=SHOTS[:2]), "shots"),
+        ("/v1/recipes/multi_shot_video", recipe(duration=15), "add up to 10"),
+        ("/v1/recipes/multi_shot_video", recipe(duration=8, shots=[*SHOTS[:2], {"prompt": "c", "duration": 4}]), "5"),
+        ("/v1/recipes/multi_shot_video", recipe(ratio="1584:672"), "ratio"),
+        ("/v1/recipes/multi_shot_video", recipe(mode="custom", prompt="a story"), "prompt"),
         ("/v1/image_to_video", {"model": "gen4_turbo", "promptImage": PNG_URI, "duration": 5}, "ratio"),
         (
             "/v1/image_to_video",
@@ -718,7 +754,7 @@ async def test_fake_accepts_a_registered_https_asset(fake: FakeRunway) -> None:
             json=t2i(referenceImages=[ref("https://cdn.example/aria.png"), ref(PNG_URI, None)]),
             headers=headers,
         )
-    assert response.status_code == 200 and set(response.json()) == {"id"}
+    assert response.status_code == 200 and response.json()["estimatedCost"] == {"credits": 8}
 
 
 # ------------------------------------------------------------------ through the real worker

@@ -5,14 +5,22 @@ so a wrong constant in bot/providers/runway.py shows up as a refused request.
 
 - Every API call needs `Authorization: Bearer <api_key>` (else 401) and `X-Runway-Version: 2024-11-06`
   (missing or unknown: 400, as providers.md §3.8 expects; unconfirmed against the real API).
-- `POST /v1/image_to_video` and `POST /v1/text_to_image` validate like Runway and answer `{"id"}`; a bad field
-  gives 400 `{"error": "<field>: <reason>"}`. Asset URIs go through a fetch step: data URIs are decoded and
+- `POST /v1/image_to_video` (gen4_turbo, gen4.5, veo3.1, veo3.1_fast, each with its own ratios, durations,
+  frame positions and fields, as the official SDK types them: gen4.5 needs `promptText` and 2-10 whole seconds,
+  first frame only; Veo takes `position: "last"`, `audio`, `negativePrompt`), `POST /v1/recipes/multi_shot_video`
+  (custom or auto mode, 3-5 shots adding up to `duration` 5/10/15, a version, the recipe's ratios) and
+  `POST /v1/text_to_image` validate like Runway and answer `{"id", "estimatedCost": {"credits"}}`; a bad field
+  (or one the model does not take) gives 400 `{"error": "<field>: <reason>"}`. Asset URIs go through a fetch step: data URIs are decoded and
   sniffed; `http://`, IP hosts, redirects and generic content types are refused; other https URLs must be
   registered in `assets` (there is no network).
 - A task moves one step per poll: PENDING (`pending_polls`) -> THROTTLED (`throttled_polls`, or while
   `concurrency` tasks are RUNNING) -> RUNNING (`running_polls`, progress rising) -> SUCCEEDED, or FAILED when
   a failure was queued with `fail_next`. Every poll of a SUCCEEDED task signs fresh output URLs that expire
   after `url_ttl` seconds (then 403, like a signed CDN URL).
+- Task answers carry `estimatedCost: {credits}` while PENDING/THROTTLED/RUNNING and `cost: {credits}` once
+  SUCCEEDED/FAILED/CANCELLED (R1): the full estimate on success and on a moderation failure (SAFETY.*, billed),
+  0 on other failures and on a cancel; `charge_next(n, ...)` makes the next tasks charge n credits instead (a
+  refund of unused credits). Credits per second are the fake's own table (the recipe's price is a guess: gen4.5's).
 - `GET /v1/organization` answers the account's tier, `creditBalance` and daily usage (a free call: key checks).
 - `DELETE /v1/tasks/{id}` cancels an unfinished task (it becomes CANCELLED) or deletes a finished one (404
   afterwards); it answers 204.
@@ -52,9 +60,57 @@ from aiohttp import web
 from PIL import Image, ImageDraw
 
 VERSION = "2024-11-06"
-VIDEO_MODELS = frozenset({"gen4_turbo"})
 VIDEO_RATIOS = frozenset({"1280:720", "720:1280", "1104:832", "832:1104", "960:960", "1584:672"})
 VIDEO_DURATIONS = frozenset({5, 10})
+
+
+@dataclass(frozen=True)
+class VideoModel:
+    """One image_to_video model as the SDK's create params type it."""
+
+    ratios: frozenset[str]
+    durations: frozenset[int]
+    credits_per_second: int
+    positions: frozenset[str] = frozenset({"first"})
+    prompt_required: bool = False
+    duration_required: bool = False
+    fields: frozenset[str] = frozenset()  # optional fields beyond model/promptImage/ratio/duration/promptText/seed
+    audio_credits_per_second: int | None = None
+
+
+_VEO_RATIOS = frozenset({"1280:720", "720:1280", "1080:1920", "1920:1080"})
+VIDEO_MODELS: dict[str, VideoModel] = {
+    "gen4_turbo": VideoModel(VIDEO_RATIOS, VIDEO_DURATIONS, 5, fields=frozenset({"contentModeration"})),
+    "gen4.5": VideoModel(
+        VIDEO_RATIOS,
+        frozenset(range(2, 11)),
+        12,
+        prompt_required=True,
+        duration_required=True,
+        fields=frozenset({"contentModeration", "outputFormat", "proresProfile"}),
+    ),
+    "veo3.1": VideoModel(
+        _VEO_RATIOS,
+        frozenset({4, 6, 8}),
+        20,
+        positions=frozenset({"first", "last"}),
+        fields=frozenset({"audio", "negativePrompt"}),
+        audio_credits_per_second=40,
+    ),
+    "veo3.1_fast": VideoModel(
+        _VEO_RATIOS,
+        frozenset({4, 6, 8}),
+        10,
+        positions=frozenset({"first", "last"}),
+        fields=frozenset({"audio", "negativePrompt"}),
+        audio_credits_per_second=15,
+    ),
+}
+RECIPE_RATIOS = frozenset({"1280:720", "720:1280", "960:960", "1920:1080", "1080:1920", "1440:1440"})
+RECIPE_VERSIONS = frozenset({"2026-06", "unsafe-latest"})
+RECIPE_DURATIONS = frozenset({5, 10, 15})
+RECIPE_CREDITS_PER_SECOND = 12  # not documented: gen4.5's
+IMAGE_CREDITS = {"gen4_image": 8, "gen4_image_turbo": 2}
 IMAGE_MODELS = frozenset({"gen4_image", "gen4_image_turbo"})
 IMAGE_RATIOS = frozenset(
     {
@@ -101,9 +157,11 @@ class Asset:
 @dataclass
 class FakeTask:
     id: str
-    endpoint: str  # "image_to_video" | "text_to_image"
+    endpoint: str  # "image_to_video" | "text_to_image" | "multi_shot_video"
     body: dict[str, Any]
     created_at: str
+    credits: int = 0  # the estimate: what the task may charge
+    final_credits: int | None = None  # what it charges when it ends (None: the fake's rule)
     failure_code: str | None = None
     status: str = "PENDING"
     polls: int = 0
@@ -189,6 +247,7 @@ class FakeRunway:
         self.tasks: dict[str, FakeTask] = {}
         self.served: dict[str, int] = {"429": 0, "5xx": 0, "stalled": 0}
         self._failures: deque[str] = deque()
+        self._charges: deque[int] = deque()
         self._secret = secrets.token_bytes(16)
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -198,6 +257,14 @@ class FakeRunway:
     def fail_next(self, *codes: str) -> None:
         """The next tasks created end FAILED with these failure codes, one each, in order."""
         self._failures.extend(codes)
+
+    def charge_next(self, *credits: int) -> None:
+        """The next tasks created charge these many credits when they end, one each, in order."""
+        self._charges.extend(credits)
+
+    @property
+    def base_url(self) -> str:
+        return self.url
 
     def count(self, method: str, prefix: str = "/v1/") -> int:
         return sum(1 for r in self.requests if r.method == method and r.path.startswith(prefix))
@@ -211,6 +278,7 @@ class FakeRunway:
         app = web.Application(middlewares=[self._middleware], client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/image_to_video", self._image_to_video)
         app.router.add_post("/v1/text_to_image", self._text_to_image)
+        app.router.add_post("/v1/recipes/multi_shot_video", self._multi_shot_video)
         app.router.add_get("/v1/tasks/{id}", self._get_task)
         app.router.add_get("/v1/organization", self._organization)
         app.router.add_delete("/v1/tasks/{id}", self._delete_task)
@@ -303,12 +371,15 @@ class FakeRunway:
             raise Refusal(400, "body: must be a JSON object.")
         return request_body
 
-    def _create(self, endpoint: str, body: dict[str, Any]) -> web.Response:
+    def _create(self, endpoint: str, body: dict[str, Any], credits: int) -> web.Response:
         task_id = str(uuid.uuid4())
         created = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         failure = self._failures.popleft() if self._failures else None
-        self.tasks[task_id] = FakeTask(task_id, endpoint, body, created, failure_code=failure)
-        return web.json_response({"id": task_id})
+        final = self._charges.popleft() if self._charges else None
+        self.tasks[task_id] = FakeTask(
+            task_id, endpoint, body, created, credits=credits, final_credits=final, failure_code=failure
+        )
+        return web.json_response({"id": task_id, "estimatedCost": {"credits": credits}})
 
     # ------------------------------------------------------------------ creates
 
@@ -316,27 +387,34 @@ class FakeRunway:
         body = self._body(request[BODY])
         if (malformed := self._malformed()) is not None:
             return malformed
-        model = body.get("model")
-        if model not in VIDEO_MODELS:
+        name = body.get("model")
+        model = VIDEO_MODELS.get(name) if isinstance(name, str) else None
+        if model is None or not isinstance(name, str):
             raise Refusal(400, f"model: must be one of {', '.join(sorted(VIDEO_MODELS))}.")
-        prompt_image = body.get("promptImage")
-        if isinstance(prompt_image, str):
-            self._check_asset("promptImage", prompt_image)
-        elif isinstance(prompt_image, list) and len(prompt_image) == 1 and isinstance(prompt_image[0], dict):
-            if prompt_image[0].get("position") != "first":
-                raise Refusal(400, "promptImage[0].position: gen4_turbo only accepts 'first'.")
-            self._check_asset("promptImage[0].uri", prompt_image[0].get("uri"))
-        else:
-            raise Refusal(400, "promptImage: a URI or one {uri, position: 'first'} is required.")
-        if body.get("ratio") not in VIDEO_RATIOS:
-            raise Refusal(400, f"ratio: must be one of {', '.join(sorted(VIDEO_RATIOS))}.")
+        known = {"model", "promptImage", "ratio", "duration", "promptText", "seed", *model.fields}
+        for key in body:
+            if key not in known:
+                raise Refusal(400, f"{key}: not a field of {name}.")
+        self._check_prompt_image(name, model, body.get("promptImage"))
+        if body.get("ratio") not in model.ratios:
+            raise Refusal(400, f"ratio: must be one of {', '.join(sorted(model.ratios))}.")
         duration = body.get("duration")
-        if isinstance(duration, bool) or duration not in VIDEO_DURATIONS:
-            raise Refusal(400, "duration: must be 5 or 10.")
-        self._check_prompt(body.get("promptText"), required=False)
+        if duration is None and not model.duration_required:
+            duration = max(model.durations) if name.startswith("veo") else 5
+        if isinstance(duration, bool) or duration not in model.durations:
+            raise Refusal(400, f"duration: {name} takes {', '.join(map(str, sorted(model.durations)))} seconds.")
+        self._check_prompt(body.get("promptText"), required=model.prompt_required)
+        audio = body.get("audio", False)
+        if not isinstance(audio, bool):
+            raise Refusal(400, "audio: must be a boolean.")
+        negative = body.get("negativePrompt")
+        if negative is not None and (not isinstance(negative, str) or not negative.strip()):
+            raise Refusal(400, "negativePrompt: a non-empty string.")
         self._check_seed(body.get("seed"))
+        per_second = model.audio_credits_per_second if audio and model.audio_credits_per_second else None
+        credits = (per_second or model.credits_per_second) * duration
         self._rate_limit()
-        created = self._create("image_to_video", body)
+        created = self._create("image_to_video", body, credits)
         if self.lose_create_answers > 0:
             self.lose_create_answers -= 1
             await self._answers_lost.wait()  # the task exists; the client gives up waiting for the answer
@@ -377,16 +455,91 @@ class FakeRunway:
             self._check_asset(f"{where}.uri", reference.get("uri"))
         self._check_seed(body.get("seed"))
         self._rate_limit()
-        return self._create("text_to_image", body)
+        return self._create("text_to_image", body, IMAGE_CREDITS[model])
+
+    def _check_prompt_image(self, name: str, model: VideoModel, prompt_image: object) -> None:
+        """A URI, or `[{uri, position}]`: a first frame, and a last one where the model takes it."""
+        if isinstance(prompt_image, str):
+            self._check_asset("promptImage", prompt_image)
+            return
+        if not isinstance(prompt_image, list) or not 1 <= len(prompt_image) <= len(model.positions):
+            raise Refusal(400, f"promptImage: a URI or {len(model.positions)} {{uri, position}} at most.")
+        positions: list[str] = []
+        for index, item in enumerate(prompt_image):
+            if not isinstance(item, dict):
+                raise Refusal(400, f"promptImage[{index}]: must be an object with uri and position.")
+            position = item.get("position")
+            if position not in model.positions:
+                allowed = " or ".join(repr(p) for p in sorted(model.positions))
+                raise Refusal(400, f"promptImage[{index}].position: {name} only accepts {allowed}.")
+            if position in positions:
+                raise Refusal(400, f"promptImage[{index}].position: {position!r} is given twice.")
+            positions.append(position)
+            self._check_asset(f"promptImage[{index}].uri", item.get("uri"))
+        if "first" not in positions:
+            raise Refusal(400, "promptImage: a first frame is required (a last frame alone is not supported).")
+
+    async def _multi_shot_video(self, request: web.Request) -> web.StreamResponse:
+        body = self._body(request[BODY])
+        if (malformed := self._malformed()) is not None:
+            return malformed
+        mode = body.get("mode")
+        if mode not in ("auto", "custom"):
+            raise Refusal(400, "mode: must be 'auto' or 'custom'.")
+        known = {
+            "mode",
+            "version",
+            "duration",
+            "ratio",
+            "audio",
+            "firstFrame",
+            "shots" if mode == "custom" else "prompt",
+        }
+        for key in body:
+            if key not in known:
+                raise Refusal(400, f"{key}: not a field of the {mode} multi-shot recipe.")
+        if body.get("version") not in RECIPE_VERSIONS:
+            raise Refusal(400, f"version: must be one of {', '.join(sorted(RECIPE_VERSIONS))}.")
+        duration = body.get("duration", 10)
+        if isinstance(duration, bool) or duration not in RECIPE_DURATIONS:
+            raise Refusal(400, "duration: must be 5, 10 or 15.")
+        if body.get("ratio", "1280:720") not in RECIPE_RATIOS:
+            raise Refusal(400, f"ratio: must be one of {', '.join(sorted(RECIPE_RATIOS))}.")
+        if not isinstance(body.get("audio", False), bool):
+            raise Refusal(400, "audio: must be a boolean.")
+        if mode == "auto":
+            self._check_prompt(body.get("prompt"), required=True, field="prompt")
+        else:
+            shots = body.get("shots")
+            if not isinstance(shots, list) or not 3 <= len(shots) <= 5:
+                raise Refusal(400, "shots: custom mode takes 3 to 5 shots.")
+            total = 0
+            for index, shot in enumerate(shots):
+                if not isinstance(shot, dict) or set(shot) != {"prompt", "duration"}:
+                    raise Refusal(400, f"shots[{index}]: must be {{prompt, duration}}.")
+                self._check_prompt(shot["prompt"], required=True, field=f"shots[{index}].prompt")
+                seconds = shot["duration"]
+                if isinstance(seconds, bool) or not isinstance(seconds, int) or seconds < 1:
+                    raise Refusal(400, f"shots[{index}].duration: a whole number of seconds, at least 1.")
+                total += seconds
+            if total != duration:
+                raise Refusal(400, f"shots: the shots' durations add up to {total}, not duration {duration}.")
+        first = body.get("firstFrame")
+        if first is not None:
+            if not isinstance(first, dict) or set(first) != {"uri"}:
+                raise Refusal(400, "firstFrame: must be {uri}.")
+            self._check_asset("firstFrame.uri", first["uri"])
+        self._rate_limit()
+        return self._create("multi_shot_video", body, RECIPE_CREDITS_PER_SECOND * duration)
 
     @staticmethod
-    def _check_prompt(prompt: object, *, required: bool) -> None:
+    def _check_prompt(prompt: object, *, required: bool, field: str = "promptText") -> None:
         if prompt is None and not required:
             return
-        if not isinstance(prompt, str) or (required and not prompt.strip()):
-            raise Refusal(400, "promptText: a non-empty string is required.")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise Refusal(400, f"{field}: a non-empty string is required.")
         if utf16_units(prompt) > PROMPT_MAX_UNITS:
-            raise Refusal(400, f"promptText: must be at most {PROMPT_MAX_UNITS} characters.")
+            raise Refusal(400, f"{field}: must be at most {PROMPT_MAX_UNITS} characters.")
 
     @staticmethod
     def _check_seed(seed: object) -> None:
@@ -460,6 +613,10 @@ class FakeRunway:
             return malformed
         self._advance(task)
         answer: dict[str, Any] = {"id": task.id, "createdAt": task.created_at, "status": task.status}
+        if task.status in ("PENDING", "THROTTLED", "RUNNING"):
+            answer["estimatedCost"] = {"credits": task.credits}
+        else:
+            answer["cost"] = {"credits": self._charged(task)}
         if task.status == "RUNNING":
             answer["progress"] = task.progress
         elif task.status == "FAILED":
@@ -469,6 +626,14 @@ class FakeRunway:
         elif task.status == "SUCCEEDED":
             answer["output"] = [self._signed_url(task)]
         return web.json_response(answer)
+
+    @staticmethod
+    def _charged(task: FakeTask) -> int:
+        if task.final_credits is not None:
+            return task.final_credits
+        if task.status == "SUCCEEDED" or (task.status == "FAILED" and (task.failure_code or "").startswith("SAFETY")):
+            return task.credits  # moderated generations cost the same credits
+        return 0
 
     async def _organization(self, request: web.Request) -> web.StreamResponse:
         """The account's tier, credits and today's usage (the shape of Runway's skills docs)."""
@@ -513,7 +678,7 @@ class FakeRunway:
     # ------------------------------------------------------------------ results
 
     def _output_name(self, task: FakeTask) -> str:
-        return "0.mp4" if task.endpoint == "image_to_video" else "0.png"
+        return "0.png" if task.endpoint == "text_to_image" else "0.mp4"
 
     def _signature(self, task_id: str, name: str, expires: str) -> str:
         message = f"{task_id}/{name}:{expires}".encode()
@@ -541,7 +706,7 @@ class FakeRunway:
         task = self.tasks.get(task_id)
         if task is None or task.status != "SUCCEEDED":
             return web.Response(status=404)
-        video = task.endpoint == "image_to_video"
+        video = task.endpoint != "text_to_image"
         data = sample_video() if video else sample_png()
         if self.output_size is not None and self.output_size > len(data):
             data += bytes(self.output_size - len(data))
