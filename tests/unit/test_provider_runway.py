@@ -40,17 +40,20 @@ from bot.library.sheets.split import sheet_prompt
 from bot.providers.base import (
     Artifact,
     FinalError,
+    Frame,
     OutcomeUnknownError,
     PollResult,
     Provider,
     ReferenceImage,
     RenderRequest,
     RetryableError,
+    ShotPrompt,
     Submission,
     TaskStatus,
+    request_problems,
 )
 from bot.providers.registry import ProviderRegistry
-from bot.providers.runway import DIALECT, RUNWAY_IMAGE_LIMITS, RunwayProvider, retry_after, sheet_tags
+from bot.providers.runway import DIALECT, ROWS, RUNWAY_IMAGE_LIMITS, RunwayProvider, retry_after, sheet_tags
 from storage import Storage
 from tests.support.fake_providers.runway import VERSION, Asset, FakeRunway, sample_png, sample_video
 from tests.support.figures import BLUE, GREEN, RED, figure
@@ -868,3 +871,125 @@ async def test_which_create_failures_leave_the_outcome_unknown(fake: FakeRunway,
         await runway.poll(submission)
     assert not isinstance(polled.value, OutcomeUnknownError)
     assert runway.capabilities.findable is False
+
+
+# ------------------------------------------------------------------ gen4.5, the resold Veo models, the recipe, cost
+
+
+END = Frame(*prepared(GREEN))
+START = Frame(*prepared(BLUE))
+
+
+async def test_gen45_with_a_prompt_and_8_seconds(fake: FakeRunway, runway: RunwayProvider) -> None:
+    request = animate(model="gen4.5", duration=8)
+    assert runway.estimate_cost(request) == Money.from_usd("0.96")  # 12 credits/s
+    submission = await runway.submit(request)
+    (create,) = fake.api_requests()
+    assert create.path == "/v1/image_to_video"
+    assert create.body["model"] == "gen4.5" and create.body["duration"] == 8
+    assert create.body["promptText"].startswith("front (front view) shows Ava")
+    assert isinstance(create.body["promptImage"], str)  # first frame only
+    assert set(create.body) == {"model", "promptImage", "promptText", "ratio", "duration"}
+    results = await poll_until_done(runway, submission)
+    assert results[-1].status is TaskStatus.SUCCEEDED
+    assert results[-1].charged == Money.from_usd("0.96")  # cost.credits 96
+    assert all(r.charged is None for r in results[:-1])  # only an estimate while it runs
+
+
+async def test_gen45_start_frame_is_sent_instead_of_the_view(fake: FakeRunway, runway: RunwayProvider) -> None:
+    await runway.submit(animate(model="gen4.5", duration=3, start_frame=START))
+    (create,) = fake.api_requests()
+    assert decoded_data_uri(create.body["promptImage"]) == (START.mime, START.data)
+
+
+async def test_veo_with_an_end_frame_and_audio(fake: FakeRunway, runway: RunwayProvider) -> None:
+    request = animate(model="veo3.1_fast", duration=6, end_frame=END, audio=True, negative_prompt="blur, text")
+    assert runway.estimate_cost(request) == Money.from_usd("0.90")  # 15 credits/s with audio
+    assert runway.estimate_cost(replace(request, audio=False)) == Money.from_usd("0.60")
+    submission = await runway.submit(request)
+    (create,) = fake.api_requests()
+    first, last = create.body["promptImage"]
+    assert first["position"] == "first" and decoded_data_uri(first["uri"]) == (FRONT_MIME, FRONT_DATA)
+    assert last["position"] == "last" and decoded_data_uri(last["uri"]) == (END.mime, END.data)
+    assert (create.body["audio"], create.body["negativePrompt"], create.body["duration"]) == (True, "blur, text", 6)
+    result = (await poll_until_done(runway, submission))[-1]
+    assert result.status is TaskStatus.SUCCEEDED and result.charged == Money.from_usd("0.90")
+    assert (await runway.fetch(result.artifacts[0])) == sample_video()
+
+
+async def test_the_multi_shot_recipe(fake: FakeRunway, runway: RunwayProvider) -> None:
+    shots = (ShotPrompt("@front Ava walks in", 3), ShotPrompt("She looks up", 3), ShotPrompt("She smiles", 4))
+    request = animate(model="gen4.5", duration=10, shots=shots)
+    submission = await runway.submit(request)
+    (create,) = fake.api_requests()
+    assert create.path == "/v1/recipes/multi_shot_video"
+    body = create.body
+    assert (body["mode"], body["version"], body["duration"], body["ratio"]) == ("custom", "2026-06", 10, "1280:720")
+    assert body["shots"] == [
+        {"prompt": "front Ava walks in", "duration": 3},
+        {"prompt": "She looks up", "duration": 3},
+        {"prompt": "She smiles", "duration": 4},
+    ]
+    assert decoded_data_uri(body["firstFrame"]["uri"]) == (FRONT_MIME, FRONT_DATA)
+    result = (await poll_until_done(runway, submission))[-1]
+    assert result.status is TaskStatus.SUCCEEDED and result.charged == Money.from_usd("1.20")
+    assert result.artifacts[0].mime == "video/mp4"
+
+
+async def test_charged_is_what_runway_says_not_the_estimate(fake: FakeRunway, runway: RunwayProvider) -> None:
+    fake.charge_next(40, 0)  # unused credits returned: 40 of the 60 estimated; then a fully refunded one
+    result = (await poll_until_done(runway, await runway.submit(animate(model="gen4.5"))))[-1]
+    assert result.charged == Money.from_usd("0.40") != runway.estimate_cost(animate(model="gen4.5"))
+    fake.fail_next("SAFETY.INPUT.TEXT")
+    failed = (await poll_until_done(runway, await runway.submit(animate(model="gen4.5"))))[-1]
+    assert failed.status is TaskStatus.FAILED and failed.charged == Money.ZERO
+    assert failed.error is not None and failed.error.charged is False  # Runway's figure beats the code's rule
+    canceled = await runway.submit(animate())
+    await runway.cancel(canceled)
+    assert (await runway.poll(canceled)) == PollResult(TaskStatus.CANCELED, charged=Money.ZERO)
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"duration": 12}, "gen4.5 clips last 2-10 s, not 12 s"),
+        ({"end_frame": END}, "gen4.5 takes no end frame"),
+        ({"prompt": "  "}, "gen4.5 needs a prompt"),
+        ({"audio": True}, "gen4.5 renders no audio"),
+        ({"shots": (ShotPrompt("a", 2), ShotPrompt("b", 3))}, "3-5 shots"),
+        ({"duration": 7, "shots": (ShotPrompt("a", 2), ShotPrompt("b", 2), ShotPrompt("c", 3))}, "5 or 10 or 15"),
+        ({"model": "veo3.1", "aspect_ratio": "1:1"}, "aspect ratio '1:1'"),
+        ({"model": "veo3.1", "duration": 5}, "4, 6 or 8 s"),
+        ({"model": "gen4_turbo", "shots": (ShotPrompt("a", 2), ShotPrompt("b", 3))}, "one shot per task"),
+    ],
+)
+async def test_refusals_from_the_models_row(
+    fake: FakeRunway, runway: RunwayProvider, changes: dict[str, Any], reason: str
+) -> None:
+    request = animate(**{"model": "gen4.5", **changes})
+    with pytest.raises(FinalError) as caught:
+        await runway.submit(request)
+    assert reason in caught.value.message.replace("5, 10 or 15", "5 or 10 or 15")
+    assert caught.value.code == "invalid"
+    assert fake.requests == []  # refused before anything was sent
+
+
+def test_request_problems_name_the_limits_of_gen45() -> None:
+    row = ROWS[1]
+    assert row.model == "gen4.5"
+    assert request_problems(row, animate(model="gen4.5", duration=12, end_frame=END)) == [
+        "gen4.5 clips last 2-10 s, not 12 s",
+        "gen4.5 takes no end frame",
+    ]
+    assert request_problems(row, animate(model="gen4.5", duration=8)) == []
+
+
+def test_the_rows() -> None:
+    rows = {row.model: row for row in ROWS}
+    assert rows["gen4.5"].durations[0] == 5 and sorted(rows["gen4.5"].durations) == list(range(2, 11))
+    assert rows["gen4.5"].free_durations and rows["gen4.5"].seconds_text() == "2-10 s"
+    assert rows["gen4.5"].end_frame is None and rows["gen4.5"].multi_shot is not None
+    assert rows["veo3.1"].takes_end_frame(None) and rows["veo3.1"].audio
+    assert rows["veo3.1"].per_second(None, audio=True) == Money.from_usd("0.40")
+    assert rows["veo3.1"].per_second(None) == Money.from_usd("0.20")
+    assert RunwayProvider(api_key="k", video_model="gen4.5").capabilities.default_model == "gen4.5"
