@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
+import standardwebhooks
 
 from bot.generation.orders import AnimateService
 from bot.generation.queueing import OrderQueue
@@ -45,6 +46,7 @@ from bot.library.references import ReferenceService
 from bot.library.sheets.compose import SheetService
 from bot.library.sheets.generate import SheetGenerator
 from bot.ops.backup import ensure_database_present
+from bot.providers import catalog
 from bot.providers.accounts import KEY_SPECS, ProviderKeys, SealedKeys
 from bot.providers.base import Provider
 from bot.providers.building import build_providers, provider_factory
@@ -242,6 +244,7 @@ class Services:
                     settings.callback_host,
                     settings.callback_port,
                     count=metrics.callback,
+                    signing_secrets=signing_secrets(settings),
                 )
                 await _listen(
                     callback_server.start(), "LIKENESS_CALLBACK_PORT", settings.callback_host, settings.callback_port
@@ -297,6 +300,24 @@ def default_provider(configured: str, bots_own: Mapping[str, Provider]) -> str:
         return configured
     log.warning("%s has no key configured; the default provider is local", configured)
     return "local"
+
+
+def signing_secrets(settings: Settings) -> dict[str, str]:
+    """The secrets the providers sign their callbacks with, where the admin set one."""
+    found: dict[str, str] = {}
+    for spec in catalog.SPECS:
+        value = spec.webhook_secret(spec.own_settings(settings)) if spec.webhook_secret is not None else None
+        if not value:
+            continue
+        try:
+            standardwebhooks.Webhook(value)
+        except Exception:  # the library's own words would echo the secret; say which setting instead
+            raise SettingsError(
+                f"{spec.env_name('webhook_secret')} is not a signing secret: copy it as the provider shows it "
+                "(whsec_ followed by Base64)."
+            ) from None
+        found[spec.name] = value
+    return found
 
 
 def callback_urls(settings: Settings) -> CallbackUrls | None:

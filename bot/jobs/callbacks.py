@@ -12,6 +12,10 @@ believed. Deliveries repeat, arrive out of order, and anyone who can reach the l
   an end (succeeded, failed) is; a JSON body that does not read as a task is polled for, since a poll is the
   check. A body that is not JSON at all (or nested too deep to read, or with a number too long to convert) is
   no provider's callback: it is answered 400 and changes nothing.
+- where a provider signs its callbacks and the admin gave the bot its signing secret (Kling:
+  LIKENESS_KLING_WEBHOOK_SECRET), every callback of that provider must carry a valid Standard Webhooks signature
+  (`webhook-id`, `webhook-timestamp` within five minutes, `webhook-signature` over id.timestamp.body), checked by
+  the scheme's reference library; one without is answered 401 and changes nothing, even with the right token.
 Without LIKENESS_CALLBACK_URL nothing listens and providers are polled only, as before.
 """
 
@@ -27,6 +31,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
+import standardwebhooks
 from aiohttp import web
 
 from bot.infra.listeners import Listener, ListenerLimits, application
@@ -129,8 +134,11 @@ class CallbackServer:
         clock: Callable[[], float] = time.monotonic,
         count: Count | None = None,
         limits: ListenerLimits | None = None,
+        signing_secrets: Mapping[str, str] | None = None,
     ) -> None:
+        """`signing_secrets`: provider name -> the secret its callbacks are signed with (the others are unsigned)."""
         self._urls = urls
+        self._signed = {name: standardwebhooks.Webhook(value) for name, value in (signing_secrets or {}).items()}
         self._nudge = nudge
         self._min_interval = min_interval
         self._clock = clock
@@ -167,8 +175,17 @@ class CallbackServer:
             self._count(provider if _calls_back(provider) else "other", "refused")  # forged names make no new label
             log.warning("refused a callback for job %s from %s: wrong token", job_id, request.remote)
             return web.Response(status=404, text="not found\n")
+        raw = await request.read()
+        signed = self._signed.get(provider)
+        if signed is not None:
+            try:
+                signed.verify(raw, dict(request.headers), json_parse=False)
+            except standardwebhooks.WebhookVerificationError as exc:
+                self._count(provider, "refused")
+                log.warning("refused a callback for job %s from %s: %s", job_id, request.remote, exc)
+                return web.Response(status=401, text="the signature does not match\n")
         try:
-            payload = read_body(await request.read())
+            payload = read_body(raw)
         except UnreadableBodyError as exc:
             self._count(provider, "malformed")
             log.warning(

@@ -56,6 +56,7 @@ from pydantic import BaseModel, Field, SecretStr
 from bot.domain import Money, WorkKind
 from bot.domain.errors import UserFacingError
 from bot.imaging.prep import KLING, prepare_for_provider
+from bot.providers import kling_paths
 from bot.providers.base import (
     BOT_KEYS,
     Artifact,
@@ -122,7 +123,22 @@ OMNI_UNITS_PER_SECOND: dict[str, dict[str, Decimal]] = {
     "kling-v3-omni": {"std": Decimal("0.6"), "pro": Decimal("0.8")},
 }
 OMNI_MODELS = tuple(OMNI_UNITS_PER_SECOND)
-ALL_VIDEO_UNITS: dict[str, dict[str, Decimal]] = {**VIDEO_UNITS_PER_SECOND, **OMNI_UNITS_PER_SECOND}
+# The new-standard API's models (bot.providers.kling_paths): 3.0 and 3.0-Omni at their `/v1` twins' rates; 3.0-Turbo's
+# rate is not published [?]: estimated at kling-v2-5-turbo's, and the charge is what Kling's `billing` reports.
+PATH_UNITS_PER_SECOND: dict[str, dict[str, Decimal]] = {
+    "kling-3.0": VIDEO_UNITS_PER_SECOND["kling-v3"],
+    "kling-3.0-turbo": _STD_PRO_03_05,
+    "kling-3.0-omni": OMNI_UNITS_PER_SECOND["kling-v3-omni"],
+}
+PATH_AUDIO_UNITS_PER_SECOND = {
+    "kling-3.0": AUDIO_UNITS_PER_SECOND["kling-v3"],
+    "kling-3.0-omni": AUDIO_UNITS_PER_SECOND["kling-v3-omni"],
+}
+ALL_VIDEO_UNITS: dict[str, dict[str, Decimal]] = {
+    **VIDEO_UNITS_PER_SECOND,
+    **OMNI_UNITS_PER_SECOND,
+    **PATH_UNITS_PER_SECOND,
+}
 OMNI_MAX_INPUTS = 7  # images + elements, without a reference video
 ELEMENT_NAME_MAX = 20
 ELEMENT_DESCRIPTION_MAX = 100
@@ -166,10 +182,11 @@ _TAIL_PRO = ("pro",)
 _RESOLUTIONS = {"std": "720p", "pro": "1080p"}
 
 
-def _omni_row(model: str, durations: tuple[int, ...], note: str, **changes: Any) -> ModelRow:
-    """An omni-video model: the character as one element, outfits and props as images, 7 inputs in all."""
+def _omni_row(name: str, durations: tuple[int, ...], note: str, **changes: Any) -> ModelRow:
+    """An omni-video model (`name` gives its prices; `model=` in `changes` renames a twin on the new API): the
+    character as one element, outfits and props as images, 7 inputs in all."""
     fields: dict[str, Any] = {
-        "model": model,
+        "model": name,
         "kinds": frozenset({WorkKind.ANIMATE}),
         "durations": durations,
         "free_durations": True,
@@ -182,7 +199,7 @@ def _omni_row(model: str, durations: tuple[int, ...], note: str, **changes: Any)
         "end_frame": "image_list[end_frame]",
         "element_syntax": ELEMENTS_DIALECT,
         "prompt_max_chars": PROMPT_MAX,
-        "price_per_second": _usd(OMNI_UNITS_PER_SECOND[model]),
+        "price_per_second": _usd(OMNI_UNITS_PER_SECOND[name]),
         "route": OMNI_VIDEO,
         "note": note,
     }
@@ -190,25 +207,25 @@ def _omni_row(model: str, durations: tuple[int, ...], note: str, **changes: Any)
     return ModelRow(**fields)
 
 
-def _legacy_row(model: str, note: str = "", **changes: Any) -> ModelRow:
+def _legacy_row(name: str, note: str = "", **changes: Any) -> ModelRow:
     """An image2video model on the `/v1` routes: 5 or 10 s, the first view as the first frame."""
-    units = VIDEO_UNITS_PER_SECOND[model]
-    modes = () if model in NO_MODE_MODELS else MODES
+    units = VIDEO_UNITS_PER_SECOND[name]
+    modes = () if name in NO_MODE_MODELS else MODES
     fields: dict[str, Any] = {
-        "model": model,
+        "model": name,
         "kinds": frozenset({WorkKind.ANIMATE}),
         "durations": DURATIONS,
         "modes": modes,
-        "resolutions": _RESOLUTIONS if modes else {"": "1080p" if model == "kling-v2-1-master" else "720p"},
+        "resolutions": _RESOLUTIONS if modes else {"": "1080p" if name == "kling-v2-1-master" else "720p"},
         "aspect_ratios": tuple(ASPECT_RATIOS),
-        "max_images": 4 if model in MULTI_IMAGE_MODELS else 1,
+        "max_images": 4 if name in MULTI_IMAGE_MODELS else 1,
         "start_frame": "image",
-        "end_frame": None if model in NO_MODE_MODELS else "image_tail",
-        "end_frame_modes": None if model in NO_MODE_MODELS else _TAIL_PRO,
+        "end_frame": None if name in NO_MODE_MODELS else "image_tail",
+        "end_frame_modes": None if name in NO_MODE_MODELS else _TAIL_PRO,
         "negative_prompt": True,
         "prompt_max_chars": PROMPT_MAX,
         "price_per_second": _usd(units) if modes else {"": VIDEO_UNIT_USD * units["pro"]},
-        "route": MULTI_IMAGE2VIDEO + " (2-4 images), " + IMAGE2VIDEO if model in MULTI_IMAGE_MODELS else IMAGE2VIDEO,
+        "route": MULTI_IMAGE2VIDEO + " (2-4 images), " + IMAGE2VIDEO if name in MULTI_IMAGE_MODELS else IMAGE2VIDEO,
         "note": note,
     }
     fields.update(changes)
@@ -309,6 +326,44 @@ ROWS: tuple[ModelRow, ...] = (
 )
 
 
+_PATHS_NOTE = "new API (model in the path): needs LIKENESS_KLING_API_KEY, Kling's single key"
+_PATH_FRAMES = {"start_frame": "contents[first_frame]", "end_frame": "contents[last_frame]", "end_frame_modes": None}
+PATH_ROWS: tuple[ModelRow, ...] = (
+    _legacy_row(
+        "kling-v3",
+        f"Kling 3.0 on the {_PATHS_NOTE}",
+        model="kling-3.0",
+        durations=_V3_DURATIONS,
+        free_durations=True,
+        multi_shot=V3_MULTI_SHOT,
+        audio=True,
+        audio_price_per_second=_usd(PATH_AUDIO_UNITS_PER_SECOND["kling-3.0"]),
+        route=kling_paths.ROUTES["kling-3.0"],
+        **_PATH_FRAMES,
+    ),
+    _legacy_row(
+        "kling-v2-5-turbo",
+        f"Kling 3.0 Turbo, fast and cheap, only on the {_PATHS_NOTE}; its price is not published (estimated)",
+        model="kling-3.0-turbo",
+        durations=_V3_DURATIONS,
+        free_durations=True,
+        route=kling_paths.ROUTES["kling-3.0-turbo"],
+        **_PATH_FRAMES,
+    ),
+    _omni_row(
+        "kling-v3-omni",
+        _V3_DURATIONS,
+        f"Kling 3.0 Omni on the {_PATHS_NOTE}: several characters as elements, audio, up to 6 shots",
+        model="kling-3.0-omni",
+        multi_shot=V3_MULTI_SHOT,
+        audio=True,
+        audio_price_per_second=_usd(PATH_AUDIO_UNITS_PER_SECOND["kling-3.0-omni"]),
+        route=kling_paths.ROUTES["kling-3.0-omni"],
+        **_PATH_FRAMES,
+    ),
+)
+
+
 def balance_message(owner: KeyOwner = BOT_KEYS) -> str:
     return f"{owner.Whose} Kling account has no credits left: an admin needs to top it up."
 
@@ -341,6 +396,15 @@ def parse_callback(payload: bytes | str | Mapping[str, Any]) -> KlingUpdate:
             payload = json.loads(payload)
         except ValueError:
             raise FinalError("Kling sent a callback the bot could not read.", code="bad_callback") from None
+    if isinstance(payload, Mapping) and kling_paths.is_task(payload):
+        external = payload.get("external_task_id")
+        updated = payload.get("updated_at")
+        return KlingUpdate(
+            task_id=str(payload["id"]),
+            external_task_id=str(external) if external is not None else None,
+            updated_at=int(updated) if isinstance(updated, int | float) else 0,
+            result=kling_paths.task_result(payload, VIDEO_UNIT_USD),
+        )
     if not isinstance(payload, Mapping) or not isinstance(payload.get("task_id"), str | int):
         raise FinalError("Kling sent a callback without a task id.", code="bad_callback")
     info = payload.get("task_info")
@@ -448,8 +512,13 @@ class KlingProvider:
         if not api_key and not (access_key and secret_key):
             raise ValueError("Kling needs an access key and a secret key, or an API key")
         if model not in ALL_VIDEO_UNITS:
-            known = ", ".join((*VIDEO_MODELS, *OMNI_MODELS))
+            known = ", ".join(ALL_VIDEO_UNITS)
             raise ValueError(f"unknown Kling video model {model!r}; known: {known}")
+        if model in kling_paths.ROUTES and not api_key:
+            raise ValueError(
+                f"{model} is on Kling's new API, which takes only an API key: set LIKENESS_KLING_API_KEY "
+                "(or choose kling-v3 / kling-v3-omni, the same models on the routes the key pair opens)"
+            )
         if image_model not in IMAGE_UNITS:
             raise ValueError(f"unknown Kling image model {image_model!r}; known: {', '.join(IMAGE_MODELS)}")
         if mode not in MODES:
@@ -477,7 +546,7 @@ class KlingProvider:
         self.capabilities = Capabilities(
             name=NAME,
             kinds=frozenset({WorkKind.ANIMATE, WorkKind.SHEET}),
-            rows=ROWS,
+            rows=ROWS + PATH_ROWS if api_key else ROWS,  # the new API opens to an API key only
             default_model=model,
             image_limits=KLING,
             max_concurrency=max_concurrency,
@@ -494,6 +563,8 @@ class KlingProvider:
     # The Provider protocol
 
     async def submit(self, request: RenderRequest) -> Submission:
+        if request.kind is WorkKind.ANIMATE and request.model in kling_paths.ROUTES:
+            return await self._submit_on_paths(request)
         if request.kind is WorkKind.ANIMATE and request.model in OMNI_UNITS_PER_SECOND:
             endpoint, body = await self._omni(request)
         else:
@@ -523,9 +594,10 @@ class KlingProvider:
         None only when every endpoint says it has none; when one cannot be asked, a RetryableError (never a
         guess that would submit a second, paid task)."""
         external = self.external_id(job_id)
-        answers = await asyncio.gather(
-            *(self._lookup(endpoint, external) for endpoint in ENDPOINTS), return_exceptions=True
-        )
+        lookups = [self._lookup(endpoint, external) for endpoint in ENDPOINTS]
+        if self._api_key:
+            lookups.append(self._lookup_on_paths(external))
+        answers = await asyncio.gather(*lookups, return_exceptions=True)
         for answer in answers:
             if isinstance(answer, Submission):
                 return answer
@@ -535,6 +607,8 @@ class KlingProvider:
         return None
 
     async def poll(self, submission: Submission) -> PollResult:
+        if kling_paths.is_status_path(submission.status_url):
+            return await self._poll_on_paths(submission)
         endpoint, path = self._status_path(submission)
         if path is None:
             return await self._poll_anywhere(submission.task_id)
@@ -767,6 +841,69 @@ class KlingProvider:
         if len(self._elements) > 10_000:
             self._elements.clear()
         return element_id
+
+    async def _submit_on_paths(self, request: RenderRequest) -> Submission:
+        """A new-API model (bot.providers.kling_paths): model in the path, `contents[]`, found by external id."""
+        row = self.capabilities.row(request.model)
+        mode = self._mode_of(row, request.mode)
+        route = kling_paths.ROUTES[request.model]
+        external = self.external_id(request.job_id)
+        if request.model in kling_paths.OMNI_MODELS:
+            subjects, extras = _omni_inputs(request, row, mode)
+            element_ids = [await self._character_element(views, request.job_id) for views in subjects]
+        else:
+            # one image, the lead view as the first frame; another character's views stay, to be refused
+            lead = request.images[:1]
+            others = tuple(i for i in request.images[1:] if i.role == "view" and lead and i.subject != lead[0].subject)
+            problems = request_problems(row, replace(request, images=lead + others, mode=request.mode or mode))
+            if not request.images and request.start_frame is None:
+                problems.append("at least one reference image is needed")
+            if problems:
+                raise FinalError("Kling can't take this shot: " + "; ".join(problems) + ".", code="invalid")
+            element_ids, extras = [], []
+        inputs = await asyncio.to_thread(self._path_inputs, request, element_ids, extras)
+        body = kling_paths.body(request, row, mode, inputs, external)
+        try:
+            data = await self._call("POST", route, body, job_id=request.job_id)
+        except FinalError as error:
+            if error.code == "1201" and "external" in error.detail.lower():
+                found = await self._lookup_on_paths(external)
+                if found is not None:
+                    return found
+            raise
+        self._busy.pop(request.job_id, None)
+        task_id = data.get("id")
+        if not isinstance(task_id, str | int) or not str(task_id):
+            raise RetryableError("Kling accepted the shot but sent no task id.", code="malformed")
+        log.info("kling task %s created for job %s at %s", task_id, request.job_id, route)
+        return Submission(task_id=str(task_id), status_url=kling_paths.status_path(str(task_id)))
+
+    def _path_inputs(
+        self, request: RenderRequest, element_ids: list[int | str], extras: list[ReferenceImage]
+    ) -> kling_paths.Inputs:
+        """The shot's images encoded for the new API (blocking: re-encodes; run in a thread)."""
+        omni = request.model in kling_paths.OMNI_MODELS
+        first = None
+        if request.start_frame is not None or not omni:
+            first = _base64(_first_frame(_start_image(request), request.aspect_ratio))
+        last = None
+        if request.end_frame is not None:
+            last = _base64(_first_frame(_frame_image(request.end_frame), request.aspect_ratio))
+        return kling_paths.Inputs(first, last, element_ids, [_base64(image) for image in extras])
+
+    async def _lookup_on_paths(self, external: str) -> Submission | None:
+        data = await self._call("GET", kling_paths.lookup_path(external))
+        for task in kling_paths.tasks_of(data):
+            if str(task.get("external_task_id")) == external and isinstance(task.get("id"), str | int):
+                return Submission(task_id=str(task["id"]), status_url=kling_paths.status_path(str(task["id"])))
+        return None
+
+    async def _poll_on_paths(self, submission: Submission) -> PollResult:
+        data = await self._call("GET", kling_paths.status_path(submission.task_id))
+        for task in kling_paths.tasks_of(data):
+            if str(task.get("id")) == submission.task_id:
+                return kling_paths.task_result(task, VIDEO_UNIT_USD)
+        raise FinalError("Kling no longer knows this task.", detail=submission.task_id, code="not_found")
 
     def _sheet_body(self, request: RenderRequest) -> tuple[str, dict[str, Any]]:
         if request.model not in IMAGE_UNITS:
@@ -1148,6 +1285,10 @@ class KlingSettings(BaseModel):
     )
     model: str = Field(default="kling-v1-6", description="Kling video model.")
     concurrency: int = Field(default=5, ge=1, le=100, description="Kling tasks your resource pack runs at once.")
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="The signing secret of Kling's callbacks (whsec_...); when set, unsigned callbacks are refused.",
+    )
 
 
 def _bot_key(own: KlingSettings) -> Keys | None:
@@ -1203,5 +1344,6 @@ SPEC = ProviderSpec(
     dialects=(IMAGES_DIALECT, ELEMENTS_DIALECT),
     calls_back=True,
     callback_status=lambda payload: parse_callback(payload).result.status,
-    rows=ROWS,
+    rows=ROWS + PATH_ROWS,
+    webhook_secret=lambda own: secret(own.webhook_secret),
 )

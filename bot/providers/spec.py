@@ -87,6 +87,9 @@ class ProviderSpec(Generic[S]):
     # prints it, so an admin can choose before setting anything. An instance's capabilities hold the rows of the
     # models it was built with.
     rows: tuple[ModelRow, ...] = ()
+    # The secret its callbacks are signed with (Standard Webhooks), from its settings; None: unsigned. When one is
+    # set, bot.jobs.callbacks refuses every callback of this provider without a valid signature.
+    webhook_secret: Callable[[S], str | None] | None = None
 
     @property
     def takes_keys(self) -> bool:

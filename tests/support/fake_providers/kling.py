@@ -53,6 +53,7 @@ import copy
 import functools
 import hmac
 import io
+import json
 import random
 import threading
 import time
@@ -61,12 +62,16 @@ import warnings
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
 import aiohttp
 import jwt
+import standardwebhooks
 from aiohttp import web
 from PIL import Image, ImageDraw
+
+from tests.support.fake_providers import kling_paths
 
 T = TypeVar("T")
 
@@ -306,6 +311,10 @@ class FakeKling:
         self.callback_duplicates = 1  # each callback is posted this many times
         self.reorder_callbacks = False  # callbacks are held and posted newest first when the task ends
         self.drop_callbacks = False
+        # Signs callbacks the Standard Webhooks way (webhook-id, webhook-timestamp, webhook-signature) when set: the
+        # secret an admin copies from Kling's console ("whsec_" + Base64). `sign_with` signs with another (a forgery).
+        self.webhook_secret: str | None = None
+        self.sign_with: str | None = None
         # seconds (or a function giving them, per task) after its create that a task ends on its own
         self.finish_after: float | Callable[[], float] | None = None
         # records
@@ -337,6 +346,9 @@ class FakeKling:
             app.router.add_post(route, functools.partial(self._create, route))
             app.router.add_get(route, functools.partial(self._list, route))
             app.router.add_get(route + "/{id}", functools.partial(self._query, route))
+        for route in kling_paths.ROUTES:
+            app.router.add_post(route, functools.partial(self._create, route))
+        app.router.add_get(kling_paths.TASKS, self._tasks)
         app.router.add_get("/account/costs", self._costs)
         app.router.add_get("/results/{name}", self._result)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -446,6 +458,8 @@ class FakeKling:
         if self.api_key is not None and hmac.compare_digest(token, self.api_key):
             request[RECORD].account = self.access_key
             return None
+        if request.path in kling_paths.ROUTES or request.path == kling_paths.TASKS:
+            return ForcedError(1000, "this API takes an API key, not an access key and secret key pair")
         try:
             issuer = jwt.decode(token, options={"verify_signature": False}).get("iss")
             with warnings.catch_warnings():  # short test secrets are fine here
@@ -493,6 +507,8 @@ class FakeKling:
             if not isinstance(body, dict):
                 raise _Refused(1200, "request body must be a JSON object")
             sizes = self._validate(route, body, record.account)
+            if route in kling_paths.ROUTES:
+                body = {**body, "external_task_id": kling_paths.external_id_of(body)}
             if self.concurrency_limit is not None and route != ELEMENTS:
                 image = route in IMAGE_ROUTES
                 running = sum(1 for t in self.tasks.values() if t.active and not t.is_element and t.is_image == image)
@@ -550,6 +566,27 @@ class FakeKling:
         tasks = [t for t in self.tasks.values() if t.route == route and t.account == record.account][::-1]
         return self._ok(record, [self._task_object(t) for t in tasks[(page - 1) * size : page * size]])
 
+    async def _tasks(self, request: web.Request) -> web.StreamResponse:
+        """The new API's one query route: `?task_ids=a,b` or `?external_task_ids=x,y` (each poll moves a task)."""
+        record = request[RECORD]
+        if self.query_errors:
+            return self._refuse(record, self.query_errors.popleft())
+        ids = [i for i in request.query.get("task_ids", "").split(",") if i]
+        externals = [i for i in request.query.get("external_task_ids", "").split(",") if i]
+        if not ids and not externals:
+            return self._refuse(record, ForcedError(1201, "task_ids or external_task_ids is required"))
+        found = [
+            t
+            for t in self.tasks.values()
+            if t.route in kling_paths.ROUTES
+            and t.account == record.account
+            and (t.task_id in ids or t.external_task_id in externals)
+        ]
+        for task in found:
+            task.polls += 1
+            self._advance(task)
+        return self._ok(record, {"tasks": [self._task_object(t) for t in found]})
+
     async def _costs(self, request: web.Request) -> web.StreamResponse:
         record = request[RECORD]
         pack = {
@@ -592,6 +629,19 @@ class FakeKling:
     # ------------------------------------------------------------------------------------------ rules
 
     def _validate(self, route: str, body: dict[str, Any], account: str | None) -> list[tuple[int, int]]:
+        if route in kling_paths.ROUTES:
+            try:
+                return kling_paths.validate(
+                    route,
+                    body,
+                    image=self._image,
+                    element_exists=lambda element_id: element_id.isdigit() and int(element_id) in self.elements,
+                    external_taken=lambda external: any(
+                        t.external_task_id == external and t.account == account for t in self.tasks.values()
+                    ),
+                )
+            except kling_paths.PathRefusal as refusal:
+                raise _Refused(refusal.code, str(refusal)) from None
         if route == ELEMENTS:
             return self._validate_element(body, account)
         model = body.get("model_name", DEFAULT_MODEL[route])
@@ -847,7 +897,7 @@ class FakeKling:
             route=route,
             body=body,
             external_task_id=body.get("external_task_id"),
-            callback_url=body.get("callback_url"),
+            callback_url=body.get("callback_url") or kling_paths.callback_of(body),
             created_at=now,
             updated_at=now,
             units=self._units(route, body),
@@ -862,6 +912,8 @@ class FakeKling:
             return "0"
         if self.final_units is not None:
             return self.final_units
+        if route in kling_paths.ROUTES:
+            return kling_paths.units(route, body)
         model = body.get("model_name", DEFAULT_MODEL[route])
         if route in IMAGE_ROUTES:
             per_image = 8 if body.get("image") or route != IMAGE_GENERATIONS else 4
@@ -905,6 +957,19 @@ class FakeKling:
         self._status_changed(task)
 
     def _task_object(self, task: FakeTask, *, query: bool = True) -> dict[str, Any]:
+        if task.route in kling_paths.ROUTES:
+            finished = not task.active and task.status != "failed"
+            return kling_paths.task_object(
+                task_id=task.task_id,
+                status=task.status,
+                status_msg=task.status_msg,
+                external=task.external_task_id,
+                created_at=task.created_at,
+                updated_at=task.updated_at,
+                units_billed=(task.units if finished else "0") if not task.active else None,
+                result_url=self.result_url(task) if finished else None,
+                seconds=int(task.body.get("settings", {}).get("duration", 5)),
+            )
         data: dict[str, Any] = {
             "task_id": task.task_id,
             "task_status": task.status,
@@ -968,12 +1033,27 @@ class FakeKling:
         self._background.add(background)
         background.add_done_callback(self._background.discard)
 
+    def _signature(self, raw: bytes) -> dict[str, str]:
+        secret = self.sign_with or self.webhook_secret
+        if secret is None:
+            return {}
+        message_id = f"msg_{uuid.uuid4().hex}"
+        when = datetime.fromtimestamp(self.clock(), tz=UTC)
+        signature = standardwebhooks.Webhook(secret).sign(message_id, when, raw)
+        return {
+            "webhook-id": message_id,
+            "webhook-timestamp": str(int(when.timestamp())),
+            "webhook-signature": signature,
+        }
+
     async def _deliver(self, url: str, bodies: list[dict[str, Any]]) -> None:
         assert self._session is not None
         for body in bodies:  # in order, one at a time, as a single sender would
             status = 0
+            raw = json.dumps(body).encode()
+            headers = {"Content-Type": "application/json", **self._signature(raw)}
             with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                async with self._session.post(url, json=body) as response:
+                async with self._session.post(url, data=raw, headers=headers) as response:
                     status = response.status
             self.callbacks.append((url, body, status))
 
