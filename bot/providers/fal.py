@@ -14,6 +14,13 @@ The queue protocol:
   the result says so.
 - cancel: `PUT cancel_url`.
 
+Every fal clip endpoint is a row of the capability table (`Capabilities.rows`); a shot names its model and is sent to
+that endpoint (the configured `video_model` is the default). Kling O3 reference-to-video (providers-2026.md §1.2,
+providers.md §2.7) takes the most: several characters, each its own element (`@Element1`, `@Element2`...: one per
+cast member, its views grouped as `frontal_image_url` + `reference_image_urls`), a storyboard (`multi_prompt` +
+`shot_type: customize`, no `prompt`), `start_image_url` / `end_image_url`, and `generate_audio`. Its `duration`, like
+every fal Kling endpoint's, is a string enum ("3".."15"): a number is a 422.
+
 How a task is found again after a restart: `Submission.task_id` is fal's `request_id` and `Submission.status_url`
 holds a small JSON object (the worker stores it as the job's status URL):
 `{"v": 1, "status_url": ..., "response_url": ..., "cancel_url": ..., "kind": "animate", "duration": 5}`, the three
@@ -59,8 +66,10 @@ from bot.providers.base import (
     Capabilities,
     Dialect,
     FinalError,
+    Frame,
     KeyOwner,
     ModelRow,
+    MultiShot,
     OutcomeUnknownError,
     PollResult,
     ProviderError,
@@ -70,6 +79,8 @@ from bot.providers.base import (
     RetryableError,
     Submission,
     TaskStatus,
+    free_seconds,
+    request_problems,
 )
 from bot.providers.http import (
     KEY_REFUSED,
@@ -106,31 +117,34 @@ _UNANSWERED_SUBMIT = PaidSubmit(
 )
 
 
-# The prompt's dialect (Kling O1/O3 reference-to-video and v3 image-to-video, providers.md §2.7): the character's
-# views travel as ONE element, {frontal_image_url: first view, reference_image_urls: the next views}, called
-# @Element1; each bound element (outfit, prop...) is its own element, @Element2, @Element3... Elements are the one
+# The prompt's dialect (Kling O1/O3 reference-to-video and v3 image-to-video, providers.md §2.7): each character's
+# views travel as ONE element, {frontal_image_url: first view, reference_image_urls: the next views}: the first
+# character is @Element1, a second one in the same shot its own element (@Element2...), numbered in order of first
+# appearance together with each bound element (outfit, prop...), which is its own element too. Elements are the one
 # form all three fal endpoints take (v3 image-to-video has no image_urls) and the form fal's own example uses
-# ("@Element1 turns and waves, wearing the jacket from @Element2"). A Kling element holds 1 frontal + at most 3 more
-# angles (providers.md §1.7.8), so a fifth view spills into image_urls as @Image1 (O1/O3 only).
+# ("@Element1 and @Element2 enter the scene from two sides"). A Kling element holds 1 frontal + at most 3 more
+# angles (providers.md §1.7.8), so a character's fifth view spills into image_urls as @Image1 (O1/O3 only).
 ELEMENT_MAX_IMAGES = 4
 
 
 def _tokens(references: Sequence[Referable]) -> tuple[str, ...]:
-    """`@ElementN` / `@ImageN`: the references sharing a token form one element, the first of them its frontal
-    image."""
+    """`@ElementN` / `@ImageN`: the references sharing a token form one element (one per character, by `subject`),
+    the first of them its frontal image."""
     tokens: list[str] = []
-    elements = images = views_in_character = 0
-    character: int | None = None
+    elements = images = 0
+    characters: dict[int, tuple[int, int]] = {}  # subject -> (its element number, views in it so far)
     for ref in references:
         if ref.role == "element":
             elements += 1
             tokens.append(f"@Element{elements}")
-        elif views_in_character < ELEMENT_MAX_IMAGES:
-            if character is None:
-                elements += 1
-                character = elements
-            views_in_character += 1
-            tokens.append(f"@Element{character}")
+            continue
+        number, views = characters.get(ref.subject, (0, 0))
+        if number == 0:
+            elements += 1
+            number = elements
+        if views < ELEMENT_MAX_IMAGES:
+            characters[ref.subject] = (number, views + 1)
+            tokens.append(f"@Element{number}")
         else:
             images += 1
             tokens.append(f"@Image{images}")
@@ -142,7 +156,7 @@ DIALECT = Dialect("fal", _tokens)
 
 @dataclass(frozen=True)
 class VideoEndpoint:
-    """What one fal Kling endpoint takes."""
+    """What one fal Kling endpoint takes (its capability row is built from it, `_video_row`)."""
 
     family: Literal["reference", "elements"]  # reference: O1/O3 `elements` + `image_urls`; elements: Kling 1.6
     durations: tuple[int, ...]  # the first is the default (bot/animate.py uses durations[0])
@@ -150,6 +164,11 @@ class VideoEndpoint:
     negative_prompt: bool
     element_syntax: Dialect
     price_per_second: Money
+    audio: bool = False  # `generate_audio`
+    audio_price_per_second: Money | None = None  # with audio on, where it is known to cost more
+    frames: bool = False  # `start_image_url` and `end_image_url`
+    multi_shot: MultiShot | None = None  # `multi_prompt` + `shot_type`
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -159,26 +178,58 @@ class ImageEndpoint:
     price_per_image: Money
 
 
-_O1_DURATIONS = (5, 3, 4, 6, 7, 8, 9, 10)  # "3".."10", 5 first: the default
-_O3_DURATIONS = (5, 3, 4, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+_O1_DURATIONS = free_seconds(3, 10, 5)  # "3".."10", 5 first: the default
+_O3_DURATIONS = free_seconds(3, 15, 5)  # "3".."15"
+# O1/O3 reference-to-video: "max 7 total" (elements + image_urls + the start image), providers.md §2.7. Every
+# character is one element, so this is also how many characters one shot may hold.
+REFERENCE_MAX_INPUTS = 7
+# O3's storyboard: `multi_prompt: [{prompt, duration}]`, each duration the same string enum "3".."15" (fal's
+# KlingV3MultiPromptElement), adding up to the clip's; 6 shots at most and 512 characters a shot, as on Kling's own
+# API (providers-2026.md §1.1), since fal passes them on to Kling.
+O3_MULTI_SHOT = MultiShot(max_shots=6, min_shot_seconds=3, shot_prompt_max=512)
 
 
-def _reference_to_video(durations: tuple[int, ...], price: Money) -> VideoEndpoint:
-    """O1/O3 reference-to-video: 7 references at most in all (elements + image_urls), no negative prompt."""
-    return VideoEndpoint("reference", durations, 7, False, DIALECT, price)
+def _reference_to_video(durations: tuple[int, ...], price: Money, note: str, **o3: Any) -> VideoEndpoint:
+    """O1/O3 reference-to-video: 7 inputs at most in all (elements + image_urls + frames), no negative prompt."""
+    return VideoEndpoint("reference", durations, REFERENCE_MAX_INPUTS, False, DIALECT, price, note=note, **o3)
 
 
+def _o3(price: Money, audio_price: Money | None, note: str) -> VideoEndpoint:
+    return _reference_to_video(
+        _O3_DURATIONS,
+        price,
+        note,
+        audio=True,
+        audio_price_per_second=audio_price,
+        frames=True,
+        multi_shot=O3_MULTI_SHOT,
+    )
+
+
+_O1_NOTE = "Kling O1: each character's views as one element, outfits and props as elements too (7 in all)"
+_O3_NOTE = "Kling O3: several characters as elements, 3-15 s, audio, start/end frames, up to 6 shots"
 # Prices from reference/providers.md §2.7/§2.8 (USD). [T] marks a third-party figure, [?] an unconfirmed fact.
 VIDEO_ENDPOINTS: dict[str, VideoEndpoint] = {
-    "fal-ai/kling-video/o1/reference-to-video": _reference_to_video(_O1_DURATIONS, Money.from_usd("0.112")),
-    "fal-ai/kling-video/o1/standard/reference-to-video": _reference_to_video(_O1_DURATIONS, Money.from_usd("0.084")),
-    # [T] the O3 standard and pro prices
-    "fal-ai/kling-video/o3/standard/reference-to-video": _reference_to_video(_O3_DURATIONS, Money.from_usd("0.14")),
-    "fal-ai/kling-video/o3/pro/reference-to-video": _reference_to_video(_O3_DURATIONS, Money.from_usd("0.14")),
-    "fal-ai/kling-video/o3/4k/reference-to-video": _reference_to_video(_O3_DURATIONS, Money.from_usd("0.42")),
+    "fal-ai/kling-video/o1/reference-to-video": _reference_to_video(_O1_DURATIONS, Money.from_usd("0.112"), _O1_NOTE),
+    "fal-ai/kling-video/o1/standard/reference-to-video": _reference_to_video(
+        _O1_DURATIONS, Money.from_usd("0.084"), _O1_NOTE + "; standard quality"
+    ),
+    # [T] providers.md gives ~$0.14/s for O3 standard and pro; a copy of fal's O3 pro page gives $0.112/s with audio
+    # off and $0.14/s with audio on. [?] standard's audio surcharge: none found, so $0.14/s either way (an estimate
+    # that holds no less than the pro price with audio).
+    "fal-ai/kling-video/o3/standard/reference-to-video": _o3(Money.from_usd("0.14"), None, _O3_NOTE),
+    "fal-ai/kling-video/o3/pro/reference-to-video": _o3(Money.from_usd("0.112"), Money.from_usd("0.14"), _O3_NOTE),
+    # [O] $0.42/s (its page); [?] any audio surcharge
+    "fal-ai/kling-video/o3/4k/reference-to-video": _o3(Money.from_usd("0.42"), None, _O3_NOTE + "; 4K"),
     # Kling 1.6 elements: up to 4 input_image_urls, which the prompt cannot name; takes a negative prompt.
     "fal-ai/kling-video/v1.6/standard/elements": VideoEndpoint(
-        "elements", (5, 10), 4, True, PLAIN, Money.from_usd("0.056")
+        "elements",
+        (5, 10),
+        4,
+        True,
+        PLAIN,
+        Money.from_usd("0.056"),
+        note="Kling 1.6: 1-4 views of one character; a negative prompt; no audio, frames or storyboard",
     ),
 }
 IMAGE_ENDPOINTS: dict[str, ImageEndpoint] = {
@@ -199,12 +250,18 @@ def _video_row(model: str, endpoint: VideoEndpoint) -> ModelRow:
         free_durations=endpoint.family == "reference",
         aspect_ratios=ASPECT_RATIOS,
         max_images=endpoint.max_images,
-        max_subjects=endpoint.max_images if endpoint.family == "reference" else 1,
+        max_subjects=REFERENCE_MAX_INPUTS if endpoint.family == "reference" else 1,  # one element per character
+        start_frame="start_image_url" if endpoint.frames else None,
+        end_frame="end_image_url" if endpoint.frames else None,
+        multi_shot=endpoint.multi_shot,
+        audio=endpoint.audio,
         negative_prompt=endpoint.negative_prompt,
         prompt_max_chars=PROMPT_MAX_CHARS,
         element_syntax=endpoint.element_syntax,
         price_per_second={"": endpoint.price_per_second},
+        audio_price_per_second={"": endpoint.audio_price_per_second} if endpoint.audio_price_per_second else {},
         route=model,
+        note=endpoint.note,
     )
 
 
@@ -271,7 +328,6 @@ class FalProvider:
         self._key = key.strip()
         self._base_url = base_url.rstrip("/")
         self._origin = _origin(httpx.URL(self._base_url))
-        self._video = VIDEO_ENDPOINTS[video_model]
         self._image = IMAGE_ENDPOINTS[image_model]
         self.video_model = video_model
         self.image_model = image_model
@@ -282,7 +338,11 @@ class FalProvider:
             name="fal",
             display_name="fal.ai",
             kinds=frozenset({WorkKind.ANIMATE, WorkKind.SHEET}),
-            rows=(_video_row(video_model, self._video), _image_row(image_model, self._image)),
+            # every clip endpoint (a server may choose any), the configured one the default; the one image model
+            rows=(
+                *(_video_row(model, e) for model, e in VIDEO_ENDPOINTS.items()),
+                _image_row(image_model, self._image),
+            ),
             default_model=video_model,
             image_limits=FAL_IMAGE_LIMITS,
             max_concurrency=max_concurrency,
@@ -402,7 +462,8 @@ class FalProvider:
     def estimate_cost(self, request: RenderRequest) -> Money:
         if request.kind is WorkKind.SHEET:
             return self._image.price_per_image  # one image per sheet
-        return self._video.price_per_second * request.duration
+        row = self.capabilities.find_row(request.model) or self.capabilities.default_row
+        return row.clip_cost(None, request.duration, audio=request.audio)
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -430,25 +491,25 @@ class FalProvider:
         """The endpoint for this request, or a final error with what fal would refuse (before paying for a 422)."""
         problems: list[str] = []
         if request.kind is WorkKind.SHEET:
-            endpoint, max_images = self.image_model, self._image.max_images
+            endpoint = self.image_model
             if request.model != self.image_model:
                 problems.append(f"unknown image model {request.model!r} (available: {self.image_model})")
+            if len(request.images) > self._image.max_images:
+                problems.append(f"at most {self._image.max_images} reference images, got {len(request.images)}")
         elif request.kind is WorkKind.ANIMATE:
-            endpoint, max_images = self.video_model, self._video.max_images
-            if request.model != self.video_model:
-                problems.append(f"unknown model {request.model!r} (available: {self.video_model})")
-            if request.duration not in self._video.durations:
-                allowed = ", ".join(str(d) for d in sorted(self._video.durations))
-                problems.append(f"clips last {allowed} seconds, not {request.duration}")
-            if request.aspect_ratio not in ASPECT_RATIOS:
-                problems.append(f"aspect ratio {request.aspect_ratio!r} is not one of {', '.join(ASPECT_RATIOS)}")
+            endpoint = request.model
+            row = self.capabilities.find_row(request.model)
+            if row is None:
+                problems.append(f"unknown model {request.model!r} (available: {', '.join(self.capabilities.models)})")
+            else:
+                problems += request_problems(row, request)  # durations, audio, frames, characters, shots...
+                if VIDEO_ENDPOINTS[request.model].family == "reference":
+                    problems += _reference_problems(request)
         else:
             raise FinalError(f"fal.ai cannot do {request.kind.value} work here.", code="unsupported")
         if not request.images:
             problems.append("at least one reference image is needed")
-        if len(request.images) > max_images:
-            problems.append(f"at most {max_images} reference images, got {len(request.images)}")
-        if len(request.prompt) > PROMPT_MAX_CHARS:
+        if not request.shots and len(request.prompt) > PROMPT_MAX_CHARS:
             problems.append(f"the prompt is longer than {PROMPT_MAX_CHARS} characters")
         if problems:
             raise FinalError("fal.ai cannot take this request: " + "; ".join(problems) + ".", code="invalid")
@@ -461,7 +522,8 @@ class FalProvider:
         """The model input fal receives for this request (public so tests can compare)."""
         if request.kind is WorkKind.SHEET:
             return self._sheet_body(request)
-        if self._video.family == "elements":
+        endpoint = VIDEO_ENDPOINTS[request.model]
+        if endpoint.family == "elements":
             body: dict[str, Any] = {
                 "prompt": request.prompt,
                 "input_image_urls": [_data_uri(image) for image in request.images],
@@ -472,11 +534,24 @@ class FalProvider:
                 body["negative_prompt"] = request.negative_prompt
             return body
         elements, image_urls = fal_elements(request.images)
-        body = {"prompt": request.prompt, "elements": elements}
+        if request.shots:  # a storyboard: `multi_prompt` instead of `prompt` (fal takes one or the other)
+            body = {
+                "multi_prompt": [{"prompt": shot.prompt, "duration": str(shot.duration)} for shot in request.shots],
+                "shot_type": "customize",
+            }
+        else:
+            body = {"prompt": request.prompt}
+        body["elements"] = elements
         if image_urls:
             body["image_urls"] = image_urls
-        body["duration"] = str(request.duration)
+        if request.start_frame is not None:
+            body["start_image_url"] = _frame_uri(request.start_frame)
+        if request.end_frame is not None:
+            body["end_image_url"] = _frame_uri(request.end_frame)
+        body["duration"] = str(request.duration)  # a string enum ("3".."15"): fal answers 422 to a number
         body["aspect_ratio"] = request.aspect_ratio
+        if endpoint.audio:
+            body["generate_audio"] = request.audio  # said either way: O3's default (off) is not v3's (on)
         return body
 
     def _sheet_body(self, request: RenderRequest) -> dict[str, Any]:
@@ -761,13 +836,26 @@ class FalProvider:
 # Elements: the same grouping as the prompt's tokens (DIALECT)
 
 
+def _reference_problems(request: RenderRequest) -> list[str]:
+    """What O1/O3 refuse beyond the row: more than 7 elements, images and frames in all."""
+    tokens = set(_tokens(request.images))
+    frames = (request.start_frame is not None) + (request.end_frame is not None)
+    if len(tokens) + frames > REFERENCE_MAX_INPUTS:
+        return [
+            f"at most {REFERENCE_MAX_INPUTS} characters, outfit or prop elements, extra views and frames in all "
+            f"(this shot has {len(tokens) + frames})"
+        ]
+    return []
+
+
 def fal_elements(images: Sequence[ReferenceImage]) -> tuple[list[dict[str, Any]], list[str]]:
     """`elements` and `image_urls` for O1/O3, built from the tokens the compiled prompt used for these images.
 
     `DIALECT` names each image `@ElementN` or `@ImageN`: the images sharing `@ElementN` form
-    element N (the first is its frontal image, the rest its reference images: the character's views), every bound
-    element is its own `@ElementN`, and views past the fourth are `@ImageN` in `image_urls`. fal needs 1..3
-    reference images per element, so an element with a single image repeats it as its reference.
+    element N (the first is its frontal image, the rest its reference images: one character's views), every bound
+    element is its own `@ElementN`, and a character's views past the fourth are `@ImageN` in `image_urls`. fal
+    answers 422 to an element whose `reference_image_urls` is empty (providers-2026.md §1.2), so an element with a
+    single image repeats it as its reference.
     """
     tokens = _tokens(images)
     grouped: dict[int, list[str]] = {}
@@ -793,6 +881,10 @@ def fal_elements(images: Sequence[ReferenceImage]) -> tuple[list[dict[str, Any]]
 
 def _data_uri(image: ReferenceImage) -> str:
     return f"data:{image.mime};base64,{base64.b64encode(image.data).decode('ascii')}"
+
+
+def _frame_uri(frame: Frame) -> str:
+    return f"data:{frame.mime};base64,{base64.b64encode(frame.data).decode('ascii')}"
 
 
 def _app_id(endpoint: str) -> str:
