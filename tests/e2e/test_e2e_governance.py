@@ -208,9 +208,13 @@ async def test_draft_and_final_quality(fake: FakeDiscord, world: World, runner: 
     plain = scripted(runner, backend)
     await ava_with_front_view(fake, world)
     h = await shot(fake, world, "try", quality="draft")
-    assert h.content == "**Scripted** has a single quality, so draft and final are the same there."
+    assert h.content == "**Scripted** `scripted-1` has a single quality, so draft and final are the same there."
 
-    plain.capabilities = dataclasses.replace(plain.capabilities, modes=("std", "pro"))
+    caps = plain.capabilities
+    two_modes = dataclasses.replace(caps.default_row, modes=("std", "pro"))
+    plain.capabilities = dataclasses.replace(
+        caps, rows=tuple(two_modes if r is caps.default_row else r for r in caps.rows)
+    )
     assert runner.bot is not None
     draft = queued_id(await shot(fake, world, "try", quality="draft"))
     final = queued_id(await shot(fake, world, "keep", quality="final"))
@@ -271,7 +275,9 @@ async def test_the_servers_provider_and_model_are_used_by_default(
     fake: FakeDiscord, world: World, runner: BotRunner
 ) -> None:
     provider = scripted(runner, Backend())
-    provider.capabilities = dataclasses.replace(provider.capabilities, models=("scripted-1", "scripted-2"))
+    caps = provider.capabilities
+    second = dataclasses.replace(caps.default_row, model="scripted-2")
+    provider.capabilities = dataclasses.replace(caps, rows=(*caps.rows, second))
     await ava_with_front_view(fake, world)
     choices = await fake.autocomplete(
         world.studio_a, world.mo, "settings provider", {"provider": "scr"}, focused="provider"
