@@ -993,3 +993,73 @@ def test_the_rows() -> None:
     assert rows["veo3.1"].per_second(None, audio=True) == Money.from_usd("0.40")
     assert rows["veo3.1"].per_second(None) == Money.from_usd("0.20")
     assert RunwayProvider(api_key="k", video_model="gen4.5").capabilities.default_model == "gen4.5"
+
+
+async def test_worker_resumes_a_gen45_render_after_a_restart_and_records_the_charge(
+    tmp_path: Path, fake: FakeRunway
+) -> None:
+    """Submit, stop the worker while Runway renders, a new worker and provider resume from the stored task id:
+    one task only, and the job's final cost is what Runway said it charged (cost.credits), not the estimate."""
+    fake.pending_polls, fake.running_polls = 1, 3
+    fake.charge_next(45)  # 15 of the 60 estimated credits returned
+    storage = await Storage.open(tmp_path / "db.sqlite3", tmp_path / "blobs")
+    delivery = WatchingDelivery()
+
+    async def started() -> tuple[Worker, RunwayProvider]:
+        provider = RunwayProvider(api_key=fake.api_key, base_url=fake.url, timeout=10.0)
+        provider.capabilities = replace(provider.capabilities, typical_seconds=0.01)
+        worker = Worker(storage.jobs, storage.blobs, ProviderRegistry({"runway": provider}, "runway"), delivery)
+        await worker.start()
+        return worker, provider
+
+    async def reached(job_id: int, states: set[JobState]) -> Job:
+        async with asyncio.timeout(20):
+            while True:
+                current = await storage.jobs.get(job_id)
+                assert current is not None
+                if current.state in states:
+                    return current
+                await asyncio.sleep(0.01)  # a state check, not a wait for time
+
+    try:
+        character = await storage.characters.create(1, "Ava", "tall woman", owner_id=1)
+        blob = await storage.blobs.put(png_bytes(figure(RED)))
+        job = await storage.jobs.create(
+            guild_id=1,
+            channel_id=1,
+            user_id=1,
+            character_id=character.id,
+            character_name="Ava",
+            character_version=1,
+            kind=WorkKind.ANIMATE.value,
+            provider="runway",
+            model="gen4.5",
+            action="waves",
+            prompt="@front Ava waves at the camera.",
+            negative_prompt=None,
+            params=ShotParams(duration=5, aspect_ratio="16:9", camera="push_in"),
+            bound=[BoundImage(label="front", role="view", blob=blob)],
+            cost_estimate=Money.from_usd("0.60"),
+        )
+        worker, provider = await started()
+        running = await reached(job.id, {JobState.RUNNING})
+        await worker.stop()
+        await provider.close()
+        assert running.task_id in fake.tasks and fake.tasks[running.task_id].status != "SUCCEEDED"
+
+        worker, provider = await started()
+        try:
+            async with asyncio.timeout(20):
+                await delivery.finished.wait()
+        finally:
+            await worker.stop()
+            await provider.close()
+        done = await reached(job.id, {JobState.DONE, JobState.FAILED})
+        assert done.state is JobState.DONE, done.error
+        assert done.cost_final == Money.from_usd("0.45")
+        assert delivery.posted[job.id] == sample_video()
+        assert fake.count("POST") == 1  # resumed by its task id, never created twice
+        (create,) = [r for r in fake.requests if r.method == "POST"]
+        assert (create.body["model"], create.body["promptText"]) == ("gen4.5", "front Ava waves at the camera.")
+    finally:
+        await storage.close()
