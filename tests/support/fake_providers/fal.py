@@ -5,11 +5,16 @@
   `cancel_url` that leave out the subpath, under `url_prefix` (set it to prove a client follows the URLs it was
   given instead of rebuilding them).
 - The status moves with the polls: IN_QUEUE (`queue_position` counting down) for `queue_polls` polls, IN_PROGRESS
-  (`logs[]` with `?logs=1`) for `progress_polls`, then COMPLETED (`metrics.inference_time`). A failed request is
-  COMPLETED with `error`/`error_type`, and its result answers with the HTTP error and fal's body.
-- The input is checked like fal does (required prompt, duration and aspect enums, at most 7 elements + images,
-  1..3 reference images per element, each image >= 300 px with aspect 0.4..2.5): by default the problems surface
-  at COMPLETED, as a 422 `detail[]` on the result (what fal's backend does); `validate_at_submit` refuses at submit.
+  for `progress_polls`, then COMPLETED (`metrics.inference_time`). Every status answer is HTTP 200 (fal's queue
+  OpenAPI) and carries a `logs` key (the official client reads `data["logs"]`): a list with `?logs=1` (or the
+  client's `?logs=true`), else null. A failed request is COMPLETED with `error`/`error_type`, and its result
+  answers with the HTTP error and fal's body.
+- The input is checked like fal does (required prompt, duration and aspect enums as strings, at most 7 elements +
+  images + start image, 1..3 reference images per element, each image >= 300 px with aspect 0.4..2.5; on O3 also
+  `prompt` or `multi_prompt` but not both, each shot's duration a string enum adding up to the clip's, the frames,
+  `generate_audio` a boolean): by default the problems surface at COMPLETED, as a 422 `detail[]` on the result
+  (what fal's backend does); `validate_at_submit` refuses at submit. Each problem has fal's documented shape:
+  `loc`, `msg`, `type`, `url`, and `input` (and `ctx` where it says a limit).
 - Result files: a real small MP4 for clips, a real PNG sheet (three figures side by side on white) for images,
   hosted under `/fal-media/files/...`, expirable on demand.
 - Switches for a test: `fail_next`, `rate_limit_submits` (+ `retry_after`), `rate_limit_polls`, `server_errors`,
@@ -48,6 +53,8 @@ RESULT_WAIT_MSG = "Request is still in progress"
 
 O1_DURATIONS = tuple(str(d) for d in range(3, 11))
 O3_DURATIONS = tuple(str(d) for d in range(3, 16))
+SHOT_TYPES = ("customize", "intelligent")
+ERRORS_URL = "https://docs.fal.ai/errors"
 ASPECTS = ("16:9", "9:16", "1:1")
 SEEDREAM_SIZES = (
     "square_hd",
@@ -68,6 +75,7 @@ VIDEO_ENDPOINTS = {
     "fal-ai/kling-video/o3/4k/reference-to-video": O3_DURATIONS,
     "fal-ai/kling-video/v1.6/standard/elements": ("5", "10"),
 }
+O3_ENDPOINTS = frozenset(endpoint for endpoint in VIDEO_ENDPOINTS if "/o3/" in endpoint)
 IMAGE_ENDPOINTS = (
     "fal-ai/bytedance/seedream/v4/edit",
     "fal-ai/nano-banana/edit",
@@ -190,6 +198,11 @@ class MediaFile:
     expired: bool = False
 
 
+def _now() -> str:
+    """A log entry's timestamp, as fal writes it (ISO 8601, UTC)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + ".000Z"
+
+
 def app_id(endpoint: str) -> str:
     parts = endpoint.split("/")
     return "/".join(parts[: 3 if parts[0] in ("workflows", "comfy") else 2])
@@ -200,7 +213,9 @@ def app_id(endpoint: str) -> str:
 
 
 def problem(loc: list[str | int], msg: str, kind: str, **extra: Any) -> dict[str, Any]:
-    return {"loc": ["body", *loc], "msg": msg, "type": kind, **extra}
+    """One `detail[]` entry as fal documents it (model-apis/errors): `loc`, `msg`, `type`, `url`, and `input` /
+    `ctx` when given."""
+    return {"loc": ["body", *loc], "msg": msg, "type": kind, "url": f"{ERRORS_URL}#{kind}", **extra}
 
 
 def check_image(loc: list[str | int], value: object) -> list[dict[str, Any]]:
@@ -241,11 +256,62 @@ def check_prompt(body: dict[str, Any], *, required: bool = True) -> list[dict[st
     return []
 
 
-def check_enum(body: dict[str, Any], name: str, allowed: tuple[str, ...]) -> list[dict[str, Any]]:
-    if name not in body or body[name] in allowed:
+def check_enum(
+    body: dict[str, Any], name: str, allowed: tuple[str, ...], loc: list[str | int] | None = None
+) -> list[dict[str, Any]]:
+    """A string enum (fal's `duration` is "3".."15", so the number 5 is refused like "16": a Literal)."""
+    if name not in body or (isinstance(body[name], str) and body[name] in allowed):
         return []
     expected = ", ".join(f"'{value}'" for value in allowed)
-    return [problem([name], f"Input should be {expected}", "literal_error", ctx={"expected": expected})]
+    return [
+        problem(
+            [*(loc or []), name],
+            f"Input should be {expected}",
+            "literal_error",
+            ctx={"expected": expected},
+            input=body[name],
+        )
+    ]
+
+
+def check_multi_prompt(body: dict[str, Any], shots: object) -> list[dict[str, Any]]:
+    """O3's storyboard: 1..6 `{prompt, duration}`, each duration a string enum, the sum the clip's duration."""
+    problems: list[dict[str, Any]] = []
+    if body.get("prompt") is not None:
+        problems.append(
+            problem(["prompt"], "Either prompt or multi_prompt must be provided, but not both.", "value_error")
+        )
+    if not isinstance(shots, list) or not shots:
+        return [*problems, problem(["multi_prompt"], "List should have at least 1 item", "too_short", input=shots)]
+    if len(shots) > 6:
+        problems.append(problem(["multi_prompt"], "List should have at most 6 items", "too_long"))
+    total = 0
+    for index, shot in enumerate(shots):
+        if not isinstance(shot, dict):
+            problems.append(problem(["multi_prompt", index], "Input should be a valid dictionary", "dict_type"))
+            continue
+        text = shot.get("prompt")
+        if not isinstance(text, str) or not text.strip():
+            problems.append(problem(["multi_prompt", index, "prompt"], "field required", "missing", input=text))
+        elif len(text) > 512:
+            problems.append(
+                problem(["multi_prompt", index, "prompt"], "String should have at most 512 characters", "too_long")
+            )
+        given = {"duration": "5", **shot}  # fal's default
+        wrong = check_enum(given, "duration", O3_DURATIONS, ["multi_prompt", index])
+        problems += wrong
+        if not wrong:
+            total += int(given["duration"])
+    clip = body.get("duration", "5")
+    if not problems and isinstance(clip, str) and clip.isdigit() and total != int(clip):
+        problems.append(
+            problem(
+                ["multi_prompt"],
+                f"The shots' durations add up to {total} s; they must equal the video's duration ({clip} s).",
+                "value_error",
+            )
+        )
+    return problems
 
 
 def validate(endpoint: str, body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -257,7 +323,22 @@ def validate(endpoint: str, body: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def validate_reference(endpoint: str, body: dict[str, Any]) -> list[dict[str, Any]]:
-    problems = check_prompt(body)
+    o3 = endpoint in O3_ENDPOINTS  # O1 has no storyboard, frames or audio: fal ignores unknown fields there
+    if o3 and body.get("multi_prompt") is not None:
+        problems = check_multi_prompt(body, body["multi_prompt"])
+        problems += check_enum(body, "shot_type", SHOT_TYPES)
+    else:
+        problems = check_prompt(body)
+    if o3:
+        for name in ("start_image_url", "end_image_url"):
+            if body.get(name) is not None:
+                problems += check_image([name], body[name])
+        if "generate_audio" in body and not isinstance(body["generate_audio"], bool):
+            problems.append(
+                problem(
+                    ["generate_audio"], "Input should be a valid boolean", "bool_type", input=body["generate_audio"]
+                )
+            )
     problems += check_enum(body, "duration", VIDEO_ENDPOINTS[endpoint])
     problems += check_enum(body, "aspect_ratio", ASPECTS)
     elements = body.get("elements") or []
@@ -276,11 +357,15 @@ def validate_reference(endpoint: str, body: dict[str, Any]) -> list[dict[str, An
         problems += check_image(["elements", index, "frontal_image_url"], element["frontal_image_url"])
         references = element.get("reference_image_urls") or []
         if not isinstance(references, list) or not 1 <= len(references) <= 3:
+            # what fal answers to a frontal image with no reference images (providers-2026.md §1.2): Kling's own
+            # words passed on, in a 422 `detail[]`
             problems.append(
                 problem(
                     ["elements", index, "reference_image_urls"],
                     "elementReferList: size must be between 1 and 3",
                     "invalid_value",
+                    input=element.get("reference_image_urls"),
+                    ctx={"min_length": 1, "max_length": 3},
                 )
             )
             continue
@@ -537,28 +622,46 @@ class FakeFal:
             self.rate_limit_polls -= 1
             return self._rate_limited()
         urls = self._urls(queued)
+        headers = {"x-fal-request-id": queued.request_id}
+        # always a `logs` key, always HTTP 200 (fal's queue OpenAPI; the official client reads data["logs"])
+        with_logs = request.query.get("logs", "").lower() in ("1", "true")
         if queued.state == "canceled":
-            body = {"status": "COMPLETED", "error": "Request was cancelled", "error_type": "client_cancelled", **urls}
-            return web.json_response(body, headers={"x-fal-request-id": queued.request_id})
+            body = {
+                "status": "COMPLETED",
+                "logs": [] if with_logs else None,
+                "error": "Request was cancelled",
+                "error_type": "client_cancelled",
+                **urls,
+            }
+            return web.json_response(body, headers=headers)
         queued.polls += 1
         if queued.state != "done" and queued.polls <= self.queue_polls:
-            body: dict[str, Any] = {"status": "IN_QUEUE", "queue_position": self.queue_polls - queued.polls, **urls}
-            return web.json_response(body, status=202)
+            body: dict[str, Any] = {
+                "status": "IN_QUEUE",
+                "queue_position": self.queue_polls - queued.polls,
+                "logs": [] if with_logs else None,
+                **urls,
+            }
+            return web.json_response(body, headers=headers)
         if queued.state != "done" and queued.polls <= self.queue_polls + self.progress_polls:
             queued.state = "running"
-            body = {"status": "IN_PROGRESS", **urls}
-            if request.query.get("logs") == "1":
-                body["logs"] = [{"message": "Generating...", "level": "INFO", "source": "USER", "timestamp": ""}]
-            return web.json_response(body, status=202)
+            logs = [{"message": "Generating...", "level": "INFO", "source": "USER", "timestamp": _now()}]
+            body = {"status": "IN_PROGRESS", "logs": logs if with_logs else None, **urls}
+            return web.json_response(body, headers=headers)
         if queued.state != "done":
             self._finish(queued)
-        body = {"status": "COMPLETED", "metrics": {"inference_time": 1.25}, **urls}
-        if request.query.get("logs") == "1":
-            body["logs"] = []
+        body = {
+            "status": "COMPLETED",
+            "logs": [{"message": "Done.", "level": "INFO", "source": "USER", "timestamp": _now()}]
+            if with_logs
+            else None,
+            "metrics": {"inference_time": 1.25},
+            **urls,
+        }
         if queued.failure is not None and queued.failure.in_status:
             body["error"] = queued.failure.status_error()
             body["error_type"] = queued.failure.error_type
-        return web.json_response(body, headers={"x-fal-request-id": queued.request_id})
+        return web.json_response(body, headers=headers)
 
     async def _complete_and_call_back(self, queued: QueuedRequest, after: float) -> None:
         await asyncio.sleep(after)
@@ -583,7 +686,12 @@ class FakeFal:
 
     def _urls(self, queued: QueuedRequest) -> dict[str, str]:
         base = f"{self.url}{self.url_prefix}/{queued.app}/requests/{queued.request_id}"
-        return {"request_id": queued.request_id, "response_url": base, "status_url": f"{base}/status"}
+        return {
+            "request_id": queued.request_id,
+            "response_url": base,
+            "status_url": f"{base}/status",
+            "cancel_url": f"{base}/cancel",
+        }
 
     def _finish(self, queued: QueuedRequest) -> None:
         queued.state = "done"
