@@ -9,6 +9,10 @@ drives a provider, at most `max_concurrency` at once: `find` then `submit` (a Re
 - steady: `jobs` jobs, a task ends at its second poll.
 - storm: the same again while the fake answers 1303 with HTTP 429 to 80 % of creates for 3 s (its own
   concurrency cap at the provider's as well); every job must still complete, once.
+- kling_v3: Kling 3.0 on the `/v1` routes, 12 s with native audio and an end frame (`image_tail`, `sound`).
+- kling_3_0_paths: kling-3.0 on the new-standard API (API key, `contents[]`, `GET /tasks`), where one create in
+  five loses its answer (the connection drops after the task is made): each is found by its external id, never
+  created twice.
 """
 
 from __future__ import annotations
@@ -24,12 +28,21 @@ from dataclasses import dataclass, field
 from PIL import Image, ImageDraw
 
 from bot.domain import WorkKind
-from bot.providers.base import PollResult, ReferenceImage, RenderRequest, RetryableError, Submission, TaskStatus
+from bot.providers.base import (
+    Frame,
+    PollResult,
+    ReferenceImage,
+    RenderRequest,
+    RetryableError,
+    Submission,
+    TaskStatus,
+)
 from bot.providers.kling import KlingProvider
 from tests.support.fake_providers.kling import FakeKling, FakeKlingThread
 
 ACCESS = "ak-bench"
 SECRET = "sk-bench-0123456789abcdef0123456789abcdef"
+API_KEY = "kling-bench-api-key"
 POLL_INTERVAL = 0.02  # seconds between polls (the fake ends a task at its second poll)
 WORKER_MAX_ATTEMPTS = 6  # bot.jobs.worker.WorkerConfig.max_attempts: retryable errors in a row before a job fails
 STORM_SECONDS = 3.0
@@ -84,8 +97,21 @@ async def drive(provider: KlingProvider, request: RenderRequest, rng: random.Ran
     return outcome
 
 
-async def phase(runner: FakeKlingThread, jobs: int, first_job: int, *, storm: bool) -> dict[str, object]:
-    provider = KlingProvider(base_url=runner.base_url, access_key=ACCESS, secret_key=SECRET)
+async def phase(
+    runner: FakeKlingThread,
+    jobs: int,
+    first_job: int,
+    *,
+    storm: bool,
+    model: str = "kling-v1-6",
+    seconds: int = 5,
+    audio: bool = False,
+    end_frame: Frame | None = None,
+    api_key: bool = False,
+    lose_every: int = 0,
+) -> dict[str, object]:
+    keys = {"api_key": API_KEY} if api_key else {"access_key": ACCESS, "secret_key": SECRET}
+    provider = KlingProvider(base_url=runner.base_url, model=model, **keys)
     cap = provider.capabilities.max_concurrency
     slots = asyncio.Semaphore(cap)
     rng = random.Random(first_job)
@@ -95,13 +121,15 @@ async def phase(runner: FakeKlingThread, jobs: int, first_job: int, *, storm: bo
         request = RenderRequest(
             job_id=job_id,
             kind=WorkKind.ANIMATE,
-            model="kling-v1-6",
+            model=model,
             prompt="Ava, the character in the reference image: waves at the camera and smiles. Slow push-in.",
             negative_prompt="blur, extra fingers, melting face",
-            duration=5,
+            duration=seconds,
             aspect_ratio="16:9",
             camera="push_in",
             images=(image,),
+            audio=audio,
+            end_frame=end_frame,
         )
         async with slots:
             return await drive(provider, request, rng)
@@ -110,6 +138,8 @@ async def phase(runner: FakeKlingThread, jobs: int, first_job: int, *, storm: bo
         fake.concurrency_limit = cap
         if storm:
             fake.storm(STORM_SECONDS, STORM_SHARE, http_status=429)
+        fake.lose_submits = jobs // lose_every if lose_every else 0
+        fake.lose_mode = "drop"
 
     runner.call(arm)
     fake_cpu, cpu, wall = runner.cpu_seconds(), time.process_time(), time.perf_counter()
@@ -161,10 +191,22 @@ async def phase(runner: FakeKlingThread, jobs: int, first_job: int, *, storm: bo
 
 async def run(latency: float = 0.005, jobs: int = 50) -> dict[str, object]:
     """Figures of one run (see the module docstring); prints nothing."""
-    with FakeKlingThread(access_key=ACCESS, secret_key=SECRET, latency=latency) as runner:
+    end = Frame(reference().data, "image/jpeg")
+    with FakeKlingThread(access_key=ACCESS, secret_key=SECRET, api_key=API_KEY, latency=latency) as runner:
         steady = await phase(runner, jobs, 1, storm=False)
         storm = await phase(runner, jobs, 100_000, storm=True)
-    return {"latency_ms": latency * 1000, "max_concurrency": 5, "steady": steady, "storm": storm}
+        v3 = await phase(runner, jobs, 200_000, storm=False, model="kling-v3", seconds=12, audio=True, end_frame=end)
+        paths = await phase(
+            runner, jobs, 300_000, storm=False, model="kling-3.0", seconds=12, api_key=True, lose_every=5
+        )
+    return {
+        "latency_ms": latency * 1000,
+        "max_concurrency": 5,
+        "steady": steady,
+        "storm": storm,
+        "kling_v3": v3,
+        "kling_3_0_paths": paths,
+    }
 
 
 if __name__ == "__main__":
