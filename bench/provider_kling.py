@@ -110,8 +110,10 @@ async def phase(
     api_key: bool = False,
     lose_every: int = 0,
 ) -> dict[str, object]:
-    keys = {"api_key": API_KEY} if api_key else {"access_key": ACCESS, "secret_key": SECRET}
-    provider = KlingProvider(base_url=runner.base_url, model=model, **keys)
+    if api_key:
+        provider = KlingProvider(base_url=runner.base_url, model=model, api_key=API_KEY)
+    else:
+        provider = KlingProvider(base_url=runner.base_url, model=model, access_key=ACCESS, secret_key=SECRET)
     cap = provider.capabilities.max_concurrency
     slots = asyncio.Semaphore(cap)
     rng = random.Random(first_job)
