@@ -45,7 +45,7 @@ import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -472,14 +472,7 @@ def _unit_price_of(task: Mapping[str, Any], endpoint: str | None) -> Money:
     return IMAGE_UNIT_USD if isinstance(result, Mapping) and result.get("images") else VIDEO_UNIT_USD
 
 
-def _decimal(value: object) -> Decimal | None:
-    if value is None or isinstance(value, bool) or value == "":
-        return None
-    try:
-        number = Decimal(str(value))
-    except InvalidOperation:
-        return None
-    return number if number.is_finite() else None
+_decimal = kling_paths.decimal_of
 
 
 def _text(value: object) -> str:

@@ -139,7 +139,7 @@ def _outputs(outputs: object) -> tuple[Artifact, ...]:
     found: list[Artifact] = []
     for output in outputs if isinstance(outputs, list) else ():
         if isinstance(output, Mapping) and isinstance(output.get("url"), str) and output["url"]:
-            seconds = _decimal(output.get("duration"))
+            seconds = decimal_of(output.get("duration"))
             kind = "image/png" if output.get("type") == "image" else "video/mp4"
             found.append(Artifact(output["url"], kind, float(seconds) if seconds is not None else None))
     return tuple(found)
@@ -148,12 +148,13 @@ def _outputs(outputs: object) -> tuple[Artifact, ...]:
 def _charged(billing: object, unit_price: Money) -> Money | None:
     if not isinstance(billing, list):
         return None
-    units = [_decimal(item.get("units")) for item in billing if isinstance(item, Mapping)]
+    units = [decimal_of(item.get("units")) for item in billing if isinstance(item, Mapping)]
     known = [u for u in units if u is not None]
     return unit_price * sum(known, Decimal(0)) if known else None
 
 
-def _decimal(value: object) -> Decimal | None:
+def decimal_of(value: object) -> Decimal | None:
+    """A number Kling sent (as text or a number), or None when it is not one."""
     if value is None or isinstance(value, bool) or value == "":
         return None
     try:
