@@ -55,20 +55,21 @@ def bot_keys(settings: Settings) -> dict[str, dict[str, str | None]]:
     """The bot's own keys, by provider, for the providers that take keys and have them."""
     keys: dict[str, dict[str, str | None]] = {}
     for spec in catalog.SPECS:
-        found = spec.bot_key(spec.own_settings(settings)) if spec.takes_keys else None
+        found = spec.bot_key(spec.own_settings(settings)) if spec.takes_keys or spec.read_bot_key else None
         if found is not None:
             keys[spec.name] = dict(found)
     return keys
 
 
 def build_providers(settings: Settings) -> dict[str, Provider]:
-    """Those that take no key (local) always; one that takes keys only when the bot has its key (a provider
-    without a key is not offered to members, unless a server brings its own key)."""
+    """Those that take no key (local) always, unless their `read_bot_key` says they are not set up (ComfyUI without
+    its server); one that takes keys only when the bot has its key (a provider without a key is not offered to
+    members, unless a server brings its own key)."""
     keyed = bot_keys(settings)
     return {
         spec.name: build_provider(settings, spec.name, keyed.get(spec.name, {}))
         for spec in catalog.SPECS
-        if not spec.takes_keys or spec.name in keyed
+        if (not spec.takes_keys and spec.read_bot_key is None) or spec.name in keyed
     }
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.providers import fal, kling, local, runway
+from bot.providers import comfyui, fal, kling, local, runway
 from bot.providers.spec import ProviderSpec
 
-SPECS: tuple[ProviderSpec[Any], ...] = (local.SPEC, kling.SPEC, fal.SPEC, runway.SPEC)
+SPECS: tuple[ProviderSpec[Any], ...] = (local.SPEC, kling.SPEC, fal.SPEC, runway.SPEC, comfyui.SPEC)
 
 
 def find(name: str) -> ProviderSpec[Any] | None:
