@@ -106,3 +106,17 @@ def test_the_readme_settings_table_matches_the_settings_model() -> None:
     assert readme[start:end] == settings_table(), "README's settings table is stale: run `python -m bot.infra.config`"
     for name in Settings.model_fields:
         assert name.upper() in settings_table()
+
+
+def test_a_kling_webhook_secret_makes_its_callbacks_signed_and_a_bad_one_is_named(tmp_path: Path) -> None:
+    from bot.runtime import signing_secrets
+
+    assert signing_secrets(Settings(data_dir=tmp_path)) == {}
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    signed = Settings(data_dir=tmp_path, kling_webhook_secret=secret)  # pyright: ignore[reportCallIssue]
+    assert signing_secrets(signed) == {"kling": secret}
+    assert secret not in repr(signed)  # a secret setting: never shown
+    bad = Settings(data_dir=tmp_path, kling_webhook_secret="whsec_")  # pyright: ignore[reportCallIssue]
+    with pytest.raises(SettingsError, match="LIKENESS_KLING_WEBHOOK_SECRET is not a signing secret") as refused:
+        signing_secrets(bad)
+    assert "whsec_" not in str(refused.value).replace("(whsec_ followed by Base64)", "")
