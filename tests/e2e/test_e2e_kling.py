@@ -27,9 +27,15 @@ async def kling() -> AsyncIterator[FakeKling]:
         yield fake
 
 
-def use_kling(runner: BotRunner, kling: FakeKling, model: str = "kling-v1-6") -> KlingProvider:
-    """Kling set up with keys, as an admin would; registered now and at every start of the bot."""
-    provider = KlingProvider(base_url=kling.base_url, access_key=ACCESS, secret_key=SECRET, model=model)
+def use_kling(
+    runner: BotRunner, kling: FakeKling, model: str = "kling-v1-6", *, api_key: str | None = None
+) -> KlingProvider:
+    """Kling set up with keys (the pair, or the single API key), as an admin would; registered now and at every
+    start of the bot."""
+    if api_key is not None:
+        provider = KlingProvider(base_url=kling.base_url, api_key=api_key, model=model)
+    else:
+        provider = KlingProvider(base_url=kling.base_url, access_key=ACCESS, secret_key=SECRET, model=model)
     # The fake renders in two polls, not in Kling's minute and a half: the first poll comes at once.
     provider.capabilities = replace(provider.capabilities, typical_seconds=0.2)
     runner.providers.append(provider)
@@ -155,3 +161,21 @@ async def test_a_shot_the_model_cannot_take_is_refused_before_anything_is_held(
     assert runner.bot is not None
     assert await runner.bot.services.storage.jobs.recent_in_guild(world.studio_a.id) == []
     assert kling.create_attempts == 0
+
+
+async def test_kling_3_0_on_the_new_api_delivers_the_clip_and_records_klings_billing(
+    kling: FakeKling, fake: FakeDiscord, world: World, runner: BotRunner
+) -> None:
+    kling.api_key = "kling-single-key"
+    use_kling(runner, kling, "kling-3.0", api_key="kling-single-key")
+    await ava_with_front_view(fake, world)
+    job_id = await animate(fake, world, "turns to the window", provider="kling", duration=6)
+    await until(fake, lambda: bool(result_of(fake, world, job_id)), "the Kling 3.0 clip")
+    [result] = result_of(fake, world, job_id)
+    assert "kling/kling-3.0" in result.content
+    [body] = kling.bodies("/image-to-video/kling-3.0")
+    assert body["settings"]["duration"] == 6 and body["options"]["external_task_id"] == str(job_id)
+    await until_done(runner, job_id)
+    assert runner.bot is not None
+    job = await runner.bot.services.storage.jobs.get(job_id)
+    assert job is not None and (job.cost_final or Money.ZERO).usd == Decimal("0.504")  # 0.6 U/s x 6 s, billed
