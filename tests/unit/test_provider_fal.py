@@ -32,20 +32,34 @@ from bot.jobs.worker import Worker, WorkerConfig
 from bot.providers.base import (
     Artifact,
     FinalError,
+    Frame,
     OutcomeUnknownError,
     PollResult,
     Provider,
     ReferenceImage,
     RenderRequest,
     RetryableError,
+    ShotPrompt,
     Submission,
     TaskStatus,
 )
-from bot.providers.fal import DIALECT, VIDEO_ENDPOINTS, FalProvider, _retry_after
+from bot.providers.fal import DIALECT, SPEC, VIDEO_ENDPOINTS, FalProvider, _retry_after
 from bot.providers.registry import ProviderRegistry
 from storage import Storage
 from tests.support.fake_providers.fal import Failure, FakeFal, content_policy, runner_error
-from tests.support.fal_requests import BACK, FACE, FRONT, JACKET, SIDE, SWORD, THREE_QUARTER, VIDEO_MODEL, animate, ref
+from tests.support.fal_requests import (
+    BACK,
+    FACE,
+    FRONT,
+    JACKET,
+    SIDE,
+    SWORD,
+    THREE_QUARTER,
+    VIDEO_MODEL,
+    animate,
+    jpeg,
+    ref,
+)
 
 DONE = {TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELED}
 WRONG_KEY = "fal-wrong-key-SECRET-9f8e7d"
@@ -711,3 +725,274 @@ async def test_which_submit_failures_leave_the_outcome_unknown(fake: FakeFal, pr
         assert refused.value.code == "network" and not isinstance(refused.value, OutcomeUnknownError)
     finally:
         await closed.close()
+
+
+# ------------------------------------------------------------------------------------------------ Kling O3
+
+O3 = "fal-ai/kling-video/o3/pro/reference-to-video"
+O3_STANDARD = "fal-ai/kling-video/o3/standard/reference-to-video"
+V16 = "fal-ai/kling-video/v1.6/standard/elements"
+BEN_FRONT = replace(ref("ben_front", "view", (20, 120, 200)), subject=1)
+BEN_SIDE = replace(ref("ben_side", "view", (200, 120, 20)), subject=1)
+START = Frame(jpeg((240, 240, 240), (720, 405)), "image/jpeg")
+END = Frame(jpeg((10, 90, 40), (720, 405)), "image/jpeg")
+TWO = (FRONT, THREE_QUARTER, BEN_FRONT, BEN_SIDE, JACKET)
+
+
+def o3(**changes: Any) -> RenderRequest:
+    """Ava (front, 3/4) and Ben (front, side) in one shot, Ava in the jacket, on O3 pro."""
+    prompt = "@Element1 and @Element2 meet in the square; @Element1 wears @Element3."
+    return replace(animate(model=O3, images=TWO, prompt=prompt), **changes)
+
+
+def frame_uri(frame: Frame) -> str:
+    return f"data:{frame.mime};base64,{base64.b64encode(frame.data).decode()}"
+
+
+async def test_the_o3_row(provider: FalProvider) -> None:
+    row = provider.capabilities.row(O3)
+    assert (row.max_images, row.max_subjects, row.audio) == (7, 7, True)  # fal's "max 7 total": one element each
+    assert (row.start_frame, row.end_frame) == ("start_image_url", "end_image_url")
+    assert row.multi_shot is not None and (row.multi_shot.max_shots, row.multi_shot.min_shot_seconds) == (6, 3)
+    assert row.durations[0] == 5 and set(row.durations) == set(range(3, 16)) and row.free_durations
+    assert (row.per_second(None), row.per_second(None, audio=True)) == (Money.from_usd("0.112"), Money.from_usd("0.14"))
+    old = provider.capabilities.row(V16)
+    assert (old.audio, old.end_frame, old.multi_shot, old.max_subjects) == (False, None, None, 1)
+    o1 = provider.capabilities.default_row
+    assert (o1.audio, o1.end_frame, o1.multi_shot) == (False, None, None)
+    assert {row.model for row in SPEC.rows if row.makes_clips} == set(provider.capabilities.models)
+
+
+async def test_two_characters_on_o3_are_two_elements(fake: FakeFal, provider: FalProvider) -> None:
+    assert reference_tokens(TWO, DIALECT) == ("@Element1", "@Element1", "@Element2", "@Element2", "@Element3")
+    submission = await provider.submit(o3())
+    assert fake.submits()[0].path == f"/{O3}"
+    body = submitted_body(fake)
+    assert body["prompt"].startswith("@Element1 and @Element2")
+    assert body["elements"] == [
+        {"frontal_image_url": uri(FRONT), "reference_image_urls": [uri(THREE_QUARTER)]},
+        {"frontal_image_url": uri(BEN_FRONT), "reference_image_urls": [uri(BEN_SIDE)]},
+        {"frontal_image_url": uri(JACKET), "reference_image_urls": [uri(JACKET)]},
+    ]
+    assert (body["duration"], body["generate_audio"]) == ("5", False)  # a string enum; audio said either way
+    assert "start_image_url" not in body and "end_image_url" not in body and "multi_prompt" not in body
+    assert handle(submission)["status_url"].endswith(f"/fal-ai/kling-video/requests/{submission.task_id}/status")
+    assert (await run_to_end(provider, submission)).status is TaskStatus.SUCCEEDED  # the fake's checks passed
+
+
+async def test_a_characters_views_stay_together_in_any_order(fake: FakeFal, provider: FalProvider) -> None:
+    """Views of two characters interleaved still form one element per character, numbered by first appearance."""
+    images = (BEN_FRONT, FRONT, BEN_SIDE, THREE_QUARTER)
+    assert reference_tokens(images, DIALECT) == ("@Element1", "@Element2", "@Element1", "@Element2")
+    await provider.submit(o3(images=images))
+    assert [e["frontal_image_url"] for e in submitted_body(fake)["elements"]] == [uri(BEN_FRONT), uri(FRONT)]
+
+
+async def test_start_and_end_frames_on_o3(fake: FakeFal, provider: FalProvider) -> None:
+    submission = await provider.submit(o3(start_frame=START, end_frame=END, duration=10))
+    body = submitted_body(fake)
+    assert (body["start_image_url"], body["end_image_url"]) == (frame_uri(START), frame_uri(END))
+    assert body["duration"] == "10"
+    assert (await run_to_end(provider, submission)).status is TaskStatus.SUCCEEDED
+
+
+async def test_audio_on_o3_is_asked_for_and_priced(fake: FakeFal, provider: FalProvider) -> None:
+    request = o3(audio=True, duration=8)
+    submission = await provider.submit(request)
+    assert submitted_body(fake)["generate_audio"] is True
+    assert provider.estimate_cost(request) == Money.from_usd("1.12")  # $0.14/s with audio
+    assert provider.estimate_cost(o3(duration=8)) == Money.from_usd("0.896")  # $0.112/s without
+    assert provider.estimate_cost(o3(model=O3_STANDARD, audio=True, duration=8)) == Money.from_usd("1.12")
+    assert (await run_to_end(provider, submission)).status is TaskStatus.SUCCEEDED
+
+
+async def test_a_storyboard_on_o3(fake: FakeFal, provider: FalProvider) -> None:
+    shots = (ShotPrompt("@Element1 waves at @Element2.", 3), ShotPrompt("@Element2 waves back, smiling.", 5))
+    submission = await provider.submit(o3(shots=shots, duration=8))
+    body = submitted_body(fake)
+    assert body["multi_prompt"] == [
+        {"prompt": "@Element1 waves at @Element2.", "duration": "3"},
+        {"prompt": "@Element2 waves back, smiling.", "duration": "5"},
+    ]
+    assert body["shot_type"] == "customize" and "prompt" not in body  # one or the other, never both
+    assert len(body["elements"]) == 3 and body["duration"] == "8"
+    assert (await run_to_end(provider, submission)).status is TaskStatus.SUCCEEDED
+
+
+async def test_a_single_view_repeats_as_its_reference(fake: FakeFal, provider: FalProvider) -> None:
+    """fal answers 422 to an element with a frontal image and no reference images: the provider never sends one."""
+    submission = await provider.submit(o3(images=(FRONT, BEN_FRONT)))
+    elements = submitted_body(fake)["elements"]
+    assert [e["reference_image_urls"] for e in elements] == [[uri(FRONT)], [uri(BEN_FRONT)]]
+    assert (await run_to_end(provider, submission)).status is TaskStatus.SUCCEEDED
+
+
+async def test_empty_reference_images_are_fals_422(fake: FakeFal, provider: FalProvider) -> None:
+    """The same element sent raw, with `reference_image_urls: []`: queued, COMPLETED with an error, and its result
+    a 422 `detail[]` in fal's shape, which the provider reads into the member's message."""
+    body = {
+        "prompt": "@Element1 waves.",
+        "elements": [{"frontal_image_url": uri(FRONT), "reference_image_urls": []}],
+        "duration": "5",
+    }
+    async with httpx.AsyncClient() as client:
+        answer = await client.post(f"{fake.url}/{O3}", json=body, headers={"Authorization": f"Key {fake.key}"})
+    assert answer.status_code == 200
+    request_id = answer.json()["request_id"]
+    result = await run_to_end(provider, Submission(request_id, answer.json()["status_url"]))
+    assert result.status is TaskStatus.FAILED and result.error is not None
+    assert result.error.message == (
+        "fal.ai refused this shot: elements.0.reference_image_urls: elementReferList: size must be between 1 and 3."
+    )
+    assert result.error.code == "invalid_value"
+    async with httpx.AsyncClient() as client:
+        raw = await client.get(answer.json()["response_url"], headers={"Authorization": f"Key {fake.key}"})
+    assert raw.status_code == 422
+    (item,) = raw.json()["detail"]
+    assert item["loc"] == ["body", "elements", 0, "reference_image_urls"] and item["input"] == []
+    assert set(item) == {"loc", "msg", "type", "url", "input", "ctx"}
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "kind"),
+    [
+        ({"prompt": "p", "duration": 5}, ["body", "duration"], "literal_error"),  # a number, not "5"
+        ({"prompt": "p", "duration": "16"}, ["body", "duration"], "literal_error"),
+        ({"prompt": "p", "generate_audio": "yes"}, ["body", "generate_audio"], "bool_type"),
+        (
+            {"prompt": "p", "multi_prompt": [{"prompt": "a", "duration": "5"}]},
+            ["body", "prompt"],
+            "value_error",
+        ),
+        (
+            {"multi_prompt": [{"prompt": "a", "duration": 3}, {"prompt": "b", "duration": "2"}], "duration": "5"},
+            ["body", "multi_prompt", 0, "duration"],
+            "literal_error",
+        ),
+        (
+            {"multi_prompt": [{"prompt": "a", "duration": "3"}, {"prompt": "b", "duration": "3"}], "duration": "5"},
+            ["body", "multi_prompt"],
+            "value_error",
+        ),
+        ({"prompt": "p", "end_image_url": "not a url"}, ["body", "end_image_url"], "file_download_error"),
+    ],
+)
+async def test_the_fake_checks_o3_inputs_like_fal(
+    fake: FakeFal, body: dict[str, Any], field: list[Any], kind: str
+) -> None:
+    fake.validate_at_submit = True
+    async with httpx.AsyncClient() as client:
+        answer = await client.post(f"{fake.url}/{O3}", json=body, headers={"Authorization": f"Key {fake.key}"})
+    assert answer.status_code == 422
+    problems = answer.json()["detail"]
+    assert any(p["loc"] == field and p["type"] == kind for p in problems), problems
+
+
+SEVEN_ELEMENTS = tuple(ref(f"prop{n}", "element", (40 * n, 20, 20), (500, 500)) for n in range(1, 7))
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        (
+            {"model": V16, "images": (FRONT,), "audio": True},
+            "fal-ai/kling-video/v1.6/standard/elements renders no audio",
+        ),
+        ({"model": V16, "images": (FRONT,), "end_frame": END}, "takes no end frame"),
+        ({"model": V16, "images": (FRONT, BEN_FRONT)}, "at most 1 characters in one shot, not 2"),
+        ({"model": VIDEO_MODEL, "audio": True}, "renders no audio"),
+        ({"model": VIDEO_MODEL, "start_frame": START}, "takes no start frame"),
+        ({"model": VIDEO_MODEL, "shots": (ShotPrompt("a", 5),)}, "renders one shot per task"),
+        ({"duration": 16}, "clips last 3-15 s, not 16 s"),
+        ({"shots": (ShotPrompt("a", 2), ShotPrompt("b", 3))}, "each shot lasts at least 3 s"),
+        ({"shots": (ShotPrompt("a", 3), ShotPrompt("b", 3))}, "add up to 6, not the clip's 5"),
+        ({"images": (FRONT, *SEVEN_ELEMENTS[:5]), "end_frame": END, "start_frame": START}, "at most 7 characters"),
+    ],
+)
+async def test_what_an_endpoint_cannot_do_is_refused_before_sending(
+    fake: FakeFal, provider: FalProvider, changes: dict[str, Any], words: str
+) -> None:
+    with pytest.raises(FinalError) as caught:
+        await provider.submit(o3(**changes))
+    assert words in caught.value.message and caught.value.code == "invalid"
+    assert fake.requests == []
+
+
+async def test_the_worker_renders_two_characters_on_o3_across_a_restart(tmp_path: Path, fake: FakeFal) -> None:
+    """Two characters, audio and an end frame on O3, through the real worker: stopped while fal renders, resumed
+    by a new worker and provider from the stored URLs, delivered once, submitted once, at the audio price."""
+    fake.queue_polls, fake.progress_polls = 2, 2
+    storage = await Storage.open(tmp_path / "db.sqlite3", tmp_path / "blobs")
+    delivery = NoDelivery()
+    try:
+        ava = await storage.characters.create(1, "Ava", "tall, red hair", owner_id=1)
+        bound = [
+            BoundImage(label="front", role="view", blob=await storage.blobs.put(FRONT.data)),
+            BoundImage(label="side", role="view", blob=await storage.blobs.put(SIDE.data)),
+            BoundImage(label="front", role="view", blob=await storage.blobs.put(BEN_FRONT.data), subject=1),
+        ]
+        estimate = Money.from_usd("0.84")  # 6 s at $0.14/s with audio
+        job = await storage.jobs.create(
+            guild_id=1,
+            channel_id=1,
+            user_id=1,
+            character_id=ava.id,
+            character_name="Ava",
+            character_version=1,
+            kind="animate",
+            provider="fal",
+            model=O3,
+            action="meet",
+            prompt="@Element1 and @Element2 meet in the square and talk.",
+            negative_prompt=None,
+            params=ShotParams(
+                duration=6,
+                aspect_ratio="16:9",
+                camera="static",
+                audio=True,
+                end_frame=await storage.blobs.put(END.data),
+            ),
+            bound=bound,
+            cost_estimate=estimate,
+        )
+
+        async def worker_with_new_provider() -> tuple[Worker, FalProvider]:
+            provider = FalProvider(key=fake.key, base_url=fake.url)
+            provider.capabilities = replace(provider.capabilities, typical_seconds=0.05)
+            registry = ProviderRegistry({"fal": provider}, default="fal")
+            worker = Worker(storage.jobs, storage.blobs, registry, delivery, WorkerConfig())
+            await worker.start()
+            return worker, provider
+
+        async def wait_for(states: set[JobState]) -> JobState:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                current = await storage.jobs.get(job.id)
+                assert current is not None
+                if current.state in states:
+                    return current.state
+                await asyncio.sleep(0.02)
+            raise AssertionError(f"job never reached {states}")
+
+        worker, provider = await worker_with_new_provider()
+        await wait_for({JobState.RUNNING})
+        await worker.stop()
+        await provider.close()
+        assert not any(r.path.startswith("/fal-media/") for r in fake.requests)
+
+        worker, provider = await worker_with_new_provider()
+        try:
+            assert await wait_for({JobState.DONE, JobState.FAILED}) is JobState.DONE
+        finally:
+            await worker.stop()
+            await provider.close()
+        done = await storage.jobs.get(job.id)
+        assert done is not None and done.cost_final == estimate
+        assert delivery.posted[job.id][4:8] == b"ftyp"
+        assert len(fake.accepted_submits()) == 1 and fake.accepted_submits()[0].path == f"/{O3}"
+        sent = submitted_body(fake)
+        assert [len(e["reference_image_urls"]) for e in sent["elements"]] == [1, 1]  # Ava: side; Ben: his front
+        assert sent["generate_audio"] is True and sent["end_image_url"].startswith("data:image/")
+        assert sent["duration"] == "6"
+    finally:
+        await storage.close()
