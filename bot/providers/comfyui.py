@@ -259,10 +259,12 @@ class _Live:
     nodes: int  # nodes in the workflow, for the progress
     started: bool = False
     done: set[str] = field(default_factory=set)  # nodes executed or cached
-    step: float = 0.0  # the running node's own progress, 0..1
+    node: str | None = None  # the node running now
+    step: float = 0.0  # its own progress, 0..1
     ended: bool = False  # execution_success, or `executing` with node null
     error: dict[str, Any] | None = None
     interrupted: bool = False
+    news: asyncio.Event = field(default_factory=asyncio.Event)  # set by each event of this prompt
 
     @property
     def progress(self) -> float:
@@ -409,9 +411,20 @@ class ComfyUIProvider:
         self._live.pop(prompt_id, None)
         return self._ended(entry)
 
+    async def next_event(self, prompt_id: str) -> None:
+        """Wait for the websocket's next news of a prompt it follows (at once when it follows none): a caller that
+        wants to poll as soon as something changed, rather than on a timer."""
+        live = self._live.get(prompt_id)
+        if live is None or not self._ws_up.is_set():
+            await asyncio.sleep(0)
+            return
+        await live.news.wait()
+        live.news.clear()
+
     async def cancel(self, submission: Submission) -> None:
         prompt_id = submission.task_id
-        self._canceled.add(prompt_id)
+        self._canceled.add(prompt_id)  # a waiting prompt deleted from the queue leaves no history: canceled, not lost
+        self._live.pop(prompt_id, None)  # its end is read from ComfyUI itself
         if await self._queue_state(prompt_id) is TaskStatus.RUNNING:
             # Newer ComfyUI interrupts only this prompt; an older one whatever runs, which was this one just now.
             await self._json("POST", "/interrupt", json_body={"prompt_id": prompt_id}, expect_json=False)
@@ -633,6 +646,8 @@ class ComfyUIProvider:
                 log.debug("comfyui: websocket unavailable (%s); polling meanwhile", type(error).__name__)
             finally:
                 self._ws_up.clear()  # the prompts it followed are polled over HTTP from now on
+                for live in self._live.values():
+                    live.news.set()  # and whoever waits for their news polls at once
             if self._closed:
                 return
             await asyncio.sleep(delay)
@@ -654,10 +669,14 @@ class ComfyUIProvider:
         elif kind == "execution_cached":
             live.started = True
             live.done.update(str(node) for node in data.get("nodes") or [])
-        elif kind == "executing":
+        elif kind == "executing":  # the node before it is done
             live.started = True
             live.step = 0.0
-            if data.get("node") is None:
+            if live.node is not None:
+                live.done.add(live.node)
+            node = data.get("node")
+            live.node = None if node is None else str(node)
+            if node is None:
                 live.ended = True
         elif kind == "progress":
             value, most = data.get("value"), data.get("max")
@@ -672,6 +691,7 @@ class ComfyUIProvider:
             live.error = data
         elif kind == "execution_interrupted":
             live.interrupted = True
+        live.news.set()
 
     # ----------------------------------------------------------------------------------------------------------
     # HTTP

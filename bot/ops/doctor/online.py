@@ -457,7 +457,8 @@ async def check_provider(
     finally:
         await provider.close()
     ms = round(seconds * 1000, 1)
-    return ok(label, f"key accepted by {host}; first byte in {ms:.0f} ms", ttfb_ms=ms)
+    answered = f"key accepted by {host}" if spec.takes_keys else f"{host} answers as {label}"  # keyless: ComfyUI
+    return ok(label, f"{answered}; first byte in {ms:.0f} ms", ttfb_ms=ms)
 
 
 async def _ping(provider: Provider) -> float:
