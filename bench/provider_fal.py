@@ -9,7 +9,8 @@ The fake finishes a request on its third status poll (one IN_QUEUE,
 one IN_PROGRESS, then COMPLETED), so the floor is 1 submit + 3 polls + 1 result + 1 download per job.
 
 Figures: HTTP requests per completed job, client CPU per job (process CPU minus the fake thread's CPU), and a
-429 storm (9 submits in 10 refused for a while): jobs completed, none lost, no shot submitted twice.
+429 storm (9 submits in 10 refused for a while): jobs completed, none lost, no shot submitted twice; and Kling O3
+(`o3`): two characters as two elements, an end frame, native audio, 10 s, every job once.
 Run as `python -m bench.provider_fal`; the last line printed is one JSON object.
 """
 
@@ -21,6 +22,7 @@ import json
 import random
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import TypeVar
 
 import numpy as np
@@ -29,6 +31,7 @@ from PIL import Image, ImageDraw
 from bot.domain import WorkKind
 from bot.jobs.worker import WorkerConfig, next_retry
 from bot.providers.base import (
+    Frame,
     OutcomeUnknownError,
     ProviderError,
     ReferenceImage,
@@ -64,6 +67,27 @@ def reference(seed: int, size: tuple[int, int]) -> ReferenceImage:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, "JPEG", quality=88)
     return ReferenceImage(f"ref{seed}", "view" if seed < 3 else "element", buffer.getvalue(), "image/jpeg")
+
+
+O3 = "fal-ai/kling-video/o3/pro/reference-to-video"
+
+
+def o3_requests(jobs: int, images: tuple[ReferenceImage, ...], first_id: int) -> list[RenderRequest]:
+    """Two characters (the first two views are Ava, the third Kai), an end frame, audio, 10 s on O3 pro."""
+    ava, ava_side, kai = images[0], images[1], replace(images[2], subject=1)
+    end = Frame(images[0].data, images[0].mime)
+    return [
+        replace(
+            request,
+            model=O3,
+            prompt="@Element1 hands a cup to @Element2; they laugh.",
+            images=(ava, ava_side, kai),
+            duration=10,
+            audio=True,
+            end_frame=end,
+        )
+        for request in requests_for(jobs, images, first_id)
+    ]
 
 
 def requests_for(jobs: int, images: tuple[ReferenceImage, ...], first_id: int) -> list[RenderRequest]:
@@ -165,6 +189,12 @@ async def run(latency: float = 0.005, jobs: int = 50) -> dict[str, object]:
             storm_completed = await storm_driver.all(requests_for(jobs, images, first_id=20_000))
             storm_wall = time.perf_counter() - storm_started
             storm_accepted = len(fake.accepted_submits()) - accepted_before
+
+            o3_driver = Driver(provider)
+            accepted_before, o3_first = len(fake.accepted_submits()), len(fake.requests)
+            o3_completed = await o3_driver.all(o3_requests(jobs, images, first_id=40_000))
+            o3_accepted = len(fake.accepted_submits()) - accepted_before
+            o3_calls = fake.requests[o3_first:]
         finally:
             await provider.close()
 
@@ -195,6 +225,14 @@ async def run(latency: float = 0.005, jobs: int = 50) -> dict[str, object]:
             "submits_accepted": storm_accepted,
             "duplicate_submits": storm_accepted - storm_completed,
             "wall_s": round(storm_wall, 3),
+        },
+        "o3": {
+            "model": O3,
+            "jobs": jobs,
+            "completed": o3_completed,
+            "lost": jobs - o3_completed,
+            "duplicate_submits": o3_accepted - o3_completed,
+            "http_requests_per_job": round(len(o3_calls) / max(o3_completed, 1), 2),
         },
     }
 

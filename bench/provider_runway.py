@@ -12,6 +12,8 @@ Two runs:
 - `storm`: every job submitted at once into a burst of 429s (2 per job, `retry-after-ms`) and 503s (one per
   2 jobs, no Retry-After): jobs completed, jobs lost, orphan tasks (created at Runway but never finished
   by us), retries and the longest run of retries one step needed.
+- `gen4_5`: gen4.5 image-to-video, 8 s; `recipe`: the multi-shot recipe (3 shots in a 10 s gen4.5 clip); both
+  through the provider's slots: completed, lost, orphan tasks, requests per job.
 
 `python -m bench.provider_runway` prints the result of `run()` as one JSON object.
 """
@@ -23,8 +25,8 @@ import json
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import TypeVar
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
 
 from PIL import Image, ImageDraw, ImageFilter
 
@@ -37,6 +39,7 @@ from bot.providers.base import (
     ReferenceImage,
     RenderRequest,
     RetryableError,
+    ShotPrompt,
     TaskStatus,
 )
 from bot.providers.runway import RUNWAY_IMAGE_LIMITS, RunwayProvider
@@ -96,7 +99,14 @@ async def with_retries(call: Callable[[], Awaitable[T]], tally: Tally) -> T:
             await asyncio.sleep(delay * (1 + random.random() * 0.2))
 
 
-async def one_job(provider: RunwayProvider, job_id: int, image: ReferenceImage, tally: Tally, pause: float) -> None:
+async def one_job(
+    provider: RunwayProvider,
+    job_id: int,
+    image: ReferenceImage,
+    tally: Tally,
+    pause: float,
+    changes: dict[str, Any] | None = None,
+) -> None:
     request = RenderRequest(
         job_id=job_id,
         kind=WorkKind.ANIMATE,
@@ -108,6 +118,7 @@ async def one_job(provider: RunwayProvider, job_id: int, image: ReferenceImage, 
         camera="push_in",
         images=(image,),
     )
+    request = replace(request, **(changes or {}))
     try:
         submission = await with_retries(lambda: provider.submit(request), tally)
         while True:
@@ -129,7 +140,13 @@ async def one_job(provider: RunwayProvider, job_id: int, image: ReferenceImage, 
 
 
 async def batch(
-    fake: FakeRunway, provider: RunwayProvider, jobs: int, slots: int, image: ReferenceImage, first_id: int
+    fake: FakeRunway,
+    provider: RunwayProvider,
+    jobs: int,
+    slots: int,
+    image: ReferenceImage,
+    first_id: int,
+    changes: dict[str, Any] | None = None,
 ) -> dict[str, object]:
     tally = Tally()
     requests_before, tasks_before = len(fake.requests), len(fake.tasks)
@@ -138,7 +155,7 @@ async def batch(
 
     async def slot(job_id: int) -> None:
         async with gate:
-            await one_job(provider, job_id, image, tally, pause=fake.latency)
+            await one_job(provider, job_id, image, tally, pause=fake.latency, changes=changes)
 
     cpu, wall = time.thread_time(), time.perf_counter()
     await asyncio.gather(*(slot(first_id + n) for n in range(jobs)))
@@ -177,6 +194,11 @@ async def run(latency: float = 0.005, jobs: int = 50) -> dict[str, object]:
             fake.server_errors_next = jobs // 2
             fake.server_error_status = 503
             storm = await batch(fake, provider, jobs, jobs, image, first_id=jobs + 1)
+            slots = provider.capabilities.max_concurrency
+            gen45 = await batch(fake, provider, jobs, slots, image, 10_000, {"model": "gen4.5", "duration": 8})
+            shots = (ShotPrompt("she opens the door", 3), ShotPrompt("she looks up", 3), ShotPrompt("she runs", 4))
+            recipe = {"model": "gen4.5", "duration": 10, "shots": shots}
+            multi = await batch(fake, provider, jobs, slots, image, 20_000, recipe)
         finally:
             await provider.close()
     return {
@@ -186,6 +208,8 @@ async def run(latency: float = 0.005, jobs: int = 50) -> dict[str, object]:
         "backoff": {"scale": SCALE, "max_attempts": WORKER.max_attempts, "max_wait_s": WORKER.max_wait_seconds},
         "steady": steady,
         "storm": storm,
+        "gen4_5": gen45,
+        "recipe": multi,
     }
 
 

@@ -39,7 +39,7 @@ def test_invalid_settings_name_the_setting(monkeypatch: pytest.MonkeyPatch, tmp_
     with pytest.raises(SettingsError) as caught:
         load_settings()
     message = str(caught.value)
-    assert "LIKENESS_DEFAULT_PROVIDER: Value error, must be one of fal, kling, local, runway" in message
+    assert "LIKENESS_DEFAULT_PROVIDER: Value error, must be one of comfyui, fal, kling, local, runway" in message
     assert "LIKENESS_GUILD_READY_TIMEOUT" in message
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -10,7 +11,7 @@ from bot.ops.cli import main
 from bot.providers.catalog import SPECS
 
 
-def _printed_table(capsys: pytest.CaptureFixture[str]) -> dict[str, dict[str, dict[str, object]]]:
+def _printed_table(capsys: pytest.CaptureFixture[str]) -> dict[str, dict[str, dict[str, Any]]]:
     assert main(["providers", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     return {
@@ -34,6 +35,18 @@ def test_the_json_table_lists_every_providers_models(capsys: pytest.CaptureFixtu
         "shot_prompt_max": 512,
         "max_total_seconds": 15,
     }
+    for provider, model in (
+        ("kling", "kling-3.0-omni"),  # the new-standard API
+        ("kling", "kling-3.0"),
+        ("runway", "gen4.5"),
+        ("fal", "fal-ai/kling-video/o3/pro/reference-to-video"),
+    ):
+        assert f"{model}:animate" in table[provider], (provider, model)
+    assert table["kling"]["kling-3.0:animate"]["route"] == "/image-to-video/kling-3.0"
+    assert table["runway"]["gen4.5:animate"]["durations"] == list(range(2, 11))
+    assert table["fal"]["fal-ai/kling-video/o3/pro/reference-to-video:animate"]["audio"] is True
+    [comfyui] = [row for key, row in table["comfyui"].items() if key.endswith(":animate")]
+    assert comfyui["usd_per_second"] and set(comfyui["usd_per_second"].values()) == {"0.000000"}
     v26 = table["kling"]["kling-v2-6:animate"]
     assert v26["modes"] == ["pro"]  # image-to-video is pro only
     local = table["local"]["local-v1:animate"]
