@@ -158,6 +158,7 @@ class Animate(commands.Cog):
         quality="Draft (cheaper, to try ideas) or final (best), where the provider has both",
         audio="Native sound and voices, on models that render audio (costs more there)",
         end_frame="An image the clip should end on (PNG, JPEG or WebP), on models that take an end frame",
+        start_frame="An image the clip should begin on (PNG, JPEG or WebP), instead of the character's lead view",
     )
     @app_commands.choices(camera=CAMERA_CHOICES, quality=QUALITY_CHOICES)
     @app_commands.autocomplete(duration=duration_autocomplete)
@@ -179,6 +180,7 @@ class Animate(commands.Cog):
         quality: app_commands.Choice[str] | None = None,
         audio: bool = False,
         end_frame: discord.Attachment | None = None,
+        start_frame: discord.Attachment | None = None,
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         shot = Shot(
@@ -199,6 +201,7 @@ class Animate(commands.Cog):
             character,
             shot,
             end_frame=upload_of(end_frame) if end_frame is not None else None,
+            start_frame=upload_of(start_frame) if start_frame is not None else None,
         )
         await answer_queued(interaction, result)
 

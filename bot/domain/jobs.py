@@ -69,6 +69,7 @@ class ShotParams(Frozen):
     notes: list[str] = []
     audio: bool = False  # native audio, on a model that renders it
     end_frame: str | None = None  # blob digest of the image the clip ends on, on a model that takes one
+    start_frame: str | None = None  # blob digest of the image the clip begins on (else the lead view)
 
 
 BOT_ACCOUNT = ""  # Job.account of a shot sent with the bot's own key

@@ -44,6 +44,7 @@ class Shot:
     quality: Quality | None = None
     audio: bool = False
     end_frame: str | None = None  # blob digest of the image the clip ends on
+    start_frame: str | None = None  # blob digest of the image the clip begins on (else the lead view)
 
 
 @dataclass(frozen=True)
@@ -90,9 +91,11 @@ class AnimateService:
         parent_job_id: int | None = None,
         confirmed: bool = False,
         end_frame: Upload | None = None,
+        start_frame: Upload | None = None,
     ) -> Job | PendingShot:
         """Queue a shot, or hold it for a Confirm press when it costs more than the server's threshold.
-        `end_frame`: an image the member attached for the clip to end on (checked against the model first)."""
+        `start_frame` / `end_frame`: images the member attached for the clip to begin / end on (checked against
+        the model first)."""
         server = await self._storage.guilds.get(actor.guild_id)
         rules = server.rules
         check_channel(rules, place)
@@ -120,6 +123,7 @@ class AnimateService:
             mode=mode,
             audio=shot.audio,
             end_frame=end_frame is not None or shot.end_frame is not None,
+            start_frame=start_frame is not None or shot.start_frame is not None,
         )
         if shot.camera not in CAMERA_MOVES:
             raise InvalidInputError(f"Unknown camera move `{shot.camera}`: use one of {', '.join(CAMERA_MOVES)}.")
@@ -150,11 +154,8 @@ class AnimateService:
         )
         typed = (action, shot.setting)
         await self._orders.screen_prompt(actor, place, rules, character, binding, compiled.prompt, "shot", typed)
-        frame_digest = shot.end_frame
-        if end_frame is not None:
-            if self._take_frame is None:
-                raise InvalidInputError("This bot does not take end frames.")
-            frame_digest = await self._take_frame(actor, end_frame)
+        frame_digest = await self._frame(actor, end_frame, shot.end_frame)
+        start_digest = await self._frame(actor, start_frame, shot.start_frame)
         estimate = provider.estimate_cost(
             RenderRequest(
                 job_id=0,
@@ -179,6 +180,7 @@ class AnimateService:
                     "model": model,
                     "mode": mode,
                     "end_frame": frame_digest,
+                    "start_frame": start_digest,
                 }
             )
             payload = {"shot": asdict(fixed), "parent_job_id": parent_job_id}
@@ -205,11 +207,20 @@ class AnimateService:
                 notes=list(compiled.notes),
                 audio=shot.audio,
                 end_frame=frame_digest,
+                start_frame=start_digest,
             ),
             binding=binding,
             estimate=estimate,
             parent_job_id=parent_job_id,
         )
+
+    async def _frame(self, actor: Actor, upload: Upload | None, kept: str | None) -> str | None:
+        """The digest of a frame image: the member's new upload (stored now), else the one the shot kept."""
+        if upload is None:
+            return kept
+        if self._take_frame is None:
+            raise InvalidInputError("This bot does not take start or end frames.")
+        return await self._take_frame(actor, upload)
 
     async def confirm(self, actor: Actor, place: Place, pending_id: int) -> Job:
         """Queue a shot (or generated sheet) its member confirmed (once, however often the button is pressed)."""
@@ -332,6 +343,7 @@ class AnimateService:
             model=job.model,
             audio=params.audio,
             end_frame=params.end_frame if same_shot else None,
+            start_frame=params.start_frame if same_shot else None,
         )
         return await self.queue(actor, place, character, shot, parent_job_id=job.id)
 
@@ -348,7 +360,15 @@ def _checked_mode(
 
 
 def check_row(
-    caps: Capabilities, row: ModelRow, *, duration: int, aspect: str, mode: str | None, audio: bool, end_frame: bool
+    caps: Capabilities,
+    row: ModelRow,
+    *,
+    duration: int,
+    aspect: str,
+    mode: str | None,
+    audio: bool,
+    end_frame: bool,
+    start_frame: bool = False,
 ) -> None:
     """Refuse, before anything is held, what the chosen model cannot do, naming the limit and the models of the
     same provider that can."""
@@ -377,6 +397,8 @@ def check_row(
                 f"add `mode:{row.end_frame_modes[0]}`."
             )
         raise InvalidInputError(f"{name} takes no end frame." + instead(lambda r: r.end_frame is not None, "one"))
+    if start_frame and row.start_frame is None:
+        raise InvalidInputError(f"{name} takes no start frame." + instead(lambda r: r.start_frame is not None, "one"))
 
 
 def _either(names: list[str]) -> str:

@@ -617,11 +617,14 @@ class Worker:
                     subject=bound.subject,
                 )
             )
-        end_frame = None
-        if job.params.end_frame is not None:
-            data = await self.blobs.get(job.params.end_frame)
-            prepared, mime = await asyncio.to_thread(_prepare, data, limits)
-            end_frame = Frame(prepared, mime)
+
+        async def frame(digest: str | None) -> Frame | None:
+            if digest is None:
+                return None
+            prepared, mime = await asyncio.to_thread(_prepare, await self.blobs.get(digest), limits)
+            return Frame(prepared, mime)
+
+        end_frame, start_frame = await frame(job.params.end_frame), await frame(job.params.start_frame)
         return RenderRequest(
             job_id=job.id,
             kind=job.kind,
@@ -636,6 +639,7 @@ class Worker:
             mode=job.params.mode,
             audio=job.params.audio,
             end_frame=end_frame,
+            start_frame=start_frame,
             callback_url=(
                 self.callback_url_for(job.provider, job.id)
                 if self.callback_url_for is not None and provider.capabilities.callbacks

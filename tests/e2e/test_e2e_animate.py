@@ -326,6 +326,7 @@ async def test_options_follow_the_providers_capabilities(fake: FakeDiscord, worl
         ({"duration": 7}, "renders 5 or 10 s clips, not 7 s"),
         ({"audio": True}, "renders no audio"),
         ({"end_frame": fake.upload(figure_png(), "end.png", "image/png")}, "takes no end frame"),
+        ({"start_frame": fake.upload(figure_png(), "start.png", "image/png")}, "takes no start frame"),
         ({"aspect": "4:3"}, "takes the aspect ratios"),
         ({"mode": "pro"}, "has the quality modes: none"),
         ({"model": "gen-9"}, "has the models local-v1, not `gen-9`"),

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from decimal import Decimal
 
 import pytest
+from PIL import Image
 
 from bot.domain import JobState, Money
 from bot.providers.kling import KlingProvider
@@ -15,7 +18,7 @@ from tests.support.bot_runner import BotRunner, World
 from tests.support.characters import ava_with_front_view
 from tests.support.fake_discord import FakeDiscord
 from tests.support.fake_providers.kling import IMAGE2VIDEO, FakeKling, sample_video
-from tests.support.figures import figure_png
+from tests.support.figures import RED, figure_png
 from tests.support.kling_keys import ACCESS, SECRET, running_kling
 from tests.support.shots import animate, job_state, queued_id, result_of
 from tests.support.waiting import until
@@ -169,12 +172,18 @@ async def test_kling_3_0_on_the_new_api_delivers_the_clip_and_records_klings_bil
     kling.api_key = "kling-single-key"
     use_kling(runner, kling, "kling-3.0", api_key="kling-single-key")
     await ava_with_front_view(fake, world)
-    job_id = await animate(fake, world, "turns to the window", provider="kling", duration=6)
+    start = fake.upload(figure_png(RED), "start.png", "image/png")
+    job_id = await animate(fake, world, "turns to the window", provider="kling", duration=6, start_frame=start)
     await until(fake, lambda: bool(result_of(fake, world, job_id)), "the Kling 3.0 clip")
     [result] = result_of(fake, world, job_id)
     assert "kling/kling-3.0" in result.content
     [body] = kling.bodies("/image-to-video/kling-3.0")
     assert body["settings"]["duration"] == 6 and body["options"]["external_task_id"] == str(job_id)
+    [first] = [item["url"] for item in body["contents"] if item["type"] == "first_frame"]
+    with Image.open(io.BytesIO(base64.b64decode(first))) as frame:  # the member's start frame, not Ava's view
+        centre = frame.convert("RGB").getpixel((frame.width // 2, frame.height // 2))
+    assert isinstance(centre, tuple)
+    assert all(abs(got - want) < 16 for got, want in zip(centre, RED, strict=True)), centre
     await until_done(runner, job_id)
     assert runner.bot is not None
     job = await runner.bot.services.storage.jobs.get(job_id)

@@ -4,6 +4,7 @@ character (or a shot still rendering) uses stay, and nothing stored in the last 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from collections.abc import AsyncIterator
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.domain import Actor, BoundImage, JobState, StoredImage, View
+from bot.domain import Actor, BoundImage, JobState, ShotParams, StoredImage, View
 from bot.jobs.retention import Janitor, drop_old_audit, drop_posted_clips, sweep_unreferenced
 from bot.library.characters import Library
 from storage import Storage
@@ -95,6 +96,25 @@ async def test_a_shot_still_rendering_keeps_the_images_it_was_sent_with(storage:
 
     await storage.jobs.transition(job.id, [JobState.QUEUED], JobState.CANCELED)
     assert (await sweep_unreferenced(storage)).deleted == 1 and on_disk(storage) == set()
+
+
+async def test_a_shots_start_and_end_frames_stay_while_its_job_or_its_confirmation_is_kept(storage: Storage) -> None:
+    """A member's frames belong to the shot: kept while it waits (even for hours at a full provider), for a re-roll
+    after it, and while it waits for its Confirm press."""
+    character = await Library(storage).create(OWNER, "Ava", "traits")
+    start, end, waiting = [await storage.blobs.put(data * 300) for data in (b"start", b"end", b"wait")]
+    params = ShotParams(duration=5, aspect_ratio="16:9", camera="static", start_frame=start, end_frame=end)
+    job = await new_job(storage, guild_id=1, user_id=OWNER.user_id, character_id=character.id, params=params)
+    payload = {"shot": {"action": "x", "end_frame": waiting, "start_frame": None}, "parent_job_id": None}
+    await storage.pending.create(
+        guild_id=1, user_id=OWNER.user_id, channel_id=5, character_id=character.id, shot=json.dumps(payload)
+    )
+    orphan = await storage.blobs.put(b"orphan" * 300)
+    age(storage, start, end, waiting, orphan)
+
+    assert (await sweep_unreferenced(storage)).deleted == 1 and on_disk(storage) == {start, end, waiting}
+    await storage.jobs.transition(job.id, [JobState.QUEUED], JobState.CANCELED)
+    assert (await sweep_unreferenced(storage)).deleted == 0  # a finished shot can be taken again, frames and all
 
 
 async def test_the_janitor_sweeps_while_the_bot_runs(storage: Storage) -> None:

@@ -30,6 +30,7 @@ async def new_job(
     cost: Money = Money.ZERO,
     bound: Sequence[BoundImage] = (),
     tx: Transaction | None = None,
+    params: ShotParams | None = None,
 ) -> Job:
     """A queued animation shot of a character called Ava."""
     return await storage.jobs.create(
@@ -45,7 +46,7 @@ async def new_job(
         action="a",
         prompt="p",
         negative_prompt=None,
-        params=ShotParams(duration=5, aspect_ratio="16:9", camera="static"),
+        params=params or ShotParams(duration=5, aspect_ratio="16:9", camera="static"),
         bound=list(bound),
         cost_estimate=cost,
         tx=tx,
