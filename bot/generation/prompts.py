@@ -313,8 +313,13 @@ def compile_prompt(
     negative_presets: Sequence[str],
     extra_negative: str | None,
     provider_label: str,
+    with_characters: Sequence[Character] = (),
 ) -> CompiledPrompt:
-    """The prompt and negative prompt for one shot, within `max_chars` (UTF-16 code units, Runway's measure)."""
+    """The prompt and negative prompt for one shot, within `max_chars` (UTF-16 code units, Runway's measure).
+
+    `with_characters`: the rest of the cast (bot.generation.casting bound their references, `subject` 1, 2, ...):
+    each member is introduced in turn with its own references and locked traits, and its own elements, then the
+    action (who does what, in the member's words) and a clause that keeps them apart."""
     if max_chars < 1:
         raise ValueError(f"max_chars must be positive, not {max_chars}")
     camera_text = camera_phrase(camera)
@@ -329,6 +334,19 @@ def compile_prompt(
     consistency = CONSISTENCY_CLAUSE
     if not negative_supported:
         consistency = _with_positives(consistency, presets)
+    if with_characters:
+        cast = (character, *with_characters)
+        names = [clean_member_text(member.name) or f"character {n}" for n, member in enumerate(cast, start=1)]
+        parts = {
+            "lead": _cast_lead(cast, names, binding.chosen, tokens, syntax),
+            "traits": "",
+            "elements": "",
+            "action": _sentence(_capitalized(clean_action)),
+            "camera": _sentence(_capitalized(camera_text)),
+            "setting": _sentence(f"Setting: {clean_setting}") if clean_setting else "",
+            "consistency": _distinct_clause(names) + " " + consistency,
+        }
+        return _finish(parts, notes, max_chars, provider_label, negative, negative_supported, presets, extra_negative)
     parts = {
         "lead": _lead(name, binding.chosen, tokens, syntax, has_traits=bool(traits)),
         "traits": _sentence(traits),
@@ -338,6 +356,20 @@ def compile_prompt(
         "setting": _sentence(f"Setting: {clean_setting}") if clean_setting else "",
         "consistency": consistency,
     }
+    return _finish(parts, notes, max_chars, provider_label, negative, negative_supported, presets, extra_negative)
+
+
+def _finish(
+    parts: dict[str, str],
+    notes: list[str],
+    max_chars: int,
+    provider_label: str,
+    negative: str,
+    negative_supported: bool,
+    presets: Sequence[NegativePreset],
+    extra_negative: str | None,
+) -> CompiledPrompt:
+    """Fit the parts within `max_chars`, and the negative prompt (or its note where the provider has none)."""
     fitted, shortened = _fit(parts, max_chars)
     if parts["traits"] and not fitted["traits"]:  # no traits left to introduce: end the lead there
         fitted["lead"] = fitted["lead"].removesuffix(":") + "."
@@ -377,6 +409,38 @@ def _lead(
     named = [f"{token} ({_group_noun(refs)})" for token, refs in groups]
     verb = "shows" if len(named) == 1 else "show"
     return f"{_join_and(named)} {verb} {name}{colon}"
+
+
+def _cast_lead(
+    cast: Sequence[Character],
+    names: Sequence[str],
+    chosen: Sequence[BoundReference],
+    tokens: Sequence[str],
+    syntax: Dialect,
+) -> str:
+    """Each member in turn: "<<<element_1>>> (front view) shows Mira: tall, red coat. Wearing ... ." Plain dialects
+    say which reference images are whose in words, in the order the provider receives them."""
+    sentences: list[str] = []
+    for subject, (member, name) in enumerate(zip(cast, names, strict=True)):
+        mine = [(ref, token) for ref, token in zip(chosen, tokens, strict=True) if ref.subject == subject]
+        refs, own_tokens = [ref for ref, _ in mine], [token for _, token in mine]
+        traits = clean_member_text(member.description)
+        if syntax.plain:
+            views = [ref for ref in refs if ref.role == "view"]
+            where = f", in the reference images ({_group_noun(views)})" if views else ""
+            lead = f"{name}{where}" + (":" if traits else ".")
+        else:
+            lead = _lead(name, refs, own_tokens, syntax, has_traits=bool(traits))
+        elements = _elements_sentence(refs, own_tokens, syntax)
+        if elements:
+            elements = f"{name} is {elements[0].lower()}{elements[1:]}"
+        sentences.append(_join((lead, _sentence(traits), elements)))
+    return _join(sentences)
+
+
+def _distinct_clause(names: Sequence[str]) -> str:
+    """Keeps similar characters from bleeding into each other (providers-2026.md §2)."""
+    return f"{_join_and(list(names))} are different people: each keeps their own face, hair and clothes."
 
 
 def _elements_sentence(chosen: Sequence[BoundReference], tokens: Sequence[str], syntax: Dialect) -> str:
