@@ -113,9 +113,10 @@ def _fitted_heights(figures: Sequence[Image.Image], height: float, width: float,
 
 
 def _lineup_stage(
-    figures: Sequence[Image.Image], size: Size, band_height: int, scale: float
+    figures: Sequence[Image.Image], size: Size, band_height: int, scale: float, *, whole_row: bool = False
 ) -> tuple[Image.Image, Box]:
-    """All views in a row on white, the whole frame at `scale`; returns the stage and the front figure's box."""
+    """All views in a row on white, the whole frame at `scale`; returns the stage and the front figure's box
+    (with `whole_row`: the box around every figure, for a cast)."""
     width, height = size
     layout = _layout(size, band_height)
     stage = Image.new("RGB", (round(width * scale), round(height * scale)), _WHITE)
@@ -130,6 +131,10 @@ def _lineup_stage(
         if index == 0:
             front = (x, layout.floor * scale - figure.height, x + figure.width, layout.floor * scale)
         x += figure.width + layout.gap * scale
+    if whole_row:
+        tallest = max(figure.height for figure in scaled)
+        row_left = (stage.width - row_width) / 2
+        return stage, (row_left, layout.floor * scale - tallest, row_left + row_width, layout.floor * scale)
     return stage, front
 
 
@@ -272,6 +277,58 @@ def _orbit(figures: Sequence[Image.Image], size: Size, band_height: int) -> Call
     return frame
 
 
+# A cast: several characters standing side by side. Every move keeps the whole group on one stage (the lineup)
+# and moves a window over it, so no character is ever alone in the frame.
+
+_GROUP_PAN = 0.8  # a pan over a group looks through a window this fraction of the overview
+_GROUP_ORBIT = (0.9, 0.78)  # an orbit's window: wide at both ends, this close in the middle
+
+
+def _group_window(stage: Image.Image, row: Box, fraction: float, along: float) -> Box:
+    """A window of the frame's aspect, `fraction` of the stage, at the group's upper bodies; `along` (0..1) slides
+    its centre from the left of the group to its right (always a visible slide, even when the group fits)."""
+    width, height = stage.width * fraction, stage.height * fraction
+    row_centre = (row[0] + row[2]) / 2
+    travel = max(row[2] - row[0] - width, stage.width * 0.12)
+    centre_x = row_centre + travel * (along - 0.5)
+    centre_y = row[1] + (row[3] - row[1]) * 0.4
+    left = min(max(0.0, centre_x - width / 2), stage.width - width)
+    top = min(max(0.0, centre_y - height / 2), stage.height - height)
+    return left, top, left + width, top + height
+
+
+def _group_camera(
+    camera: str, figures: Sequence[Image.Image], size: Size, band_height: int
+) -> Callable[[float], Image.Image]:
+    """The camera moves for a cast (the figures are the characters' lead views, left to right)."""
+    if camera == "static":
+        return _static(figures, size, band_height)
+    if camera not in CAMERAS:
+        raise ValueError(f"unknown camera move {camera!r}; expected one of {', '.join(CAMERAS)}")
+    stage, row = _lineup_stage(figures, size, band_height, scale=1 / _ZOOM_END, whole_row=True)
+    full: Box = (0.0, 0.0, float(stage.width), float(stage.height))
+    # The closest a zoom gets: a medium shot, but never so close that a character is cut out of the frame.
+    close_fraction = min(1.0, max(_ZOOM_END, (row[2] - row[0]) * 1.08 / stage.width))
+    close = _group_window(stage, row, close_fraction, 0.5)
+
+    def window(t: float) -> Box:
+        k = _ease(t)
+        if camera in ("push_in", "pull_out"):
+            start, end = (full, close) if camera == "push_in" else (close, full)
+            return (
+                _lerp(start[0], end[0], k),
+                _lerp(start[1], end[1], k),
+                _lerp(start[2], end[2], k),
+                _lerp(start[3], end[3], k),
+            )
+        if camera in ("pan_left", "pan_right"):
+            return _group_window(stage, row, _GROUP_PAN, k if camera == "pan_right" else 1 - k)
+        wide, near = _GROUP_ORBIT  # orbit: a slow arc past the group, closer in the middle
+        return _group_window(stage, row, _lerp(wide, near, math.sin(math.pi * k)), k)
+
+    return lambda t: stage.resize(size, Image.Resampling.BILINEAR, box=window(t))
+
+
 def _camera(
     camera: str, figures: Sequence[Image.Image], size: Size, band_height: int
 ) -> Callable[[float], Image.Image]:
@@ -352,8 +409,12 @@ def render_camera_move(
     size: Size = (1280, 720),
     fps: int = 24,
     progress: Progress | None = None,
+    group: bool = False,
 ) -> bytes:
     """An H.264 MP4 of the views (front first) on a white stage with a camera move and the caption at the bottom.
+
+    With `group`, the images are several characters (a cast, one lead view each, left to right) rather than views
+    of one: they stand side by side at the same height and the camera moves over the whole group.
 
     Exactly round(duration * fps) frames. `progress`, when given, is called after each frame with 0..1; an
     exception it raises aborts the render (that is how a canceled task stops).
@@ -368,7 +429,7 @@ def render_camera_move(
     band = _caption_band(caption, size)
     band_height = band[0].height if band else 0
     figures = [_trim(image) for image in frames_source]
-    shot = _camera(camera, figures, size, band_height)
+    shot = (_group_camera if group and len(figures) > 1 else _camera)(camera, figures, size, band_height)
     times = [index / (count - 1) if count > 1 else 0.0 for index in range(count)]
 
     still: VideoFrame | None = _to_yuv(_with_band(shot(0.0), band), size) if camera == "static" else None

@@ -1,4 +1,5 @@
-"""The embedded provider: renders a real MP4 of the character on this machine. No key, no network.
+"""The embedded provider: renders a real MP4 of the character (or a cast of up to three, side by side) on this
+machine. No key, no network.
 
 It behaves like a remote render service so the worker drives it the same way: `submit` stores the request
 durably under `work_dir/tasks/<task_id>/` and renders in the background (at most `max_concurrency` at a time,
@@ -56,6 +57,7 @@ MODEL = "local-v1"
 SHEET_MODEL = "local-sheet-v1"
 FRAME_SIZES: dict[str, tuple[int, int]] = {"16:9": (1280, 720), "9:16": (720, 1280), "1:1": (720, 720)}
 FPS = 24
+MAX_CAST = 3  # characters one clip holds: their lead views side by side across the frame
 URL_SCHEME = "local://"
 
 _TASK_ID = re.compile(r"^local-(-?\d+)$")
@@ -74,12 +76,16 @@ ROWS = (
         durations=(5, 10),
         resolutions={"": "720p"},
         aspect_ratios=tuple(FRAME_SIZES),
+        # Four images: one character keeps its front, three-quarter, face and side (as it always has); a cast of
+        # three gets its three leads (the casting binds every lead first) and one more. A cast is drawn from its
+        # leads only, so a larger budget would only bind images nobody sees, and change a single character's shot.
         max_images=4,
+        max_subjects=MAX_CAST,
         negative_prompt=True,
         element_syntax=PLAIN,
         price_per_second={"": Money.ZERO},
         route="this machine (PyAV)",
-        note="free and offline: camera moves over the character's own views; for trying shots with no key",
+        note="free and offline: camera moves over the characters' own views; for trying shots with no key",
     ),
     ModelRow(
         model=SHEET_MODEL,
@@ -245,6 +251,9 @@ class LocalProvider:
             problems.append("at least one reference image is needed")
         if len(request.images) > row.max_images:
             problems.append(f"at most {row.max_images} reference images, got {len(request.images)}")
+        subjects = len({image.subject for image in request.images if image.role == "view"})
+        if request.kind is not WorkKind.SHEET and subjects > row.max_subjects:
+            problems.append(f"at most {row.max_subjects} characters in one shot, got {subjects}")
         if len(request.prompt) > row.prompt_max_chars:
             problems.append(f"the prompt is longer than {row.prompt_max_chars} characters")
         if problems:
@@ -282,11 +291,12 @@ class LocalProvider:
 
     @staticmethod
     def _write_request(folder: Path, request: RenderRequest) -> None:
-        images: list[dict[str, str]] = []
+        images: list[dict[str, Any]] = []
         for index, image in enumerate(request.images):
             name = f"ref-{index}.{_EXTENSIONS.get(image.mime, 'bin')}"
             (folder / name).write_bytes(image.data)
-            images.append({"label": image.label, "role": image.role, "mime": image.mime, "file": name})
+            entry = {"label": image.label, "role": image.role, "mime": image.mime, "file": name}
+            images.append({**entry, "subject": image.subject})  # a restart renders the same cast
         record: dict[str, Any] = {
             "job_id": request.job_id,
             "kind": request.kind.value,
@@ -418,7 +428,7 @@ class LocalProvider:
     def _render(self, folder: Path, run: _Run) -> bytes:
         record = json.loads((folder / _REQUEST).read_text())
         images = [_load_reference(folder, entry) for entry in record["images"]]
-        views = [image for image, entry in zip(images, record["images"], strict=True) if entry["role"] == "view"]
+        cast = _cast(images, record["images"])
 
         def on_progress(fraction: float) -> None:
             if self._interrupted(run):
@@ -426,11 +436,16 @@ class LocalProvider:
             run.progress = fraction * _RENDER_SHARE
 
         if record.get("kind") == WorkKind.SHEET.value:
-            return turnaround_sheet(views or images)
+            return turnaround_sheet(cast[0] if cast else images)  # a sheet is of one character: the first
         from bot.imaging import video
 
+        if len(cast) > 1:  # a cast: each character's lead view, side by side in subject order
+            figures, group = [views[0] for views in cast], True
+        else:  # one character: all its views, as always
+            figures, group = cast[0] if cast else images, False
         return video.render_camera_move(
-            views or images,
+            figures,
+            group=group,
             duration=float(record["duration"]),
             camera=record["camera"],
             caption=record["caption"] or record["prompt"],
@@ -472,7 +487,17 @@ def turnaround_sheet(cutouts: list[Image.Image]) -> bytes:
     return buffer.getvalue()
 
 
-def _load_reference(folder: Path, entry: dict[str, str]) -> Image.Image:
+def _cast(images: list[Image.Image], entries: list[dict[str, Any]]) -> list[list[Image.Image]]:
+    """The views grouped by subject, in subject order, each group in request order (its lead first). A request
+    written before casts has no subjects: every view is the first character's."""
+    groups: dict[int, list[Image.Image]] = {}
+    for image, entry in zip(images, entries, strict=True):
+        if entry["role"] == "view":
+            groups.setdefault(int(entry.get("subject", 0)), []).append(image)
+    return [groups[subject] for subject in sorted(groups)]
+
+
+def _load_reference(folder: Path, entry: dict[str, Any]) -> Image.Image:
     """A reference image as an RGBA cut-out: its own alpha, or a flat background keyed out, else as it is."""
     label = entry.get("label") or entry["file"]
     try:

@@ -11,6 +11,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import av
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -81,12 +83,14 @@ class Renders:
         self.most_at_once = 0
         self.gate = threading.Event()
         self.gate.set()
+        self.calls: list[tuple[list[Image.Image], dict[str, Any]]] = []  # what each render was given
         self._lock = threading.Lock()
 
     def wrap(self, real: Callable[..., bytes]) -> Callable[..., bytes]:
         def render(frames_source: Sequence[Image.Image], **kwargs: Any) -> bytes:
             assert self.gate.wait(30)
             with self._lock:
+                self.calls.append((list(frames_source), dict(kwargs)))
                 self.count += 1
                 self.active += 1
                 self.most_at_once = max(self.most_at_once, self.active)
@@ -155,6 +159,7 @@ async def test_it_is_a_provider_with_honest_capabilities(providers: Callable[...
     assert caps.kinds == frozenset({WorkKind.ANIMATE, WorkKind.SHEET}) and caps.default_model in caps.models
     assert caps.image_model == "local-sheet-v1"
     assert caps.default_row.durations == (5, 10) and caps.default_row.aspect_ratios == ("16:9", "9:16", "1:1")
+    assert caps.default_row.max_subjects == 3 and caps.default_row.max_images >= 3
     assert provider.estimate_cost(request(1, duration=10)) == Money.from_usd("0")
     assert 0 < caps.typical_seconds < 10, "the worker's first poll comes soon after a local render"
     assert providers(delay=2.0).capabilities.typical_seconds > 2.0
@@ -350,6 +355,10 @@ async def test_a_corrupt_reference_fails_with_a_clear_final_error(
         ({"images": ()}, "at least one reference image"),
         ({"images": VIEWS + VIEWS}, "at most 4"),
         ({"model": "kling-v2"}, "unknown model"),
+        (
+            {"images": tuple(replace(VIEWS[0], subject=subject) for subject in range(4))},
+            "at most 3 characters in one shot, got 4",
+        ),
         ({"prompt": "x" * 2501}, "longer than 2500"),
     ],
 )
@@ -408,3 +417,108 @@ async def test_old_finished_tasks_are_pruned_at_start_and_unfinished_ones_kept(
     providers()  # a restart
     assert not finished.exists()
     assert unfinished.exists()  # no result yet: it may still be resumed
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Casts: several characters in one clip
+
+CAST = (  # a red character (with a green three-quarter view) and a blue one
+    ReferenceImage("front", "view", png(figure(RED)), "image/png", subject=0),
+    ReferenceImage("three_quarter", "view", png(figure(GREEN, width=180)), "image/png", subject=0),
+    ReferenceImage("front", "view", png(figure(BLUE)), "image/png", subject=1),
+)
+
+
+def middle_frame(clip: bytes) -> np.ndarray:
+    """The clip's middle frame as RGB pixels (height, width, 3)."""
+    with av.open(io.BytesIO(clip), "r") as container:
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    return frames[len(frames) // 2]
+
+
+def coloured(pixels: np.ndarray, colour: tuple[int, int, int]) -> int:
+    """How many pixels are close to `colour`."""
+    distance = np.abs(pixels.astype(int) - np.array(colour)).max(axis=2)
+    return int((distance < 45).sum())
+
+
+def assert_red_left_blue_right(clip: bytes) -> None:
+    pixels = middle_frame(clip)
+    half = pixels.shape[1] // 2
+    left, right = pixels[:, :half], pixels[:, half:]
+    assert coloured(left, RED) > 2000 and coloured(right, RED) < 50, "the first character stands on the left"
+    assert coloured(right, BLUE) > 2000 and coloured(left, BLUE) < 50, "the second character stands on the right"
+    assert coloured(pixels, GREEN) < 50, "a cast shows each character's lead view only"
+    assert abs(coloured(left, RED) - coloured(right, BLUE)) < 0.35 * coloured(left, RED), "at the same height"
+
+
+@pytest.mark.parametrize("camera", ["static", "push_in", "pan_left", "orbit"])
+async def test_a_two_character_shot_shows_both_side_by_side(
+    providers: Callable[..., LocalProvider], renders: Renders, camera: str
+) -> None:
+    provider = providers()
+    submission = await provider.submit(request(60, images=CAST, camera=camera))
+    result, _seen = await wait_for(provider, submission, within=60)
+    assert result.status is TaskStatus.SUCCEEDED
+    clip = await provider.fetch(result.artifacts[0])
+    info = video.probe(clip)
+    assert (info.width, info.height, info.frames) == (1280, 720, 120)
+    assert_red_left_blue_right(clip)
+    ((figures, kwargs),) = renders.calls
+    assert len(figures) == 2 and kwargs["group"] is True
+
+
+async def test_a_one_character_shot_renders_all_its_views_as_before(
+    providers: Callable[..., LocalProvider], renders: Renders
+) -> None:
+    provider = providers()
+    submission = await provider.submit(request(61))  # three views of subject 0 (the default)
+    result, _seen = await wait_for(provider, submission)
+    assert result.status is TaskStatus.SUCCEEDED
+    ((figures, kwargs),) = renders.calls
+    assert len(figures) == 3 and kwargs["group"] is False
+    pixels = middle_frame(await provider.fetch(result.artifacts[0]))
+    assert all(coloured(pixels, colour) > 1000 for colour in (RED, GREEN, BLUE)), "every view, in a row"
+
+
+async def test_a_cast_closed_mid_render_renders_the_whole_cast_after_restart(
+    providers: Callable[..., LocalProvider], renders: Renders, tmp_path: Path
+) -> None:
+    import json
+
+    before = providers(delay=30)
+    submission = await before.submit(request(62, images=CAST))
+    await wait_for(before, submission, {TaskStatus.RUNNING})
+    await before.close()
+    assert not output(tmp_path, 62).exists()
+    record = json.loads((output(tmp_path, 62).parent / "request.json").read_text())
+    assert [entry["subject"] for entry in record["images"]] == [0, 0, 1]
+
+    after = providers()
+    result, _seen = await wait_for(after, submission, within=60)
+    assert result.status is TaskStatus.SUCCEEDED
+    assert_red_left_blue_right(await after.fetch(result.artifacts[0]))
+    assert renders.count == 2 and all(len(figures) == 2 for figures, _kwargs in renders.calls)
+
+
+async def test_a_request_written_before_casts_is_one_character(
+    providers: Callable[..., LocalProvider], renders: Renders, tmp_path: Path
+) -> None:
+    import json
+
+    first = providers()
+    submission = await first.submit(request(63, images=CAST))
+    await wait_for(first, submission)
+    await first.close()
+    folder = output(tmp_path, 63).parent
+    output(tmp_path, 63).unlink()
+    record = json.loads((folder / "request.json").read_text())
+    for entry in record["images"]:
+        del entry["subject"]  # as an older version wrote it
+    (folder / "request.json").write_text(json.dumps(record))
+
+    after = providers()
+    result, _seen = await wait_for(after, submission)
+    assert result.status is TaskStatus.SUCCEEDED
+    figures, kwargs = renders.calls[-1]
+    assert len(figures) == 3 and kwargs["group"] is False
