@@ -263,6 +263,64 @@ def compose_sheet(
     return sheet
 
 
+LINEUP_MAX = 6  # characters on one lineup
+LINEUP_MAX_WIDTH = 4096
+_LINEUP_HEIGHT = 1080  # the image's height; its width grows with the cast (at least 16:9, at most the maximum)
+_LINEUP_MIN_WIDTH = 1920
+
+
+def _trimmed(image: Image.Image) -> Image.Image:
+    """The cut-out as RGBA without its transparent margins (a wholly transparent or opaque one stays whole)."""
+    rgba = image if image.mode == "RGBA" else image.convert("RGBA")
+    box = rgba.getchannel("A").getbbox()
+    return rgba.crop(box) if box else rgba
+
+
+def lineup(characters: Sequence[tuple[str, Image.Image]]) -> Image.Image:
+    """Several characters side by side on white, feet on one floor, each with its name under it.
+
+    One scale for everyone: the same pixel height per character height (each cut-out's height, after trimming
+    its transparent margins, is taken as its character's height; the caller sizes them), the tallest filling the
+    figure area. The image is 1080 px high and as wide as the row needs, at least 1920 and at most 4096 px (a row
+    too wide is scaled down as a whole). Refuses an empty list and more than six characters (ValueError).
+    """
+    if not characters:
+        raise ValueError("a lineup needs at least one character")
+    if len(characters) > LINEUP_MAX:
+        raise ValueError(f"a lineup holds at most {LINEUP_MAX} characters, not {len(characters)}")
+    figures = [_trimmed(image) for _name, image in characters]
+    margin, gap, top = 60, 48, 60
+    floor = _LINEUP_HEIGHT - 150  # the names go under it
+    min_slot = 240  # room for a name under a narrow figure
+    scale = (floor - top) / max(figure.height for figure in figures)
+
+    def slots(at: float) -> list[int]:
+        return [max(min_slot, round(figure.width * at)) for figure in figures]
+
+    def row_width(at: float) -> int:
+        return sum(slots(at)) + gap * (len(figures) - 1)
+
+    room = LINEUP_MAX_WIDTH - 2 * margin
+    if row_width(scale) > room:  # too wide: shrink every figure alike (the name slots keep their minimum)
+        fixed = gap * (len(figures) - 1) + sum(min_slot for figure in figures if figure.width * scale <= min_slot)
+        scalable = sum(figure.width for figure in figures if figure.width * scale > min_slot)
+        scale = min(scale, (room - fixed) / scalable) if scalable else scale
+        while row_width(scale) > room:  # rounding and figures newly under the minimum
+            scale *= 0.99
+    width = min(LINEUP_MAX_WIDTH, max(_LINEUP_MIN_WIDTH, row_width(scale) + 2 * margin))
+    sheet = Image.new("RGB", (width, _LINEUP_HEIGHT), _WHITE)
+    draw = ImageDraw.Draw(sheet)
+    name_font = font(40, bold=True)
+    x = (width - row_width(scale)) / 2
+    for (name, _image), figure, slot in zip(characters, figures, slots(scale), strict=True):
+        size = (max(1, round(figure.width * scale)), max(1, round(figure.height * scale)))
+        scaled = figure.resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0)
+        sheet.paste(scaled, (round(x + (slot - size[0]) / 2), floor - size[1]), scaled)
+        _label(draw, name, centre_x=x + slot / 2, top=floor + 30, width=slot + gap, face=name_font)
+        x += slot + gap
+    return sheet
+
+
 _NEXT_VIEW = (
     (View.FRONT, "it is the main reference every provider starts from"),
     (View.THREE_QUARTER, "it shows the face and body in depth"),
