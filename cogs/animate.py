@@ -159,7 +159,10 @@ class Animate(commands.Cog):
         audio="Native sound and voices, on models that render audio (costs more there)",
         end_frame="An image the clip should end on (PNG, JPEG or WebP), on models that take an end frame",
         start_frame="An image the clip should begin on (PNG, JPEG or WebP), instead of the character's lead view",
+        with_character="Another character in the same shot (on models that take several)",
+        and_character="A third character in the same shot (on models that take several)",
     )
+    @app_commands.rename(with_character="with", and_character="and")
     @app_commands.choices(camera=CAMERA_CHOICES, quality=QUALITY_CHOICES)
     @app_commands.autocomplete(duration=duration_autocomplete)
     @app_commands.autocomplete(provider=provider_autocomplete, aspect=aspect_autocomplete)
@@ -181,6 +184,8 @@ class Animate(commands.Cog):
         audio: bool = False,
         end_frame: discord.Attachment | None = None,
         start_frame: discord.Attachment | None = None,
+        with_character: CharacterArg | None = None,
+        and_character: CharacterArg | None = None,
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         shot = Shot(
@@ -194,6 +199,7 @@ class Animate(commands.Cog):
             model=model,
             quality=Quality(quality.value) if quality else None,
             audio=audio,
+            cast=tuple(other.id for other in (with_character, and_character) if other is not None),
         )
         result = await self.bot.services.animate.queue(
             actor_of(interaction),

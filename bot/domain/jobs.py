@@ -70,6 +70,7 @@ class ShotParams(Frozen):
     audio: bool = False  # native audio, on a model that renders it
     end_frame: str | None = None  # blob digest of the image the clip ends on, on a model that takes one
     start_frame: str | None = None  # blob digest of the image the clip begins on (else the lead view)
+    cast: list[int] = []  # the other characters of the shot (ids, in cast order); the job's character leads
 
 
 BOT_ACCOUNT = ""  # Job.account of a shot sent with the bot's own key

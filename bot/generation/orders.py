@@ -11,12 +11,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 
 from bot.domain import Actor, Character, Job, JobState, Quality, ServerRules, ShotParams, WorkKind
-from bot.domain.errors import InvalidInputError, NotAllowedError
+from bot.domain.errors import InvalidInputError, NotAllowedError, NotFoundError
+from bot.generation.casting import CastMember, bind_cast
 from bot.generation.prompts import CAMERA_MOVES, DEFAULT_NEGATIVE_PRESETS, choose_references, compile_prompt
 from bot.generation.queueing import OrderQueue, PendingShot
 from bot.governance.limits import Place, check_channel
 from bot.jobs.delivery import Delivery, Progress
-from bot.library.characters import Library
+from bot.library.characters import Library, can_see
 from bot.library.references import Upload
 from bot.library.sheets.generate import SheetGenerator
 from bot.providers.base import Capabilities, ModelRow, RenderRequest
@@ -45,6 +46,7 @@ class Shot:
     audio: bool = False
     end_frame: str | None = None  # blob digest of the image the clip ends on
     start_frame: str | None = None  # blob digest of the image the clip begins on (else the lead view)
+    cast: tuple[int, ...] = ()  # the other characters in the shot (ids), after the one it is queued for
 
 
 @dataclass(frozen=True)
@@ -132,8 +134,29 @@ class AnimateService:
         typed_words = {"prompt": action, "setting": shot.setting, "negative prompt": shot.negative}
         await self._orders.screen_words(actor, place, rules, typed_words)
 
+        others = await self._cast_of(actor, character, tuple(shot.cast))
+        if 1 + len(others) > row.max_subjects:
+            can = [m for m in caps.clip_models_where(lambda r: r.max_subjects > len(others)) if m != row.model]
+            raise InvalidInputError(
+                f"**{caps.label}** `{row.model}` takes {_characters(row.max_subjects)} in one shot, not "
+                f"{1 + len(others)}." + (f" For this cast, choose the model {_either(can)}." if can else "")
+            )
         details = await self._library.details(actor, character)
-        binding = choose_references(details.views, details.elements, row.max_images)
+        if others:
+            members = [CastMember(character.name, details.views, details.elements)]
+            for other in others:
+                theirs = await self._library.details(actor, other)
+                members.append(CastMember(other.name, theirs.views, theirs.elements))
+            casting = bind_cast(members, row.max_images)
+            if casting.unseated:
+                names = ", ".join(f"**{name}**" for name in casting.unseated)
+                raise InvalidInputError(
+                    f"{names} would have no reference image in this shot: `{row.model}` takes "
+                    f"{row.max_images} images in all, and every character needs at least a front view."
+                )
+            binding = casting.binding
+        else:
+            binding = choose_references(details.views, details.elements, row.max_images)
         if not binding.chosen:
             raise InvalidInputError(
                 f"**{character.name}** has no reference images yet. Add a front view first with "
@@ -151,6 +174,7 @@ class AnimateService:
             negative_presets=DEFAULT_NEGATIVE_PRESETS if server.negative_presets is None else server.negative_presets,
             extra_negative=", ".join(t for t in (server.negative_extra, shot.negative) if t) or None,
             provider_label=caps.label,
+            with_characters=others,
         )
         typed = (action, shot.setting)
         await self._orders.screen_prompt(actor, place, rules, character, binding, compiled.prompt, "shot", typed)
@@ -208,11 +232,27 @@ class AnimateService:
                 audio=shot.audio,
                 end_frame=frame_digest,
                 start_frame=start_digest,
+                cast=[other.id for other in others],
             ),
             binding=binding,
             estimate=estimate,
             parent_job_id=parent_job_id,
         )
+
+    async def _cast_of(self, actor: Actor, lead: Character, ids: tuple[int, ...]) -> list[Character]:
+        """The other characters of a shot, as they are now. One the member cannot see (another server's, private,
+        deleted) is refused like a character that does not exist; so is the same character twice."""
+        others: list[Character] = []
+        for character_id in ids:
+            if character_id == lead.id or character_id in (other.id for other in others):
+                raise InvalidInputError("A character can be in a shot only once: choose different characters.")
+            other = await self._storage.characters.get(actor.guild_id, character_id)
+            if other is None or not can_see(actor, other):
+                raise NotFoundError(
+                    "A character of this shot does not exist (or is no longer shared with you): choose another."
+                )
+            others.append(other)
+        return others
 
     async def _frame(self, actor: Actor, upload: Upload | None, kept: str | None) -> str | None:
         """The digest of a frame image: the member's new upload (stored now), else the one the shot kept."""
@@ -344,6 +384,7 @@ class AnimateService:
             audio=params.audio,
             end_frame=params.end_frame if same_shot else None,
             start_frame=params.start_frame if same_shot else None,
+            cast=tuple(params.cast),
         )
         return await self.queue(actor, place, character, shot, parent_job_id=job.id)
 
@@ -399,6 +440,10 @@ def check_row(
         raise InvalidInputError(f"{name} takes no end frame." + instead(lambda r: r.end_frame is not None, "one"))
     if start_frame and row.start_frame is None:
         raise InvalidInputError(f"{name} takes no start frame." + instead(lambda r: r.start_frame is not None, "one"))
+
+
+def _characters(count: int) -> str:
+    return "one character" if count == 1 else f"{count} characters"
 
 
 def _either(names: list[str]) -> str:

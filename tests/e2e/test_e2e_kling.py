@@ -6,20 +6,18 @@ import asyncio
 import base64
 import io
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from decimal import Decimal
 
 import pytest
 from PIL import Image
 
 from bot.domain import JobState, Money
-from bot.providers.kling import KlingProvider
 from tests.support.bot_runner import BotRunner, World
 from tests.support.characters import ava_with_front_view
 from tests.support.fake_discord import FakeDiscord
 from tests.support.fake_providers.kling import IMAGE2VIDEO, FakeKling, sample_video
 from tests.support.figures import RED, figure_png
-from tests.support.kling_keys import ACCESS, SECRET, running_kling
+from tests.support.kling_keys import running_kling, use_kling
 from tests.support.shots import animate, job_state, queued_id, result_of
 from tests.support.waiting import until
 
@@ -28,23 +26,6 @@ from tests.support.waiting import until
 async def kling() -> AsyncIterator[FakeKling]:
     async with running_kling() as fake:
         yield fake
-
-
-def use_kling(
-    runner: BotRunner, kling: FakeKling, model: str = "kling-v1-6", *, api_key: str | None = None
-) -> KlingProvider:
-    """Kling set up with keys (the pair, or the single API key), as an admin would; registered now and at every
-    start of the bot."""
-    if api_key is not None:
-        provider = KlingProvider(base_url=kling.base_url, api_key=api_key, model=model)
-    else:
-        provider = KlingProvider(base_url=kling.base_url, access_key=ACCESS, secret_key=SECRET, model=model)
-    # The fake renders in two polls, not in Kling's minute and a half: the first poll comes at once.
-    provider.capabilities = replace(provider.capabilities, typical_seconds=0.2)
-    runner.providers.append(provider)
-    assert runner.bot is not None
-    runner.bot.services.providers.register(provider)
-    return provider
 
 
 async def until_done(runner: BotRunner, job_id: int) -> None:

@@ -42,3 +42,16 @@ async def ava_with_front_view(fake: FakeDiscord, world: World) -> None:
     )
     await h.wait_settled(timeout=30)
     assert h.embeds and h.embeds[0]["title"].startswith("Saved"), h.content
+
+
+async def with_front_view(
+    fake: FakeDiscord, world: World, name: str, colour: tuple[int, int, int], *, guild: Any = None, user: Any = None
+) -> None:
+    """A character of its own colour with a front view, made by Alice in Studio A (or `user` in `guild`)."""
+    where, who = guild or world.studio_a, user or world.alice
+    h = await fake.slash(where, who, "character create", {"name": name, "description": f"{name}, {TRAITS}"})
+    await h.wait_settled()
+    attachment = fake.upload(figure_png(colour), "front.png", "image/png")
+    h = await fake.slash(where, who, "character view add", {"character": name, "view": "front", "image": attachment})
+    await h.wait_settled(timeout=30)
+    assert h.embeds and h.embeds[0]["title"].startswith("Saved"), h.content
